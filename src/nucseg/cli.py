@@ -1,0 +1,88 @@
+"""Command line interface: ``nucseg <command> [options]``.
+
+A thin layer over the library: each command parses its arguments, then calls
+one API function. Heavy modules (torch, skimage) are imported inside the
+``_run_*`` functions, after parsing, so that ``nucseg --help`` is instant.
+
+Every :class:`nucseg.errors.NucsegError` is printed as one line
+(``nucseg: error: <file>: <problem>``) with exit code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from nucseg.errors import NucsegError
+
+EXIT_OK = 0
+EXIT_FAILURES = 1  # the command ran, but some inputs failed
+EXIT_USAGE = 2  # bad input: nothing (or nothing more) could be done
+
+
+# --------------------------------------------------------------------------- show
+
+
+def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("dataset", nargs="?", help="dataset folder (DSB2018 or paired layout)")
+    source.add_argument("--images", help="folder of images (paired layout; needs --masks)")
+    parser.add_argument("--masks", help="folder of masks matched to --images by file name")
+    parser.add_argument("--n", type=int, default=8, help="number of samples to show (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for choosing samples")
+    parser.add_argument("--out", required=True, help="output PNG file")
+
+
+def _run_show(args: argparse.Namespace) -> int:
+    from nucseg.datasets import load_dataset
+    from nucseg.visualize import save_sample_grid
+
+    if (args.images is None) != (args.masks is None):
+        raise NucsegError("--images and --masks go together")
+    samples = load_dataset(args.dataset, images_dir=args.images, masks_dir=args.masks, progress=True)
+    path = save_sample_grid(samples, args.out, n=args.n, seed=args.seed)
+    print(f"wrote {path} ({min(args.n, len(samples))} of {len(samples)} samples)")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------- commands
+
+#: name -> (help, add_arguments, run)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "show": ("draw sample images with their nucleus outlines into one PNG", _add_show_arguments, _run_show),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``nucseg`` argument parser with one subparser per command."""
+    from nucseg import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nucseg", description="Find and outline every cell nucleus in microscopy images."
+    )
+    parser.add_argument("--version", action="version", version=f"nucseg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nucseg`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except NucsegError as exc:
+        print(f"nucseg: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nucseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
