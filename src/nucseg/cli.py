@@ -46,11 +46,54 @@ def _run_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", required=True, metavar="DIR",
+                        help="folder of predicted label images (<name>_labels.tif, <name>.tif or <name>.png)")
+    truth = parser.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--gt", metavar="DATASET", help="ground-truth dataset folder (DSB2018 or paired layout)")
+    truth.add_argument("--images", metavar="DIR", help="ground-truth images folder (paired layout; needs --masks)")
+    parser.add_argument("--masks", metavar="DIR", help="ground-truth masks folder matched to --images by name")
+    parser.add_argument("--csv", metavar="FILE", help="write one row of scores per image to this CSV file")
+    parser.add_argument("--json", metavar="FILE", help="write the dataset scores to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing --csv / --json files")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import warnings
+    from pathlib import Path
+
+    from nucseg.errors import InputError
+    from nucseg.evaluation import evaluate_folder, format_summary, write_csv, write_json
+
+    if (args.images is None) != (args.masks is None):
+        raise NucsegError("--images and --masks go together")
+    for output in (args.csv, args.json):
+        if output is not None and Path(output).exists() and not args.overwrite:
+            raise InputError(output, "exists (use --overwrite to replace it)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate_folder(args.pred, args.gt, images_dir=args.images, masks_dir=args.masks,
+                                 progress=sys.stderr.isatty())
+    for warning in caught:
+        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
+    print(format_summary(report))
+    if args.csv:
+        print(f"wrote {write_csv(report, args.csv)}")
+    if args.json:
+        print(f"wrote {write_json(report, args.json)}")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------- commands
 
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "show": ("draw sample images with their nucleus outlines into one PNG", _add_show_arguments, _run_show),
+    "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
+                 _add_evaluate_arguments, _run_evaluate),
 }
 
 

@@ -1,0 +1,60 @@
+"""Time loading the DSB2018 training set: first load (empty cache), then the cached reload.
+
+Usage::
+
+    nice python benchmarks/bench_dataset_load.py [DATASET] [--workers N]
+
+``DATASET`` defaults to ``/work/shared/data/dsb2018/stage1_train``. The decode
+cache goes to a fresh temporary folder, removed afterwards, so that the first
+load really decodes every PNG. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.datasets import load_dataset
+
+DEFAULT_DATASET = Path("/work/shared/data/dsb2018/stage1_train")
+
+
+def _timed_load(root: Path, cache_dir: Path, workers: int | None) -> tuple[float, list]:
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # overlapping-mask reports are not what is timed
+        samples = load_dataset(root, cache_dir=cache_dir, workers=workers)
+    return time.perf_counter() - start, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    args = parser.parse_args()
+    if not args.dataset.is_dir():
+        parser.error(f"{args.dataset}: dataset folder does not exist")
+
+    with tempfile.TemporaryDirectory(prefix="nucseg-bench-cache-") as cache:
+        rows = []
+        for label in ("first load (empty cache)", "cached reload"):
+            seconds, samples = _timed_load(args.dataset, Path(cache), args.workers)
+            nuclei = sum(len(np.unique(s.labels)) - (s.labels.min() == 0) for s in samples)
+            rows.append((label, seconds, len(samples), nuclei))
+            del samples
+
+    print(f"Dataset: `{args.dataset}`, {os.cpu_count()} CPU cores, workers={args.workers or os.cpu_count()}\n")
+    print("| load | seconds | images | masks |")
+    print("|---|---:|---:|---:|")
+    for label, seconds, images, nuclei in rows:
+        print(f"| {label} | {seconds:.1f} | {images} | {nuclei} |")
+
+
+if __name__ == "__main__":
+    main()

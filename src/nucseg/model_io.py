@@ -1,0 +1,237 @@
+"""The self-describing model folder.
+
+A model is a folder holding::
+
+    config.json           ModelConfig: architecture, input channels, normalization,
+                          target, post-processing thresholds, training split and
+                          validation scores, format and nucseg versions,
+                          SHA-256 of the weights
+    weights.safetensors   the network's tensors (no pickle: loading runs no code)
+
+:func:`save_model` writes the folder atomically (a temporary folder renamed
+into place); :func:`load_model_folder` checks the format, the version and the
+weights checksum before building the network, and fails with a one-line
+:class:`~nucseg.errors.ModelError` for anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nucseg.errors import ModelError
+from nucseg.preprocess import NormalizationConfig
+
+FORMAT_NAME = "nucseg-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a network and use it exactly as trained.
+
+    Attributes
+    ----------
+    architecture
+        Name in :data:`nucseg.models.REGISTRY`.
+    architecture_options
+        Keyword options of the architecture (``encoder_weights`` is never
+        stored: the weights file holds the trained encoder).
+    in_channels, out_channels
+        Network input channels and number of output classes.
+    target
+        ``"three_class"`` or ``"binary"`` (see :mod:`nucseg.targets`).
+    normalization
+        How raw images become network input.
+    resize_to
+        Square side (pixels) every image is resized to before the network, or
+        None to run at native resolution (tiled).
+    postprocess
+        :class:`nucseg.postprocess.PostprocessConfig` as a dictionary.
+    training
+        The resolved :class:`nucseg.config.TrainConfig` of the run, as a dictionary.
+    split
+        ``{"train": [...], "validation": [...]}`` image names.
+    validation
+        Validation scores of the saved weights (``dsb_score``, ``pixel_iou``, ...).
+    name
+        Short model name (e.g. ``"dsb2018"``).
+    nucseg_version, format_version
+        Versions that wrote the folder.
+    """
+
+    architecture: str
+    architecture_options: dict[str, Any] = field(default_factory=dict)
+    in_channels: int = 3
+    out_channels: int = 3
+    target: str = "three_class"
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    resize_to: int | None = None
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, list[str]] = field(default_factory=dict)
+    validation: dict[str, float] = field(default_factory=dict)
+    name: str = ""
+    nucseg_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_NAME, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = dict(data)
+        data.pop("format", None)
+        data.pop("weights_sha256", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown keys {', '.join(unknown)}")
+        if isinstance(data.get("normalization"), dict):
+            data["normalization"] = NormalizationConfig(**data["normalization"])
+        return cls(**data)
+
+
+@dataclass
+class LoadedModel:
+    """A network in eval mode with its configuration and folder."""
+
+    network: Any  # torch.nn.Module
+    config: ModelConfig
+    path: Path
+
+
+def build_network(config: ModelConfig):
+    """Build the (untrained) network described by ``config``."""
+    from nucseg.models import build_model
+
+    options = {k: v for k, v in config.architecture_options.items() if k != "encoder_weights"}
+    return build_model(config.architecture, in_channels=config.in_channels, out_channels=config.out_channels,
+                       **options)
+
+
+def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write ``network``'s weights and ``config`` as a model folder, atomically.
+
+    The folder is assembled under a temporary name beside ``path`` and renamed
+    into place, so a reader sees the old model or the new one, never a mix.
+    """
+    from safetensors.torch import save_file
+
+    import nucseg
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config = dataclasses.replace(config, nucseg_version=nucseg.__version__, format_version=FORMAT_VERSION)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        document = config.to_dict()
+        document["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_model_config(path: str | Path) -> tuple[ModelConfig, str | None]:
+    """Read and check ``config.json`` of a model folder.
+
+    Returns the config and the recorded weights checksum (None if absent).
+
+    Raises
+    ------
+    ModelError
+        Missing folder or file, not JSON, not a nucseg model, or a newer format.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(path, "model not found")
+    if not path.is_dir():
+        raise ModelError(path, f"not a model folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(path, f"not a model folder: {CONFIG_FILE} is missing")
+    try:
+        document = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ModelError(config_path, f"corrupt model config ({str(exc).splitlines()[0]})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+        raise ModelError(config_path, f"not a nucseg model config (no \"format\": \"{FORMAT_NAME}\")")
+    version = document.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelError(config_path, f"model format version {version!r} is newer than this nucseg reads "
+                                      f"({FORMAT_VERSION}); upgrade nucseg")
+    try:
+        config = ModelConfig.from_dict(document)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(config_path, f"invalid model config ({exc})") from None
+    return config, document.get("weights_sha256")
+
+
+def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> LoadedModel:
+    """Load a model folder written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path
+        The model folder.
+    verify_checksum
+        Compare the weights file with the SHA-256 recorded in ``config.json``.
+
+    Raises
+    ------
+    ModelError
+        Missing, corrupt or foreign files; weights that do not fit the architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config, expected_sha = read_model_config(path)
+    weights_path = path / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ModelError(path, f"weights file {WEIGHTS_FILE} is missing")
+    if verify_checksum and expected_sha is not None and file_sha256(weights_path) != expected_sha:
+        raise ModelError(weights_path, "weights checksum does not match config.json (file corrupt or altered)")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(weights_path, f"corrupt weights file ({str(exc).splitlines()[0]})") from None
+    try:
+        network = build_network(config)
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ModelError(weights_path, f"weights do not fit architecture {config.architecture!r} "
+                                       f"({str(exc).splitlines()[0]})") from None
+    network.eval()
+    return LoadedModel(network, config, path)

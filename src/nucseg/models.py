@@ -1,0 +1,209 @@
+"""Segmentation networks and the registry that builds them by name.
+
+Every network maps a float32 batch ``(N, C_in, H, W)`` of normalized images
+(see :mod:`nucseg.preprocess`) to class logits ``(N, C_out, H, W)``. H and W
+must be multiples of :data:`SIZE_DIVISOR` (the tiling code pads to it).
+
+``mobilenetv2_unet``
+    The seed notebook's architecture: torchvision's MobileNetV2 as encoder
+    (optionally with ImageNet weights), skip connections by concatenation,
+    transposed-convolution upsampling.
+``unet``
+    A compact plain U-Net (Ronneberger et al. 2015) with batch norm, small
+    enough to train on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from nucseg.errors import ModelError
+
+#: Height and width of network inputs must be multiples of this (five 2x downsamplings).
+SIZE_DIVISOR = 32
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Module):
+    """Transposed-convolution 2x upsampling, concatenation with the skip, ConvBlock."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+        self.conv = ConvBlock(out_channels + skip_channels, out_channels)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet(nn.Module):
+    """Compact U-Net with ``depth`` 2x downsamplings.
+
+    Parameters
+    ----------
+    in_channels, out_channels
+        Input image channels and output classes.
+    base_channels
+        Feature channels at full resolution, doubled at every level.
+    depth
+        Number of downsampling steps (at most 5, the SIZE_DIVISOR).
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, base_channels: int = 16, depth: int = 4):
+        super().__init__()
+        if not 1 <= depth <= 5:
+            raise ValueError(f"depth must be in 1..5, got {depth}")
+        widths = [base_channels * 2**i for i in range(depth + 1)]
+        self.stem = ConvBlock(in_channels, widths[0])
+        self.down = nn.ModuleList(ConvBlock(widths[i], widths[i + 1]) for i in range(depth))
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.ModuleList(UpBlock(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(self.pool(skips[-1])))
+        x = skips.pop()
+        for block in self.up:
+            x = block(x, skips.pop())
+        return self.head(x)
+
+
+class MobileNetV2UNet(nn.Module):
+    """U-Net with torchvision's MobileNetV2 encoder (the seed notebook's model).
+
+    The encoder's activations at strides 2, 4, 8 and 16 are the skip
+    connections; the decoder upsamples with transposed convolutions and a last
+    transposed convolution returns to full resolution. ImageNet mean/std
+    normalization is part of the network, so inputs are the same [0, 1]-scaled
+    images as for every other model.
+
+    Parameters
+    ----------
+    in_channels
+        Must be 3 (the encoder's stem is ImageNet's RGB stem).
+    out_channels
+        Number of classes.
+    encoder_weights
+        ``"imagenet"`` to start from torchvision's ImageNet weights (downloaded
+        once into the torch hub cache), or None for random initialization.
+    decoder_channels
+        Output channels of the four decoder stages (strides 16, 8, 4, 2).
+    """
+
+    # (index after which the stage ends in mobilenet_v2().features, channels)
+    _TAPS = ((1, 16), (3, 24), (6, 32), (13, 96), (17, 320))
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        *,
+        encoder_weights: str | None = None,
+        decoder_channels: Sequence[int] = (96, 64, 32, 24),
+    ):
+        super().__init__()
+        if in_channels != 3:
+            raise ValueError("mobilenetv2_unet needs 3 input channels")
+        features = _mobilenet_v2_features(encoder_weights)
+        starts = [0] + [end + 1 for end, _ in self._TAPS[:-1]]
+        self.stages = nn.ModuleList(features[start : end + 1] for start, (end, _) in zip(starts, self._TAPS))
+        skip_channels = [c for _, c in self._TAPS[:-1]][::-1]  # 96, 32, 24, 16
+        in_ch = self._TAPS[-1][1]
+        ups = []
+        for skip, out in zip(skip_channels, decoder_channels):
+            ups.append(UpBlock(in_ch, skip, out))
+            in_ch = out
+        self.up = nn.ModuleList(ups)
+        self.final_up = nn.ConvTranspose2d(in_ch, in_ch, kernel_size=2, stride=2)
+        self.head = nn.Sequential(ConvBlock(in_ch, in_ch), nn.Conv2d(in_ch, out_channels, kernel_size=1))
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        skips = []
+        for stage in self.stages:
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        for block in self.up:
+            x = block(x, skips.pop())
+        return self.head(self.final_up(x))
+
+
+def _mobilenet_v2_features(encoder_weights: str | None) -> nn.Sequential:
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    if encoder_weights is None or encoder_weights == "none":
+        return mobilenet_v2(weights=None).features
+    if encoder_weights != "imagenet":
+        raise ValueError(f"encoder_weights must be 'imagenet' or None, got {encoder_weights!r}")
+    weights = MobileNet_V2_Weights.IMAGENET1K_V1
+    try:
+        return mobilenet_v2(weights=weights).features
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        hub_dir = torch.hub.get_dir()
+        raise ModelError(
+            None,
+            f"cannot download the ImageNet MobileNetV2 weights ({exc.__class__.__name__}: {exc}); "
+            f"connect to the internet once, or put {weights.url.rsplit('/', 1)[-1]} into "
+            f"{hub_dir}/checkpoints/, or train from scratch with --encoder-weights none",
+        ) from None
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """A registered network: how to build it and what it accepts."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    description: str
+
+
+#: Networks by name. ``build(in_channels, out_channels, **options)``.
+REGISTRY: dict[str, ArchitectureSpec] = {
+    "unet": ArchitectureSpec("unet", UNet, "compact U-Net; trains well on a CPU"),
+    "mobilenetv2_unet": ArchitectureSpec(
+        "mobilenetv2_unet", MobileNetV2UNet, "U-Net with a MobileNetV2 encoder (the seed notebook's model)"
+    ),
+}
+
+
+def build_model(name: str, *, in_channels: int = 3, out_channels: int = 3, **options) -> nn.Module:
+    """Build a registered network by name.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`REGISTRY`.
+    in_channels, out_channels
+        Input channels and number of output classes.
+    **options
+        Architecture options (e.g. ``base_channels`` for ``unet``,
+        ``encoder_weights`` for ``mobilenetv2_unet``).
+    """
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(REGISTRY)}")
+    return REGISTRY[name].build(in_channels, out_channels, **options)
