@@ -57,6 +57,8 @@ class TrainConfig:
         ReduceLROnPlateau on the monitored validation metric.
     early_stopping_patience
         Stop after this many epochs without improvement of the monitored metric.
+    time_limit_minutes
+        Stop after the first epoch that ends past this wall-clock budget (None: no limit).
     monitor
         Validation metric that picks the best checkpoint: ``"dsb_score"``,
         ``"pixel_iou"``, ``"pixel_accuracy"`` or ``"loss"`` (lower is better).
@@ -98,6 +100,7 @@ class TrainConfig:
     lr_factor: float = 0.5
     min_lr: float = 1e-5
     early_stopping_patience: int = 15
+    time_limit_minutes: float | None = None
     monitor: str = "dsb_score"
     grad_clip: float = 1.0
     val_fraction: float = 0.1
@@ -150,11 +153,9 @@ class TrainConfig:
         return _from_dict(cls, data, "config")
 
     def updated(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (None values are ignored)."""
+        """A copy with ``changes`` applied (``augment`` may be a partial dictionary)."""
         data = self.to_dict()
         for key, value in changes.items():
-            if value is None:
-                continue
             if key == "augment" and isinstance(value, dict):
                 data["augment"].update(value)
             else:
@@ -231,7 +232,7 @@ def resolve_config(
         layers.append((f"preset {preset!r}", PRESETS[preset]))
     if config_file is not None:
         layers.append((str(config_file), load_config_file(config_file)))
-    layers.append(("command-line options", overrides or {}))
+    layers.append(("command-line options", {k: v for k, v in (overrides or {}).items() if v is not None}))
     for source, layer in layers:
         try:
             config = config.updated(**layer)
