@@ -59,6 +59,29 @@ class AugmentConfig:
     color_probability: float = 0.3
     invert_probability: float = 0.15
 
+    def __post_init__(self) -> None:
+        for name in ("flips", "rotations"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"augment {name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("scale", "gamma"):
+            low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
+            if not (_is_number(low) and _is_number(high) and 0 < low <= high):
+                raise ValueError(f"augment {name}_min and {name}_max must satisfy 0 < min <= max, got {low!r}, {high!r}")
+        for name in ("brightness", "contrast", "noise_max", "blur_sigma_max", "blur_probability",
+                     "color_probability", "invert_probability"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or (name.endswith("probability") and value > 1):
+                raise ValueError(f"augment {name} must be a non-negative number"
+                                 f"{' at most 1' if name.endswith('probability') else ''}, got {value!r}")
+        if self.contrast >= 1:
+            raise ValueError(f"augment contrast must be below 1 (a relative change), got {self.contrast!r}")
+        if self.blur_probability > 0 and self.blur_sigma_max < 0.3:
+            raise ValueError(f"augment blur_sigma_max must be at least 0.3 pixels, got {self.blur_sigma_max!r}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
 
 NO_AUGMENTATION = AugmentConfig(
     flips=False, rotations=False, scale_min=1.0, scale_max=1.0, brightness=0.0, contrast=0.0,

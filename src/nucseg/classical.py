@@ -3,13 +3,22 @@
 No training and no model: for users without a trained network, and as the
 floor that every trained model must beat. The steps:
 
-1. one channel (mean of RGB), percentile-normalized to [0, 1], lightly smoothed;
-2. Otsu threshold, and the polarity of the nuclei (see :func:`detect_polarity`);
-3. small holes filled, specks smaller than ``min_size`` removed;
-4. the typical nucleus radius estimated from the median area of the objects;
+1. one channel (mean of RGB, alpha dropped), percentile-normalized to
+   [0, 1], smoothed with a small Gaussian;
+2. Otsu threshold; nuclei are the bright or the dark phase
+   (:func:`detect_polarity`), or, with ``phases=3``, the brightest or darkest
+   of three multi-Otsu phases (brightfield images whose cytoplasm is visible);
+3. specks smaller than ``min_size`` removed, holes smaller than half a
+   typical nucleus filled;
+4. the typical nucleus radius estimated from the median object area
+   (:func:`estimate_nucleus_radius`);
 5. touching nuclei split by a watershed on the distance transform, seeded at
-   its peaks at least ``min_distance`` apart (by default half the typical
-   radius).
+   its peaks at least ``min_distance`` apart (default: the typical radius).
+
+The default seed distance (one typical radius) was chosen on 66 DSB2018
+training images (25 fluorescence, 25 colour, 16 gray brightfield): mean DSB
+score 0.51 on fluorescence, 0.21 on colour (H&E-like), against 0.46 and 0.18
+with half a radius, which over-splits.
 """
 
 from __future__ import annotations
@@ -38,11 +47,11 @@ class ClassicalResult:
         ``"bright"`` (nuclei brighter than the background, fluorescence) or
         ``"dark"`` (brightfield, H&E).
     threshold
-        Otsu threshold on the normalized, smoothed image.
+        The threshold that separated nuclei, on the normalized, smoothed image.
     nucleus_radius
-        Estimated typical nucleus radius in pixels (0 when nothing was found).
+        Estimated typical nucleus radius in pixels (0.0 when nothing was found).
     min_distance
-        Minimum distance between watershed seeds in pixels.
+        Minimum distance between watershed seeds in pixels (0 when nothing was found).
     """
 
     labels: np.ndarray
@@ -56,6 +65,7 @@ def segment_classical(
     image: np.ndarray,
     *,
     polarity: Literal["auto", "bright", "dark"] = "auto",
+    phases: Literal[2, 3] = 2,
     smoothing_sigma: float = 1.0,
     min_size: int = 15,
     min_distance: int | None = None,
@@ -67,17 +77,23 @@ def segment_classical(
     image : ndarray, shape (H, W) or (H, W, 3|4)
         Raw image, any dtype; RGB is averaged to gray, alpha is dropped.
     polarity
-        ``"auto"`` detects it (:func:`detect_polarity`); ``"bright"`` for
+        ``"auto"`` detects it with :func:`detect_polarity`; ``"bright"`` for
         nuclei brighter than the background (fluorescence); ``"dark"`` for
         darker nuclei (brightfield, H&E).
+    phases
+        2: nuclei against background (one Otsu threshold). 3: nuclei,
+        cytoplasm and background (multi-Otsu); nuclei are the darkest
+        (``"dark"``) or brightest (``"bright"``) phase. Use 3 for brightfield
+        images where whole cells stand out from the background. The polarity
+        is always detected from the two-phase split.
     smoothing_sigma
         Standard deviation in pixels of the Gaussian applied before
         thresholding; 0 turns smoothing off.
     min_size
         Objects smaller than this many pixels are removed.
     min_distance
-        Minimum distance in pixels between the seeds of two nuclei; None
-        uses half the estimated typical nucleus radius (at least 2).
+        Minimum distance in pixels between the seeds of two nuclei; None uses
+        the estimated typical nucleus radius (at least 2).
 
     Returns
     -------
@@ -85,7 +101,8 @@ def segment_classical(
         0 background, nuclei 1..N.
     """
     return segment_classical_detailed(
-        image, polarity=polarity, smoothing_sigma=smoothing_sigma, min_size=min_size, min_distance=min_distance
+        image, polarity=polarity, phases=phases, smoothing_sigma=smoothing_sigma,
+        min_size=min_size, min_distance=min_distance,
     ).labels
 
 
@@ -93,15 +110,18 @@ def segment_classical_detailed(
     image: np.ndarray,
     *,
     polarity: Literal["auto", "bright", "dark"] = "auto",
+    phases: Literal[2, 3] = 2,
     smoothing_sigma: float = 1.0,
     min_size: int = 15,
     min_distance: int | None = None,
 ) -> ClassicalResult:
     """:func:`segment_classical`, also returning the polarity, threshold and sizes it chose."""
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_multiotsu, threshold_otsu
 
     if polarity not in ("auto", "bright", "dark"):
         raise ValueError(f"polarity must be 'auto', 'bright' or 'dark', got {polarity!r}")
+    if phases not in (2, 3):
+        raise ValueError(f"phases must be 2 or 3, got {phases!r}")
     if min_distance is not None and min_distance < 1:
         raise ValueError(f"min_distance must be at least 1 pixel, got {min_distance}")
     gray = to_channels(np.asarray(image), 1)[:, :, 0]
@@ -115,15 +135,20 @@ def segment_classical_detailed(
     above = normalized > threshold
     if polarity == "auto":
         polarity = detect_polarity(above)
-    mask = above if polarity == "bright" else ~above
+    if phases == 2:
+        mask = above if polarity == "bright" else ~above
+    else:
+        low, high = threshold_multiotsu(normalized, classes=3)
+        threshold = float(high if polarity == "bright" else low)
+        mask = normalized > threshold if polarity == "bright" else normalized <= threshold
     components, _ = ndi.label(mask)
     components = remove_small_labels(components, min_size)
     radius = estimate_nucleus_radius(components)
-    if radius == 0:
+    if radius == 0.0:
         return ClassicalResult(empty, polarity, threshold, 0.0, 0)
     mask = fill_small_holes(components > 0, int(np.pi * radius**2 / 2))
     if min_distance is None:
-        min_distance = max(2, int(round(radius / 2)))
+        min_distance = max(2, int(round(radius)))
     labels = split_by_distance(mask, min_distance=min_distance)
     return ClassicalResult(remove_small_labels(labels, min_size), polarity, threshold, radius, min_distance)
 
@@ -135,7 +160,10 @@ def detect_polarity(above_threshold: np.ndarray) -> Polarity:
     threshold cover less than half the image, the bright phase is nuclei on
     a dark background (fluorescence); otherwise the dark phase is nuclei on a
     bright background (brightfield, H&E). Fails on fluorescence fields where
-    nuclei cover more than half the image; pass the polarity explicitly there.
+    nuclei cover more than half the image, and on colour images dominated by
+    dark stained tissue; pass the polarity explicitly there. Right on 65 of 66
+    DSB2018 training images checked (the miss: an H&E field mostly covered by
+    dark red stroma).
 
     Parameters
     ----------

@@ -87,6 +87,63 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -------------------------------------------------------------------------- train
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", help="training dataset folder (DSB2018 or paired layout)")
+    parser.add_argument("--images", help="folder of training images (paired layout; needs --masks)")
+    parser.add_argument("--masks", help="folder of masks matched to --images by file name")
+    parser.add_argument("--val-data", help="explicit validation dataset (default: a seeded split of --data)")
+    run = parser.add_mutually_exclusive_group(required=True)
+    run.add_argument("--out", help="new run folder, e.g. runs/NAME (the model is saved in runs/NAME/model)")
+    run.add_argument("--resume", metavar="RUN", help="continue the killed or stopped run in this folder")
+    parser.add_argument("--config", help="YAML or JSON file of TrainConfig settings")
+    parser.add_argument("--preset", help="named starting configuration: 'default' or 'seed' (the seed notebook)")
+    settings = parser.add_argument_group("settings (override --preset and --config)")
+    settings.add_argument("--model", help="network: unet or mobilenetv2_unet")
+    settings.add_argument("--encoder-weights", choices=["imagenet", "none"],
+                          help="mobilenetv2_unet encoder start: ImageNet weights or random")
+    settings.add_argument("--target", choices=["three_class", "binary"], help="training target")
+    settings.add_argument("--epochs", type=int, help="maximum number of epochs")
+    settings.add_argument("--batch-size", type=int, help="crops per optimisation step")
+    settings.add_argument("--crop-size", type=int, help="side of the square training crops (multiple of 32)")
+    settings.add_argument("--resize-to", type=int, help="resize every image to this square size instead of cropping")
+    settings.add_argument("--lr", type=float, help="learning rate")
+    settings.add_argument("--samples-per-epoch", type=int, help="random crops per epoch (default: one per image)")
+    settings.add_argument("--val-fraction", type=float, help="fraction of images held out for validation")
+    settings.add_argument("--seed", type=int, help="seed of the split, initialization and augmentation")
+    settings.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    settings.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    settings.add_argument("--time-limit", type=float, dest="time_limit_minutes",
+                          help="stop after the epoch that passes this many minutes")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from nucseg.config import resolve_config
+    from nucseg.training import train
+
+    if (args.images is None) != (args.masks is None):
+        raise NucsegError("--images and --masks go together")
+    if args.resume:
+        if args.config or args.preset:
+            raise NucsegError("--resume continues a run with its saved settings; drop --config/--preset")
+        config = None
+    else:
+        if args.data is None and args.images is None:
+            raise NucsegError("give the training data with --data DATASET or --images DIR --masks DIR")
+        # encoder_weights stays the string "none" here (None would mean "flag not given"); TrainConfig maps it to None.
+        overrides = {key: getattr(args, key) for key in (
+            "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
+            "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
+        config = resolve_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    result = train(config, args.resume or args.out, data=args.data, images_dir=args.images, masks_dir=args.masks,
+                   val_data=args.val_data, resume=bool(args.resume))
+    print(f"best epoch {result.best_epoch} of {result.epochs_run}: "
+          f"validation {config.monitor if config else 'metric'} {result.best_metric:.4f}; model in {result.model_dir}")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------- commands
 
 #: name -> (help, add_arguments, run)
@@ -94,6 +151,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "show": ("draw sample images with their nucleus outlines into one PNG", _add_show_arguments, _run_show),
     "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
                  _add_evaluate_arguments, _run_evaluate),
+    "train": ("train a segmentation model on an annotated dataset", _add_train_arguments, _run_train),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,8 @@ class TrainConfig:
     model
         Network name from :data:`nucseg.models.REGISTRY` (``unet``, ``mobilenetv2_unet``).
     model_options
-        Architecture options, e.g. ``{"base_channels": 8, "depth": 4}`` for ``unet``.
+        Architecture options (keyword arguments of the network class), e.g.
+        ``{"base_channels": 16}`` for ``unet``; empty for the class defaults.
     encoder_weights
         ``"imagenet"`` or ``None``; only for ``mobilenetv2_unet``.
     target
@@ -83,7 +85,7 @@ class TrainConfig:
     """
 
     model: str = "unet"
-    model_options: dict[str, Any] = field(default_factory=lambda: {"base_channels": 8, "depth": 4})
+    model_options: dict[str, Any] = field(default_factory=dict)
     encoder_weights: str | None = None
     target: str = "three_class"
     epochs: int = 100
@@ -116,22 +118,61 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = _from_dict(AugmentConfig, self.augment, "augment")
+        if isinstance(self.encoder_weights, str) and self.encoder_weights.lower() == "none":
+            self.encoder_weights = None  # "none" on the command line or in YAML means no weights
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError for settings that cannot work together."""
+        """Raise ValueError for missing, mistyped or out-of-range settings and ones that cannot work together."""
+        import inspect
+
         from nucseg.models import REGISTRY
         from nucseg.targets import TARGET_CLASSES
 
+        for name, (kind, minimum) in _NUMBER_SETTINGS.items():
+            _check_number(name, getattr(self, name), kind, minimum)
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be true or false, got {self.amp!r}")
+        if not isinstance(self.augment, AugmentConfig):
+            raise ValueError(f"augment must be a mapping of augmentation settings, got {self.augment!r}")
         if self.model not in REGISTRY:
             raise ValueError(f"model must be one of {sorted(REGISTRY)}, got {self.model!r}")
+        if not isinstance(self.model_options, dict):
+            raise ValueError(f"model_options must be a mapping of architecture options, got {self.model_options!r}")
+        parameters = inspect.signature(REGISTRY[self.model].build).parameters
+        allowed = sorted(n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY and n != "encoder_weights")
+        unknown = sorted(set(self.model_options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown model_options for {self.model!r}: {', '.join(unknown)} "
+                             f"(allowed: {', '.join(allowed) or 'none'})")
+        if self.encoder_weights not in (None, "imagenet"):
+            raise ValueError(f"encoder_weights must be 'imagenet' or none, got {self.encoder_weights!r}")
+        if self.encoder_weights is not None and "encoder_weights" not in parameters:
+            raise ValueError(f"encoder_weights {self.encoder_weights!r} does not apply to model {self.model!r} "
+                             "(set encoder_weights to none: --encoder-weights none)")
         if self.target not in TARGET_CLASSES:
             raise ValueError(f"target must be one of {sorted(TARGET_CLASSES)}, got {self.target!r}")
-        if self.class_weights is not None and len(self.class_weights) != TARGET_CLASSES[self.target]:
-            raise ValueError(f"class_weights needs {TARGET_CLASSES[self.target]} values for target {self.target!r}")
+        if self.class_weights is not None and (
+            not isinstance(self.class_weights, (list, tuple))
+            or len(self.class_weights) != TARGET_CLASSES[self.target]
+            or not all(_is_number(w) and w >= 0 for w in self.class_weights)
+        ):
+            raise ValueError(f"class_weights needs {TARGET_CLASSES[self.target]} non-negative numbers for target "
+                             f"{self.target!r}, got {self.class_weights!r}")
         size = self.resize_to or self.crop_size
         if size % 32:
             raise ValueError(f"crop_size/resize_to must be a multiple of 32, got {size}")
+        if not self.low_percentile < self.high_percentile <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low_percentile}, "
+                             f"{self.high_percentile}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "mps") or self.device.split(":")[0] == "cuda"
+        ):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.loss not in ("ce", "ce_dice"):
@@ -140,8 +181,6 @@ class TrainConfig:
             raise ValueError(f"unknown monitor {self.monitor!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-compatible dictionary."""
@@ -163,7 +202,37 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
+#: Numeric settings: (``int``, ``float`` or an optional one, smallest allowed value).
+_NUMBER_SETTINGS: dict[str, tuple[str, float]] = {
+    "epochs": ("int", 1), "samples_per_epoch": ("int?", 1), "batch_size": ("int", 1), "crop_size": ("int", 32),
+    "resize_to": ("int?", 32), "lr": ("float", 0.0), "weight_decay": ("float", 0.0), "lr_patience": ("int", 0),
+    "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "early_stopping_patience": ("int", 1),
+    "time_limit_minutes": ("float?", 0.0), "grad_clip": ("float", 0.0), "val_fraction": ("float", 0.0),
+    "seed": ("int", 0), "num_workers": ("int", 0), "snapshot_images": ("int", 0),
+    "low_percentile": ("float", 0.0), "high_percentile": ("float", 0.0),
+}
+
+#: Class weights that go with each target when no layer of :func:`resolve_config` sets them.
+DEFAULT_CLASS_WEIGHTS: dict[str, list[float] | None] = {"three_class": [1.0, 1.0, 2.0], "binary": None}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(name: str, value: Any, kind: str, minimum: float) -> None:
+    if value is None and kind.endswith("?"):
+        return
+    integer = kind.startswith("int")
+    if not _is_number(value) or (integer and not isinstance(value, int)):
+        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g}, got {value!r}")
+
+
 def _from_dict(cls: type, data: dict[str, Any], what: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} settings must be a mapping, got {data!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -219,23 +288,50 @@ def resolve_config(
 ) -> TrainConfig:
     """Defaults, then preset, then config file, then overrides (None values ignored).
 
+    Each layer replaces the settings it names (``augment`` setting by
+    setting). The layers are combined first and checked together, so a later
+    layer may repair a combination that an earlier one left inconsistent.
+    When no layer names ``class_weights``, they follow the final target
+    (:data:`DEFAULT_CLASS_WEIGHTS`).
+
     Raises
     ------
     InputError
-        Unknown preset, unreadable config file or invalid settings.
+        Unknown preset, unreadable config file or invalid settings, naming
+        the layer (the config file, the preset or the command-line options)
+        that brought the problem in.
     """
-    config = TrainConfig()
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str | Path, dict[str, Any]]] = []
     if preset is not None:
         if preset not in PRESETS:
             raise InputError(None, f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
         layers.append((f"preset {preset!r}", PRESETS[preset]))
     if config_file is not None:
-        layers.append((str(config_file), load_config_file(config_file)))
+        layers.append((Path(config_file), load_config_file(config_file)))
     layers.append(("command-line options", {k: v for k, v in (overrides or {}).items() if v is not None}))
+
+    data = TrainConfig().to_dict()
+    class_weights_given = False
+    first_source_of: dict[str, str | Path] = {}  # error message -> the layer that first produced it
+    config, error = None, None
     for source, layer in layers:
+        for key, value in layer.items():
+            if key == "augment" and isinstance(value, dict) and isinstance(data.get("augment"), dict):
+                data["augment"] = {**data["augment"], **value}
+            else:
+                data[key] = value
+        class_weights_given = class_weights_given or "class_weights" in layer
+        candidate = dict(data)
+        if not class_weights_given and candidate.get("target") in DEFAULT_CLASS_WEIGHTS:
+            candidate["class_weights"] = DEFAULT_CLASS_WEIGHTS[candidate["target"]]
         try:
-            config = config.updated(**layer)
+            config, error = TrainConfig.from_dict(candidate), None
         except (TypeError, ValueError) as exc:
-            raise InputError(None, f"{source}: {exc}") from None
+            config, error = None, exc
+            first_source_of.setdefault(str(exc), source)
+    if error is not None:
+        source = first_source_of[str(error)]
+        if isinstance(source, Path):
+            raise InputError(source, str(error))
+        raise InputError(None, f"{source}: {error}")
     return config

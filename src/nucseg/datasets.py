@@ -4,17 +4,22 @@ Two layouts are read:
 
 ``dsb2018``
     The Kaggle Data Science Bowl 2018 layout: ``ROOT/<id>/images/<id>.png``
-    and ``ROOT/<id>/masks/*.png``, one binary mask per nucleus.
+    and ``ROOT/<id>/masks/*.png``, one binary mask per nucleus. Pixels
+    claimed by more than one mask are reported (:class:`DatasetWarning`) and
+    kept in the first mask, in file-name order.
 ``paired``
-    Two folders, images and masks, matched by file stem. A mask is an
+    Two folders, images and masks, matched by file stem (a mask may add
+    ``_mask``, ``_masks``, ``_label`` or ``_labels`` to the stem). A mask is an
     instance label image (0 background, 1..N nuclei) or a binary mask, which
     is split into connected components with a warning. The seed notebook's
     ``inputs/`` + ``masks/`` folders are this layout.
 
 Decoding the DSB2018 masks (about 29,000 PNGs) is slow, so every decoded
-sample is cached on disk (``$NUCSEG_CACHE_DIR`` or ``~/.cache/nucseg``) under
-a key built from the paths, sizes and modification times of its files; a
-changed file gets a new key, so the cache never serves stale data.
+sample is cached on disk (``$NUCSEG_CACHE_DIR`` or ``~/.cache/nucseg``), one
+file per sample, holding a fingerprint (names, sizes and modification times)
+of the sample's files; a changed, added or removed file changes the
+fingerprint, so the cache never serves stale data. Warnings raised while
+decoding are stored with the sample and repeated on every load.
 """
 
 from __future__ import annotations
@@ -24,15 +29,21 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from nucseg.errors import InputError
-from nucseg.io import IMAGE_SUFFIXES, atomic_write, read_image, read_labels
+from nucseg.errors import InputError, NucsegError
+from nucseg.io import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES, atomic_write, read_image, read_labels, read_mask_crop
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
+#: Kinds of image that :func:`image_kind` tells apart.
+IMAGE_KINDS = ("fluorescence", "brightfield", "histology")
+
+
+class DatasetWarning(UserWarning):
+    """A dataset was read, but something in it deserves a look (overlaps, binary masks)."""
 
 
 @dataclass
@@ -72,6 +83,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("NUCSEG_CACHE_DIR", Path.home() / ".cache" / "nucseg"))
 
 
+# ------------------------------------------------------------------------ layouts
+
+_PAIRED_FOLDER_NAMES = (("images", "masks"), ("inputs", "masks"), ("images", "labels"))
+_MASK_STEM_SUFFIXES = ("_labels", "_label", "_masks", "_mask")
+
+
 def detect_layout(root: str | Path) -> str:
     """Return ``"dsb2018"`` or ``"paired"`` for a dataset folder, or raise :class:`InputError`."""
     root = Path(root)
@@ -79,22 +96,43 @@ def detect_layout(root: str | Path) -> str:
         raise InputError(root, "dataset folder does not exist")
     if not root.is_dir():
         raise InputError(root, "dataset path is not a folder")
-    children = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    children = _visible_entries(root)
     if not children:
         raise InputError(root, "dataset folder is empty")
-    if any((c / "images").is_dir() for c in children if c.is_dir()):
+    if any(c.is_dir() and (Path(c.path) / "images").is_dir() for c in children):
         return "dsb2018"
-    for images_name, masks_name in _PAIRED_FOLDER_NAMES:
-        if (root / images_name).is_dir() and (root / masks_name).is_dir():
-            return "paired"
+    if _is_single_dsb_sample(root):
+        raise InputError(
+            root, f"this is one DSB2018 sample (images/{root.name}.png + masks/); "
+            f"give the folder that holds the sample folders ({root.parent})"
+        )
+    if _paired_folders(root) is not None:
+        return "paired"
     raise InputError(
         root,
         "unrecognised dataset layout: expected DSB2018 (<id>/images/<id>.png + <id>/masks/*.png) "
-        "or paired folders (images/ + masks/, or inputs/ + masks/)",
+        "or paired folders (images/ + masks/, inputs/ + masks/, or images/ + labels/)",
     )
 
 
-_PAIRED_FOLDER_NAMES = (("images", "masks"), ("inputs", "masks"), ("images", "labels"))
+def _visible_entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as entries:
+        return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _paired_folders(root: Path) -> tuple[Path, Path] | None:
+    for images_name, masks_name in _PAIRED_FOLDER_NAMES:
+        if (root / images_name).is_dir() and (root / masks_name).is_dir():
+            return root / images_name, root / masks_name
+    return None
+
+
+def _is_single_dsb_sample(root: Path) -> bool:
+    images_dir = root / "images"
+    if not (images_dir.is_dir() and (root / "masks").is_dir()):
+        return False
+    images = _image_files(images_dir)
+    return len(images) == 1 and images[0].stem == root.name
 
 
 def list_dataset(
@@ -107,10 +145,15 @@ def list_dataset(
 
     Give either ``root`` (layout detected) or ``images_dir`` and ``masks_dir``.
 
+    Returns
+    -------
+    list of SampleFiles, sorted by name
+
     Raises
     ------
     InputError
-        Empty folder, wrong layout, an image without masks, unmatched names.
+        Empty folder, wrong layout, an image without masks, unmatched names,
+        lossy (JPEG) masks.
     """
     if root is not None and (images_dir is not None or masks_dir is not None):
         raise ValueError("give either root or images_dir/masks_dir, not both")
@@ -121,26 +164,37 @@ def list_dataset(
     root = Path(root)
     if detect_layout(root) == "dsb2018":
         return _list_dsb2018(root)
-    for images_name, masks_name in _PAIRED_FOLDER_NAMES:
-        if (root / images_name).is_dir() and (root / masks_name).is_dir():
-            return _list_paired(root / images_name, root / masks_name)
-    raise AssertionError("unreachable: detect_layout accepted the folder")
+    folders = _paired_folders(root)
+    assert folders is not None, "detect_layout accepted the folder"
+    return _list_paired(*folders)
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    # Path.iterdir builds child paths without re-parsing them: listing the
+    # 29,000 DSB2018 masks is a large part of a cached reload. A folder named
+    # like an image is left for read_image to reject by name.
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def _check_lossless(masks: Sequence[Path]) -> None:
+    lossy = [m for m in masks if m.suffix.lower() not in LOSSLESS_SUFFIXES]
+    if lossy:
+        raise InputError(lossy[0], "masks must be PNG or TIFF: JPEG compression changes mask values")
 
 
 def _list_dsb2018(root: Path) -> list[SampleFiles]:
     samples = []
-    for sample_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for entry in _visible_entries(root):
+        if not entry.is_dir():
+            continue
+        sample_dir = Path(entry.path)
         images_dir, masks_dir = sample_dir / "images", sample_dir / "masks"
         if not images_dir.is_dir():
             raise InputError(sample_dir, "wrong layout: missing images/ folder (expected <id>/images/<id>.png)")
         images = _image_files(images_dir)
         if not images:
-            raise InputError(images_dir, "no image file")
+            raise InputError(images_dir, "no image file (" + ", ".join(IMAGE_SUFFIXES) + ")")
         if len(images) > 1:
             raise InputError(images_dir, f"expected one image, found {len(images)}")
         if not masks_dir.is_dir():
@@ -148,47 +202,71 @@ def _list_dsb2018(root: Path) -> list[SampleFiles]:
         masks = _image_files(masks_dir)
         if not masks:
             raise InputError(masks_dir, "no mask files")
+        _check_lossless(masks)
         samples.append(SampleFiles(sample_dir.name, images[0], tuple(masks), "dsb2018"))
     return samples
 
 
 def _list_paired(images_dir: Path, masks_dir: Path) -> list[SampleFiles]:
     for folder in (images_dir, masks_dir):
-        if not folder.is_dir():
+        if not folder.exists():
             raise InputError(folder, "folder does not exist")
+        if not folder.is_dir():
+            raise InputError(folder, "not a folder")
     images = _image_files(images_dir)
     if not images:
         raise InputError(images_dir, "folder holds no images (" + ", ".join(IMAGE_SUFFIXES) + ")")
     masks = _image_files(masks_dir)
     if not masks:
         raise InputError(masks_dir, "folder holds no masks")
+    image_by_stem: dict[str, Path] = {}
+    for image in images:
+        if image.stem in image_by_stem:
+            raise InputError(image, f"two images named {image.stem!r} ({image_by_stem[image.stem].name} "
+                                    f"and {image.name}); names must be unique")
+        image_by_stem[image.stem] = image
     mask_by_stem: dict[str, Path] = {}
+    unmatched_masks = []
     for mask in masks:
-        stem = _strip_mask_suffix(mask.stem)
-        if stem in mask_by_stem:
+        stem = _image_stem_of_mask(mask.stem, image_by_stem)
+        if stem is None:
+            unmatched_masks.append(mask)
+        elif stem in mask_by_stem:
             raise InputError(mask, f"two masks for image {stem!r} ({mask_by_stem[stem].name} and {mask.name})")
-        mask_by_stem[stem] = mask
-    image_stems = {p.stem for p in images}
+        else:
+            mask_by_stem[stem] = mask
+    if unmatched_masks:
+        raise InputError(unmatched_masks[0], f"no image with the same name in {images_dir}"
+                                             + _and_more(len(unmatched_masks)))
     unmatched_images = [p for p in images if p.stem not in mask_by_stem]
     if unmatched_images:
-        more = f" and {len(unmatched_images) - 1} more" if len(unmatched_images) > 1 else ""
-        raise InputError(unmatched_images[0], f"no mask with the same name in {masks_dir}{more}")
-    unmatched_masks = [m for s, m in mask_by_stem.items() if s not in image_stems]
-    if unmatched_masks:
-        more = f" and {len(unmatched_masks) - 1} more" if len(unmatched_masks) > 1 else ""
-        raise InputError(unmatched_masks[0], f"no image with the same name in {images_dir}{more}")
+        raise InputError(unmatched_images[0], f"no mask with the same name in {masks_dir}"
+                                              + _and_more(len(unmatched_images)))
+    _check_lossless(list(mask_by_stem.values()))
     return [SampleFiles(p.stem, p, (mask_by_stem[p.stem],), "paired") for p in images]
 
 
-def _strip_mask_suffix(stem: str) -> str:
-    for suffix in ("_labels", "_label", "_masks", "_mask"):
-        if stem.endswith(suffix):
-            return stem[: -len(suffix)]
-    return stem
+def _image_stem_of_mask(mask_stem: str, image_by_stem: dict[str, Path]) -> str | None:
+    if mask_stem in image_by_stem:
+        return mask_stem
+    for suffix in _MASK_STEM_SUFFIXES:
+        if mask_stem.endswith(suffix) and mask_stem[: -len(suffix)] in image_by_stem:
+            return mask_stem[: -len(suffix)]
+    return None
+
+
+def _and_more(count: int) -> str:
+    return f" (and {count - 1} more)" if count > 1 else ""
+
+
+# ----------------------------------------------------------------------- decoding
 
 
 def decode_sample(files: SampleFiles) -> Sample:
     """Read the image and build the instance label image of one sample.
+
+    Warns (:class:`DatasetWarning`) about overlapping DSB2018 masks, empty
+    masks, and binary masks split into connected components.
 
     Raises
     ------
@@ -203,27 +281,31 @@ def decode_sample(files: SampleFiles) -> Sample:
     return Sample(files.name, image, labels, files.image_path)
 
 
+def _size_mismatch(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> str:
+    return (f"mask size {mask_shape[1]}x{mask_shape[0]} does not match "
+            f"image size {image_shape[1]}x{image_shape[0]} (width x height)")
+
+
 def _labels_from_binary_masks(mask_paths: Sequence[Path], shape: tuple[int, ...], name: str) -> np.ndarray:
     labels = np.zeros(shape, dtype=np.int32)
     overlap_pixels = 0
     next_label = 1
     for mask_path in mask_paths:
-        mask = read_image(mask_path)
-        if mask.ndim == 3:
-            mask = mask[..., 0]
-        if mask.shape != shape:
-            raise InputError(mask_path, f"mask size {mask.shape[1]}x{mask.shape[0]} does not match "
-                                        f"image size {shape[1]}x{shape[0]}")
-        foreground = mask > 0
-        if not foreground.any():
+        crop = read_mask_crop(mask_path)
+        if crop.shape != shape:
+            raise InputError(mask_path, _size_mismatch(crop.shape, shape))
+        if crop.slices is None:
+            warnings.warn(f"{mask_path}: empty mask; skipped", DatasetWarning, stacklevel=2)
             continue
-        taken = foreground & (labels > 0)
-        overlap_pixels += int(taken.sum())
-        labels[foreground & ~taken] = next_label
+        region = labels[crop.slices]
+        taken = crop.foreground & (region > 0)
+        overlap_pixels += int(np.count_nonzero(taken))
+        region[crop.foreground & ~taken] = next_label
         next_label += 1
     if overlap_pixels:
-        warnings.warn(f"{name}: {overlap_pixels} pixels belong to more than one mask; "
-                      "each was kept in the first mask that claimed it", stacklevel=2)
+        pixels = "1 pixel belongs" if overlap_pixels == 1 else f"{overlap_pixels} pixels belong"
+        warnings.warn(f"{name}: {pixels} to more than one mask; each was kept in the first mask that claimed it",
+                      DatasetWarning, stacklevel=2)
     return labels
 
 
@@ -232,39 +314,93 @@ def _labels_from_mask_file(mask_path: Path, shape: tuple[int, ...]) -> np.ndarra
 
     labels = read_labels(mask_path)
     if labels.shape != shape:
-        raise InputError(mask_path, f"mask size {labels.shape[1]}x{labels.shape[0]} does not match "
-                                    f"image size {shape[1]}x{shape[0]}")
+        raise InputError(mask_path, _size_mismatch(labels.shape, shape))
     values = np.unique(labels)
     if len(values) <= 2 and labels.max() > 0:
         warnings.warn(f"{mask_path}: binary mask; nuclei are taken as its connected components, "
-                      "so touching nuclei merge (give an instance label image to avoid this)", stacklevel=2)
-        labels = connected_components(labels > 0, connectivity=1).astype(np.int32)
+                      "so touching nuclei merge (give an instance label image to avoid this)",
+                      DatasetWarning, stacklevel=2)
+        labels = connected_components(labels > 0, connectivity=1)
     return labels.astype(np.int32)
 
 
-def _cache_key(files: SampleFiles) -> str:
-    digest = hashlib.sha1(f"v{CACHE_FORMAT_VERSION}|{files.layout}|{files.name}".encode())
+# -------------------------------------------------------------------------- cache
+
+
+@dataclass(frozen=True)
+class _CacheEntry:
+    path: Path
+    fingerprint: str
+
+
+@dataclass
+class _Decoded:
+    """What a (possibly remote) decoding returns: a sample or an error, and the warnings raised."""
+
+    sample: Sample | None
+    messages: list[str] = field(default_factory=list)
+    error: tuple[Path | None, str] | None = None  # NucsegError does not survive pickling
+
+
+def _cache_entry(files: SampleFiles, cache_dir: Path) -> _CacheEntry:
+    # The file name identifies the sample; the fingerprint inside tells if it is current.
+    # (Absolute, not resolved, paths: resolving costs a system call per path component.)
+    identity = (f"v{CACHE_FORMAT_VERSION}|{files.layout}|{os.path.abspath(files.image_path)}|"
+                f"{os.path.abspath(files.mask_paths[0].parent)}")
+    name = hashlib.sha1(identity.encode()).hexdigest()
+    parts = []
     for path in (files.image_path, *files.mask_paths):
-        stat = path.stat()
-        digest.update(f"|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
+        stat = os.stat(path)
+        parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    fingerprint = hashlib.sha1("|".join(parts).encode()).hexdigest()
+    return _CacheEntry(cache_dir / "samples" / f"{name}.npy", fingerprint)
 
 
-def _load_cached(files: SampleFiles, cache_dir: Path | None) -> Sample:
-    if cache_dir is None:
-        return decode_sample(files)
-    cache_file = cache_dir / "samples" / f"{_cache_key(files)}.npz"
-    if cache_file.exists():
+def _read_cache(entry: _CacheEntry, files: SampleFiles) -> _Decoded | None:
+    """The cached sample, or None if absent, stale or damaged."""
+    try:
+        with open(entry.path, "rb") as fh:
+            meta = np.load(fh, allow_pickle=False)
+            if meta.ndim != 1 or meta.size < 1 or str(meta[0]) != entry.fingerprint:
+                return None
+            image = np.load(fh, allow_pickle=False)
+            labels = np.load(fh, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # absent, or damaged: rebuilt, never trusted
+        return None
+    if labels.shape != image.shape[:2]:
+        return None
+    sample = Sample(files.name, image, labels.astype(np.int32, copy=False), files.image_path)
+    return _Decoded(sample, [str(m) for m in meta[1:]])
+
+
+def _write_cache(entry: _CacheEntry, decoded: _Decoded) -> None:
+    sample = decoded.sample
+    labels = sample.labels
+    if labels.max(initial=0) <= np.iinfo(np.uint16).max:
+        labels = labels.astype(np.uint16)  # halves the cache; loaded back as int32
+    meta = np.array([entry.fingerprint, *decoded.messages])
+    with atomic_write(entry.path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, meta, allow_pickle=False)
+        np.save(fh, np.ascontiguousarray(sample.image), allow_pickle=False)
+        np.save(fh, labels, allow_pickle=False)
+
+
+def _decode(files: SampleFiles, entry: _CacheEntry | None) -> _Decoded:
+    """Decode one sample, recording its warnings, and cache it; runs in worker processes."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sample = decode_sample(files)
+    except NucsegError as exc:
+        return _Decoded(None, error=(getattr(exc, "path", None), getattr(exc, "problem", str(exc))))
+    decoded = _Decoded(sample, [str(w.message) for w in caught])
+    if entry is not None:
         try:
-            with np.load(cache_file) as data:
-                return Sample(files.name, data["image"], data["labels"], files.image_path)
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            cache_file.unlink(missing_ok=True)
-    sample = decode_sample(files)
-    with atomic_write(cache_file) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, image=sample.image, labels=sample.labels)
-    return sample
+            _write_cache(entry, decoded)
+        except OSError as exc:
+            decoded.messages.append(f"{entry.path.parent}: cannot write the decode cache ({exc.strerror or exc}); "
+                                    "the sample is decoded again next time")
+    return decoded
 
 
 def load_dataset(
@@ -286,14 +422,21 @@ def load_dataset(
     images_dir, masks_dir
         Paired folders, instead of ``root``.
     names
-        Load only these samples (for example a validation split).
+        Load only these samples, in this order (for example a validation split).
     cache_dir
         Folder of the decoded-sample cache; True for :func:`default_cache_dir`,
         False or None to disable caching.
     workers
         Processes used to decode samples that are not cached (default: CPU count).
     progress
-        Show a tqdm progress bar.
+        Show a tqdm progress bar while decoding.
+
+    Warns
+    -----
+    DatasetWarning
+        Overlapping masks (naming the sample and the pixel count), empty
+        masks, binary masks split into connected components; repeated on
+        cached loads.
 
     Raises
     ------
@@ -305,18 +448,109 @@ def load_dataset(
         by_name = {f.name: f for f in files}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise InputError(root or images_dir, f"no sample named {missing[0]!r}" +
-                             (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise InputError(root or images_dir, f"no sample named {missing[0]!r}{_and_more(len(missing))}")
         files = [by_name[n] for n in names]
     if cache_dir is True:
         cache_dir = default_cache_dir()
     cache = Path(cache_dir) if cache_dir else None
-    workers = workers or os.cpu_count() or 1
-    iterator_kwargs = dict(total=len(files), desc="loading", unit="img", disable=not progress)
+    entries = [_cache_entry(f, cache) if cache else None for f in files]
+    results = [_read_cache(e, f) if e else None for f, e in zip(files, entries)]
+    misses = [i for i, r in enumerate(results) if r is None]
+    decoded_misses = list(_decode_all([files[i] for i in misses], [entries[i] for i in misses],
+                                      workers=workers, progress=progress))
+    for i, decoded in zip(misses, decoded_misses):
+        results[i] = decoded
+    for decoded in results:
+        for message in decoded.messages:
+            warnings.warn(message, DatasetWarning, stacklevel=2)
+    return [decoded.sample for decoded in results]
+
+
+def _decode_all(files: list[SampleFiles], entries: list[_CacheEntry | None], *, workers: int | None,
+                progress: bool):
+    """Yield :class:`_Decoded` for ``files`` in order; raise the first error."""
     from tqdm.auto import tqdm
 
-    if workers == 1 or len(files) < 8:
-        return [_load_cached(f, cache) for f in tqdm(files, **iterator_kwargs)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_load_cached, files, [cache] * len(files), chunksize=4)
-        return list(tqdm(results, **iterator_kwargs))
+    workers = min(workers or os.cpu_count() or 1, len(files))
+    bar = tqdm(total=len(files), desc="decoding", unit="img", disable=not progress or not files)
+    with bar:
+        if workers <= 1 or len(files) < 8:
+            results = (_decode(f, e) for f, e in zip(files, entries))
+            yield from _raise_errors(results, bar)
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            try:
+                yield from _raise_errors(pool.map(_decode, files, entries, chunksize=2), bar)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _raise_errors(results, bar):
+    for decoded in results:
+        if decoded.error is not None:
+            raise InputError(*decoded.error)
+        bar.update()
+        yield decoded
+
+
+# --------------------------------------------------------------------- image kind
+
+
+def image_kind(image: np.ndarray) -> str:
+    """Classify a raw DSB2018-style image as fluorescence, brightfield or histology.
+
+    A documented heuristic, not a learned classifier:
+
+    1. *Colour*: an RGB(A) image whose colour channels differ by more than 2 %
+       of full scale on average (stained tissue, H&E) is ``"histology"``.
+    2. *Background*: a gray image (one channel, or equal channels) whose
+       median, i.e. its background, is above half of full scale is
+       ``"brightfield"`` (dark nuclei on a bright field); otherwise
+       ``"fluorescence"`` (bright nuclei on a dark background).
+
+    Full scale is 255 for uint8, the smallest ``2**b - 1`` (b = 8, 10, 12, 14,
+    16) that holds the image maximum for other integer images (12-bit camera
+    data stored in uint16), and ``max(1, image max)`` for float images.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W), (H, W, 3) or (H, W, 4)
+        Raw image; the alpha channel is ignored.
+
+    Returns
+    -------
+    str
+        One of :data:`IMAGE_KINDS`.
+
+    Raises
+    ------
+    ValueError
+        Not a gray, RGB or RGBA image.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))) or image.size == 0:
+        raise ValueError(f"image_kind takes a gray, RGB or RGBA image, got shape {image.shape}")
+    data = image.astype(np.float32) if image.ndim == 2 else image[..., :3].astype(np.float32)
+    # A strided subsample is plenty for image-wide statistics of megapixel images.
+    step = max(1, int(np.sqrt(data.shape[0] * data.shape[1] / 250_000)))
+    data = data[::step, ::step]
+    scale = _full_scale(image.dtype, float(data.max()))
+    if data.ndim == 3:
+        channel_difference = max(float(np.mean(np.abs(data[..., 0] - data[..., c]))) for c in (1, 2))
+        if channel_difference > 0.02 * scale:
+            return "histology"
+        data = data.mean(axis=2)
+    return "brightfield" if float(np.median(data)) > 0.5 * scale else "fluorescence"
+
+
+def _full_scale(dtype: np.dtype, maximum: float) -> float:
+    if dtype == np.uint8:
+        return 255.0
+    if dtype.kind in "ui":
+        for bits in (8, 10, 12, 14, 16, 32, 64):
+            if maximum <= 2**bits - 1:
+                return float(2**bits - 1)
+    return max(1.0, maximum)

@@ -3,25 +3,42 @@
 Images are returned as plain numpy arrays in their native dtype, shaped
 ``(H, W)`` for single-channel images or ``(H, W, C)`` with the channel axis
 last. Nothing is guessed silently: a TIFF whose channel axis is not stated by
-the file itself (RGB photometric, or a 2-D page) needs an explicit
-``channel_axis``.
+the file itself (RGB photometric samples, or an ImageJ/OME ``C`` axis) needs
+an explicit ``channel_axis``.
+
+Pillow decodes PNG and JPEG, tifffile decodes TIFF. Pillow keeps only the
+high byte of each sample of a 16-bit colour PNG; :func:`read_image` recovers
+the full 16 bits (see :func:`_read_png_16bit_colour`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from nucseg.errors import InputError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+_T = TypeVar("_T")
+
 #: File suffixes that :func:`read_image` understands (lower case).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Suffixes of formats that store pixel values exactly (usable for label images).
+LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class OutputExistsError(InputError, FileExistsError):
+    """An output file exists and overwriting it was not asked for."""
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -29,7 +46,12 @@ def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
-def read_image(path: str | Path, *, channel_axis: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    *,
+    channel_axis: int | None = None,
+    palette_indices: bool = False,
+) -> np.ndarray:
     """Read a PNG, JPEG or TIFF image.
 
     Parameters
@@ -37,14 +59,21 @@ def read_image(path: str | Path, *, channel_axis: int | None = None) -> np.ndarr
     path
         Image file.
     channel_axis
-        Axis of the channels in a multi-channel TIFF whose layout the file does
-        not declare (for example a ``(C, H, W)`` stack of fluorescence
-        channels). Ignored for PNG and JPEG, whose channels are always last.
+        Axis of the channels in a 3-D TIFF whose file does not declare it, for
+        example a ``(C, H, W)`` stack of fluorescence channels, counted after
+        length-1 axes are dropped. If the file declares its channel axis, a
+        different ``channel_axis`` is an error. Ignored for 2-D images and for
+        PNG and JPEG, whose channels are always last.
+    palette_indices
+        Return the palette indices of a palette PNG (as for label images
+        stored with a colour map) instead of its RGB(A) colours.
 
     Returns
     -------
     image : ndarray, shape (H, W) or (H, W, C)
-        Native dtype (uint8, uint16, float32, ...), channels last.
+        Native dtype (uint8, uint16, float32, ...), channels last. 1-bit
+        images become uint8 0/255; CMYK JPEGs become RGB; the alpha channel of
+        a gray + alpha PNG is dropped.
 
     Raises
     ------
@@ -53,17 +82,16 @@ def read_image(path: str | Path, *, channel_axis: int | None = None) -> np.ndarr
         multi-channel TIFF without a stated channel axis.
     """
     path = Path(path)
-    _check_readable_file(path)
     suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(
+            path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
+        )
+    _check_readable_file(path)
     if suffix in _TIFF_SUFFIXES:
         image = _read_tiff(path, channel_axis)
-    elif suffix in IMAGE_SUFFIXES:
-        image = _read_pillow(path)
     else:
-        raise InputError(
-            path, f"unsupported image format {suffix or '(no suffix)'!r}; "
-            f"supported: {', '.join(IMAGE_SUFFIXES)}"
-        )
+        image = _read_pillow(path, palette_indices=palette_indices)
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -78,28 +106,157 @@ def _check_readable_file(path: Path) -> None:
         raise InputError(path, "not a file")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "file is not readable (permission denied)")
 
 
-def _read_pillow(path: Path) -> np.ndarray:
+def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np.ndarray:
+    """Decode ``path`` with Pillow and return ``to_array(image)``, translating Pillow's errors.
+
+    A 16-bit colour PNG goes to :func:`_read_png_16bit_colour` instead.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            im.load()
-            if im.mode in ("P", "PA"):
-                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-            elif im.mode == "I;16B":
-                im = im.convert("I;16")
-            elif im.mode in ("LA",):
-                im = im.convert("L")
-            array = np.asarray(im)
+            rawmode = _png_rawmode(im)
+            if rawmode not in _PNG16_COLOUR_RAWMODES:
+                im.load()
+                return to_array(im)
     except UnidentifiedImageError:
         raise InputError(path, "not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise InputError(path, "image is too large for Pillow; convert it to TIFF") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"cannot decode image ({_first_line(exc)})") from None
-    if array.dtype == np.int32:  # Pillow's mode "I" for 16-bit PNGs
-        array = array.astype(np.uint16) if array.min() >= 0 and array.max() < 2**16 else array
+    return _read_png_16bit_colour(path, rawmode)
+
+
+# Pillow decodes a 16-bit colour PNG into 8-bit modes, keeping the high byte of
+# each sample. The raw modes below make its decoder take the low byte instead.
+_PNG16_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
+_PNG16_COLOUR_RAWMODES = (*_PNG16_LOW_BYTE_RAWMODES, "LA;16B")
+
+
+def _read_pillow(path: Path, *, palette_indices: bool) -> np.ndarray:
+    def to_array(im: Image.Image) -> np.ndarray:
+        if im.mode == "P" and palette_indices:
+            pass
+        elif im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+        elif im.mode in ("1", "LA"):
+            im = im.convert("L")
+        elif im.mode == "I;16B":
+            im = im.convert("I;16")
+        elif im.mode in ("CMYK", "YCbCr"):
+            im = im.convert("RGB")
+        return np.asarray(im)
+
+    array = _decode_pillow(path, to_array)
+    if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() < 2**16:
+        array = array.astype(np.uint16)  # mode "I" of older Pillow versions for 16-bit gray PNGs
     return array
+
+
+@dataclass(frozen=True)
+class MaskCrop:
+    """The nonzero part of a mask image, as read by :func:`read_mask_crop`.
+
+    Attributes
+    ----------
+    shape
+        (H, W) of the whole mask image.
+    slices
+        Rows and columns of the bounding box of the nonzero pixels; None when
+        the mask is empty.
+    foreground : ndarray of bool, shape of the bounding box
+        True where the mask is nonzero (in its first channel).
+    """
+
+    shape: tuple[int, int]
+    slices: tuple[slice, slice] | None
+    foreground: np.ndarray
+
+
+def read_mask_crop(path: str | Path) -> MaskCrop:
+    """Read a binary mask as the bounding box of its nonzero pixels.
+
+    Much faster than :func:`read_image` for masks that cover a small part of
+    their image (one nucleus per file, as in DSB2018): for gray PNGs the box
+    is found by Pillow and only its pixels become an array.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
+        _check_readable_file(path)
+
+        def to_crop(im: Image.Image) -> MaskCrop | None:
+            if im.mode not in ("1", "L", "I;16", "I"):
+                return None
+            shape = (im.height, im.width)
+            box = im.getbbox()
+            if box is None:
+                return MaskCrop(shape, None, np.zeros((0, 0), dtype=bool))
+            left, top, right, bottom = box
+            return MaskCrop(shape, (slice(top, bottom), slice(left, right)), np.asarray(im.crop(box)) > 0)
+
+        crop = _decode_pillow(path, to_crop)
+        if crop is not None:
+            return crop
+    mask = read_image(path)
+    foreground = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+    rows, cols = np.nonzero(foreground.any(axis=1))[0], np.nonzero(foreground.any(axis=0))[0]
+    if rows.size == 0:
+        return MaskCrop(foreground.shape, None, np.zeros((0, 0), dtype=bool))
+    slices = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    return MaskCrop(foreground.shape, slices, foreground[slices])
+
+
+def _png_rawmode(im: object) -> str | None:
+    if getattr(im, "format", None) != "PNG" or len(im.tile) != 1:
+        return None
+    args = im.tile[0][3]
+    rawmode = args[0] if isinstance(args, tuple) else args
+    return rawmode if isinstance(rawmode, str) else None
+
+
+def _read_png_16bit_colour(path: Path, rawmode: str) -> np.ndarray:
+    """Decode a 16-bit RGB, RGBA or gray + alpha PNG without losing the low byte.
+
+    Pillow has no 16-bit colour modes. Its PNG decoder is run with raw modes
+    of the same bits per pixel (so that PNG row filters are undone
+    correctly) that unpack the high and the low byte of each sample;
+    gray + alpha is unpacked as four bytes (gray high, gray low, alpha high,
+    alpha low) and loses its alpha channel as 8-bit gray + alpha does.
+    """
+    if rawmode == "LA;16B":
+        raw = _decode_with_rawmode(path, "RGBA").astype(np.uint16)
+        return (raw[..., 0] << 8) | raw[..., 1]
+    high = _decode_with_rawmode(path, rawmode).astype(np.uint16)
+    low = _decode_with_rawmode(path, _PNG16_LOW_BYTE_RAWMODES[rawmode])
+    return (high << 8) | low
+
+
+def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            codec, extents, offset, _ = im.tile[0]
+            im.tile = [(codec, extents, offset, rawmode)]
+            im.load()
+            return np.asarray(im)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InputError(path, f"cannot decode 16-bit PNG ({_first_line(exc)})") from None
+
+
+#: tifffile axis codes that a file uses to declare its channel axis:
+#: samples of a pixel (RGB, planar or not) and ImageJ / OME channels.
+_DECLARED_CHANNEL_AXES = "SC"
 
 
 def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
@@ -108,35 +265,49 @@ def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            axes = series.axes
             array = series.asarray()
-            photometric = tif.pages[0].photometric
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot decode TIFF ({_first_line(exc)})") from None
-    array = np.squeeze(array)
+    keep = [i for i, (n, axis) in enumerate(zip(array.shape, axes)) if n > 1 or axis in "YX"]
+    array = array.reshape([array.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
     if array.ndim == 2:
         return array
-    if channel_axis is not None:
-        if array.ndim != 3:
-            raise InputError(path, f"TIFF has shape {array.shape}; only 2-D images with one channel axis are supported")
-        try:
-            return np.moveaxis(array, channel_axis, -1)
-        except np.exceptions.AxisError:
-            raise InputError(path, f"channel axis {channel_axis} is out of range for shape {array.shape}") from None
-    if array.ndim == 3 and photometric == tifffile.PHOTOMETRIC.RGB and array.shape[-1] in (3, 4):
-        return array
-    raise InputError(
-        path,
-        f"multi-channel TIFF of shape {array.shape} without a declared channel axis; "
-        "pass channel_axis (CLI: --channel-axis)",
-    )
+    if array.ndim != 3:
+        raise InputError(
+            path, f"TIFF of shape {array.shape} (axes {axes}): only 2-D images with one channel axis are supported"
+        )
+    declared = [i for i, axis in enumerate(axes) if axis in _DECLARED_CHANNEL_AXES]
+    declared_axis = declared[0] if len(declared) == 1 else None
+    if channel_axis is None:
+        if declared_axis is None:
+            raise InputError(
+                path,
+                f"multi-channel TIFF of shape {array.shape} (axes {axes}) does not declare its channel axis; "
+                "pass channel_axis (CLI: --channel-axis)",
+            )
+        channel_axis = declared_axis
+    if not -3 <= channel_axis < 3:
+        raise InputError(path, f"channel axis {channel_axis} is out of range for shape {array.shape}")
+    channel_axis %= 3
+    if declared_axis is not None and channel_axis != declared_axis:
+        raise InputError(
+            path, f"channel axis {channel_axis} contradicts the file, whose channels are on axis {declared_axis} "
+            f"of shape {array.shape} (axes {axes})"
+        )
+    return np.moveaxis(array, channel_axis, -1)
 
 
 def read_labels(path: str | Path) -> np.ndarray:
     """Read an instance label image (0 background, 1..N objects).
 
+    Palette PNGs give their palette indices; an RGB(A) file is accepted when
+    its colour channels are equal (gray stored as RGB).
+
     Returns
     -------
-    labels : ndarray of int32 or int64, shape (H, W)
+    labels : ndarray of int32 (int64 above 2**31 - 1), shape (H, W)
 
     Raises
     ------
@@ -144,17 +315,19 @@ def read_labels(path: str | Path) -> np.ndarray:
         Unreadable file, more than one channel, or negative / non-integer values.
     """
     path = Path(path)
-    image = read_image(path)
+    image = read_image(path, palette_indices=True)
     if image.ndim == 3:
         channels = image[..., :3] if image.shape[2] == 4 else image
         if not all(np.array_equal(channels[..., 0], channels[..., c]) for c in range(1, channels.shape[2])):
             raise InputError(path, f"label image must have one channel, got shape {image.shape}")
         image = channels[..., 0]
     if image.dtype.kind == "f":
-        if not np.all(np.mod(image, 1) == 0):
+        if not np.all(np.isfinite(image)) or not np.all(np.mod(image, 1) == 0):
             raise InputError(path, "label image holds non-integer values")
     if image.dtype.kind in "if" and image.size and image.min() < 0:
         raise InputError(path, "label image holds negative values")
+    if image.size and image.max() >= 2**63:
+        raise InputError(path, "label image holds values too large for int64")
     return image.astype(np.int64 if image.max(initial=0) >= 2**31 else np.int32)
 
 
@@ -170,19 +343,28 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
     ----------
     path
         Output file; should end in ``.tif`` or ``.tiff``.
-    labels : ndarray of int, shape (H, W)
-        0 for background, 1..N for objects. Stored as uint16, or uint32 when
-        more than 65,535 labels are used.
+    labels : ndarray of int or bool, shape (H, W)
+        0 for background, 1..N for objects. Stored as uint16, or uint32 when a
+        label exceeds 65,535 (zlib-compressed TIFF).
     overwrite
-        If False, refuse to replace an existing file.
+        If False, refuse to replace an existing file (:class:`OutputExistsError`).
+
+    Raises
+    ------
+    ValueError
+        ``labels`` is not a 2-D integer array of values in [0, 2**32 - 1].
     """
     import tifffile
 
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
         raise ValueError("labels must be non-negative")
+    if int(labels.max(initial=0)) > np.iinfo(np.uint32).max:
+        raise ValueError(f"labels must be at most {np.iinfo(np.uint32).max}, got {labels.max()}")
     data = labels.astype(labels_dtype(labels), copy=False)
     with atomic_write(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
@@ -190,11 +372,26 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
 
 
 def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) -> Path:
-    """Write a uint8 (H, W) or (H, W, 3|4) array as PNG, atomically."""
+    """Write an image as PNG, atomically.
+
+    Parameters
+    ----------
+    image : ndarray
+        uint8 of shape (H, W), (H, W, 3) or (H, W, 4); or uint16 of shape (H, W).
+    overwrite
+        If False, refuse to replace an existing file (:class:`OutputExistsError`).
+    """
     from PIL import Image
 
+    image = np.ascontiguousarray(image)
+    gray = image.ndim == 2
+    colour = image.ndim == 3 and image.shape[2] in (3, 4)
+    if not ((image.dtype == np.uint8 and (gray or colour)) or (image.dtype == np.uint16 and gray)):
+        raise ValueError(
+            f"write_png takes uint8 (H, W), (H, W, 3|4) or uint16 (H, W); got {image.dtype} {image.shape}"
+        )
     with atomic_write(path, overwrite=overwrite) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+        Image.fromarray(image).save(tmp, format="PNG")
     return Path(path)
 
 
@@ -204,26 +401,42 @@ def atomic_write(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
 
     A reader never sees a half-written file, and a failure (or a kill) leaves
     no partial output under the final name. The temporary file keeps the
-    suffix of ``path`` so that writers that choose a format by suffix work.
+    suffix of ``path`` so that writers that choose a format by suffix work,
+    and is created with the usual permissions (``0o666`` less the umask).
 
     Raises
     ------
-    FileExistsError
-        ``overwrite`` is False and ``path`` exists.
+    OutputExistsError
+        ``overwrite`` is False and ``path`` exists (a ``FileExistsError``
+        and an :class:`~nucseg.errors.InputError`).
     """
     path = Path(path)
     if not overwrite and path.exists():
-        raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
+        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary_file(path)
     try:
         yield tmp
+        if not overwrite and path.exists():
+            raise OutputExistsError(path, "exists (use --overwrite to replace it)")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temporary_file(path: Path) -> Path:
+    # Not tempfile.mkstemp: its files are private (0o600), and os.replace would
+    # carry that mode to the output.
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"{path}: cannot create a temporary file beside it")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -69,7 +69,7 @@ class UNet(nn.Module):
         Number of downsampling steps (at most 5, the SIZE_DIVISOR).
     """
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, base_channels: int = 16, depth: int = 4):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, base_channels: int = 8, depth: int = 4):
         super().__init__()
         if not 1 <= depth <= 5:
             raise ValueError(f"depth must be in 1..5, got {depth}")

@@ -211,12 +211,13 @@ def split_by_distance(mask: np.ndarray, *, min_distance: int) -> np.ndarray:
     box = _bounding_box(mask)
     mask_box = mask[box]
     distance = ndi.distance_transform_edt(mask_box)
+    # Peaks per connected component, so that a neighbour's peak never suppresses a component's own.
     peaks = peak_local_max(distance, min_distance=max(1, int(min_distance)), exclude_border=False,
-                           labels=mask_box.astype(np.uint8))
-    seeds = np.zeros(mask_box.shape, dtype=np.int32)
-    seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
-    # Plateau maxima give several adjacent peaks; merge them into one seed.
-    seeds, _ = ndi.label(seeds > 0, structure=np.ones((3, 3), dtype=bool))
+                           labels=ndi.label(mask_box)[0])
+    is_peak = np.zeros(mask_box.shape, dtype=bool)
+    is_peak[tuple(peaks.T)] = True
+    # Adjacent peaks (a plateau maximum with min_distance 1) make one seed.
+    seeds, _ = ndi.label(is_peak, structure=np.ones((3, 3), dtype=bool))
     markers = add_unseeded_components(seeds.astype(np.int32, copy=False), mask_box)
     labels[box] = watershed(-distance, markers, mask=mask_box)
     return labels

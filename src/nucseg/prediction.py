@@ -1,39 +1,406 @@
-"""Running a network over whole images.
+"""Running a network over images of any size.
 
-(Minimal version: whole-image inference with padding. Tiling with smooth
-blending and the ONNX Runtime backend are being added.)
+An image is cut into overlapping square tiles, the network runs on a few
+tiles at a time, and the class probabilities of every tile are blended into
+one ``(C, H, W)`` float32 map with smooth weights. The weight of a tile falls
+off (as a raised cosine, never reaching 0) over the ``overlap`` pixels next
+to its edges, where the network sees the least context, so seams between
+tiles do not show; dividing by the summed weights makes the blend exact
+wherever only one tile covers a pixel. Memory stays bounded: only the
+accumulated map and one small batch of tiles exist at any time.
+
+Two backends run the network, with the same interface (a float32 batch
+``(N, C_in, h, w)`` in, softmax probabilities ``(N, C, h, w)`` out):
+
+:class:`TorchRunner`
+    PyTorch, on the network's device, channels-last on CPU.
+:class:`OnnxRunner`
+    ONNX Runtime (``CPUExecutionProvider``) on a model exported by
+    :func:`export_onnx` (with dynamic height and width).
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from nucseg.models import SIZE_DIVISOR
 
+if TYPE_CHECKING:
+    from nucseg.model_io import LoadedModel
 
-def predict_probabilities(network: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Class probabilities of a prepared image.
+#: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR).
+DEFAULT_TILE_SIZE = 512
+#: Default overlap of neighbouring tiles, in pixels.
+DEFAULT_OVERLAP = 64
+#: Default number of tiles per network call.
+DEFAULT_BATCH_SIZE = 2
+#: ONNX opset of :func:`export_onnx`.
+ONNX_OPSET = 17
+
+#: A backend: float32 batch (N, C_in, h, w) -> float32 probabilities (N, C, h, w).
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+class _Probabilities(torch.nn.Module):
+    """A network followed by a softmax over classes."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.network(x), dim=1)
+
+
+class TorchRunner:
+    """Run a PyTorch network on batches of tiles.
 
     Parameters
     ----------
     network
-        A network from :mod:`nucseg.models` (eval mode is set here).
+        A network from :mod:`nucseg.models`; it runs on the device of its
+        parameters, in eval mode.
+    channels_last
+        Feed channels-last tensors (several times faster for convolutions on
+        CPU). With ``convert_network`` the network's weights are converted
+        too, in place; results are the same up to float rounding.
+    convert_network
+        Convert the network to channels-last memory format (in place).
+    """
+
+    def __init__(self, network: torch.nn.Module, *, channels_last: bool = True, convert_network: bool = False):
+        self.network = network
+        self.device = next(network.parameters()).device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last and convert_network:
+            network.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        x = x.contiguous(memory_format=self.memory_format)
+        with torch.inference_mode(), _eval_mode(self.network):
+            probabilities = torch.softmax(self.network(x), dim=1)
+        return probabilities.float().cpu().numpy()
+
+
+class OnnxRunner:
+    """Run an ONNX model (as written by :func:`export_onnx`) with ONNX Runtime on CPU.
+
+    Parameters
+    ----------
+    model
+        Path of an ``.onnx`` file, or its serialized bytes.
+    threads
+        Intra-op threads; None uses :func:`torch.get_num_threads`, the same
+        number the torch backend uses.
+    """
+
+    def __init__(self, model: str | Path | bytes, *, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def from_network(cls, network: torch.nn.Module, *, in_channels: int = 3, threads: int | None = None) -> OnnxRunner:
+        """Export ``network`` in memory and open it with ONNX Runtime."""
+        buffer = io.BytesIO()
+        _export(network, buffer, in_channels=in_channels)
+        return cls(buffer.getvalue(), threads=threads)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def export_onnx(model: LoadedModel | torch.nn.Module, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Export a network to ONNX, with a softmax, so that the file outputs probabilities.
+
+    The graph has one input ``image``, float32 ``(N, C_in, H, W)`` holding
+    images normalized as in training (see :func:`nucseg.preprocess.prepare_image`),
+    and one output ``probabilities``, float32 ``(N, C, H, W)``. N, H and W are
+    dynamic; H and W must be multiples of :data:`nucseg.models.SIZE_DIVISOR`.
+    Opset :data:`ONNX_OPSET`. The file is written atomically.
+
+    Parameters
+    ----------
+    model
+        A :class:`~nucseg.model_io.LoadedModel` or a bare network (3 input channels).
+    path
+        Output ``.onnx`` file.
+    overwrite
+        If False, refuse to replace an existing file (``FileExistsError``).
+    """
+    from nucseg.io import atomic_write
+
+    network = getattr(model, "network", model)
+    config = getattr(model, "config", None)
+    in_channels = config.in_channels if config is not None else 3
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        _export(network, tmp, in_channels=in_channels)
+    return Path(path)
+
+
+def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_channels: int) -> None:
+    # torch >= 2.9 defaults to the torch.export-based exporter, which needs the
+    # onnxscript package; the TorchScript exporter needs nothing beyond torch
+    # and handles these plain convolutional networks exactly.
+    device = next(network.parameters()).device
+    example = torch.zeros(1, in_channels, 2 * SIZE_DIVISOR, 2 * SIZE_DIVISOR, device=device)
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), _eval_mode(network), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            _Probabilities(network),
+            (example,),
+            target if isinstance(target, io.BytesIO) else str(target),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["probabilities"],
+            dynamic_axes={"image": axes, "probabilities": axes},
+        )
+
+
+@contextlib.contextmanager
+def _eval_mode(network: torch.nn.Module) -> Iterator[None]:
+    """Put ``network`` in eval mode, restoring its training flag afterwards."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)
+
+
+# ----------------------------------------------------------------------- tiling
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> np.ndarray:
+    """Start offsets of tiles covering ``length`` pixels with at least ``overlap`` overlap.
+
+    Tiles are spread evenly from 0 to ``length - tile``, so the grid is
+    symmetric and every pair of neighbours overlaps by ``overlap`` or more.
+
+    Parameters
+    ----------
+    length
+        Image size along one axis; at least ``tile``.
+    tile, overlap
+        Tile size and minimum overlap, in pixels, with ``overlap < tile``.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_tiles,)
+    """
+    if length <= tile:
+        return np.zeros(1, dtype=np.int64)
+    n_tiles = int(np.ceil((length - overlap) / (tile - overlap)))
+    return np.round(np.linspace(0, length - tile, n_tiles)).astype(np.int64)
+
+
+def blend_window(size: int, overlap: int) -> np.ndarray:
+    """1-D blending weights of a tile: 1 inside, a raised-cosine ramp over ``overlap`` pixels at each end.
+
+    The ramp is sampled at pixel centres, so the weights never reach 0
+    (the smallest, at the tile edge, is ``sin(pi / (4 * overlap)) ** 2``).
+
+    Returns
+    -------
+    ndarray of float32, shape (size,), values in (0, 1]
+    """
+    window = np.ones(size, dtype=np.float32)
+    ramp_length = min(overlap, size // 2)
+    if ramp_length > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(ramp_length) + 0.5) / ramp_length) ** 2
+        window[:ramp_length] = ramp
+        window[size - ramp_length :] = ramp[::-1]
+    return window
+
+
+def _padded_tile_size(length: int, tile: int) -> int:
+    """Tile size along one axis: ``tile``, or ``length`` rounded up to SIZE_DIVISOR if smaller."""
+    return min(tile, -(-length // SIZE_DIVISOR) * SIZE_DIVISOR)
+
+
+def _check_tiling(tile_size: int, overlap: int, batch_size: int) -> None:
+    if tile_size < SIZE_DIVISOR or tile_size % SIZE_DIVISOR:
+        raise ValueError(f"tile_size must be a positive multiple of {SIZE_DIVISOR}, got {tile_size}")
+    if not 0 <= overlap <= tile_size // 2:
+        raise ValueError(f"overlap must be in [0, tile_size / 2] = [0, {tile_size // 2}], got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+_FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def _run_batch(runner: Runner, batch: np.ndarray, tta: bool) -> np.ndarray:
+    if not tta:
+        return runner(batch)
+    total = None
+    for axes in _FLIPS:
+        flipped = np.flip(batch, axes) if axes else batch
+        out = runner(flipped)
+        out = np.flip(out, axes) if axes else out
+        total = out.copy() if total is None else np.add(total, out, out=total)
+    return total / np.float32(len(_FLIPS))
+
+
+def predict_tiled(
+    runner: Runner,
+    image: np.ndarray,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities of a prepared image of any size, tile by tile.
+
+    Parameters
+    ----------
+    runner
+        Backend: float32 ``(N, C_in, h, w)`` -> probabilities ``(N, C, h, w)``
+        (:class:`TorchRunner`, :class:`OnnxRunner`).
+    image : ndarray of float32, shape (H, W, C_in)
+        Normalized network input (see :func:`nucseg.preprocess.prepare_image`).
+    tile_size
+        Side of the square tiles in pixels, a multiple of
+        :data:`nucseg.models.SIZE_DIVISOR`. An axis shorter than a tile is
+        reflect-padded to the next multiple of the divisor instead.
+    overlap
+        Minimum overlap of neighbouring tiles in pixels, at most ``tile_size / 2``.
+    batch_size
+        Tiles per network call.
+    tta
+        Test-time augmentation: average the probabilities over the 4 flips
+        (none, horizontal, vertical, both); 4x slower.
+
+    Returns
+    -------
+    ndarray of float32, shape (C, H, W)
+        Softmax probabilities, blended over tiles.
+    """
+    _check_tiling(tile_size, overlap, batch_size)
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or min(image.shape) < 1:
+        raise ValueError(f"image must have shape (H, W, C) with non-zero sizes, got {image.shape}")
+    height, width = image.shape[:2]
+    tile_h, tile_w = _padded_tile_size(height, tile_size), _padded_tile_size(width, tile_size)
+    pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
+    if pad_h or pad_w:
+        image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+                       mode="reflect")
+    padded_h, padded_w = image.shape[:2]
+    weight_tile = np.outer(blend_window(tile_h, overlap), blend_window(tile_w, overlap))
+    corners = [(y, x) for y in tile_starts(padded_h, tile_h, overlap) for x in tile_starts(padded_w, tile_w, overlap)]
+
+    accumulated = None
+    weights = np.zeros((padded_h, padded_w), dtype=np.float32)
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first : first + batch_size]
+        batch = np.stack([image[y : y + tile_h, x : x + tile_w].transpose(2, 0, 1) for y, x in chunk])
+        probabilities = _run_batch(runner, batch, tta)
+        if accumulated is None:
+            accumulated = np.zeros((probabilities.shape[1], padded_h, padded_w), dtype=np.float32)
+        for (y, x), tile_probabilities in zip(chunk, probabilities):
+            accumulated[:, y : y + tile_h, x : x + tile_w] += tile_probabilities * weight_tile
+            weights[y : y + tile_h, x : x + tile_w] += weight_tile
+    accumulated /= weights
+    top, left = pad_h // 2, pad_w // 2
+    if pad_h or pad_w:
+        accumulated = np.ascontiguousarray(accumulated[:, top : top + height, left : left + width])
+    return accumulated
+
+
+def predict_rescaled(
+    runner: Runner,
+    image: np.ndarray,
+    *,
+    scale: float = 1.0,
+    resize_to: int | None = None,
+    **tiling: Any,
+) -> np.ndarray:
+    """:func:`predict_tiled` on a resized image, with probabilities resized back to the image size.
+
+    Parameters
+    ----------
+    runner
+        Backend, see :func:`predict_tiled`.
+    image : ndarray of float32, shape (H, W, C_in)
+        Normalized network input.
+    scale
+        Resize factor applied before the network: below 1 for nuclei larger
+        than in the training images, above 1 for smaller ones.
+    resize_to
+        Resize to this square side (pixels) instead, as a model trained on
+        resized images needs; excludes ``scale``.
+    **tiling
+        ``tile_size``, ``overlap``, ``batch_size``, ``tta`` of :func:`predict_tiled`.
+
+    Returns
+    -------
+    ndarray of float32, shape (C, H, W)
+    """
+    from nucseg.preprocess import resize_image
+
+    height, width = image.shape[:2]
+    if resize_to is not None:
+        if scale != 1.0:
+            raise ValueError("scale cannot be combined with resize_to (the model resizes every image itself)")
+        shape = (int(resize_to), int(resize_to))
+    else:
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if shape == (height, width):
+        return predict_tiled(runner, image, **tiling)
+    probabilities = predict_tiled(runner, resize_image(image, shape), **tiling)
+    resized = resize_image(probabilities.transpose(1, 2, 0), (height, width))
+    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+
+
+def predict_probabilities(
+    network: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities of a prepared image, with the torch backend.
+
+    The network runs in eval mode on the device of its parameters; its
+    training flag and weights are left as they were.
+
+    Parameters
+    ----------
+    network
+        A network from :mod:`nucseg.models`.
     image : ndarray of float32, shape (H, W, C)
         Normalized network input (see :func:`nucseg.preprocess.prepare_image`).
+    tile_size, overlap, batch_size, tta
+        See :func:`predict_tiled`.
 
     Returns
     -------
     ndarray of float32, shape (n_classes, H, W)
         Softmax probabilities.
     """
-    height, width = image.shape[:2]
-    pad_y = (-height) % SIZE_DIVISOR
-    pad_x = (-width) % SIZE_DIVISOR
-    padded = np.pad(image, ((0, pad_y), (0, pad_x), (0, 0)), mode="reflect")
-    network.eval()
-    device = next(network.parameters()).device
-    with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None].to(device)
-        probabilities = torch.softmax(network(x), dim=1)[0, :, :height, :width]
-    return probabilities.float().cpu().numpy()
+    runner = TorchRunner(network, channels_last=True, convert_network=False)
+    return predict_tiled(runner, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta)

@@ -29,19 +29,28 @@ class NormalizationConfig:
     high_percentile: float = 99.8
     channels: int = 3
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_percentile < self.high_percentile <= 100:
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.low_percentile}, {self.high_percentile}"
+            )
+        if self.channels < 1:
+            raise ValueError(f"channels must be at least 1, got {self.channels}")
+
 
 def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     """Convert an image to exactly ``channels`` channels, channels last.
 
-    Gray images are replicated, RGBA loses its alpha channel, RGB to one
-    channel takes the mean. Other channel counts raise ``ValueError``: the
-    caller must choose channels explicitly rather than have them guessed.
+    Gray images are replicated, RGBA loses its alpha channel (unless four
+    channels are asked for), RGB to one channel takes the mean. Other channel
+    counts raise ``ValueError``: the caller must choose channels explicitly
+    rather than have them guessed.
 
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, C)
     channels : int
-        1 or 3.
+        Number of output channels (usually 1 or 3).
 
     Returns
     -------
@@ -52,6 +61,8 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {image.shape}")
     n = image.shape[2]
+    if n == channels:
+        return image
     if n == 4:
         image, n = image[:, :, :3], 3
     if n == channels:
@@ -80,11 +91,15 @@ def normalize_percentile(
     image : ndarray, shape (H, W) or (H, W, C)
     low, high : float
         Percentiles in [0, 100].
+    eps : float
+        Smallest divisor: a constant channel becomes 0, not NaN or inf.
 
     Returns
     -------
     ndarray of float32, same shape as ``image``
     """
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
     image = np.asarray(image)
     data = image.astype(np.float32, copy=False)
     flat = data.reshape(-1, 1) if data.ndim == 2 else data.reshape(-1, data.shape[-1])
@@ -109,9 +124,20 @@ def prepare_image(image: np.ndarray, config: NormalizationConfig = Normalization
 
 
 def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize an intensity image to ``shape`` (H, W) with anti-aliased linear interpolation.
+    """Resize an intensity image to ``shape`` (H, W) with linear interpolation.
 
-    Returns float32 with the channel axis (if any) kept.
+    The seed notebook's fixed-size input (every image resized to one shape);
+    tiled prediction makes it unnecessary. Shrinking is anti-aliased.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+    shape : (int, int)
+        Output (H, W) in pixels.
+
+    Returns
+    -------
+    ndarray of float32, shape ``shape`` or ``shape + (C,)``, values in the input's range
     """
     from skimage.transform import resize
 
@@ -121,7 +147,21 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a label image to ``shape`` (H, W) with nearest-neighbour interpolation."""
+    """Resize a label image to ``shape`` (H, W) with nearest-neighbour interpolation.
+
+    Label values are kept (no new values appear); objects smaller than the
+    new pixel size may vanish when shrinking.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    shape : (int, int)
+        Output (H, W) in pixels.
+
+    Returns
+    -------
+    ndarray, shape ``shape``, dtype of ``labels``
+    """
     from skimage.transform import resize
 
     return resize(labels, tuple(shape), order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)

@@ -282,6 +282,10 @@ def train(
     checkpoint_dir = run_dir / "checkpoints"
     if resume:
         config, split, state = _load_run(run_dir)
+        if data is None and images_dir is None:
+            source = split.get("source", {})
+            data, images_dir, masks_dir = source.get("data"), source.get("images_dir"), source.get("masks_dir")
+            val_data = source.get("val_data")
     else:
         if (checkpoint_dir / "last.pt").exists():
             raise InputError(run_dir, "holds a run already; use --resume to continue it or choose another --out")
@@ -290,8 +294,7 @@ def train(
     if val_data is not None:
         val_samples = load_dataset(val_data, progress=progress)
         train_samples = samples
-        split = {"train": [s.name for s in samples], "validation": [s.name for s in val_samples],
-                 "validation_source": str(val_data)}
+        split = {"train": [s.name for s in samples], "validation": [s.name for s in val_samples]}
     else:
         if not resume:
             train_names, val_names = split_names([s.name for s in samples], val_fraction=config.val_fraction,
@@ -304,6 +307,8 @@ def train(
         train_samples = [by_name[n] for n in split["train"]]
         val_samples = [by_name[n] for n in split["validation"]]
 
+    split["source"] = {key: None if value is None else str(Path(value).resolve()) for key, value in
+                       (("data", data), ("images_dir", images_dir), ("masks_dir", masks_dir), ("val_data", val_data))}
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)

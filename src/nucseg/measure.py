@@ -1,0 +1,179 @@
+"""Per-nucleus measurements: position, size, shape and intensity.
+
+:func:`measure_nuclei` gives one row per nucleus of a label image, computed
+with ``skimage.measure.regionprops_table``. Sizes are in pixels, or in
+microns when the pixel size is known; the unit is part of the column name
+(``area_px`` or ``area_um2``) so that a table never hides its unit. Positions
+(centroid and bounding box) are always pixel coordinates, to find the
+nucleus in the image.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.io import atomic_write
+
+_SHAPE_PROPERTIES = (
+    "label", "centroid", "area", "perimeter", "equivalent_diameter_area", "eccentricity", "solidity", "bbox",
+)
+
+
+@dataclass(frozen=True)
+class NucleusTable:
+    """Measurements, one row per nucleus, in label order.
+
+    Attributes
+    ----------
+    columns
+        Column names in output order (see :func:`measure_nuclei`).
+    rows
+        One ``{column: value}`` dict per nucleus; values are Python ints and floats.
+    """
+
+    columns: tuple[str, ...]
+    rows: list[dict[str, int | float]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> np.ndarray:
+        """All values of one column as a 1-D array (length: number of nuclei)."""
+        if name not in self.columns:
+            raise KeyError(f"no column {name!r}; columns: {', '.join(self.columns)}")
+        return np.array([row[name] for row in self.rows])
+
+
+def measurement_columns(channels: int = 0, *, pixel_size: float | None = None) -> tuple[str, ...]:
+    """Column names of :func:`measure_nuclei` for ``channels`` intensity channels (0: no image)."""
+    size_unit, area_unit = ("px", "px") if pixel_size is None else ("um", "um2")
+    columns = [
+        "label", "centroid_y", "centroid_x",
+        f"area_{area_unit}", f"perimeter_{size_unit}", f"equivalent_diameter_{size_unit}",
+        "eccentricity", "solidity",
+        "min_row", "min_col", "max_row", "max_col",
+    ]
+    columns += [f"mean_intensity_{c}" for c in range(channels)]
+    columns += [f"max_intensity_{c}" for c in range(channels)]
+    return tuple(columns)
+
+
+def measure_nuclei(
+    labels: np.ndarray,
+    image: np.ndarray | None = None,
+    *,
+    pixel_size: float | None = None,
+) -> NucleusTable:
+    """Measure every nucleus of a label image.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 background, one positive id per nucleus (need not be sequential).
+    image : ndarray, shape (H, W) or (H, W, C), optional
+        Intensity image, any dtype; every channel is measured (drop an alpha
+        channel first if it should not be).
+    pixel_size
+        Microns per pixel. When given, areas are in µm² and lengths in µm.
+
+    Returns
+    -------
+    NucleusTable
+        Columns, in order (see :func:`measurement_columns`):
+
+        ``label``
+            the nucleus id in ``labels``;
+        ``centroid_y``, ``centroid_x``
+            centre of mass, pixel coordinates (row, column);
+        ``area_px`` / ``area_um2``
+            number of pixels, or area in µm²;
+        ``perimeter_px`` / ``perimeter_um``
+            contour length (scikit-image's 4-connected estimate);
+        ``equivalent_diameter_px`` / ``equivalent_diameter_um``
+            diameter of the disc of the same area;
+        ``eccentricity``
+            of the ellipse with the same second moments, 0 (circle) to 1;
+        ``solidity``
+            area / convex hull area, 0 to 1;
+        ``min_row``, ``min_col``, ``max_row``, ``max_col``
+            bounding box in pixels, max exclusive (``labels[min_row:max_row, min_col:max_col]``);
+        ``mean_intensity_<c>``, ``max_intensity_<c>``
+            per channel ``c`` of ``image`` (only with ``image``), in image units.
+
+    Raises
+    ------
+    ValueError
+        ``labels`` not 2-D integer non-negative, ``image`` of another height and
+        width, or ``pixel_size`` not a positive number.
+    """
+    from skimage.measure import regionprops_table
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be a 2-D integer array, got {labels.dtype} of shape {labels.shape}")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must be non-negative")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"pixel_size must be a positive number of microns per pixel, got {pixel_size!r}")
+    channels = 0
+    if image is not None:
+        image = np.asarray(image)
+        if image.ndim not in (2, 3) or image.shape[:2] != labels.shape:
+            raise ValueError(f"image of shape {image.shape} does not match labels of shape {labels.shape}")
+        image = image[:, :, None] if image.ndim == 2 else image
+        channels = image.shape[2]
+    columns = measurement_columns(channels, pixel_size=pixel_size)
+    if not labels.any():
+        return NucleusTable(columns, [])
+
+    table = regionprops_table(labels, properties=_SHAPE_PROPERTIES)
+    scale = 1.0 if pixel_size is None else float(pixel_size)
+    values = {
+        "label": table["label"],
+        "centroid_y": table["centroid-0"],
+        "centroid_x": table["centroid-1"],
+        columns[3]: table["area"] * scale**2 if pixel_size is not None else table["area"].astype(np.int64),
+        columns[4]: table["perimeter"] * scale,
+        columns[5]: table["equivalent_diameter_area"] * scale,
+        "eccentricity": table["eccentricity"],
+        "solidity": table["solidity"],
+        "min_row": table["bbox-0"],
+        "min_col": table["bbox-1"],
+        "max_row": table["bbox-2"],
+        "max_col": table["bbox-3"],
+    }
+    if channels:
+        intensities = regionprops_table(labels, image, properties=("intensity_mean", "intensity_max"))
+        for c in range(channels):
+            values[f"mean_intensity_{c}"] = intensities[f"intensity_mean-{c}"]
+            values[f"max_intensity_{c}"] = intensities[f"intensity_max-{c}"]
+    rows = [dict(zip(columns, row)) for row in zip(*(values[name].tolist() for name in columns))]
+    return NucleusTable(columns, rows)
+
+
+def write_measurements_csv(table: NucleusTable, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write a :class:`NucleusTable` as CSV (header line, one line per nucleus), atomically.
+
+    Floats are written with 7 significant digits. A table without nuclei
+    gives a file with the header only.
+
+    Raises
+    ------
+    FileExistsError
+        ``overwrite`` is False and ``path`` exists.
+    """
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(table.columns)
+            for row in table.rows:
+                writer.writerow([_format(row[name]) for name in table.columns])
+    return Path(path)
+
+
+def _format(value: int | float) -> str:
+    return f"{value:.7g}" if isinstance(value, float) else str(value)

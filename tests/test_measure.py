@@ -1,0 +1,132 @@
+import csv
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from nucseg.measure import NucleusTable, measure_nuclei, measurement_columns, write_measurements_csv
+
+
+def _rectangle_and_disc() -> np.ndarray:
+    labels = np.zeros((100, 120), dtype=np.int32)
+    labels[10:20, 5:25] = 3                      # 10 x 20 rectangle
+    labels[disk((60, 70), 25, shape=labels.shape)] = 8  # disc of radius 25
+    return labels
+
+
+def test_rectangle_area_bbox_and_centroid():
+    table = measure_nuclei(_rectangle_and_disc())
+    rectangle = table.rows[0]
+    assert rectangle["label"] == 3
+    assert rectangle["area_px"] == 200
+    assert (rectangle["min_row"], rectangle["min_col"], rectangle["max_row"], rectangle["max_col"]) == (10, 5, 20, 25)
+    assert rectangle["centroid_y"] == pytest.approx(14.5)
+    assert rectangle["centroid_x"] == pytest.approx(14.5)
+    assert rectangle["solidity"] == pytest.approx(1.0)
+    assert 50 <= rectangle["perimeter_px"] <= 60  # 60 on the pixel edges; estimators cut corners
+    # second moments of a 10x20 box: variances (10^2 - 1)/12 and (20^2 - 1)/12
+    minor, major = (10**2 - 1) / 12, (20**2 - 1) / 12
+    assert rectangle["eccentricity"] == pytest.approx(np.sqrt(1 - minor / major), rel=1e-6)
+
+
+def test_disc_area_and_diameter():
+    table = measure_nuclei(_rectangle_and_disc())
+    disc = table.rows[1]
+    assert disc["label"] == 8
+    assert disc["area_px"] == pytest.approx(np.pi * 25**2, rel=0.02)
+    assert disc["equivalent_diameter_px"] == pytest.approx(50, rel=0.01)
+    assert disc["perimeter_px"] == pytest.approx(2 * np.pi * 25, rel=0.05)
+    assert disc["eccentricity"] < 0.1
+    assert disc["solidity"] > 0.95
+    assert (disc["centroid_y"], disc["centroid_x"]) == (pytest.approx(60), pytest.approx(70))
+
+
+def test_pixel_size_scales_areas_quadratically_and_lengths_linearly():
+    labels = _rectangle_and_disc()
+    pixels = measure_nuclei(labels)
+    microns = measure_nuclei(labels, pixel_size=0.25)
+    assert "area_um2" in microns.columns and "area_px" not in microns.columns
+    for px, um in zip(pixels.rows, microns.rows):
+        assert um["area_um2"] == pytest.approx(px["area_px"] * 0.25**2, rel=1e-12)
+        assert um["perimeter_um"] == pytest.approx(px["perimeter_px"] * 0.25, rel=1e-12)
+        assert um["equivalent_diameter_um"] == pytest.approx(px["equivalent_diameter_px"] * 0.25, rel=1e-12)
+        # positions stay in pixels; shape ratios have no unit
+        for name in ("centroid_y", "centroid_x", "min_row", "max_col", "eccentricity", "solidity"):
+            assert um[name] == px[name]
+
+
+def test_intensity_per_channel():
+    labels = np.zeros((6, 6), dtype=np.int32)
+    labels[0:2, 0:2] = 1
+    labels[4:6, 3:6] = 2
+    image = np.zeros((6, 6, 2), dtype=np.uint16)
+    image[0:2, 0:2, 0] = [[1, 2], [3, 10]]
+    image[0:2, 0:2, 1] = 100
+    image[4:6, 3:6, 0] = 7
+    image[4, 3, 1] = 600
+    table = measure_nuclei(labels, image)
+    first, second = table.rows
+    assert first["mean_intensity_0"] == pytest.approx(4.0)
+    assert first["max_intensity_0"] == 10
+    assert first["mean_intensity_1"] == pytest.approx(100.0)
+    assert second["mean_intensity_0"] == pytest.approx(7.0)
+    assert second["mean_intensity_1"] == pytest.approx(100.0)
+    assert second["max_intensity_1"] == 600
+    assert "mean_intensity_2" not in table.columns
+
+
+def test_gray_image_gives_channel_zero_and_no_image_gives_no_intensity():
+    labels = _rectangle_and_disc()
+    image = np.where(labels == 3, 5.0, 1.0).astype(np.float32)
+    with_image = measure_nuclei(labels, image)
+    assert with_image.column("mean_intensity_0").tolist() == [5.0, 1.0]
+    without = measure_nuclei(labels)
+    assert not any(name.endswith("intensity_0") for name in without.columns)
+
+
+def test_columns_match_rows_and_documented_order():
+    table = measure_nuclei(_rectangle_and_disc(), np.zeros((100, 120, 3)), pixel_size=0.5)
+    assert table.columns == measurement_columns(3, pixel_size=0.5)
+    assert all(tuple(row) == table.columns for row in table.rows)
+    assert table.columns[:4] == ("label", "centroid_y", "centroid_x", "area_um2")
+
+
+def test_empty_labels_give_empty_table_with_columns():
+    table = measure_nuclei(np.zeros((10, 10), dtype=np.int32), np.zeros((10, 10)))
+    assert len(table) == 0
+    assert table.columns == measurement_columns(1)
+
+
+@pytest.mark.parametrize(
+    "labels, image, pixel_size",
+    [
+        (np.zeros((4, 4, 2), dtype=np.int32), None, None),
+        (np.zeros((4, 4), dtype=np.float32), None, None),
+        (np.full((4, 4), -1), None, None),
+        (np.zeros((4, 4), dtype=np.int32), np.zeros((4, 5)), None),
+        (np.zeros((4, 4), dtype=np.int32), None, 0.0),
+        (np.zeros((4, 4), dtype=np.int32), None, float("nan")),
+    ],
+)
+def test_rejects_bad_input(labels, image, pixel_size):
+    with pytest.raises(ValueError):
+        measure_nuclei(labels, image, pixel_size=pixel_size)
+
+
+def test_write_csv(tmp_path):
+    labels = _rectangle_and_disc()
+    table = measure_nuclei(labels, labels.astype(np.uint8))
+    path = write_measurements_csv(table, tmp_path / "out" / "nuclei.csv")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert tuple(rows[0]) == table.columns
+    assert [int(row["label"]) for row in rows] == [3, 8]
+    assert int(rows[0]["area_px"]) == 200
+    assert float(rows[1]["equivalent_diameter_px"]) == pytest.approx(table.rows[1]["equivalent_diameter_px"], rel=1e-6)
+    with pytest.raises(FileExistsError):
+        write_measurements_csv(table, path, overwrite=False)
+
+
+def test_write_csv_of_empty_table_has_header_only(tmp_path):
+    path = write_measurements_csv(NucleusTable(measurement_columns()), tmp_path / "empty.csv")
+    assert path.read_text().splitlines() == [",".join(measurement_columns())]
