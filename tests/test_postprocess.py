@@ -149,13 +149,17 @@ def test_config_round_trips_through_json():
     config = PostprocessConfig(foreground_threshold=0.4, marker_threshold=0.7, min_size=20, split_binary=True)
     assert PostprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert PostprocessConfig.from_dict({"min_size": 3}) == PostprocessConfig(min_size=3)
+    from_numpy = PostprocessConfig(min_size=np.int64(3), foreground_threshold=np.float32(0.25))
+    expected = PostprocessConfig(min_size=3, foreground_threshold=0.25).to_dict()
+    assert json.loads(json.dumps(from_numpy.to_dict())) == expected
 
 
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="unknown postprocess setting.*'min_sise'"):
         PostprocessConfig.from_dict({"min_sise": 3})
     for bad in ({"foreground_threshold": 1.5}, {"marker_threshold": -0.1}, {"min_size": -1},
-                {"min_size": 2.5}, {"split_binary": "yes"}, {"split_min_distance": 0}, {"max_hole_size": True}):
+                {"min_size": 2.5}, {"split_binary": "yes"}, {"split_min_distance": 0}, {"max_hole_size": True},
+                {"foreground_threshold": float("nan")}):
         with pytest.raises(ValueError):
             PostprocessConfig.from_dict(bad)
     with pytest.raises(ValueError):
@@ -202,3 +206,23 @@ def test_split_by_distance_keeps_every_component():
     labels = split_by_distance(mask, min_distance=5)
     assert len(np.unique(labels[mask])) == 3
     assert np.array_equal(labels > 0, mask)
+
+
+def test_same_result_as_a_plain_marker_watershed():
+    # The watershed is flooded from the marker edges only (for speed); that
+    # must not change the result, also for nuclei cut by the image border.
+    from skimage.segmentation import watershed
+
+    labels = _nuclei()
+    for label, center in enumerate([(0, 10), (95, 70), (40, 127)], start=labels.max() + 1):
+        labels[disk(center, 9, shape=labels.shape)] = label
+    rng = np.random.default_rng(1)
+    probabilities = _three_class(labels) + rng.uniform(0, 0.2, size=(3, *labels.shape))
+    probabilities /= probabilities.sum(axis=0, keepdims=True)
+    config = PostprocessConfig()
+    interior, foreground = probabilities[1], probabilities[1] + probabilities[2] > config.foreground_threshold
+    seeds = remove_small_labels(ndi.label(interior > config.marker_threshold)[0], config.min_marker_size)
+    markers = add_unseeded_components(seeds, foreground)
+    expected = remove_small_labels(watershed(-interior, markers, mask=foreground), config.min_size)
+    assert expected.max() == 8
+    np.testing.assert_array_equal(instances_from_probabilities(probabilities, config), expected)

@@ -202,7 +202,7 @@ def augment_crop(
     image_crop : float32 (crop_size, crop_size, C)
     labels_crop : int32 (crop_size, crop_size)
     """
-    scale = 1.0
+    scale = float(config.scale_min)
     if config.scale_max > config.scale_min:
         scale = float(np.exp(rng.uniform(np.log(config.scale_min), np.log(config.scale_max))))
     image, labels = random_crop(image, labels, crop_size, rng, scale=scale)

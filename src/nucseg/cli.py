@@ -32,16 +32,24 @@ def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=8, help="number of samples to show (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for choosing samples")
     parser.add_argument("--out", required=True, help="output PNG file")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def _run_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from nucseg.datasets import load_dataset
+    from nucseg.errors import InputError
     from nucseg.visualize import save_sample_grid
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
+    if args.n < 1:
+        raise NucsegError(f"--n must be at least 1, got {args.n}")
+    if Path(args.out).exists() and not args.overwrite:  # checked before a possibly long load
+        raise InputError(args.out, "exists (use --overwrite to replace it)")
     samples = load_dataset(args.dataset, images_dir=args.images, masks_dir=args.masks, progress=True)
-    path = save_sample_grid(samples, args.out, n=args.n, seed=args.seed)
+    path = save_sample_grid(samples, args.out, n=args.n, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {path} ({min(args.n, len(samples))} of {len(samples)} samples)")
     return EXIT_OK
 
@@ -125,22 +133,156 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
+    # encoder_weights stays the string "none" here (None would mean "flag not given"); TrainConfig maps it to None.
+    overrides = {key: getattr(args, key) for key in (
+        "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
+        "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
     if args.resume:
-        if args.config or args.preset:
-            raise NucsegError("--resume continues a run with its saved settings; drop --config/--preset")
+        flag_of = {"time_limit_minutes": "--time-limit"}
+        given = [flag_of.get(key, "--" + key.replace("_", "-")) for key, value in overrides.items() if value is not None]
+        given += [flag for flag, value in (("--config", args.config), ("--preset", args.preset)) if value]
+        if given:
+            raise NucsegError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
         config = None
     else:
         if args.data is None and args.images is None:
             raise NucsegError("give the training data with --data DATASET or --images DIR --masks DIR")
-        # encoder_weights stays the string "none" here (None would mean "flag not given"); TrainConfig maps it to None.
-        overrides = {key: getattr(args, key) for key in (
-            "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
-            "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
         config = resolve_config(preset=args.preset, config_file=args.config, overrides=overrides)
     result = train(config, args.resume or args.out, data=args.data, images_dir=args.images, masks_dir=args.masks,
                    val_data=args.val_data, resume=bool(args.resume))
     print(f"best epoch {result.best_epoch} of {result.epochs_run}: "
           f"validation {config.monitor if config else 'metric'} {result.best_metric:.4f}; model in {result.model_dir}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------ segment
+
+
+def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="image files, folders (searched recursively) or DSB2018 datasets")
+    parser.add_argument("--sample", action="store_true",
+                        help="also segment the 3 sample images shipped with nucseg (fluorescence, histology, "
+                             "brightfield)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="output folder: X_labels.tif per image X, and summary.csv")
+    parser.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="model folder, or 'dsb2018' (the shipped model, default) or 'classical'")
+    parser.add_argument("--overlay", action="store_true", help="also write X_overlay.png: outlines on the image")
+    parser.add_argument("--measure", action="store_true",
+                        help="also write X_nuclei.csv: one row of measurements per nucleus")
+    parser.add_argument("--pixel-size", type=float, metavar="UM",
+                        help="microns per pixel: measurements in um and um2 instead of pixels")
+    parser.add_argument("--rle", metavar="FILE", help="also write a Kaggle DSB2018 submission CSV (run-length encoded)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over 4 flips (4x slower, slightly smoother)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=float, metavar="F",
+                      help="resize images by F before the network: below 1 for nuclei larger than in training")
+    size.add_argument("--diameter", type=float, metavar="PX",
+                      help="typical nucleus diameter in pixels (sets the scale from the model's training diameter)")
+    parser.add_argument("--tile-size", type=int, metavar="N",
+                        help="tile side in pixels, a multiple of 32 (default 512); smaller needs less memory")
+    parser.add_argument("--overlap", type=int, metavar="N", help="overlap of neighbouring tiles in pixels (default 64)")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"],
+                        help="what runs the network (default: the faster on this machine)")
+    parser.add_argument("--channel-axis", type=int, metavar="N",
+                        help="channel axis of multi-channel TIFFs that do not declare it, e.g. 0 for (C, H, W)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (default: skip images whose outputs exist)")
+    _add_scale_out_arguments(parser)
+
+
+def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
+    scale_out = parser.add_argument_group("scale-out (see docs/scale-out.md)")
+    scale_out.add_argument("--dask", metavar="ADDRESS",
+                           help="run on a Dask cluster: a scheduler address (tcp://host:8786), or 'local' / "
+                                "'local:N' for N single-threaded worker processes on this machine")
+    scale_out.add_argument("--blockwise", choices=["auto", "always", "never"], default="auto",
+                           help="segment images block by block with bounded memory: 'auto' (default) for images "
+                                "above 8192 x 8192 pixels and Zarr inputs; the labels of such an image are a tiled "
+                                "X_labels.tif (no overlay or measurements)")
+    scale_out.add_argument("--block-size", type=int, default=2048, metavar="N",
+                           help="side of the blocks in pixels, a multiple of 256 (default 2048)")
+    scale_out.add_argument("--margin", type=int, default=128, metavar="N",
+                           help="context read around every block in pixels (default 128); more than the largest "
+                                "nucleus")
+    scale_out.add_argument("--zarr", action="store_true",
+                           help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")
+
+
+def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
+    """The batch report of ``segment`` when --dask or block-wise segmentation is asked for; None otherwise."""
+    from contextlib import nullcontext
+
+    from nucseg.distributed import connect, plan_images, segment_many
+
+    blockwise = {"auto": None, "always": True, "never": False}[args.blockwise]
+    if args.dask is None and blockwise is not True:
+        planned = plan_images(inputs, args.out, blockwise=blockwise, channel_axis=args.channel_axis)
+        if not any(item.blockwise for item in planned):
+            return None
+    with connect(args.dask) if args.dask else nullcontext() as client:
+        return segment_many(inputs, args.out, client=client, model=args.model, overlay=args.overlay,
+                            measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                            overwrite=args.overwrite, channel_axis=args.channel_axis, progress=sys.stderr.isatty(),
+                            blockwise=blockwise, block_size=args.block_size, margin=args.margin,
+                            zarr_labels=args.zarr, **options)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from nucseg.api import sample_image_paths, segment_files
+
+    inputs = list(args.inputs) + (sample_image_paths() if args.sample else [])
+    if not inputs:
+        raise NucsegError("give the images to segment (INPUT ...) or --sample")
+    options = {key: getattr(args, key) for key in ("scale", "diameter", "tile_size", "overlap", "backend")
+               if getattr(args, key) is not None}
+    if args.tta:
+        options["tta"] = True
+    report = _segment_scaled_out(args, inputs, options)
+    if report is None:
+        report = segment_files(inputs, args.out, model=args.model, overlay=args.overlay, measure=args.measure,
+                               pixel_size=args.pixel_size, rle_path=args.rle, overwrite=args.overwrite,
+                               channel_axis=args.channel_axis, progress=sys.stderr.isatty(), **options)
+    for image in report.images:
+        if image.status == "failed":
+            print(f"nucseg: failed: {image.error}", file=sys.stderr)
+    if report.n_skipped:
+        print(f"nucseg: skipped {report.n_skipped} image(s) whose outputs exist (use --overwrite to replace them)",
+              file=sys.stderr)
+    print(report.format_summary())
+    return EXIT_FAILURES if report.n_failed else EXIT_OK
+
+
+# ------------------------------------------------------------------------- export
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="NAME_OR_PATH", help="model folder or 'dsb2018' (default)")
+    parser.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default: onnx)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="output file, e.g. model.onnx")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nucseg.api import NetworkModel, load_model
+    from nucseg.io import OutputExistsError
+    from nucseg.prediction import ONNX_OPSET
+
+    if Path(args.out).exists() and not args.overwrite:
+        raise OutputExistsError(args.out, "exists (use --overwrite to replace it)")
+    model = load_model(args.model)
+    if not isinstance(model, NetworkModel):
+        raise NucsegError(f"model {model.name!r} has no network to export")
+    path = model.export_onnx(args.out, overwrite=args.overwrite)
+    norm = model.config.normalization
+    print(f"wrote {path}: ONNX opset {ONNX_OPSET}, input 'image' float32 (N, {model.config.in_channels}, H, W) "
+          f"with H, W multiples of 32, each channel scaled so its {norm.low_percentile:g} and "
+          f"{norm.high_percentile:g} percentiles are 0 and 1; output 'probabilities' float32 "
+          f"(N, {model.config.out_channels}, H, W)")
     return EXIT_OK
 
 
@@ -152,6 +294,9 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
                  _add_evaluate_arguments, _run_evaluate),
     "train": ("train a segmentation model on an annotated dataset", _add_train_arguments, _run_train),
+    "segment": ("find the nuclei in images: label images, overlays, measurements",
+                _add_segment_arguments, _run_segment),
+    "export": ("export a model's network to ONNX", _add_export_arguments, _run_export),
 }
 
 

@@ -315,6 +315,8 @@ def _labels_from_mask_file(mask_path: Path, shape: tuple[int, ...]) -> np.ndarra
     labels = read_labels(mask_path)
     if labels.shape != shape:
         raise InputError(mask_path, _size_mismatch(labels.shape, shape))
+    if labels.max(initial=0) > np.iinfo(np.int32).max:
+        raise InputError(mask_path, f"label {labels.max()} is above the supported maximum {np.iinfo(np.int32).max}")
     values = np.unique(labels)
     if len(values) <= 2 and labels.max() > 0:
         warnings.warn(f"{mask_path}: binary mask; nuclei are taken as its connected components, "

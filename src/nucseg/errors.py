@@ -14,19 +14,21 @@ class NucsegError(Exception):
     """Base class of all errors whose message is meant for the user."""
 
 
-class InputError(NucsegError):
+class _PathError(NucsegError):
+    """An error about one file or folder: message ``"<path>: <problem>"``."""
+
+    def __init__(self, path: str | Path | None, problem: str):
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+    def __reduce__(self):  # picklable across worker processes (args holds only the message)
+        return (type(self), (self.path, self.problem))
+
+
+class InputError(_PathError):
     """A user-supplied file or folder is missing, unreadable or inconsistent."""
 
-    def __init__(self, path: str | Path | None, problem: str):
-        self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(problem if path is None else f"{path}: {problem}")
 
-
-class ModelError(NucsegError):
+class ModelError(_PathError):
     """A model file or folder is corrupt, foreign or incompatible."""
-
-    def __init__(self, path: str | Path | None, problem: str):
-        self.path = None if path is None else Path(path)
-        self.problem = problem
-        super().__init__(problem if path is None else f"{path}: {problem}")

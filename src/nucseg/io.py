@@ -170,7 +170,8 @@ class MaskCrop:
         Rows and columns of the bounding box of the nonzero pixels; None when
         the mask is empty.
     foreground : ndarray of bool, shape of the bounding box
-        True where the mask is nonzero (in its first channel).
+        True where the mask is nonzero (palette index, or any colour channel;
+        alpha is ignored).
     """
 
     shape: tuple[int, int]
@@ -207,8 +208,8 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
         crop = _decode_pillow(path, to_crop)
         if crop is not None:
             return crop
-    mask = read_image(path)
-    foreground = (mask[..., 0] if mask.ndim == 3 else mask) > 0
+    mask = read_image(path, palette_indices=True)
+    foreground = np.any(mask[..., :3] > 0, axis=-1) if mask.ndim == 3 else mask > 0
     rows, cols = np.nonzero(foreground.any(axis=1))[0], np.nonzero(foreground.any(axis=0))[0]
     if rows.size == 0:
         return MaskCrop(foreground.shape, None, np.zeros((0, 0), dtype=bool))
@@ -269,6 +270,8 @@ def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
             array = series.asarray()
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot decode TIFF ({_first_line(exc)})") from None
+    if len(axes) != array.ndim:  # no usable axes metadata: nothing is declared
+        axes = "Q" * (array.ndim - 2) + "YX"
     keep = [i for i, (n, axis) in enumerate(zip(array.shape, axes)) if n > 1 or axis in "YX"]
     array = array.reshape([array.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)

@@ -128,10 +128,11 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
     from safetensors.torch import save_file
 
     import nucseg
+    from nucseg.io import OutputExistsError
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
+        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, nucseg_version=nucseg.__version__, format_version=FORMAT_VERSION)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -229,9 +230,14 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
         raise ModelError(weights_path, f"corrupt weights file ({str(exc).splitlines()[0]})") from None
     try:
         network = build_network(config)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(path / CONFIG_FILE, f"cannot build the network it describes "
+                                             f"({str(exc).splitlines()[0]})") from None
+    try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split())  # torch's message spans lines; the CLI prints one
         raise ModelError(weights_path, f"weights do not fit architecture {config.architecture!r} "
-                                       f"({str(exc).splitlines()[0]})") from None
+                                       f"({detail[:300]})") from None
     network.eval()
     return LoadedModel(network, config, path)

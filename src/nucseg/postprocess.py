@@ -77,18 +77,23 @@ class PostprocessConfig:
     split_min_distance: int = 5
 
     def __post_init__(self) -> None:
+        # Values are checked, then stored as plain Python types so that to_dict() is JSON-serializable.
         for name in ("foreground_threshold", "marker_threshold"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not 0.0 <= value < 1.0:
                 raise ValueError(f"postprocess {name} must be a probability in [0, 1), got {value!r}")
+            object.__setattr__(self, name, float(value))
         for name in ("min_marker_size", "min_size", "max_hole_size", "split_min_distance"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"postprocess {name} must be a non-negative integer (pixels), got {value!r}")
+            object.__setattr__(self, name, int(value))
         if self.split_min_distance < 1:
             raise ValueError(f"postprocess split_min_distance must be at least 1 pixel, got {self.split_min_distance}")
         if not isinstance(self.split_binary, (bool, np.bool_)):
             raise ValueError(f"postprocess split_binary must be true or false, got {self.split_binary!r}")
+        object.__setattr__(self, "split_binary", bool(self.split_binary))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``{name: value}`` dict of JSON types."""
@@ -131,7 +136,7 @@ def instances_from_probabilities(
     Returns
     -------
     labels : ndarray of int32, shape (H, W)
-        0 background, nuclei numbered 1..N in raster order of their seeds.
+        0 background, nuclei numbered 1..N without gaps.
 
     Raises
     ------
@@ -163,13 +168,25 @@ def _instances_three_class(probabilities: np.ndarray, config: PostprocessConfig)
     markers = add_unseeded_components(seeds, foreground)
     if not markers.any():
         return markers
-    # Flooding from low to high 1 - p(interior) fills the confident interior
+    # Flooding in order of decreasing p(interior) fills the confident interior
     # first, so neighbouring seeds meet on the predicted boundary line. Only
     # the bounding box of the foreground is flooded, which matters for sparse
     # fields in large images.
     box = _bounding_box(foreground)
-    markers[box] = watershed(-interior[box], markers[box], mask=foreground[box])
+    markers[box] = watershed(-interior[box], _marker_edges(markers[box]), mask=foreground[box])
     return markers
+
+
+def _marker_edges(markers: np.ndarray) -> np.ndarray:
+    """Markers without their inner pixels (all four neighbours in the marker, none outside the image).
+
+    Different markers are never 4-adjacent (they are distinct 4-connected
+    components), so a flood from a marker's edge can only give its inner
+    pixels back to the same marker; but the watershed queue no longer holds
+    every marker pixel, which roughly halves its time on large images.
+    """
+    inner = ndi.binary_erosion(markers > 0, border_value=0)
+    return np.where(inner, 0, markers)
 
 
 def _instances_binary(probabilities: np.ndarray, config: PostprocessConfig) -> np.ndarray:

@@ -22,6 +22,7 @@ Two backends run the network, with the same interface (a float32 batch
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import warnings
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ import torch
 from nucseg.models import SIZE_DIVISOR
 
 if TYPE_CHECKING:
+    from nucseg.api import NetworkModel
     from nucseg.model_io import LoadedModel
 
 #: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR).
@@ -67,20 +69,22 @@ class TorchRunner:
     ----------
     network
         A network from :mod:`nucseg.models`; it runs on the device of its
-        parameters, in eval mode.
+        parameters, in eval mode (its training flag is restored after each call).
     channels_last
-        Feed channels-last tensors (several times faster for convolutions on
-        CPU). With ``convert_network`` the network's weights are converted
-        too, in place; results are the same up to float rounding.
-    convert_network
-        Convert the network to channels-last memory format (in place).
+        Run in channels-last memory format: the network's weights are
+        converted in place, and inputs are fed channels-last (False leaves
+        the network as it is). Several times faster for these convolutional
+        networks on CPU; results are the same up to float rounding. None: on
+        CPU only.
     """
 
-    def __init__(self, network: torch.nn.Module, *, channels_last: bool = True, convert_network: bool = False):
+    def __init__(self, network: torch.nn.Module, *, channels_last: bool | None = None):
         self.network = network
         self.device = next(network.parameters()).device
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if channels_last and convert_network:
+        if channels_last:
             network.to(memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -126,7 +130,8 @@ class OnnxRunner:
         return self.session.run(None, {self.input_name: batch})[0]
 
 
-def export_onnx(model: LoadedModel | torch.nn.Module, path: str | Path, *, overwrite: bool = True) -> Path:
+def export_onnx(model: LoadedModel | NetworkModel | torch.nn.Module, path: str | Path, *,
+                overwrite: bool = True) -> Path:
     """Export a network to ONNX, with a softmax, so that the file outputs probabilities.
 
     The graph has one input ``image``, float32 ``(N, C_in, H, W)`` holding
@@ -138,7 +143,8 @@ def export_onnx(model: LoadedModel | torch.nn.Module, path: str | Path, *, overw
     Parameters
     ----------
     model
-        A :class:`~nucseg.model_io.LoadedModel` or a bare network (3 input channels).
+        A :class:`~nucseg.model_io.LoadedModel` or :class:`~nucseg.api.NetworkModel`
+        (anything with ``network`` and ``config``), or a bare network (3 input channels).
     path
         Output ``.onnx`` file.
     overwrite
@@ -231,9 +237,19 @@ def blend_window(size: int, overlap: int) -> np.ndarray:
     return window
 
 
-def _padded_tile_size(length: int, tile: int) -> int:
-    """Tile size along one axis: ``tile``, or ``length`` rounded up to SIZE_DIVISOR if smaller."""
-    return min(tile, -(-length // SIZE_DIVISOR) * SIZE_DIVISOR)
+def axis_tile_size(length: int, tile: int, overlap: int) -> int:
+    """Tile side along one axis: at most ``tile``, as small as the tile count allows.
+
+    With ``n`` tiles needed to cover ``length`` at ``tile`` pixels and at
+    least ``overlap`` overlap, the tiles shrink to the smallest multiple of
+    :data:`SIZE_DIVISOR` that still covers the axis with ``n`` tiles, so no
+    work is wasted on extra overlap (a 2048-pixel axis takes three 736-pixel
+    tiles rather than three 1024-pixel ones). An axis shorter than ``tile``
+    gets one tile: ``length`` rounded up to the divisor (the image is padded).
+    """
+    n_tiles = 1 if length <= tile else int(np.ceil((length - overlap) / (tile - overlap)))
+    needed = -(-(length + (n_tiles - 1) * overlap) // n_tiles)
+    return min(tile, -(-needed // SIZE_DIVISOR) * SIZE_DIVISOR)
 
 
 def _check_tiling(tile_size: int, overlap: int, batch_size: int) -> None:
@@ -300,7 +316,7 @@ def predict_tiled(
     if image.ndim != 3 or min(image.shape) < 1:
         raise ValueError(f"image must have shape (H, W, C) with non-zero sizes, got {image.shape}")
     height, width = image.shape[:2]
-    tile_h, tile_w = _padded_tile_size(height, tile_size), _padded_tile_size(width, tile_size)
+    tile_h, tile_w = axis_tile_size(height, tile_size, overlap), axis_tile_size(width, tile_size, overlap)
     pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
     if pad_h or pad_w:
         image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
@@ -386,7 +402,8 @@ def predict_probabilities(
     """Class probabilities of a prepared image, with the torch backend.
 
     The network runs in eval mode on the device of its parameters; its
-    training flag and weights are left as they were.
+    training flag and weights are left as they were (on CPU a channels-last
+    copy of the network runs, see :class:`TorchRunner`).
 
     Parameters
     ----------
@@ -402,5 +419,8 @@ def predict_probabilities(
     ndarray of float32, shape (n_classes, H, W)
         Softmax probabilities.
     """
-    runner = TorchRunner(network, channels_last=True, convert_network=False)
+    if next(network.parameters()).device.type == "cpu":
+        runner = TorchRunner(copy.deepcopy(network), channels_last=True)
+    else:
+        runner = TorchRunner(network, channels_last=False)
     return predict_tiled(runner, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta)

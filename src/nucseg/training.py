@@ -233,11 +233,20 @@ class TrainResult:
 
 
 def select_device(name: str) -> torch.device:
+    """The torch device for ``"auto"`` (a CUDA GPU if there is one), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "device 'cuda' requested but no CUDA GPU is available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(None, f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, f"device {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(None, f"device {name!r} requested but there are only {torch.cuda.device_count()} GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(None, "device 'mps' requested but it is not available")
+    return device
 
 
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -290,6 +299,26 @@ def train(
         if (checkpoint_dir / "last.pt").exists():
             raise InputError(run_dir, "holds a run already; use --resume to continue it or choose another --out")
         state = None
+    # The network comes first: a model that cannot be built (for example ImageNet
+    # weights that cannot be downloaded) fails before any data is read or any file written.
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    n_classes = TARGET_CLASSES[config.target]
+    options = dict(config.model_options)
+    if config.encoder_weights is not None and not resume:
+        options["encoder_weights"] = config.encoder_weights
+    try:
+        network = build_model(config.model, in_channels=3, out_channels=n_classes, **options).to(device)
+    except (TypeError, ValueError) as exc:
+        raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    mode = "min" if config.monitor == "loss" else "max"
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
+                                                           patience=config.lr_patience, min_lr=config.min_lr)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
     samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
     if val_data is not None:
         val_samples = load_dataset(val_data, progress=progress)
@@ -297,8 +326,11 @@ def train(
         split = {"train": [s.name for s in samples], "validation": [s.name for s in val_samples]}
     else:
         if not resume:
-            train_names, val_names = split_names([s.name for s in samples], val_fraction=config.val_fraction,
-                                                 seed=config.seed)
+            try:
+                train_names, val_names = split_names([s.name for s in samples], val_fraction=config.val_fraction,
+                                                     seed=config.seed)
+            except ValueError as exc:
+                raise InputError(data or images_dir, f"{exc} (or give a validation dataset with --val-data)") from None
             split = {"train": train_names, "validation": val_names}
         by_name = {s.name: s for s in samples}
         missing = [n for n in split["train"] + split["validation"] if n not in by_name]
@@ -316,27 +348,14 @@ def train(
         _write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         _write_text(run_dir / "split.json", json.dumps(split, indent=1) + "\n")
 
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)
-    n_classes = TARGET_CLASSES[config.target]
-    options = dict(config.model_options)
-    if config.encoder_weights is not None and not resume:
-        options["encoder_weights"] = config.encoder_weights
-    network = build_model(config.model, in_channels=3, out_channels=n_classes, **options).to(device)
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    mode = "min" if config.monitor == "loss" else "max"
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
-                                                           patience=config.lr_patience, min_lr=config.min_lr)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
     history: list[dict[str, float]] = []
     start_epoch, best_metric, best_epoch, stale_epochs = 1, None, 0, 0
     if state is not None:
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # absent from checkpoints of CPU runs and of older versions
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         history = [dict(row) for row in state["history"]]
         start_epoch = int(state["epoch"]) + 1
@@ -404,6 +423,7 @@ def train(
             _write_metrics_csv(run_dir / "metrics.csv", history)
             state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": network.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": scaler.state_dict(),
                      "torch_rng": torch.get_rng_state(), "history": history, "best_metric": best_metric,
                      "best_epoch": best_epoch, "stale_epochs": stale_epochs}
             _save_checkpoint(state, checkpoint_dir / "last.pt")
@@ -514,7 +534,7 @@ def _log_epoch(writer, row, result: ValidationResult, val_prepared, snapshot_ind
         predicted = result.predictions[i]
         raw = sample.raw
         true_labels = sample.labels
-        if raw.shape[:2] != predicted.shape:  # resize_to runs: snapshot on the network grid
+        if predicted.shape != true_labels.shape:  # resize_to runs: snapshot on the network grid
             predicted = resize_labels(predicted, true_labels.shape)
             raw = resize_image(raw.astype(np.float32), true_labels.shape)
         panels.append(prediction_snapshot(raw, true_labels, predicted))

@@ -51,14 +51,18 @@ def display_image(image: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    image : ndarray, shape (H, W) or (H, W, 1|3|4)
-        Raw image, any dtype.
+    image : ndarray, shape (H, W) or (H, W, C)
+        Raw image, any dtype. Gray, RGB and RGBA (alpha dropped) are shown
+        as such; other channel counts as the mean of their channels.
 
     Returns
     -------
     ndarray of uint8, shape (H, W, 3)
     """
-    normalized = prepare_image(np.asarray(image), NormalizationConfig(channels=3))
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        image = image.mean(axis=2, dtype=np.float32)
+    normalized = prepare_image(image, NormalizationConfig(channels=3))
     return np.round(np.clip(normalized, 0.0, 1.0) * 255).astype(np.uint8)
 
 
@@ -67,8 +71,8 @@ def outline_overlay(image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray
 
     Parameters
     ----------
-    image : ndarray, shape (H, W) or (H, W, 1|3|4)
-        Raw image, any dtype.
+    image : ndarray, shape (H, W) or (H, W, C)
+        Raw image, any dtype (shown as by :func:`display_image`).
     labels : ndarray of int, shape (H, W)
         Instance labels, 0 background.
     colors : array-like of uint8, shape (K, 3), optional
@@ -113,15 +117,15 @@ def prediction_snapshot(image: np.ndarray, true_labels: np.ndarray, pred_labels:
     -------
     ndarray of uint8, shape (H, 3 * W + 2 * GAP, 3)
     """
+    for labels in (true_labels, pred_labels):
+        if np.shape(labels) != np.shape(image)[:2]:
+            raise ValueError(f"labels of shape {np.shape(labels)} do not match image of shape {np.shape(image)}")
     shown = display_image(image)
     panels = [
         (shown, "input"),
         (_draw_outlines(shown, np.asarray(true_labels), None), f"truth: {_count(true_labels)}"),
         (_draw_outlines(shown, np.asarray(pred_labels), None), f"predicted: {_count(pred_labels)}"),
     ]
-    for labels in (true_labels, pred_labels):
-        if np.shape(labels) != shown.shape[:2]:
-            raise ValueError(f"labels of shape {np.shape(labels)} do not match image of shape {np.shape(image)}")
     return _hstack([_caption(panel, text) for panel, text in panels])
 
 
@@ -162,9 +166,15 @@ def sample_grid(samples: Sequence[Sample], *, n: int = 8, seed: int = 0, tile_si
     return _vstack(rows)
 
 
-def save_sample_grid(samples: Sequence[Sample], path: str | Path, *, n: int = 8, seed: int = 0) -> Path:
-    """Write :func:`sample_grid` as a PNG, atomically; return the path."""
-    return write_png(path, sample_grid(samples, n=n, seed=seed))
+def save_sample_grid(
+    samples: Sequence[Sample], path: str | Path, *, n: int = 8, seed: int = 0, overwrite: bool = True
+) -> Path:
+    """Write :func:`sample_grid` as a PNG, atomically; return the path.
+
+    With ``overwrite=False`` an existing file is kept and
+    :class:`nucseg.io.OutputExistsError` raised.
+    """
+    return write_png(path, sample_grid(samples, n=n, seed=seed), overwrite=overwrite)
 
 
 def _sample_pair(sample: Sample, tile_size: int) -> np.ndarray:
@@ -202,8 +212,9 @@ def _caption(rgb: np.ndarray, text: str) -> np.ndarray:
     picture = Image.fromarray(rgb)
     draw = ImageDraw.Draw(picture)
     font = ImageFont.load_default()
-    left, top, right, bottom = draw.textbbox((3, 2), text, font=font)
-    draw.rectangle((0, 0, right + 3, bottom + 3), fill=(0, 0, 0))
+    right = draw.textbbox((3, 2), text, font=font)[2]
+    bottom = draw.textbbox((3, 2), "Ag|", font=font)[3]  # the same box height for every caption
+    draw.rectangle((0, 0, right + 3, bottom + 2), fill=(0, 0, 0))
     draw.text((3, 2), text, fill=(255, 255, 255), font=font)
     return np.asarray(picture)
 

@@ -1,0 +1,79 @@
+"""Shared fixtures: the DSB2018 test samples and small model folders that need no training."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA_DIR = Path(__file__).parent / "data"
+DSB_DIR = DATA_DIR / "dsb2018"
+UNET_OPTIONS = {"base_channels": 8, "depth": 4}
+
+
+@pytest.fixture(scope="session")
+def dsb_samples():
+    """The 4 real DSB2018 test samples, by name prefix (first 8 characters of the id)."""
+    from nucseg.datasets import load_dataset
+
+    return {sample.name[:8]: sample for sample in load_dataset(DSB_DIR, cache_dir=False)}
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A model folder holding a freshly initialized (untrained) default-architecture U-Net.
+
+    Its output hardly depends on the input: use it where only the plumbing matters.
+    """
+    import torch
+
+    from nucseg.model_io import ModelConfig, save_model
+    from nucseg.models import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "random_unet"
+    return save_model(build_model("unet", **UNET_OPTIONS), ModelConfig("unet", dict(UNET_OPTIONS)), path)
+
+
+@pytest.fixture(scope="session")
+def _active_unet(dsb_samples):
+    import torch
+
+    from nucseg.models import build_model
+    from nucseg.preprocess import prepare_image
+
+    torch.manual_seed(0)
+    network = build_model("unet", **UNET_OPTIONS)
+    # Batch-norm statistics measured on real images (instead of the initial
+    # 0 mean / unit variance) keep the activations at unit scale through the
+    # depth of the network, so the random network's output varies strongly
+    # and smoothly with the input.
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration passes
+    network.train()
+    with torch.no_grad():
+        for key in ("091944f1", "00071198"):
+            crop = prepare_image(dsb_samples[key].image)[:256, :256]
+            network(torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None])
+        network.head.weight *= 4.0
+        network.head.bias += torch.tensor([1.0, 0.0, -1.0])
+    return network.eval()
+
+
+@pytest.fixture
+def active_unet(_active_unet):
+    """A random default-architecture U-Net whose output varies strongly with the input (a fresh copy)."""
+    return copy.deepcopy(_active_unet)
+
+
+@pytest.fixture(scope="session")
+def active_model_dir(tmp_path_factory, _active_unet) -> Path:
+    """A model folder with :func:`active_unet`: it finds (meaningless) objects in every image."""
+    from nucseg.model_io import ModelConfig, save_model
+
+    path = tmp_path_factory.mktemp("models") / "active_unet"
+    return save_model(_active_unet, ModelConfig("unet", dict(UNET_OPTIONS), name="active"), path)

@@ -1,0 +1,368 @@
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nucseg
+from nucseg import api
+from nucseg.api import (
+    ClassicalModel,
+    NetworkModel,
+    SegmentationResult,
+    find_images,
+    load_model,
+    output_paths,
+    segment_files,
+)
+from nucseg.errors import InputError, ModelError
+from nucseg.io import OutputExistsError, read_image, read_labels
+from nucseg.postprocess import instances_from_probabilities
+
+DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
+SMALL_IDS = ("00071198", "00ae65c1", "0280fa8f")  # the three 256-pixel fixtures
+
+
+def _sample_dir(prefix: str) -> Path:
+    return next(p for p in DSB_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def _small_inputs() -> list[Path]:
+    return [_sample_dir(prefix) for prefix in SMALL_IDS]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+class _ShapeRecorder:
+    """Wraps a runner and records the batch shapes it is given."""
+
+    def __init__(self, runner):
+        self.runner, self.shapes = runner, []
+
+    def __call__(self, batch):
+        self.shapes.append(batch.shape)
+        return self.runner(batch)
+
+
+def _record_shapes(model: NetworkModel, monkeypatch) -> _ShapeRecorder:
+    recorder = _ShapeRecorder(model.runner("torch"))
+    monkeypatch.setattr(model, "runner", lambda backend=None: recorder)
+    return recorder
+
+
+# -------------------------------------------------------------------- load_model
+
+
+def test_load_model_from_a_folder(model_dir):
+    model = load_model(model_dir)
+    assert isinstance(model, NetworkModel)
+    assert model.path == model_dir and model.name == model_dir.name
+    assert model.config.architecture == "unet" and model.device == "cpu"
+
+
+def test_load_model_by_name_from_the_package_folder(monkeypatch, tmp_path, model_dir):
+    shutil.copytree(model_dir, tmp_path / "dsb2018")
+    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path)
+    for model in (load_model(), load_model("dsb2018")):
+        assert isinstance(model, NetworkModel)
+        assert model.name == "dsb2018" and model.path == tmp_path / "dsb2018"
+
+
+def test_missing_default_model_is_an_error_not_a_fallback(monkeypatch, tmp_path):
+    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path)
+    for name in (None, "dsb2018"):
+        with pytest.raises(ModelError, match="'dsb2018' is not installed"):
+            load_model(name)
+
+
+def test_corrupt_weights_are_rejected(tmp_path, model_dir):
+    folder = shutil.copytree(model_dir, tmp_path / "m")
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(folder)
+
+
+def test_foreign_and_missing_folders_are_rejected(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.pt").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ModelError, match="config.json is missing"):
+        load_model(foreign)
+    (foreign / "config.json").write_text('{"some": "json"}')
+    with pytest.raises(ModelError, match="not a nucseg model"):
+        load_model(foreign)
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_model(tmp_path / "nothing here")
+
+
+def test_import_nucseg_is_light_and_exposes_load_model():
+    code = (
+        "import sys, nucseg, nucseg.api\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert nucseg.load_model is nucseg.api.load_model\n"
+        "from nucseg import load_model\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------------ segment
+
+
+def test_segment_accepts_raw_images_of_any_dtype_and_channels(active_model_dir, dsb_samples):
+    model = load_model(active_model_dir)
+    rgba = dsb_samples["00071198"].image  # gray fluorescence stored as RGBA uint8
+    labels = model.segment(rgba)
+    assert labels.shape == rgba.shape[:2] and labels.dtype == np.int32 and labels.max() > 0
+    assert np.array_equal(model.segment(rgba[:, :, 0]), labels)  # gray is replicated to RGB
+    as_uint16 = model.probabilities(rgba[:, :, 0].astype(np.uint16) * 257)
+    as_float = model.probabilities(rgba[:, :, 0].astype(np.float32) / 255)
+    reference = model.probabilities(rgba)
+    assert np.abs(as_uint16 - reference).max() < 1e-4  # percentile normalization: scale does not matter
+    assert np.abs(as_float - reference).max() < 1e-4
+
+
+def test_segment_returns_probabilities_on_request(active_model_dir, dsb_samples):
+    model = load_model(active_model_dir)
+    result = model.segment(dsb_samples["00ae65c1"].image, return_probabilities=True)
+    assert isinstance(result, SegmentationResult)
+    assert result.probabilities.shape == (3, 256, 320) and result.scale == 1.0
+    assert np.array_equal(result.labels, instances_from_probabilities(result.probabilities, model.postprocess_config))
+
+
+def test_torch_and_onnxruntime_backends_agree(active_model_dir, dsb_samples):
+    model = load_model(active_model_dir)
+    image = dsb_samples["00ae65c1"].image
+    torch_result = model.segment(image, backend="torch", return_probabilities=True, tile_size=256)
+    onnx_result = model.segment(image, backend="onnxruntime", return_probabilities=True, tile_size=256)
+    assert np.abs(torch_result.probabilities - onnx_result.probabilities).max() < 1e-4
+    assert np.mean(torch_result.labels == onnx_result.labels) > 0.999
+    with pytest.raises(ValueError, match="unknown backend"):
+        model.segment(image, backend="tensorflow")
+
+
+def test_postprocess_overrides(active_model_dir, dsb_samples):
+    model = load_model(active_model_dir)
+    image = dsb_samples["00ae65c1"].image
+    assert model.segment(image).max() > 0
+    assert model.segment(image, postprocess={"min_size": 10**6}).max() == 0
+    with pytest.raises(ValueError, match="unknown postprocess setting"):
+        model.segment(image, postprocess={"min_sise": 3})
+
+
+def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, _active_unet, dsb_samples,
+                                                                        monkeypatch):
+    from nucseg.model_io import ModelConfig, save_model
+
+    folder = save_model(_active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128),
+                        tmp_path / "resized")
+    model = load_model(folder)
+    recorder = _record_shapes(model, monkeypatch)
+    labels = model.segment(dsb_samples["00ae65c1"].image)
+    assert recorder.shapes == [(1, 3, 128, 128)]
+    assert labels.shape == (256, 320)
+    with pytest.raises(ValueError, match="resizes every image"):
+        model.segment(dsb_samples["00ae65c1"].image, scale=0.5)
+
+
+def test_scale_and_diameter(active_model_dir, dsb_samples, monkeypatch):
+    model = load_model(active_model_dir)
+    image = dsb_samples["00ae65c1"].image
+    with pytest.raises(ModelError, match="records no nucleus diameter"):
+        model.segment(image, diameter=40)
+    monkeypatch.setattr(model.config, "median_diameter", 20.0, raising=False)
+    recorder = _record_shapes(model, monkeypatch)
+    by_diameter = model.segment(image, diameter=40, return_probabilities=True)
+    assert recorder.shapes == [(1, 3, 128, 160)]  # 256 x 320 halved
+    assert by_diameter.scale == 0.5 and by_diameter.labels.shape == (256, 320)
+    assert np.array_equal(by_diameter.labels, model.segment(image, scale=0.5))
+    with pytest.raises(ValueError, match="not both"):
+        model.segment(image, scale=0.5, diameter=40)
+
+
+def test_bad_images_raise_value_errors(active_model_dir):
+    model = load_model(active_model_dir)
+    with pytest.raises(ValueError, match="shape"):
+        model.segment(np.zeros(100))
+    with pytest.raises(ValueError, match="channels"):
+        model.segment(np.zeros((64, 64, 2), np.uint8))
+
+
+def test_classical_model(dsb_samples):
+    model = load_model("classical")
+    assert isinstance(model, ClassicalModel)
+    labels = model.segment(dsb_samples["00071198"].image, tile_size=256)  # tiling options are accepted
+    assert labels.shape == (256, 256) and labels.max() > 5
+    with pytest.raises(ValueError, match="tta"):
+        model.segment(dsb_samples["00071198"].image, tta=True)
+    with pytest.raises(ValueError, match="probabilities"):
+        model.segment(dsb_samples["00071198"].image, return_probabilities=True)
+
+
+# --------------------------------------------------------------------- find_images
+
+
+def test_find_images_in_dsb_layout_uses_the_ids():
+    images = find_images([DSB_DIR])
+    assert [image.name for image in images] == sorted(p.name for p in DSB_DIR.iterdir())
+    assert all(image.path.parent.name == "images" for image in images)
+    single = find_images([_sample_dir("00ae65c1")])
+    assert [image.name for image in single] == [_sample_dir("00ae65c1").name]
+
+
+def test_find_images_in_folders_recursively(tmp_path):
+    png = next((_sample_dir("00071198") / "images").iterdir()).read_bytes()
+    for relative in ("data/a/x.png", "data/b/x.png", "data/y.png", "data/.hidden/z.png", "data/out/old.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(png)
+    (tmp_path / "data" / "notes.txt").write_text("not an image")
+    images = find_images([tmp_path / "data"], exclude=tmp_path / "data" / "out")
+    assert [image.name for image in images] == ["a/x", "b/x", "y"]
+
+
+def test_find_images_in_paired_layout_takes_the_images_only(tmp_path):
+    png = next((_sample_dir("00071198") / "images").iterdir()).read_bytes()
+    for relative in ("images/one.png", "images/two.png", "masks/one.png", "masks/two.png"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(png)
+    assert [image.name for image in find_images([tmp_path])] == ["one", "two"]
+
+
+def test_find_images_errors(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        find_images([tmp_path / "missing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images"):
+        find_images([tmp_path / "empty"])
+    png = next((_sample_dir("00071198") / "images").iterdir()).read_bytes()
+    (tmp_path / "x.png").write_bytes(png)
+    (tmp_path / "x.tif").write_bytes(b"")
+    with pytest.raises(InputError, match="same output name 'x'"):
+        find_images([tmp_path / "x.png", tmp_path / "x.tif"])
+
+
+# ------------------------------------------------------------------- segment_files
+
+
+def test_segment_files_writes_labels_overlays_measurements_summary_and_rle(tmp_path, active_model_dir):
+    from nucseg.rle import rle_decode
+
+    model = load_model(active_model_dir)
+    out = tmp_path / "out"
+    report = segment_files(_small_inputs(), out, model=model, overlay=True, measure=True, pixel_size=0.5,
+                           rle_path=tmp_path / "submission.csv")
+    assert report.exit_code == 0 and report.n_ok == 3 and report.n_failed == 0
+    summary = _read_csv(out / "summary.csv")
+    assert [row["image"] for row in summary] == [p.name for p in _small_inputs()]
+    submission = _read_csv(tmp_path / "submission.csv")
+    for sample_dir, row in zip(_small_inputs(), summary):
+        paths = output_paths(out, sample_dir.name, overlay=True, measure=True)
+        image = read_image(next((sample_dir / "images").iterdir()))
+        labels = read_labels(paths["labels"])
+        assert np.array_equal(labels, model.segment(image))
+        n_nuclei = len(np.unique(labels)) - 1
+        assert row["status"] == "ok" and int(row["nuclei"]) == n_nuclei > 0
+        assert float(row["mean_area_px"]) == pytest.approx(np.count_nonzero(labels) / n_nuclei, abs=0.05)
+        overlay = read_image(paths["overlay"])
+        assert overlay.shape == image.shape[:2] + (3,) and overlay.dtype == np.uint8
+        measurements = _read_csv(paths["nuclei"])
+        assert len(measurements) == n_nuclei and "area_um2" in measurements[0]
+        rles = [r["EncodedPixels"] for r in submission if r["ImageId"] == sample_dir.name]
+        masks = [rle_decode(rle, labels.shape) for rle in rles]
+        assert len(masks) == n_nuclei
+        assert all(np.array_equal(mask, labels == label) for mask, label in zip(masks, np.unique(labels)[1:]))
+    assert not [p for p in out.rglob(".*")]  # no temporary files
+
+
+def test_unreadable_images_are_reported_and_the_others_still_run(tmp_path, active_model_dir):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(next((_sample_dir("00071198") / "images").iterdir()), folder / "good.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a PNG")
+    (folder / "empty.tif").write_bytes(b"")
+    report = segment_files([folder], tmp_path / "out", model=active_model_dir)
+    status = {image.name: image for image in report.images}
+    assert status["good"].status == "ok"
+    assert status["broken"].status == "failed" and "broken.png" in status["broken"].error
+    assert status["empty"].status == "failed" and "empty" in status["empty"].error
+    assert report.exit_code == 1 and report.n_failed == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good_labels.tif", "summary.csv"]
+    summary = {row["image"]: row for row in _read_csv(tmp_path / "out" / "summary.csv")}
+    assert summary["broken"]["status"] == "failed" and "broken.png" in summary["broken"]["error"]
+
+
+def test_existing_outputs_are_never_overwritten_without_overwrite(tmp_path, active_model_dir):
+    model = load_model(active_model_dir)
+    out = tmp_path / "out"
+    out.mkdir()
+    first, second, third = (p.name for p in _small_inputs())
+    (out / f"{first}_overlay.png").write_bytes(b"the user's file")
+    report = segment_files(_small_inputs(), out, model=model, overlay=True)
+    assert [image.status for image in report.images] == ["skipped", "ok", "ok"]
+    assert "exists" in report.images[0].error
+    assert (out / f"{first}_overlay.png").read_bytes() == b"the user's file"
+    assert not (out / f"{first}_labels.tif").exists()
+
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    with pytest.raises(OutputExistsError, match="summary.csv"):
+        segment_files(_small_inputs(), out, model=model, overlay=True)
+    (out / "summary.csv").unlink()
+    del before["summary.csv"]
+    report = segment_files(_small_inputs(), out, model=model, overlay=True)
+    assert [image.status for image in report.images] == ["skipped"] * 3 and report.exit_code == 0
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.name != "summary.csv"} == before
+
+    report = segment_files(_small_inputs(), out, model=model, overlay=True, overwrite=True)
+    assert [image.status for image in report.images] == ["ok"] * 3
+    assert (out / f"{first}_overlay.png").read_bytes() != b"the user's file"
+    assert (out / f"{second}_labels.tif").exists() and (out / f"{third}_labels.tif").exists()
+
+
+def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, active_model_dir, monkeypatch):
+    import tifffile
+
+    import nucseg.visualize
+
+    real_imwrite, real_overlay = tifffile.imwrite, nucseg.visualize.outline_overlay
+    first, second, third = (p.name for p in _small_inputs())
+
+    def failing_imwrite(path, data, **kwargs):  # the disk fills up halfway through one file
+        if first in Path(path).name:
+            Path(path).write_bytes(b"II*\x00 half a TIFF")
+            raise OSError(28, "No space left on device")
+        return real_imwrite(path, data, **kwargs)
+
+    def failing_overlay(image, labels):  # fails after the label image was written
+        if image.shape[1] == 320:  # the H&E sample, 00ae65c1 (second)
+            raise MemoryError()
+        return real_overlay(image, labels)
+
+    monkeypatch.setattr(tifffile, "imwrite", failing_imwrite)
+    monkeypatch.setattr(nucseg.visualize, "outline_overlay", failing_overlay)
+    out = tmp_path / "out"
+    report = segment_files(_small_inputs(), out, model=active_model_dir, overlay=True)
+    assert [image.status for image in report.images] == ["failed", "failed", "ok"]
+    assert "No space left on device" in report.images[0].error
+    assert "out of memory" in report.images[1].error
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{third}_labels.tif", f"{third}_overlay.png", "summary.csv"])  # no temporary, no partial outputs
+
+
+def test_segment_files_with_the_classical_model_and_checks_options_first(tmp_path):
+    report = segment_files(_small_inputs()[:1], tmp_path / "out", model="classical", measure=True)
+    assert report.n_ok == 1 and report.images[0].nuclei > 5
+    with pytest.raises(nucseg.NucsegError, match="tta"):
+        segment_files(_small_inputs()[:1], tmp_path / "out2", model="classical", tta=True)
+    assert not (tmp_path / "out2").exists()
+

@@ -1,0 +1,354 @@
+"""Block-wise segmentation of large images: block grid, ownership, stitching, lazy reading, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from scipy import ndimage as ndi
+
+from nucseg.blockwise import (
+    BlockGrid,
+    covered_objects,
+    image_shape,
+    open_image,
+    paste_objects,
+    segment_blocks_in_memory,
+    segment_large,
+    select_owned_objects,
+)
+from nucseg.errors import InputError
+from nucseg.io import OutputExistsError, read_labels
+from nucseg.postprocess import remove_small_labels, split_by_distance
+
+# ----------------------------------------------------------------------- helpers
+
+
+def random_discs(shape, n, radius_range, seed):
+    """Non-overlapping discs (labels 1..n) at random positions, many crossing any given line."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.int32)
+    rows, cols = np.indices(shape)
+    label = 0
+    for _ in range(n * 20):
+        radius = rng.uniform(*radius_range)
+        r, c = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        disc = (rows - r) ** 2 + (cols - c) ** 2 <= radius**2
+        if disc.any() and not labels[ndi.binary_dilation(disc)].any():
+            label += 1
+            labels[disc] = label
+        if label == n:
+            break
+    return labels
+
+
+def as_partition(labels):
+    """The set of objects of a label image, each as the frozenset of its flat pixel indices."""
+    flat = labels.ravel()
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(1, flat.max() + 2))
+    return {frozenset(order[bounds[i] : bounds[i + 1]].tolist()) for i in range(len(bounds) - 1)
+            if bounds[i + 1] > bounds[i]}
+
+
+def best_iou_per_object(reference, test):
+    """For each object of ``reference``, the best IoU with any object of ``test``."""
+    reference = reference.astype(np.int64).ravel()
+    test = test.astype(np.int64).ravel()
+    both = (reference > 0) & (test > 0)
+    pairs, overlap = np.unique(np.stack([reference[both], test[both]]), axis=1, return_counts=True)
+    area_ref = np.bincount(reference)
+    area_test = np.bincount(test)
+    iou = overlap / (area_ref[pairs[0]] + area_test[pairs[1]] - overlap)
+    best = np.zeros(area_ref.size)
+    np.maximum.at(best, pairs[0], iou)
+    return best[1:][area_ref[1:] > 0]
+
+
+def components_per_label(labels):
+    """Number of 8-connected components of every label of ``labels``."""
+    counts = []
+    for label, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            counts.append(ndi.label(labels[box] == label, structure=np.ones((3, 3)))[1])
+    return np.array(counts)
+
+
+def threshold_watershed(image):
+    """A block-invariant nucleus segmentation: fixed threshold, distance-transform watershed.
+
+    Unlike the classical baseline, whose Otsu threshold and percentile
+    normalization adapt to the block they see, every pixel's result depends
+    only on its neighbourhood, so block-wise and in-memory results can be
+    compared exactly.
+    """
+    smooth = ndi.gaussian_filter(image[..., :3].mean(axis=2).astype(np.float32), 1.0)
+    return remove_small_labels(split_by_distance(smooth > 30, min_distance=8), 15)
+
+
+@pytest.fixture(scope="module")
+def mosaic(dsb_samples):
+    """2900 x 3100 pixels of the two real fluorescence fixtures (256 x 256) in a checkerboard."""
+    a, b = dsb_samples["00071198"].image[..., :3], dsb_samples["0280fa8f"].image[..., :3]
+    rows = [np.concatenate([a if (i + j) % 2 == 0 else b for j in range(13)], axis=1) for i in range(12)]
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:2900, :3100])
+
+
+# -------------------------------------------------------------------------- grid
+
+
+def test_grid_cores_tile_the_image_and_read_regions_add_the_margin():
+    grid = BlockGrid((1000, 1300), block_size=256, margin=40)
+    assert grid.grid_shape == (4, 6)
+    cover = np.zeros(grid.shape, dtype=int)
+    for block in grid:
+        cover[block.core] += 1
+        for axis, n in enumerate(grid.shape):
+            core, read = block.core[axis], block.read[axis]
+            assert read.start == max(core.start - 40, 0) and read.stop == min(core.stop + 40, n)
+        top, bottom, left, right = block.open_edges
+        assert (top, bottom, left, right) == (block.read[0].start > 0, block.read[0].stop < 1000,
+                                              block.read[1].start > 0, block.read[1].stop < 1300)
+    assert np.all(cover == 1)
+    assert grid.slot_shape == (256 + 80, 256 + 80)
+    middle = grid.block(1, 1)
+    assert [b.index for b in grid.neighbours(middle)] == [(r, c) for r in range(3) for c in range(3)]
+    assert [b.index for b in grid.earlier_neighbours(middle)] == [(0, 0), (0, 1), (0, 2), (1, 0)]
+
+
+@pytest.mark.parametrize(("block_size", "margin"), [(200, 10), (0, 10), (256, 0), (256, 257), (True, 1)])
+def test_grid_rejects_bad_settings(block_size, margin):
+    with pytest.raises(ValueError, match="block size|margin"):
+        BlockGrid((1000, 1000), block_size, margin)
+
+
+# --------------------------------------------------------------------- ownership
+
+
+def test_owned_objects_are_those_whose_box_centre_lies_in_the_core_and_that_are_not_cut():
+    grid = BlockGrid((768, 768), block_size=256, margin=32)
+    block = grid.block(1, 1)  # core 256:512, read 224:544 on both axes
+    labels = np.zeros(block.read_shape, dtype=np.int32)
+    labels[10:20, 100:110] = 1  # centre row 14 + 224 = 238: above the core, in the margin
+    labels[40:50, 100:110] = 2  # centre inside the core: kept
+    labels[0:8, 100:110] = 3  # touches the top edge of the read region (inside the image): cut, not in core
+    labels[28:40, 140:150] = 4  # centre row 33 + 224 = 257: in the core
+    labels[150:160, 310:320] = 5  # touches the right edge: cut (centre 314 + 224 = 538 outside the core)
+    owned = select_owned_objects(labels, block)
+    assert owned.count == 2 and owned.cut == 0
+    assert set(np.unique(owned.labels[labels == 2])) == {1} and set(np.unique(owned.labels[labels == 4])) == {2}
+    assert not owned.labels[np.isin(labels, [1, 3, 5])].any()
+
+    huge = np.zeros(block.read_shape, dtype=np.int32)
+    huge[100:200, 0:320] = 7  # spans the whole read region: its centre is in the core, but it is cut
+    assert select_owned_objects(huge, block).cut == 1
+
+
+def test_objects_at_the_image_border_are_kept():
+    grid = BlockGrid((300, 300), block_size=256, margin=32)
+    block = grid.block(0, 0)  # read 0:288; top and left edges are the image border
+    labels = np.zeros(block.read_shape, dtype=np.int32)
+    labels[0:10, 0:10] = 1
+    labels[100:110, 280:288] = 2  # touches the right edge of the read region, which lies inside the image
+    owned = select_owned_objects(labels, block)
+    assert owned.count == 1 and owned.labels[0, 0] == 1 and owned.labels[105, 285] == 0
+
+
+@pytest.mark.parametrize(("block_size", "margin"), [(256, 24), (256, 256), (512, 40)])
+def test_stitching_consistent_blocks_reproduces_the_objects_exactly(block_size, margin):
+    truth = random_discs((900, 1100), n=400, radius_range=(3, 22), seed=block_size + margin)
+    stitched = segment_blocks_in_memory(truth, lambda block: block, block_size=block_size, margin=margin)
+    assert as_partition(stitched) == as_partition(truth)
+    assert np.array_equal(np.unique(stitched), np.arange(stitched.max() + 1))
+
+
+def test_covered_objects_and_paste_objects():
+    labels = np.array([[1, 1, 0, 2, 2, 2]])
+    claimed = np.array([[True, True, False, True, False, False]])
+    assert covered_objects(labels, claimed).tolist() == [False, True, False]
+
+    target = np.zeros((2, 4), dtype=np.uint32)
+    conflicts = paste_objects(target, [((slice(0, 2), slice(0, 2)), np.array([[5, 5], [0, 5]])),
+                                       ((slice(0, 2), slice(1, 4)), np.array([[7, 7, 0], [7, 0, 8]]))])
+    assert target.tolist() == [[5, 5, 7, 0], [0, 5, 0, 8]]
+    assert conflicts == 2
+
+
+def test_duplicates_from_disagreeing_blocks_are_removed(tmp_path):
+    # The segmenter sees the image coordinates in channels 1 and 2 and shifts
+    # every object one pixel right in odd block columns, so neighbouring
+    # blocks disagree about which core holds an object's centre.
+    truth = random_discs((600, 800), n=300, radius_range=(3, 12), seed=3)
+    rows, cols = np.indices(truth.shape)
+    image = np.stack([truth, rows, cols], axis=-1).astype(np.int32)
+
+    def shifting_segmenter(block):
+        labels = block[..., 0]
+        core_col = (block[0, 0, 2] + 32) // 256  # read regions start one margin before their core
+        if core_col % 2 == 0:
+            return labels
+        shifted = np.zeros_like(labels)
+        shifted[:, 1:] = labels[:, :-1]
+        return shifted
+
+    report = segment_large(image, tmp_path / "labels.zarr", model=shifting_segmenter, block_size=256, margin=32)
+    labels = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:].astype(np.int64)
+    assert report.duplicates > 0
+    assert report.nuclei == labels.max() == len(np.unique(labels)) - 1
+    assert np.all(components_per_label(labels) == 1)
+    # every true disc is found once: one label covers most of it, and no label is shared by two discs
+    best = best_iou_per_object(truth, labels)
+    assert best.size == truth.max() and np.all(best > 0.7)
+    owners = {}
+    for label in range(1, labels.max() + 1):
+        under = truth[labels == label]
+        owners.setdefault(np.bincount(under).argmax(), []).append(label)
+    assert all(len(found) == 1 for found in owners.values())
+
+
+# ---------------------------------------------------------------- large images
+
+
+@pytest.mark.slow
+def test_blockwise_mosaic_matches_the_in_memory_segmentation(tmp_path, mosaic):
+    path = tmp_path / "mosaic.tif"
+    tifffile.imwrite(path, mosaic, tile=(256, 256), photometric="rgb", compression="zlib")
+    expected = threshold_watershed(mosaic)
+    report = segment_large(path, tmp_path / "labels.zarr", model=threshold_watershed, block_size=768, margin=64)
+    labels = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:]
+
+    assert report.grid_shape == (4, 5) and report.cut == 0
+    best = best_iou_per_object(expected, labels)
+    assert np.mean(best > 0.95) >= 0.99
+    assert labels.max() == report.nuclei == len(np.unique(labels)) - 1  # consecutive, each label present
+    assert abs(report.nuclei - expected.max()) <= 0.01 * expected.max()
+    assert np.all(components_per_label(labels) == 1)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no scratch left
+
+
+@pytest.mark.slow
+def test_blockwise_classical_model_on_a_mosaic_gives_one_component_per_nucleus(tmp_path, mosaic):
+    # The classical baseline thresholds each block on its own, so it does not
+    # reproduce the in-memory result object for object; the stitching must
+    # still give each nucleus one label and lose none at block borders.
+    from nucseg.api import load_model
+
+    model = load_model("classical")
+    image = mosaic[:1800, :2000]
+    expected = model.segment(image)
+    report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=512, margin=64)
+    labels = read_labels(tmp_path / "labels.tif")
+    assert report.grid_shape == (4, 4)
+    assert labels.max() == report.nuclei == len(np.unique(labels)) - 1
+    assert np.all(components_per_label(labels) == 1)
+    assert abs(report.nuclei - expected.max()) <= 0.02 * expected.max()
+    assert np.mean(best_iou_per_object(expected, labels) > 0.5) >= 0.98
+
+
+def test_tiff_and_zarr_outputs_hold_the_same_labels(tmp_path, dsb_samples):
+    image = np.tile(dsb_samples["00071198"].image[..., :3], (3, 2, 1))  # 768 x 512
+    tif = segment_large(image, tmp_path / "labels.tif", model=threshold_watershed, block_size=256, margin=48)
+    zarr_report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256,
+                                margin=48)
+    from_tiff = read_labels(tmp_path / "labels.tif")
+    from_zarr = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:]
+    assert tif.nuclei == zarr_report.nuclei > 0
+    assert np.array_equal(from_tiff, from_zarr)
+    with tifffile.TiffFile(tmp_path / "labels.tif") as handle:
+        assert handle.pages[0].is_tiled and handle.pages[0].dtype == np.uint16
+
+
+def test_network_model_in_one_block_equals_the_in_memory_segmentation(tmp_path, dsb_samples, active_model_dir):
+    # One block covering the image: the whole-image intensity percentiles are
+    # the image's own, so the result must be exactly Model.segment's.
+    from nucseg.api import load_model
+
+    model = load_model(active_model_dir)
+    image = dsb_samples["00ae65c1"].image
+    expected = model.segment(image)
+    report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=512, margin=64)
+    labels = read_labels(tmp_path / "labels.tif")
+    assert report.grid_shape == (1, 1) and report.nuclei == expected.max() > 0
+    assert np.array_equal(labels, expected)
+
+
+def test_an_interrupted_run_resumes_with_the_blocks_not_yet_done(tmp_path, dsb_samples):
+    image = np.tile(dsb_samples["0280fa8f"].image[..., :3], (3, 3, 1))  # 768 x 768: 3 x 3 blocks of 256
+    calls = {"n": 0, "crash_at": 5}
+
+    def crashing_segmenter(block):
+        calls["n"] += 1
+        if calls["n"] == calls["crash_at"]:
+            raise RuntimeError("simulated crash")
+        return threshold_watershed(block)
+
+    output = tmp_path / "labels.zarr"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        segment_large(image, output, model=crashing_segmenter, block_size=256, margin=32)
+    assert not output.exists()
+
+    calls.update(n=0, crash_at=None)
+    report = segment_large(image, output, model=crashing_segmenter, block_size=256, margin=32)
+    assert report.resumed_blocks == 4 and calls["n"] == 5  # 9 blocks, 4 done before the crash
+    fresh = segment_blocks_in_memory(image, threshold_watershed, block_size=256, margin=32)
+    assert np.array_equal(zarr.open_array(output, mode="r")[:], fresh)
+
+
+def test_existing_output_and_bad_settings_are_refused(tmp_path):
+    image = np.zeros((300, 300), dtype=np.uint8)
+    (tmp_path / "labels.tif").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError, match="exists"):
+        segment_large(image, tmp_path / "labels.tif", model=threshold_watershed)
+    assert (tmp_path / "labels.tif").read_bytes() == b"mine"
+    with pytest.raises(InputError, match=r"\.zarr, \.tif or \.tiff"):
+        segment_large(image, tmp_path / "labels.png", model=threshold_watershed)
+    with pytest.raises(InputError, match="multiple of 256"):
+        segment_large(image, tmp_path / "new.tif", model=threshold_watershed, block_size=1000)
+
+
+# ------------------------------------------------------------------ lazy reading
+
+
+def test_open_image_reads_regions_of_tiled_tiffs(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (600, 700, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, tile=(128, 128), photometric="rgb")
+    lazy = open_image(tmp_path / "rgb.tif")
+    assert lazy.shape == (600, 700) and lazy.channels == 3 and lazy.dtype == np.uint8
+    assert np.array_equal(lazy.read(slice(100, 350), slice(500, 700)), rgb[100:350, 500:700])
+
+    stack = rng.integers(0, 4000, (2, 300, 400), dtype=np.uint16)  # (C, H, W), channel axis not declared
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    with pytest.raises(InputError, match="does not declare its channel axis"):
+        open_image(tmp_path / "stack.tif")
+    lazy = open_image(tmp_path / "stack.tif", channel_axis=0)
+    assert lazy.shape == (300, 400) and lazy.channels == 2
+    assert np.array_equal(lazy.read(slice(0, 300), slice(10, 20)), np.moveaxis(stack, 0, -1)[:, 10:20])
+    assert image_shape(tmp_path / "stack.tif", channel_axis=0) == (300, 400)
+
+
+def test_open_image_reads_zarr_arrays_and_ome_zarr_groups(tmp_path):
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 255, (1, 500, 450), dtype=np.uint8)
+    array = zarr.create_array(tmp_path / "gray.zarr", shape=gray.shape, chunks=(1, 128, 128), dtype=gray.dtype)
+    array[:] = gray
+    lazy = open_image(tmp_path / "gray.zarr")
+    assert lazy.shape == (500, 450) and lazy.channels == 0
+    assert np.array_equal(lazy.read(slice(50, 60), slice(0, 450)), gray[0, 50:60])
+
+    cyx = rng.integers(0, 255, (3, 200, 300), dtype=np.uint8)
+    group = zarr.open_group(tmp_path / "ome.zarr", mode="w")
+    group.attrs["multiscales"] = [{"axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}],
+                                   "datasets": [{"path": "0"}]}]
+    group.create_array("0", shape=cyx.shape, chunks=(3, 100, 100), dtype=cyx.dtype)[:] = cyx
+    lazy = open_image(tmp_path / "ome.zarr")
+    assert lazy.shape == (200, 300) and lazy.channels == 3
+    assert np.array_equal(lazy.read(slice(0, 200), slice(0, 300)), np.moveaxis(cyx, 0, -1))
+
+    zarr.open_group(tmp_path / "plain.zarr", mode="w").create_array("a", shape=(5, 5), dtype="uint8")
+    with pytest.raises(InputError, match="OME-Zarr multiscales"):
+        open_image(tmp_path / "plain.zarr")
+    (tmp_path / "image.png").write_bytes(b"")
+    with pytest.raises(InputError, match="TIFF file or a Zarr store"):
+        open_image(tmp_path / "image.png")

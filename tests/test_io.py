@@ -1,0 +1,498 @@
+"""Tests of nucseg.io: reading every supported image kind, errors, and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from nucseg.errors import InputError
+from nucseg.io import (
+    OutputExistsError,
+    atomic_write,
+    read_image,
+    read_labels,
+    read_mask_crop,
+    write_labels,
+    write_png,
+)
+
+FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+RNG = np.random.default_rng(42)
+
+
+def _random(shape, dtype):
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+
+
+def _smooth_rgb(height=48, width=64):
+    """A smooth colour gradient that JPEG keeps close to the original."""
+    y, x = np.mgrid[:height, :width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (height + width)], axis=-1).astype(np.uint8)
+
+
+def write_png16(path: Path, array: np.ndarray, *, row_filter: int) -> None:
+    """Write a 16-bit PNG directly (Pillow cannot write 16-bit colour PNGs).
+
+    ``row_filter`` 0 (None), 1 (Sub) or 2 (Up): the Sub filter refers to the
+    pixel one pixel to the left, so decoding it checks the bytes-per-pixel.
+    """
+    height, width = array.shape[:2]
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    raw = array.astype(">u2").reshape(height, width * channels).view(np.uint8).reshape(height, -1)
+    bpp = 2 * channels
+    if row_filter == 1:
+        filtered = raw.copy()
+        filtered[:, bpp:] = raw[:, bpp:] - raw[:, :-bpp]  # uint8 arithmetic wraps modulo 256
+    elif row_filter == 2:
+        filtered = raw.copy()
+        filtered[1:] = raw[1:] - raw[:-1]
+    else:
+        filtered = raw
+    scanlines = np.concatenate([np.full((height, 1), row_filter, np.uint8), filtered], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines))
+                     + chunk(b"IEND", b""))
+
+
+def _one_line_error(excinfo, path: Path, *phrases: str) -> None:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert str(path) in message
+    assert all(phrase in message for phrase in phrases), message
+
+
+# ------------------------------------------------------------------------ PNG
+
+
+@pytest.mark.parametrize("mode, shape", [("L", (30, 40)), ("RGB", (30, 40, 3)), ("RGBA", (30, 40, 4))])
+def test_png_8bit_round_trip(tmp_path, mode, shape):
+    array = _random(shape, np.uint8)
+    Image.fromarray(array, mode=mode).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.uint8
+    assert np.array_equal(image, array)
+
+
+def _write_png16_pillow(path, array):
+    Image.fromarray(array).save(path)
+
+
+def _write_png16_imageio(path, array):
+    iio = pytest.importorskip("imageio.v3")
+    iio.imwrite(path, array)
+
+
+def _write_png16_direct(path, array):
+    write_png16(path, array, row_filter=1)
+
+
+@pytest.mark.parametrize("writer", [_write_png16_pillow, _write_png16_imageio, _write_png16_direct])
+def test_png_16bit_gray_keeps_full_range(tmp_path, writer):
+    array = _random((20, 33), np.uint16)
+    array[0, :3] = [0, 40000, 65535]  # values above the int16 range must survive
+    writer(tmp_path / "a.png", array)
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.uint16
+    assert np.array_equal(image, array)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+@pytest.mark.parametrize("row_filter", [0, 1, 2])
+def test_png_16bit_colour_keeps_low_byte(tmp_path, channels, row_filter):
+    # Pillow alone returns uint8 holding only the high byte of each sample.
+    array = _random((17, 23, channels), np.uint16)
+    write_png16(tmp_path / "a.png", array, row_filter=row_filter)
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.uint16
+    assert np.array_equal(image, array)
+
+
+def test_png_16bit_gray_alpha_gives_gray(tmp_path):
+    array = _random((9, 11, 2), np.uint16)
+    write_png16(tmp_path / "a.png", array, row_filter=1)
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.uint16
+    assert np.array_equal(image, array[..., 0])
+
+
+def test_png_gray_alpha_drops_alpha(tmp_path):
+    array = _random((9, 11, 2), np.uint8)
+    Image.fromarray(array, mode="LA").save(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), array[..., 0])
+
+
+def test_png_1bit_becomes_uint8_0_255(tmp_path):
+    mask = RNG.random((10, 12)) > 0.5
+    Image.fromarray(mask).save(tmp_path / "a.png")
+    image = read_image(tmp_path / "a.png")
+    assert image.dtype == np.uint8
+    assert np.array_equal(image, mask.astype(np.uint8) * 255)
+
+
+def _palette_png(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    indices = RNG.integers(0, 4, size=(8, 10)).astype(np.uint8)
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [10, 20, 30]], dtype=np.uint8)
+    picture = Image.fromarray(indices, mode="P")
+    picture.putpalette(palette.ravel().tolist())
+    picture.save(path)
+    return indices, palette
+
+
+def test_palette_png_gives_colours_or_indices(tmp_path):
+    indices, palette = _palette_png(tmp_path / "a.png")
+    assert np.array_equal(read_image(tmp_path / "a.png"), palette[indices])
+    assert np.array_equal(read_image(tmp_path / "a.png", palette_indices=True), indices)
+
+
+def test_read_labels_of_palette_png_are_the_indices(tmp_path):
+    indices, _ = _palette_png(tmp_path / "a.png")
+    labels = read_labels(tmp_path / "a.png")
+    assert labels.dtype == np.int32
+    assert np.array_equal(labels, indices)
+
+
+# ----------------------------------------------------------------------- JPEG
+
+
+def test_jpeg_rgb_is_close_to_original(tmp_path):
+    array = _smooth_rgb()
+    Image.fromarray(array).save(tmp_path / "a.jpg", quality=95)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.shape == array.shape and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - array).mean() < 3
+
+
+def test_jpeg_gray(tmp_path):
+    array = _smooth_rgb()[..., 0]
+    Image.fromarray(array).save(tmp_path / "a.jpeg", quality=95)
+    image = read_image(tmp_path / "a.jpeg")
+    assert image.shape == array.shape
+    assert np.abs(image.astype(int) - array).mean() < 3
+
+
+def test_jpeg_cmyk_becomes_rgb(tmp_path):
+    Image.fromarray(_smooth_rgb()).convert("CMYK").save(tmp_path / "a.jpg", quality=95)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.shape == (48, 64, 3)
+
+
+# ----------------------------------------------------------------------- TIFF
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_tiff_gray(tmp_path, dtype):
+    array = RNG.random((20, 30)).astype(dtype) if dtype == np.float32 else _random((20, 30), dtype)
+    tifffile.imwrite(tmp_path / "a.tif", array)
+    image = read_image(tmp_path / "a.tif")
+    assert image.dtype == dtype
+    assert np.array_equal(image, array)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_tiff_rgb_and_rgba(tmp_path, dtype):
+    rgb = _random((20, 30, 3), dtype)
+    rgba = _random((20, 30, 4), dtype)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "rgba.tiff", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    assert np.array_equal(read_image(tmp_path / "rgb.tif"), rgb)
+    assert np.array_equal(read_image(tmp_path / "rgba.tiff"), rgba)
+
+
+def test_tiff_planar_rgb_is_channels_last(tmp_path):
+    planar = _random((3, 20, 30), np.uint8)
+    tifffile.imwrite(tmp_path / "a.tif", planar, photometric="rgb", planarconfig="separate")
+    assert np.array_equal(read_image(tmp_path / "a.tif"), np.moveaxis(planar, 0, -1))
+
+
+@pytest.mark.parametrize("kwargs", [{"imagej": True, "metadata": {"axes": "CYX"}},
+                                    {"ome": True, "metadata": {"axes": "CYX"}}])
+def test_tiff_with_declared_channel_axis(tmp_path, kwargs):
+    stack = _random((2, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", stack, **kwargs)
+    assert np.array_equal(read_image(tmp_path / "a.tif"), np.moveaxis(stack, 0, -1))
+
+
+def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
+    stack = _random((3, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", stack, photometric="minisblack", metadata=None)
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.tif")
+    _one_line_error(excinfo, tmp_path / "a.tif", "does not declare its channel axis", "channel_axis")
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=0), np.moveaxis(stack, 0, -1))
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=-3), np.moveaxis(stack, 0, -1))
+
+
+def test_channel_axis_that_contradicts_the_file_is_an_error(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _random((20, 30, 3), np.uint8), photometric="rgb")
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.tif", channel_axis=0)
+    _one_line_error(excinfo, tmp_path / "a.tif", "contradicts the file")
+
+
+def test_channel_axis_out_of_range(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _random((3, 20, 30), np.uint8), photometric="minisblack", metadata=None)
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.tif", channel_axis=3)
+    _one_line_error(excinfo, tmp_path / "a.tif", "out of range")
+
+
+def test_tiff_with_two_extra_axes_is_rejected(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _random((2, 3, 20, 30), np.uint8), metadata={"axes": "ZCYX"}, ome=True)
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.tif", channel_axis=0)
+    _one_line_error(excinfo, tmp_path / "a.tif", "only 2-D images with one channel axis")
+
+
+def test_length_one_axes_are_dropped(tmp_path):
+    array = _random((1, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", array)
+    assert np.array_equal(read_image(tmp_path / "a.tif"), array[0])
+
+
+# --------------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "nope.png")
+    _one_line_error(excinfo, tmp_path / "nope.png", "does not exist")
+
+
+def test_folder_is_not_a_file(tmp_path):
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "d.png")
+    _one_line_error(excinfo, tmp_path / "d.png", "not a file")
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
+def test_empty_file(tmp_path, name):
+    (tmp_path / name).write_bytes(b"")
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / name)
+    _one_line_error(excinfo, tmp_path / name, "empty (0 bytes)")
+
+
+def test_unsupported_format(tmp_path):
+    Image.fromarray(_random((4, 4), np.uint8)).save(tmp_path / "a.bmp")
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.bmp")
+    _one_line_error(excinfo, tmp_path / "a.bmp", "unsupported image format '.bmp'")
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
+def test_not_an_image(tmp_path, name):
+    (tmp_path / name).write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / name)
+    _one_line_error(excinfo, tmp_path / name)
+
+
+def _write_and_truncate(path: Path, fraction: float) -> None:
+    array = _random((64, 64, 3), np.uint8)
+    if path.suffix == ".tif":
+        tifffile.imwrite(path, array, photometric="rgb", compression="zlib")
+    else:
+        Image.fromarray(array).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+@pytest.mark.parametrize("name", ["a.png", "a.jpg", "a.tif"])
+@pytest.mark.parametrize("fraction", [0.1, 0.6, 0.95])
+def test_truncated_file(tmp_path, name, fraction):
+    _write_and_truncate(tmp_path / name, fraction)
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / name)
+    _one_line_error(excinfo, tmp_path / name, "cannot decode")
+
+
+def test_truncated_16bit_colour_png(tmp_path):
+    write_png16(tmp_path / "a.png", _random((40, 40, 3), np.uint16), row_filter=1)
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.png")
+    _one_line_error(excinfo, tmp_path / "a.png", "cannot decode")
+
+
+# --------------------------------------------------------------------- labels
+
+
+def test_read_labels_accepts_gray_stored_as_rgb(tmp_path):
+    labels = RNG.integers(0, 200, size=(10, 12)).astype(np.uint8)
+    Image.fromarray(np.stack([labels] * 3, axis=-1)).save(tmp_path / "a.png")
+    assert np.array_equal(read_labels(tmp_path / "a.png"), labels)
+
+
+def test_read_labels_rejects_colour(tmp_path):
+    Image.fromarray(_random((10, 12, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(InputError) as excinfo:
+        read_labels(tmp_path / "a.png")
+    _one_line_error(excinfo, tmp_path / "a.png", "must have one channel")
+
+
+def test_read_labels_rejects_fractions(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.array([[0, 1.5], [2, 3]], dtype=np.float32))
+    with pytest.raises(InputError) as excinfo:
+        read_labels(tmp_path / "a.tif")
+    _one_line_error(excinfo, tmp_path / "a.tif", "non-integer")
+
+
+def test_read_labels_rejects_negative_values(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.array([[0, -1], [2, 3]], dtype=np.int16))
+    with pytest.raises(InputError) as excinfo:
+        read_labels(tmp_path / "a.tif")
+    _one_line_error(excinfo, tmp_path / "a.tif", "negative")
+
+
+def test_read_labels_of_integral_floats(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", np.array([[0, 1], [2, 70000]], dtype=np.float32))
+    labels = read_labels(tmp_path / "a.tif")
+    assert labels.dtype == np.int32
+    assert labels.tolist() == [[0, 1], [2, 70000]]
+
+
+@pytest.mark.parametrize("max_label, dtype", [(65535, np.uint16), (65536, np.uint32), (4_000_000_000, np.uint32)])
+def test_write_labels_dtype_and_round_trip(tmp_path, max_label, dtype):
+    labels = RNG.integers(0, 50, size=(40, 50)).astype(np.int64)
+    labels[3, 4] = max_label
+    path = write_labels(tmp_path / "labels.tif", labels)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].dtype == dtype
+        assert tif.pages[0].compression != tifffile.COMPRESSION.NONE
+    assert np.array_equal(read_labels(path), labels)
+
+
+def test_write_labels_compresses(tmp_path):
+    labels = np.zeros((512, 512), dtype=np.int32)
+    labels[100:200, 100:200] = 1
+    write_labels(tmp_path / "labels.tif", labels)
+    assert (tmp_path / "labels.tif").stat().st_size < labels.size * 2 / 20
+
+
+@pytest.mark.parametrize("labels", [np.zeros((3, 4, 2), np.int32), np.array([[0.5, 1.0]]), np.array([[0, -2]]),
+                                    np.array([[2**33]], dtype=np.int64)])
+def test_write_labels_rejects_bad_arrays(tmp_path, labels):
+    with pytest.raises(ValueError):
+        write_labels(tmp_path / "labels.tif", labels)
+    assert not (tmp_path / "labels.tif").exists()
+
+
+def test_write_labels_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "labels.tif"
+    target.write_bytes(b"precious")
+    with pytest.raises(OutputExistsError) as excinfo:
+        write_labels(target, np.ones((4, 4), np.int32), overwrite=False)
+    assert isinstance(excinfo.value, FileExistsError) and isinstance(excinfo.value, InputError)
+    _one_line_error(excinfo, target, "exists", "--overwrite")
+    assert target.read_bytes() == b"precious"
+
+
+# -------------------------------------------------------------- PNG writing
+
+
+@pytest.mark.parametrize("shape, dtype", [((5, 6), np.uint8), ((5, 6, 3), np.uint8), ((5, 6, 4), np.uint8),
+                                          ((5, 6), np.uint16)])
+def test_write_png_round_trip(tmp_path, shape, dtype):
+    array = _random(shape, dtype)
+    write_png(tmp_path / "a.png", array)
+    assert np.array_equal(read_image(tmp_path / "a.png"), array)
+
+
+@pytest.mark.parametrize("array", [np.zeros((5, 6), np.float32), np.zeros((5, 6, 3), np.uint16),
+                                   np.zeros((5, 6, 2), np.uint8)])
+def test_write_png_rejects_unsupported_arrays(tmp_path, array):
+    with pytest.raises(ValueError):
+        write_png(tmp_path / "a.png", array)
+
+
+# ------------------------------------------------------------------ atomic write
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("new")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_write_uses_umask_permissions(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "sub" / "out.txt") as tmp:
+            assert tmp.suffix == ".txt"
+            tmp.write_text("x")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "sub" / "out.txt").stat().st_mode) == 0o644
+
+
+# -------------------------------------------------------------------- mask crop
+
+
+def test_read_mask_crop_of_dsb_mask_matches_read_image():
+    mask_path = sorted((FIXTURES / "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21"
+                        / "masks").iterdir())[0]
+    full = read_image(mask_path) > 0
+    crop = read_mask_crop(mask_path)
+    rebuilt = np.zeros(crop.shape, dtype=bool)
+    rebuilt[crop.slices] = crop.foreground
+    assert crop.shape == full.shape
+    assert np.array_equal(rebuilt, full)
+    rows, cols = np.nonzero(full)
+    assert crop.slices == (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+
+
+@pytest.mark.parametrize("name", ["m.png", "m.tif", "green.png", "palette.png"])
+def test_read_mask_crop_formats(tmp_path, name):
+    mask = np.zeros((30, 40), dtype=np.uint8)
+    mask[5:9, 20:31] = 255
+    mask[7, 12] = 255
+    if name == "m.tif":
+        tifffile.imwrite(tmp_path / name, mask)
+    elif name == "green.png":
+        Image.fromarray(np.stack([np.zeros_like(mask), mask, np.zeros_like(mask)], axis=-1)).save(tmp_path / name)
+    elif name == "palette.png":
+        picture = Image.fromarray((mask > 0).astype(np.uint8), mode="P")
+        picture.putpalette([0, 0, 0, 0, 0, 255])  # index 1 is blue: no red at all
+        picture.save(tmp_path / name)
+    else:
+        Image.fromarray(mask).save(tmp_path / name)
+    crop = read_mask_crop(tmp_path / name)
+    assert crop.shape == (30, 40)
+    assert crop.slices == (slice(5, 9), slice(12, 31))
+    assert np.array_equal(crop.foreground, mask[5:9, 12:31] > 0)
+
+
+def test_read_mask_crop_of_empty_mask(tmp_path):
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(tmp_path / "m.png")
+    crop = read_mask_crop(tmp_path / "m.png")
+    assert crop.shape == (6, 7) and crop.slices is None and crop.foreground.size == 0

@@ -1,0 +1,124 @@
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nucseg import api
+from nucseg.cli import main
+from nucseg.io import read_image, read_labels
+
+DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
+
+
+def _fixture_image(prefix: str) -> Path:
+    sample_dir = next(p for p in DSB_DIR.iterdir() if p.name.startswith(prefix))
+    return next((sample_dir / "images").iterdir())
+
+
+def _summary(out: Path) -> list[dict[str, str]]:
+    with open(out / "summary.csv", newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sample_end_to_end(tmp_path, active_model_dir, capsys):
+    out = tmp_path / "demo"
+    code = main(["segment", "--sample", "--out", str(out), "--overlay", "--measure", "--model", str(active_model_dir)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    names = [p.stem for p in api.sample_image_paths()]
+    assert len(names) == 3
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{n}_{suffix}" for n in names for suffix in ("labels.tif", "overlay.png", "nuclei.csv")] + ["summary.csv"])
+    for path in api.sample_image_paths():
+        image = read_image(path)
+        labels = read_labels(out / f"{path.stem}_labels.tif")
+        assert labels.shape == image.shape[:2] and labels.max() > 0
+        assert read_image(out / f"{path.stem}_overlay.png").shape == image.shape[:2] + (3,)
+    assert [row["status"] for row in _summary(out)] == ["ok"] * 3
+    assert "3 of 3 images segmented" in captured.out and "0 failed" in captured.out
+
+
+def test_failed_image_gives_exit_code_1_and_others_are_written(tmp_path, active_model_dir, capsys):
+    shutil.copy(_fixture_image("0280fa8f"), tmp_path / "good.png")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    out = tmp_path / "out"
+    code = main(["segment", str(tmp_path / "good.png"), str(tmp_path / "broken.tif"), "--out", str(out),
+                 "--model", str(active_model_dir), "--rle", str(out / "submission.csv")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "nucseg: failed:" in captured.err and "broken.tif" in captured.err
+    assert (out / "good_labels.tif").is_file() and not (out / "broken_labels.tif").exists()
+    with open(out / "submission.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["ImageId", "EncodedPixels"] and {row[0] for row in rows[1:]} == {"good"}
+
+
+def test_second_run_does_not_overwrite_without_overwrite(tmp_path, active_model_dir, capsys):
+    image = _fixture_image("00071198")
+    out = tmp_path / "out"
+    args = ["segment", str(image), "--out", str(out), "--model", str(active_model_dir)]
+    assert main(args) == 0
+    labels_file = out / f"{image.stem}_labels.tif"
+    before = labels_file.read_bytes()
+    capsys.readouterr()
+    assert main(args + ["--tile-size", "64"]) == 2
+    assert "summary.csv: exists (use --overwrite" in capsys.readouterr().err
+    assert labels_file.read_bytes() == before
+    assert main(args + ["--overwrite"]) == 0
+
+
+def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path / "no models")
+    code = main(["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("nucseg: error: ") and "'dsb2018' is not installed" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tile-size", "100"], "multiple of 32"),
+        (["--diameter", "30"], "records no nucleus diameter"),
+        (["--scale", "-1"], "positive"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, active_model_dir, capsys, extra, message):
+    code = main(["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out"),
+                 "--model", str(active_model_dir)] + extra)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert main(["segment", "--out", str(tmp_path / "out"), "--model", "classical"]) == 2
+    assert "--sample" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--sample", "--out", str(tmp_path), "--scale", "2", "--diameter", "20"])
+    assert exit_info.value.code == 2
+
+
+def test_export_onnx(tmp_path, active_model_dir, capsys, dsb_samples):
+    import onnxruntime
+
+    from nucseg.api import load_model
+    from nucseg.prediction import OnnxRunner, predict_tiled
+    from nucseg.preprocess import prepare_image
+
+    path = tmp_path / "model.onnx"
+    assert main(["export", "--model", str(active_model_dir), "--format", "onnx", "--out", str(path)]) == 0
+    assert "probabilities" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    model = load_model(active_model_dir)
+    image = prepare_image(dsb_samples["0280fa8f"].image)
+    exported = predict_tiled(OnnxRunner(path), image)
+    assert np.abs(exported - model.probabilities(dsb_samples["0280fa8f"].image, backend="torch")).max() < 1e-4
+
+    assert main(["export", "--model", str(active_model_dir), "--out", str(path)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", "--model", "classical", "--out", str(tmp_path / "c.onnx")]) == 2
+    assert "no network" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""Tests of nucseg.targets on hand-made label images and the real DSB2018 fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nucseg.datasets import load_dataset
+from nucseg.targets import TARGET_CLASSES, binary_target, make_target, three_class_target
+
+FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+
+
+def two_touching_squares() -> np.ndarray:
+    """Two 6x6 squares sharing a vertical edge, on a 12x18 background."""
+    labels = np.zeros((12, 18), dtype=np.int32)
+    labels[3:9, 2:8] = 1
+    labels[3:9, 8:14] = 2
+    return labels
+
+
+def square_target(labels: np.ndarray, top: int, left: int, size: int) -> None:
+    """Write the expected classes of one square: a one-pixel rim of 2 around an interior of 1."""
+    labels[top : top + size, left : left + size] = 2
+    labels[top + 1 : top + size - 1, left + 1 : left + size - 1] = 1
+
+
+def test_three_class_touching_squares():
+    labels = two_touching_squares()
+    expected = np.zeros_like(labels, dtype=np.uint8)
+    square_target(expected, 3, 2, 6)
+    square_target(expected, 3, 8, 6)
+
+    target = three_class_target(labels)
+
+    assert target.dtype == np.uint8
+    assert target.shape == labels.shape
+    np.testing.assert_array_equal(target, expected)
+    # The shared edge is boundary on both sides: the two interiors are two pixels apart.
+    assert np.all(target[3:9, 7] == 2) and np.all(target[3:9, 8] == 2)
+    assert np.all(target[labels == 0] == 0)
+
+
+def test_three_class_small_objects_are_all_boundary():
+    labels = np.zeros((8, 8), dtype=np.int32)
+    labels[1, 1] = 3  # one pixel
+    labels[4:6, 4:6] = 7  # 2x2
+    target = three_class_target(labels)
+    np.testing.assert_array_equal(target, np.where(labels > 0, 2, 0))
+
+
+def test_three_class_empty_image():
+    target = three_class_target(np.zeros((5, 7), dtype=np.int32))
+    assert target.shape == (5, 7) and not target.any()
+
+
+def test_binary_target():
+    labels = two_touching_squares()
+    target = binary_target(labels)
+    assert target.dtype == np.uint8
+    np.testing.assert_array_equal(target, (labels > 0).astype(np.uint8))
+    assert set(np.unique(target)) == {0, 1}
+
+
+def test_make_target_dispatches_and_rejects_unknown_kinds():
+    labels = two_touching_squares()
+    np.testing.assert_array_equal(make_target(labels, "three_class"), three_class_target(labels))
+    np.testing.assert_array_equal(make_target(labels, "binary"), binary_target(labels))
+    assert all(make_target(labels, kind).max() == TARGET_CLASSES[kind] - 1 for kind in TARGET_CLASSES)
+    with pytest.raises(ValueError, match="unknown target 'distance'.*three_class, binary"):
+        make_target(labels, "distance")
+
+
+def differs_from_a_4_neighbour(labels: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour (inside the image) of another label; written out with plain slicing."""
+    differs = np.zeros(labels.shape, dtype=bool)
+    vertical = labels[1:] != labels[:-1]
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    differs[1:] |= vertical
+    differs[:-1] |= vertical
+    differs[:, 1:] |= horizontal
+    differs[:, :-1] |= horizontal
+    return differs
+
+
+def test_three_class_on_real_fixtures():
+    for sample in load_dataset(FIXTURES, cache_dir=False):
+        labels = sample.labels
+        target = three_class_target(labels)
+        foreground = labels > 0
+        expected_boundary = foreground & differs_from_a_4_neighbour(labels)
+        np.testing.assert_array_equal(target == 2, expected_boundary, err_msg=sample.name)
+        np.testing.assert_array_equal(target == 1, foreground & ~expected_boundary, err_msg=sample.name)
+        np.testing.assert_array_equal(target == 0, ~foreground, err_msg=sample.name)
+        # Every nucleus keeps at least one boundary pixel, so none disappears from the target.
+        ids_with_boundary = np.unique(labels[target == 2])
+        assert set(ids_with_boundary) == set(np.unique(labels[foreground])), sample.name

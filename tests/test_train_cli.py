@@ -1,0 +1,162 @@
+"""Tests of ``nucseg train`` through ``nucseg.cli.main`` on the real DSB2018 fixtures."""
+
+from __future__ import annotations
+
+import csv
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nucseg.cli import main
+from nucseg.config import TrainConfig
+from nucseg.model_io import load_model_folder
+from nucseg.training import train
+
+FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+#: Small-run flags: 64-pixel crops, two steps per epoch, no worker processes.
+SMALL = ["--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--num-workers", "0",
+         "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def environment(tmp_path_factory):
+    """One CPU thread (the cores are shared) and a decode cache shared by this test session."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NUCSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nucseg-cache"))
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """No network, as on the test machines: an empty torch hub cache and a download that fails."""
+    def refuse(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path) -> str:
+    """A config file with a tiny network (the CLI has no flag for architecture options)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"model_options": {"base_channels": 4, "depth": 2}}))
+    return str(path)
+
+
+def metrics_epochs(run_dir: Path) -> list[int]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return [int(row["epoch"]) for row in csv.DictReader(fh)]
+
+
+def error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nucseg: error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
+    run_dir = tmp_path / "run"
+    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--epochs", "1", "--lr", "0.01",
+                 "--config", tiny_model_file, *SMALL])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "epoch 1: train loss" in out
+    assert f"best epoch 1 of 1: validation dsb_score" in out and f"model in {run_dir / 'model'}" in out
+    config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    # Flags and file both reached the run's config; everything else kept its default.
+    assert (config.epochs, config.lr, config.crop_size, config.batch_size) == (1, 0.01, 64, 4)
+    assert config.model_options == {"base_channels": 4, "depth": 2}
+    assert config == TrainConfig(epochs=1, lr=0.01, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0,
+                                 device="cpu", model_options={"base_channels": 4, "depth": 2})
+    assert metrics_epochs(run_dir) == [1]
+    loaded = load_model_folder(run_dir / "model")
+    assert loaded.config.architecture_options == {"base_channels": 4, "depth": 2}
+
+
+def test_seed_preset_offline_needs_encoder_weights_none(tmp_path, capsys):
+    run_dir = tmp_path / "seed"
+    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed", "--epochs", "1",
+                 *SMALL])
+    assert code == 2
+    line = error_line(capsys)
+    assert "cannot download the ImageNet MobileNetV2 weights" in line and "--encoder-weights none" in line
+    assert not run_dir.exists()  # nothing written for a run that could not start
+
+
+def test_seed_preset_with_encoder_weights_none(tmp_path, capsys):
+    run_dir = tmp_path / "seed"
+    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed",
+                 "--encoder-weights", "none", "--epochs", "1", *SMALL])
+    assert code == 0, capsys.readouterr().err
+    config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert config.model == "mobilenetv2_unet" and config.encoder_weights is None and config.resize_to == 128
+    loaded = load_model_folder(run_dir / "model")
+    assert (loaded.config.architecture, loaded.config.target, loaded.config.out_channels) == (
+        "mobilenetv2_unet", "binary", 2)
+    assert loaded.config.resize_to == 128
+    assert (run_dir / "snapshots" / "epoch_001.png").is_file()
+
+
+def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
+    run_dir = tmp_path / "run"
+    config = TrainConfig(epochs=2, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0, device="cpu",
+                         model_options={"base_channels": 4, "depth": 2})
+    train(config, run_dir, data=FIXTURES, progress=False, stop_after_epochs=1, log=lambda message: None)
+    assert metrics_epochs(run_dir) == [1]
+
+    code = main(["train", "--resume", str(run_dir)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"resuming {run_dir} after epoch 1" in out and "epoch 2: train loss" in out
+    assert metrics_epochs(run_dir) == [1, 2]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
+
+
+def test_resume_without_a_checkpoint(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert error_line(capsys) == (f"nucseg: error: {tmp_path / 'empty'}: no checkpoint to resume from "
+                                  "(checkpoints/last.pt is missing)")
+
+
+def test_new_run_in_a_folder_that_holds_one(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"an earlier run")
+    assert main(["train", "--data", str(FIXTURES), "--out", str(run_dir), *SMALL]) == 2
+    assert error_line(capsys) == (f"nucseg: error: {run_dir}: holds a run already; use --resume to continue it "
+                                  "or choose another --out")
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"an earlier run"
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    (["--resume", "RUN", "--epochs", "5"], "--resume continues a run with its saved settings; drop --epochs"),
+    (["--resume", "RUN", "--preset", "seed"], "drop --preset"),
+    (["--resume", "RUN", "--time-limit", "5"], "drop --time-limit"),
+    (["--out", "RUN"], "give the training data with --data"),
+    (["--images", "x", "--out", "RUN"], "--images and --masks go together"),
+    (["--data", str(FIXTURES), "--out", "RUN", "--crop-size", "100"],
+     "command-line options: crop_size/resize_to must be a multiple of 32"),
+    (["--data", str(FIXTURES), "--out", "RUN", "--model", "resnet"], "model must be one of"),
+    (["--data", str(FIXTURES), "--out", "RUN", "--preset", "fast"], "unknown preset 'fast'"),
+    (["--data", str(FIXTURES), "--out", "RUN", "--config", "missing.yaml"], "missing.yaml: config file does not exist"),
+])
+def test_usage_errors(tmp_path, monkeypatch, capsys, arguments, problem):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *arguments]) == 2
+    assert problem in error_line(capsys)
+    assert not (tmp_path / "RUN").exists()
+
+
+def test_train_needs_out_or_resume(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "--data", str(FIXTURES)])
+    assert caught.value.code == 2
+    assert "one of the arguments --out --resume is required" in capsys.readouterr().err
