@@ -99,7 +99,8 @@ def main() -> None:
     print(f"| throughput | **{images_per_second:.1f} images/s** ({seconds / args.steps:.2f} s per step) |")
     print(f"| of which waiting for data | {data_seconds:.1f} s of {seconds:.1f} s |")
     print(f"| peak RSS, main process | {peak_rss_mib(resource.RUSAGE_SELF):.0f} MiB |")
-    print(f"| peak RSS, largest DataLoader worker (pages shared with the main process included) | {peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB |")
+    print(f"| peak RSS, largest DataLoader worker (pages shared with the main process included) | "
+          f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB |")
 
 
 if __name__ == "__main__":

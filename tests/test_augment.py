@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from nucseg.augment import NO_AUGMENTATION, AugmentConfig, augment_crop, random_crop, random_intensity
-from nucseg.datasets import load_dataset
 from nucseg.targets import three_class_target
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 GEOMETRY_ONLY = dataclasses.replace(NO_AUGMENTATION, flips=True, rotations=True)
 SEEDS = range(40)
 
 
 @pytest.fixture(scope="module")
-def fixture_labels() -> list[np.ndarray]:
-    return [sample.labels for sample in load_dataset(FIXTURES, cache_dir=False)]
+def fixture_labels(dsb_samples) -> list[np.ndarray]:
+    return [sample.labels for sample in dsb_samples.values()]
 
 
 def image_from_labels(labels: np.ndarray) -> np.ndarray:

@@ -25,21 +25,23 @@ from nucseg.postprocess import remove_small_labels, split_by_distance
 # ----------------------------------------------------------------------- helpers
 
 
-def random_discs(shape, n, radius_range, seed):
-    """Non-overlapping discs (labels 1..n) at random positions, many crossing any given line."""
+def random_discs(shape, *, spacing, radius_range, seed):
+    """Separate discs (labels 1..n) jittered around a grid, so that many cross any block border."""
     rng = np.random.default_rng(seed)
     labels = np.zeros(shape, dtype=np.int32)
-    rows, cols = np.indices(shape)
     label = 0
-    for _ in range(n * 20):
-        radius = rng.uniform(*radius_range)
-        r, c = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
-        disc = (rows - r) ** 2 + (cols - c) ** 2 <= radius**2
-        if disc.any() and not labels[ndi.binary_dilation(disc)].any():
-            label += 1
-            labels[disc] = label
-        if label == n:
-            break
+    for row in range(spacing // 2, shape[0], spacing):
+        for col in range(spacing // 2, shape[1], spacing):
+            radius = rng.uniform(*radius_range)
+            slack = spacing / 2 - radius - 1
+            r, c = row + rng.uniform(-slack, slack), col + rng.uniform(-slack, slack)
+            top, left = max(int(r - radius), 0), max(int(c - radius), 0)
+            window = labels[top : int(r + radius) + 2, left : int(c + radius) + 2]
+            rows, cols = np.indices(window.shape)
+            disc = (rows + top - r) ** 2 + (cols + left - c) ** 2 <= radius**2
+            if disc.any():
+                label += 1
+                window[disc] = label
     return labels
 
 
@@ -157,7 +159,7 @@ def test_objects_at_the_image_border_are_kept():
 
 @pytest.mark.parametrize(("block_size", "margin"), [(256, 24), (256, 256), (512, 40)])
 def test_stitching_consistent_blocks_reproduces_the_objects_exactly(block_size, margin):
-    truth = random_discs((900, 1100), n=400, radius_range=(3, 22), seed=block_size + margin)
+    truth = random_discs((900, 1100), spacing=48, radius_range=(3, 22), seed=block_size + margin)
     stitched = segment_blocks_in_memory(truth, lambda block: block, block_size=block_size, margin=margin)
     assert as_partition(stitched) == as_partition(truth)
     assert np.array_equal(np.unique(stitched), np.arange(stitched.max() + 1))
@@ -175,36 +177,31 @@ def test_covered_objects_and_paste_objects():
     assert conflicts == 2
 
 
-def test_duplicates_from_disagreeing_blocks_are_removed(tmp_path):
-    # The segmenter sees the image coordinates in channels 1 and 2 and shifts
-    # every object one pixel right in odd block columns, so neighbouring
-    # blocks disagree about which core holds an object's centre.
-    truth = random_discs((600, 800), n=300, radius_range=(3, 12), seed=3)
-    rows, cols = np.indices(truth.shape)
-    image = np.stack([truth, rows, cols], axis=-1).astype(np.int32)
+def test_an_object_kept_by_two_disagreeing_blocks_is_kept_once(tmp_path):
+    # The segmenter sees the image columns in channel 1 and shifts every
+    # object one pixel right in the second block column (core 256:512), so
+    # both blocks find the centre of disc A (columns 247..263, centre 255)
+    # in their own core.
+    rows, cols = np.indices((300, 600))
+    truth = np.zeros((300, 600), dtype=np.int32)
+    for label, (row, col) in enumerate([(100, 255), (200, 100), (150, 400), (40, 560)], start=1):
+        truth[(rows - row) ** 2 + (cols - col) ** 2 <= 64] = label
+    image = np.stack([truth, cols], axis=-1)
 
     def shifting_segmenter(block):
         labels = block[..., 0]
-        core_col = (block[0, 0, 2] + 32) // 256  # read regions start one margin before their core
-        if core_col % 2 == 0:
+        if block[0, 0, 1] != 256 - 32:  # not the read region of block column 1
             return labels
         shifted = np.zeros_like(labels)
         shifted[:, 1:] = labels[:, :-1]
         return shifted
 
     report = segment_large(image, tmp_path / "labels.zarr", model=shifting_segmenter, block_size=256, margin=32)
-    labels = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:].astype(np.int64)
-    assert report.duplicates > 0
-    assert report.nuclei == labels.max() == len(np.unique(labels)) - 1
+    labels = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:]
+    assert report.duplicates == 1 and report.nuclei == 4 == labels.max()
+    assert np.array_equal(labels == labels[100, 255], truth == 1)  # the first block's copy of disc A
     assert np.all(components_per_label(labels) == 1)
-    # every true disc is found once: one label covers most of it, and no label is shared by two discs
-    best = best_iou_per_object(truth, labels)
-    assert best.size == truth.max() and np.all(best > 0.7)
-    owners = {}
-    for label in range(1, labels.max() + 1):
-        under = truth[labels == label]
-        owners.setdefault(np.bincount(under).argmax(), []).append(label)
-    assert all(len(found) == 1 for found in owners.values())
+    assert np.all(best_iou_per_object(truth, labels) > 0.8)
 
 
 # ---------------------------------------------------------------- large images
@@ -242,8 +239,8 @@ def test_blockwise_classical_model_on_a_mosaic_gives_one_component_per_nucleus(t
     assert report.grid_shape == (4, 4)
     assert labels.max() == report.nuclei == len(np.unique(labels)) - 1
     assert np.all(components_per_label(labels) == 1)
-    assert abs(report.nuclei - expected.max()) <= 0.02 * expected.max()
-    assert np.mean(best_iou_per_object(expected, labels) > 0.5) >= 0.98
+    found = best_iou_per_object(expected, labels)  # 100% measured; 86% above IoU 0.95
+    assert np.mean(found > 0.5) >= 0.99, f"only {np.mean(found > 0.5):.1%} of the nuclei found"
 
 
 def test_tiff_and_zarr_outputs_hold_the_same_labels(tmp_path, dsb_samples):

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from nucseg.datasets import load_dataset
 from nucseg.targets import TARGET_CLASSES, binary_target, make_target, three_class_target
-
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 
 
 def two_touching_squares() -> np.ndarray:
@@ -85,8 +80,8 @@ def differs_from_a_4_neighbour(labels: np.ndarray) -> np.ndarray:
     return differs
 
 
-def test_three_class_on_real_fixtures():
-    for sample in load_dataset(FIXTURES, cache_dir=False):
+def test_three_class_on_real_fixtures(dsb_samples):
+    for sample in dsb_samples.values():
         labels = sample.labels
         target = three_class_target(labels)
         foreground = labels > 0

@@ -68,7 +68,7 @@ def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "epoch 1: train loss" in out
-    assert f"best epoch 1 of 1: validation dsb_score" in out and f"model in {run_dir / 'model'}" in out
+    assert "best epoch 1 of 1: validation dsb_score" in out and f"model in {run_dir / 'model'}" in out
     config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     # Flags and file both reached the run's config; everything else kept its default.
     assert (config.epochs, config.lr, config.crop_size, config.batch_size) == (1, 0.01, 64, 4)

@@ -17,7 +17,6 @@ from PIL import Image
 
 from nucseg.augment import NO_AUGMENTATION
 from nucseg.config import TrainConfig
-from nucseg.datasets import load_dataset
 from nucseg.errors import InputError
 from nucseg.model_io import load_model_folder
 from nucseg.models import build_model
@@ -112,12 +111,12 @@ def test_run_writes_every_artefact(full_run):
     assert not list(run_dir.rglob(".*.tmp*")), "temporary files left behind"
 
 
-def test_training_reduces_the_loss(full_run):
+def test_training_reduces_the_loss(full_run, dsb_samples):
     """The loss on a fixed batch of crops is lower after training than at initialisation."""
     result, _ = full_run
     config = TINY.updated(augment=dataclasses.asdict(NO_AUGMENTATION))
     split = json.loads((result.run_dir / "split.json").read_text())
-    samples = load_dataset(FIXTURES, names=split["train"], cache_dir=False)
+    samples = [sample for sample in dsb_samples.values() if sample.name in split["train"]]
     dataset = CropDataset(prepare_samples(samples, config), config)
     images, targets = map(torch.stack, zip(*(dataset[(0, index)] for index in range(8))))
 
@@ -294,9 +293,8 @@ def test_split_names():
         split_names(["a"], val_fraction=0.5, seed=0)
 
 
-def test_crop_dataset_items_are_reproducible():
-    samples = load_dataset(FIXTURES, cache_dir=False)
-    dataset = CropDataset(prepare_samples(samples, TINY), TINY)
+def test_crop_dataset_items_are_reproducible(dsb_samples):
+    dataset = CropDataset(prepare_samples(list(dsb_samples.values()), TINY), TINY)
     image, target = dataset[(3, 5)]
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert target.shape == (64, 64) and target.dtype == torch.int64

@@ -258,9 +258,9 @@ class NetworkModel(Model):
             prepared = prepare_image(image, self.config.normalization)
         else:  # the percentiles of the larger image that ``image`` is a block of (nucseg.blockwise)
             low, high = (np.asarray(value, dtype=np.float64) for value in intensity_range)
-            scale = np.maximum(high - low, 1e-6).astype(np.float32)  # as normalize_percentile computes it
+            spread = np.maximum(high - low, 1e-6).astype(np.float32)  # as normalize_percentile computes it
             channels = to_channels(image, self.config.normalization.channels).astype(np.float32)
-            prepared = (channels - low.astype(np.float32)) / scale
+            prepared = (channels - low.astype(np.float32)) / spread
         return predict_rescaled(
             self.runner(backend),
             prepared,

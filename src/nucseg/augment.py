@@ -66,7 +66,8 @@ class AugmentConfig:
         for name in ("scale", "gamma"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if not (_is_number(low) and _is_number(high) and 0 < low <= high):
-                raise ValueError(f"augment {name}_min and {name}_max must satisfy 0 < min <= max, got {low!r}, {high!r}")
+                raise ValueError(f"augment {name}_min and {name}_max must satisfy 0 < min <= max, "
+                                 f"got {low!r}, {high!r}")
         for name in ("brightness", "contrast", "noise_max", "blur_sigma_max", "blur_probability",
                      "color_probability", "invert_probability"):
             value = getattr(self, name)

@@ -139,7 +139,8 @@ def _run_train(args: argparse.Namespace) -> int:
         "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
     if args.resume:
         flag_of = {"time_limit_minutes": "--time-limit"}
-        given = [flag_of.get(key, "--" + key.replace("_", "-")) for key, value in overrides.items() if value is not None]
+        given = [flag_of.get(key, "--" + key.replace("_", "-")) for key, value in overrides.items()
+                 if value is not None]
         given += [flag for flag, value in (("--config", args.config), ("--preset", args.preset)) if value]
         if given:
             raise NucsegError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
@@ -286,6 +287,66 @@ def _run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- tune
+
+
+def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="model folder; its config.json gets the best thresholds")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", metavar="DATASET", help="annotated validation dataset (DSB2018 or paired layout)")
+    data.add_argument("--images", metavar="DIR", help="folder of validation images (paired layout; needs --masks)")
+    parser.add_argument("--masks", metavar="DIR", help="folder of masks matched to --images by file name")
+    parser.add_argument("--split-from-model", action="store_true",
+                        help="tune only on the validation images named in the model's config.json "
+                             "(split.validation): --data is then the dataset the model was trained on")
+    parser.add_argument("--dry-run", action="store_true", help="search and print the result; write nothing")
+
+
+def _run_tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nucseg.api import NetworkModel, load_model
+    from nucseg.datasets import load_dataset
+    from nucseg.errors import ModelError
+    from nucseg.model_io import read_model_config
+    from nucseg.tuning import save_tuning, tune_postprocess
+    from nucseg.validation_report import load_validation_samples
+
+    if (args.images is None) != (args.masks is None):
+        raise NucsegError("--images and --masks go together")
+    model = load_model(args.model)
+    if not isinstance(model, NetworkModel):
+        raise ModelError(None, f"model {model.name!r} has no network, so no post-processing thresholds to tune")
+    _, weights_sha256 = read_model_config(model.path)
+    progress = sys.stderr.isatty()
+    source = str(Path(args.data or args.images).resolve())
+    if args.split_from_model:
+        samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
+                                          progress=progress)
+        data = f"{source} (validation split stored in the model, {len(samples)} images)"
+    else:
+        samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
+        data = f"{source} (all {len(samples)} images)"
+        training = set(model.config.split.get("train", []))
+        seen = [s.name for s in samples if s.name in training]
+        if seen:
+            print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
+                  "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
+    result = tune_postprocess(model, samples, progress=progress)
+    print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.score:.4f} "
+          f"({len(result.trials)} settings scored in {result.seconds:.0f} s)")
+    for name, (before, after) in result.changed.items():
+        print(f"  {name}: {before} -> {after}")
+    if not result.changed:
+        print("  the model's settings are the best found")
+    if args.dry_run:
+        print(f"{model.path / 'config.json'} not written (--dry-run)")
+    else:
+        print(f"wrote {save_tuning(model.path, result, data=data, expected_weights_sha256=weights_sha256)}")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------- commands
 
 #: name -> (help, add_arguments, run)
@@ -297,6 +358,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "segment": ("find the nuclei in images: label images, overlays, measurements",
                 _add_segment_arguments, _run_segment),
     "export": ("export a model's network to ONNX", _add_export_arguments, _run_export),
+    "tune": ("tune a model's post-processing thresholds on validation images (best DSB2018 score)",
+             _add_tune_arguments, _run_tune),
 }
 
 

@@ -54,7 +54,9 @@ class TrainConfig:
         ``"ce_dice"`` (cross-entropy plus soft Dice over nucleus classes) or ``"ce"``.
     class_weights
         Cross-entropy weight per class (None: equal). For ``three_class`` the
-        boundary class is up-weighted so touching nuclei stay apart.
+        boundary class is up-weighted so touching nuclei stay apart. When no
+        layer of :func:`resolve_config` sets them, they follow the target
+        (:data:`DEFAULT_CLASS_WEIGHTS`), so ``--target binary`` alone works.
     lr_patience, lr_factor, min_lr
         ReduceLROnPlateau on the monitored validation metric.
     early_stopping_patience

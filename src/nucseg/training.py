@@ -233,7 +233,7 @@ class TrainResult:
 
 
 def select_device(name: str) -> torch.device:
-    """The torch device for ``"auto"`` (a CUDA GPU if there is one), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``."""
+    """The torch device for ``"auto"`` (a CUDA GPU if there is one), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -1,0 +1,307 @@
+"""Accuracy of models on annotated validation images, overall and per image kind.
+
+:func:`evaluate_model` segments every sample with a model (a network or the
+classical baseline), scores it with :mod:`nucseg.metrics` and aggregates the
+scores over all images and per image kind
+(:func:`nucseg.datasets.image_kind`: fluorescence, brightfield, histology).
+:func:`format_markdown` turns the reports of several models into the
+README tables. ``benchmarks/eval_validation.py`` runs both on the validation
+split stored in a model folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nucseg.datasets import IMAGE_KINDS, image_kind
+from nucseg.metrics import DatasetScores, ImageScores, image_scores, summarize
+
+#: Columns of the markdown tables: (header, DatasetScores attribute).
+METRIC_COLUMNS = (
+    ("DSB score", "dsb_score"),
+    ("AP@0.5", "ap50"),
+    ("AP@0.75", "ap75"),
+    ("F1@0.5", "f1_50"),
+    ("PQ", "pq"),
+    ("pixel IoU", "pixel_iou"),
+)
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """Scores of one model on a set of annotated images.
+
+    Attributes
+    ----------
+    name
+        The model's name.
+    overall
+        Scores over all images (means over images; F1@0.5 pooled over nuclei).
+    by_kind
+        The same per image kind, for the kinds present, in the order of
+        :data:`nucseg.datasets.IMAGE_KINDS`; empty when not asked for.
+    image_names, image_kinds
+        Per image, in sample order (kinds empty when not asked for).
+    image_scores
+        Per image, in sample order.
+    seconds
+        Wall time spent segmenting (not scoring), all images together.
+    """
+
+    name: str
+    overall: DatasetScores
+    by_kind: dict[str, DatasetScores]
+    image_names: tuple[str, ...]
+    image_kinds: tuple[str, ...]
+    image_scores: tuple[ImageScores, ...]
+    seconds: float
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.overall.n_images
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict: summaries, per-kind summaries and per-image scores."""
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "seconds_per_image": self.seconds_per_image,
+            "overall": self.overall.to_dict(),
+            "by_kind": {kind: scores.to_dict() for kind, scores in self.by_kind.items()},
+            "images": [
+                {"name": name, "kind": kind, "dsb_score": s.dsb_score, "ap50": s.ap50, "ap75": s.ap75,
+                 "f1_50": s.f1_50, "pq": s.pq, "pixel_iou": s.pixel_iou, "n_true": s.n_true, "n_pred": s.n_pred}
+                for name, kind, s in zip(self.image_names, self.image_kinds or (None,) * len(self.image_names),
+                                         self.image_scores)
+            ],
+        }
+
+
+def scores_by_kind(kinds: Sequence[str], scores: Sequence[ImageScores]) -> dict[str, DatasetScores]:
+    """Summarize per-image scores per image kind.
+
+    Parameters
+    ----------
+    kinds
+        Kind of each image (one of :data:`nucseg.datasets.IMAGE_KINDS`).
+    scores
+        Scores of each image, aligned with ``kinds``.
+
+    Returns
+    -------
+    dict
+        ``{kind: DatasetScores}`` for the kinds present, in the order of ``IMAGE_KINDS``.
+    """
+    if len(kinds) != len(scores):
+        raise ValueError(f"{len(kinds)} kinds but {len(scores)} image scores")
+    unknown = sorted(set(kinds) - set(IMAGE_KINDS))
+    if unknown:
+        raise ValueError(f"unknown image kind(s) {', '.join(map(repr, unknown))}")
+    return {kind: summarize([s for k, s in zip(kinds, scores) if k == kind])
+            for kind in IMAGE_KINDS if kind in kinds}
+
+
+def evaluate_model(
+    model,
+    samples: Sequence,
+    *,
+    by_kind: bool = True,
+    name: str | None = None,
+    progress: bool = False,
+    **segment_options: Any,
+) -> ModelReport:
+    """Segment annotated samples with a model and score the result.
+
+    Parameters
+    ----------
+    model : nucseg.api.Model, str or Path
+        A loaded model, or what :func:`nucseg.api.load_model` takes: a model
+        folder, ``"dsb2018"`` or ``"classical"``.
+    samples : sequence of nucseg.datasets.Sample
+        Images with their ground-truth labels.
+    by_kind
+        Also summarize per image kind (:func:`nucseg.datasets.image_kind`).
+    name
+        Name to report (default: the model's).
+    progress
+        Show a progress bar.
+    **segment_options
+        Passed to ``model.segment`` (e.g. ``tta=True``).
+
+    Returns
+    -------
+    ModelReport
+
+    Raises
+    ------
+    InputError
+        No samples.
+    ModelError
+        A model that cannot be loaded.
+    """
+    from tqdm.auto import tqdm
+
+    from nucseg.api import load_model
+    from nucseg.errors import InputError
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    samples = list(samples)
+    if not samples:
+        raise InputError(None, "no images to evaluate on")
+    scores, seconds = [], 0.0
+    for sample in tqdm(samples, desc=f"evaluating {name or model.name}", unit="img", disable=not progress):
+        start = time.perf_counter()
+        labels = model.segment(sample.image, **segment_options)
+        seconds += time.perf_counter() - start
+        scores.append(image_scores(sample.labels, labels))
+    kinds = tuple(image_kind(sample.image) for sample in samples) if by_kind else ()
+    return ModelReport(
+        name=name or model.name,
+        overall=summarize(scores),
+        by_kind=scores_by_kind(kinds, scores) if by_kind else {},
+        image_names=tuple(sample.name for sample in samples),
+        image_kinds=kinds,
+        image_scores=tuple(scores),
+        seconds=seconds,
+    )
+
+
+def dataset_image_kinds(
+    root: str | Path | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+) -> dict[str, str]:
+    """``{name: kind}`` of every image of an annotated dataset, reading the images only (not the masks).
+
+    Raises
+    ------
+    InputError
+        Any problem with the dataset, naming the file.
+    """
+    from nucseg.datasets import list_dataset
+    from nucseg.io import read_image
+
+    return {files.name: image_kind(read_image(files.image_path))
+            for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
+
+
+def validation_names(model_dir: str | Path) -> list[str]:
+    """The validation image names stored in a model folder's ``config.json`` (``split.validation``).
+
+    Raises
+    ------
+    ModelError
+        Not a model folder, or no validation split stored.
+    """
+    from nucseg.errors import ModelError
+    from nucseg.model_io import CONFIG_FILE, read_model_config
+
+    config, _ = read_model_config(model_dir)
+    names = config.split.get("validation") if isinstance(config.split, dict) else None
+    if not names:
+        raise ModelError(Path(model_dir) / CONFIG_FILE, "stores no validation split (split.validation is "
+                                                        "missing or empty)")
+    return [str(name) for name in names]
+
+
+def load_validation_samples(
+    model_dir: str | Path,
+    root: str | Path | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    cache_dir: str | Path | None | bool = True,
+    progress: bool = False,
+) -> list:
+    """Load the samples of a dataset that a model folder's split holds out for validation.
+
+    Parameters
+    ----------
+    model_dir
+        Model folder whose ``config.json`` stores ``split.validation``
+        (``nucseg train`` writes it).
+    root, images_dir, masks_dir
+        The dataset the model was trained on, as for
+        :func:`nucseg.datasets.load_dataset`.
+    cache_dir
+        Decoded-sample cache, as for :func:`nucseg.datasets.load_dataset`.
+    progress
+        Show a progress bar while decoding.
+
+    Returns
+    -------
+    list of nucseg.datasets.Sample
+        In the order of the stored names.
+
+    Raises
+    ------
+    ModelError
+        No validation split stored.
+    InputError
+        A stored name is not in the dataset (another dataset than the model's).
+    """
+    from nucseg.datasets import list_dataset, load_dataset
+    from nucseg.errors import InputError
+
+    names = validation_names(model_dir)
+    available = {files.name for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise InputError(root or images_dir, f"{len(missing)} of the {len(names)} validation images stored in "
+                                             f"{Path(model_dir) / 'config.json'} are not in this dataset (first: "
+                                             f"{missing[0]!r}); give the dataset the model was trained on")
+    return load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, names=names, cache_dir=cache_dir,
+                        progress=progress)
+
+
+# --------------------------------------------------------------------- markdown
+
+
+def format_markdown(reports: Mapping[str, ModelReport], *, by_kind: bool = True) -> str:
+    """Markdown tables of several models' scores: overall, and per image kind.
+
+    Parameters
+    ----------
+    reports
+        ``{row name: ModelReport}``, in row order.
+    by_kind
+        Add the per-kind table (for reports that have per-kind scores).
+
+    Returns
+    -------
+    str
+        The overall table (one row per model: the metrics of
+        :data:`METRIC_COLUMNS`, the number of images and seconds per image),
+        then a per-kind table (one row per model and kind).
+    """
+    headers = [header for header, _ in METRIC_COLUMNS]
+    lines = ["| model | images | " + " | ".join(headers) + " | s/image |",
+             "|---|---:|" + "---:|" * len(headers) + "---:|"]
+    for row_name, report in reports.items():
+        lines.append(f"| {row_name} | {report.overall.n_images} | {_metric_cells(report.overall)} | "
+                     f"{report.seconds_per_image:.3f} |")
+    if by_kind and any(report.by_kind for report in reports.values()):
+        lines += ["", "| model | image kind | images | " + " | ".join(headers) + " |",
+                  "|---|---|---:|" + "---:|" * len(headers)]
+        for row_name, report in reports.items():
+            for kind, scores in report.by_kind.items():
+                lines.append(f"| {row_name} | {kind} | {scores.n_images} | {_metric_cells(scores)} |")
+    return "\n".join(lines)
+
+
+def format_kind_table(kinds: Mapping[str, DatasetScores]) -> str:
+    """Markdown table of one set of per-kind scores (``nucseg evaluate --by-kind``)."""
+    headers = [header for header, _ in METRIC_COLUMNS]
+    lines = ["| image kind | images | " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(headers)]
+    lines += [f"| {kind} | {scores.n_images} | {_metric_cells(scores)} |" for kind, scores in kinds.items()]
+    return "\n".join(lines)
+
+
+def _metric_cells(scores: DatasetScores) -> str:
+    return " | ".join(f"{getattr(scores, attribute):.3f}" for _, attribute in METRIC_COLUMNS)
