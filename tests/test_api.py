@@ -161,11 +161,11 @@ def test_postprocess_overrides(active_model_dir, dsb_samples):
         model.segment(image, postprocess={"min_sise": 3})
 
 
-def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, _active_unet, dsb_samples,
+def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, active_unet, dsb_samples,
                                                                         monkeypatch):
     from nucseg.model_io import ModelConfig, save_model
 
-    folder = save_model(_active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128),
+    folder = save_model(active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128),
                         tmp_path / "resized")
     model = load_model(folder)
     recorder = _record_shapes(model, monkeypatch)

@@ -64,12 +64,12 @@ def _touching_pairs(shape=(64, 96)) -> tuple[np.ndarray, np.ndarray]:
     (below, the band joins the seeds; above, nothing seeds).
     """
     labels = np.zeros(shape, dtype=np.int32)
+    interior = np.zeros(shape)
     for i, (top, left) in enumerate([(5, 5), (35, 40)]):
         labels[top : top + 20, left : left + 15] = 2 * i + 1
         labels[top : top + 20, left + 15 : left + 30] = 2 * i + 2
-    interior = np.where(labels > 0, 0.72, 0.0)
-    contact = find_boundaries(labels, mode="inner") & ndi.binary_erosion(labels > 0, border_value=0)
-    interior[contact] = 0.68
+        interior[top : top + 20, left : left + 30] = 0.72
+        interior[top : top + 20, left + 14 : left + 16] = 0.68
     boundary = np.where(labels > 0, 0.93 - interior, 0.0)
     return labels, _three_class(interior, boundary)
 
@@ -81,9 +81,10 @@ def test_finds_the_foreground_threshold_and_min_size_that_drop_distractors():
     assert result.config.foreground_threshold == pytest.approx(0.6)
     assert 25 < result.config.min_size <= np.bincount(labels.ravel())[1:].min()
     assert result.score == 1.0
+    # of the equally good settings, the nearest to the model's own: marker_threshold kept, min_size 30 of 30/40/60
+    assert result.changed == {"foreground_threshold": (0.5, 0.6), "min_size": (10, 30)}
     assert result.initial_config == PostprocessConfig()
     assert result.initial_score == dsb_score(labels, instances_from_probabilities(probabilities)) < 1.0
-    assert result.changed["foreground_threshold"] == (0.5, 0.6)
 
 
 def test_finds_the_marker_threshold_that_splits_touching_nuclei():
@@ -290,6 +291,7 @@ def test_tune_cli_on_the_stored_validation_split(tmp_path, dsb_samples, fake_pro
     assert str(DSB_DIR) in record["data"] and "validation split" in record["data"]
     assert f"{record['dsb_score_before']:.4f} -> {record['dsb_score_after']:.4f}" in captured.out
     assert "foreground_threshold: 0.5 -> 0.6" in captured.out
+    assert config.postprocess["marker_threshold"] == 0.5  # any value below 0.62 splits as well: kept
     assert load_model(path).postprocess_config.foreground_threshold == pytest.approx(0.6)
 
 
@@ -340,3 +342,13 @@ def test_tune_cli_leaves_a_config_it_cannot_improve_loadable(tmp_path, dsb_sampl
     assert second["validation"]["tuning"]["dsb_score_before"] == first["validation"]["tuning"]["dsb_score_after"]
     assert second["weights_sha256"] == first["weights_sha256"]
     load_model_folder(path)
+
+
+def test_min_size_is_tuned_even_when_the_thresholds_are_off_the_grid():
+    labels, foreground = _disks_with_distractors()
+    foreground[foreground == 0.58] = 0.02  # no distractors: only the specks need removing
+    probabilities = _three_class(foreground * 0.9, foreground * 0.1)
+    initial = PostprocessConfig(foreground_threshold=0.45, marker_threshold=0.45)
+    grid = TuningGrid(foreground_threshold=(0.9,), marker_threshold=(0.9,), min_marker_size=(4,), refine_rounds=0)
+    result = search_thresholds([probabilities], [labels], initial=initial, grid=grid)
+    assert result.changed == {"min_size": (10, 30)} and result.score == 1.0

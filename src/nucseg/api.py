@@ -145,7 +145,7 @@ class NetworkModel(Model):
     @property
     def training_diameter(self) -> float | None:
         """Median nucleus diameter (pixels) of the training images, if the model records it."""
-        value = getattr(self.config, "median_diameter", None)
+        value = self.config.median_diameter
         return None if value is None else float(value)
 
     def default_backend(self) -> str:

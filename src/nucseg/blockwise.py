@@ -635,19 +635,21 @@ def _resolve_model(model: Any) -> Any:
     return _resolve_model(model)
 
 
-def _block_pixels(source: LazyImage | np.ndarray, block: Block) -> np.ndarray:
-    if isinstance(source, LazyImage):
-        return source.read(*block.read)
-    if source.shape[:2] == block.read_shape:
-        return source  # the driver sent this block's pixels only
-    return source[block.read]
+def _pixels(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+    """The pixels of ``region``: read from a lazy image, or already cut out by the driver."""
+    return source.read(*region) if isinstance(source, LazyImage) else source
+
+
+def _task_input(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> LazyImage | np.ndarray:
+    """What a task reads ``region`` from: the lazy image (a path), or the region's pixels of an array."""
+    return source if isinstance(source, LazyImage) else source[region]
 
 
 def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
     """A strided sample of the block's core: (n, channels) float32."""
     from nucseg.preprocess import to_channels
 
-    pixels = source.read(*block.core) if isinstance(source, LazyImage) else source[block.core]
+    pixels = _pixels(source, block.core)
     return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(np.float32)
 
 
@@ -656,7 +658,7 @@ def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, mo
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
 
-    pixels = _block_pixels(source, block)
+    pixels = _pixels(source, block.read)
     labels = _segment_block_image(_resolve_model(model), pixels, options, intensity_range)
     labels = np.asarray(labels)
     if labels.shape != block.read_shape:
@@ -806,6 +808,8 @@ def segment_large(
     ModelError
         The model cannot be loaded, or resizes every image to a fixed size.
     """
+    import zarr
+
     from nucseg.distributed import model_reference as model_reference_for
     from nucseg.distributed import run_tasks, scatter_model
     from nucseg.io import OutputExistsError
@@ -831,51 +835,37 @@ def segment_large(
     settings = {"format": _SCRATCH_FORMAT, "version": _SCRATCH_VERSION, "input": description,
                 "shape": list(shape), "block_size": block_size, "margin": margin,
                 "model": _describe_model(model_reference), "options": _jsonable(segment_options)}
-    counts, attributes = _open_scratch(scratch, grid, settings)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    done, attributes = _open_scratch(scratch, grid, settings)
     if client is None:
         task_model = local_model
     else:
         task_model = model_reference if isinstance(model_reference, str) else scatter_model(client, model_reference)
-
     intensity_range = None
     if _uses_global_normalization(local_model):
-        if "intensity_range" not in attributes:
+        if "intensity_range" in attributes:
+            intensity_range = tuple(np.asarray(a, dtype=np.float64) for a in attributes["intensity_range"])
+        else:
             intensity_range = _global_intensity_range(source, grid, local_model, client, progress)
             _write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
-        else:
-            intensity_range = tuple(np.asarray(a, dtype=np.float64) for a in attributes["intensity_range"])
 
-    todo = [block for block in grid if counts[block.row, block.col, 0] < 0]
     name = output_path.name
+    todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     run_tasks(client, _segment_task,
-              [(_task_source(source, block, client), block, str(scratch), task_model, segment_options,
-                intensity_range) for block in todo],
+              [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
+               for block in todo],
               description=f"segmenting blocks of {name}", progress=progress, key_prefix="nucseg-segment-block")
-    import zarr
-
-    counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     keeps = run_tasks(client, _deduplicate_task, [(str(scratch), grid, block) for block in grid],
                       description=f"finding duplicates in {name}", progress=progress,
                       key_prefix="nucseg-deduplicate-block")
-    keep = {block.index: flags for block, flags in zip(grid, keeps)}
-    renumbering = _renumbering(grid, keep)
+    renumbering = _renumbering(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
-    from nucseg.io import labels_dtype
-
-    dtype = labels_dtype(np.array([nuclei]))
-    chunk = 512 if block_size % 512 == 0 else BLOCK_SIZE_MULTIPLE
-    assembled = scratch / "labels"
-    if assembled.exists():
-        shutil.rmtree(assembled)
-    zarr.open_group(str(scratch), mode="r+").create_array(
-        "labels", shape=shape, chunks=(chunk, chunk), dtype=dtype, fill_value=0)
+    assembled, chunk = _create_labels_array(scratch, shape, block_size, nuclei)
     totals = run_tasks(client, _assemble_task,
                        [(str(scratch), str(assembled), grid, block,
                          {other.index: renumbering[other.index] for other in grid.neighbours(block)})
                         for block in grid],
                        description=f"stitching {name}", progress=progress, key_prefix="nucseg-assemble-block")
-    foreground = sum(total[0] for total in totals)
-    conflicts = sum(total[1] for total in totals)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(model_reference), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})
@@ -883,12 +873,34 @@ def segment_large(
         _move_into_place(assembled, output_path, overwrite=overwrite)
     else:
         _write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
+    counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     shutil.rmtree(scratch, ignore_errors=True)
+    foreground = sum(total[0] for total in totals)
     return BlockwiseReport(
         output=output_path, shape=shape, grid_shape=grid.grid_shape, nuclei=nuclei,
         mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
-        duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=conflicts,
+        duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
         resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started)
+
+
+def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:
+    """The (empty) Zarr array the stitched labels are assembled in, and its chunk size.
+
+    uint16, or uint32 above 65,535 nuclei (as :func:`nucseg.io.write_labels`);
+    chunks of 512 pixels, or 256 for block sizes that 512 does not divide,
+    so that every block writes whole chunks only.
+    """
+    import zarr
+
+    from nucseg.io import labels_dtype
+
+    chunk = 512 if block_size % 512 == 0 else BLOCK_SIZE_MULTIPLE
+    path = scratch / "labels"
+    if path.exists():
+        shutil.rmtree(path)
+    zarr.open_group(str(scratch), mode="r+").create_array(
+        "labels", shape=shape, chunks=(chunk, chunk), dtype=labels_dtype(np.array([nuclei])), fill_value=0)
+    return path, chunk
 
 
 def _open_source(image: str | Path | np.ndarray, channel_axis: int | None) -> tuple[LazyImage | np.ndarray, str]:
@@ -912,13 +924,6 @@ def _array_digest(image: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(image[:: max(1, image.shape[0] // 64)]).tobytes()).hexdigest()[:16]
-
-
-def _task_source(source: LazyImage | np.ndarray, block: Block, client: Client | None) -> LazyImage | np.ndarray:
-    """What a segment task reads its block from: the lazy image, or just the block's pixels."""
-    if isinstance(source, LazyImage) or client is None:
-        return source
-    return np.ascontiguousarray(source[block.read])
 
 
 def _check_model(model: Any, options: dict[str, Any]) -> None:
@@ -990,24 +995,12 @@ def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, mod
     normalization = model.config.normalization
     height, width = grid.shape
     step = max(1, int(np.sqrt(height * width / NORMALIZATION_SAMPLES)))
-    if isinstance(source, LazyImage) or client is None:
-        arguments = [(source, block, step, normalization.channels) for block in grid]
-    else:  # send each task its core's pixels only
-        arguments = [(np.ascontiguousarray(source[block.core]), _whole_block(block), step, normalization.channels)
-                     for block in grid]
+    arguments = [(_task_input(source, block.core), block, step, normalization.channels) for block in grid]
     samples = run_tasks(client, _sample_task, arguments, description="sampling intensities", progress=progress,
                         key_prefix="nucseg-sample-block")
     pooled = np.concatenate(samples, axis=0)
     low, high = np.percentile(pooled, [normalization.low_percentile, normalization.high_percentile], axis=0)
     return low, high
-
-
-def _whole_block(block: Block) -> Block:
-    """A block whose core is the whole of an array sent on its own (for :func:`_sample_task`)."""
-    height = block.core[0].stop - block.core[0].start
-    width = block.core[1].stop - block.core[1].start
-    whole = (slice(0, height), slice(0, width))
-    return Block(block.row, block.col, whole, whole, (False, False, False, False))
 
 
 def _move_into_place(source: Path, target: Path, *, overwrite: bool) -> None:

@@ -67,6 +67,8 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="FILE", help="write one row of scores per image to this CSV file")
     parser.add_argument("--json", metavar="FILE", help="write the dataset scores to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --csv / --json files")
+    parser.add_argument("--by-kind", action="store_true",
+                        help="also print the scores per image kind (fluorescence, brightfield, histology)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -88,6 +90,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"nucseg: warning: {warning.message}", file=sys.stderr)
     print(format_summary(report))
+    if args.by_kind:
+        from nucseg.validation_report import format_evaluation_by_kind
+
+        print("\n" + format_evaluation_by_kind(report, args.gt, images_dir=args.images, masks_dir=args.masks))
     if args.csv:
         print(f"wrote {write_csv(report, args.csv)}")
     if args.json:
@@ -214,6 +220,7 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
     """The batch report of ``segment`` when --dask or block-wise segmentation is asked for; None otherwise."""
+    import warnings
     from contextlib import nullcontext
 
     from nucseg.distributed import connect, plan_images, segment_many
@@ -223,12 +230,16 @@ def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
         planned = plan_images(inputs, args.out, blockwise=blockwise, channel_axis=args.channel_axis)
         if not any(item.blockwise for item in planned):
             return None
-    with connect(args.dask) if args.dask else nullcontext() as client:
-        return segment_many(inputs, args.out, client=client, model=args.model, overlay=args.overlay,
-                            measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
-                            overwrite=args.overwrite, channel_axis=args.channel_axis, progress=sys.stderr.isatty(),
-                            blockwise=blockwise, block_size=args.block_size, margin=args.margin,
-                            zarr_labels=args.zarr, **options)
+    with connect(args.dask) if args.dask else nullcontext() as client, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        report = segment_many(inputs, args.out, client=client, model=args.model, overlay=args.overlay,
+                              measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                              overwrite=args.overwrite, channel_axis=args.channel_axis, progress=sys.stderr.isatty(),
+                              blockwise=blockwise, block_size=args.block_size, margin=args.margin,
+                              zarr_labels=args.zarr, **options)
+    for warning in caught:
+        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
+    return report
 
 
 def _run_segment(args: argparse.Namespace) -> int:
@@ -304,6 +315,7 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
+    import warnings
     from pathlib import Path
 
     from nucseg.api import NetworkModel, load_model
@@ -321,18 +333,22 @@ def _run_tune(args: argparse.Namespace) -> int:
     _, weights_sha256 = read_model_config(model.path)
     progress = sys.stderr.isatty()
     source = str(Path(args.data or args.images).resolve())
-    if args.split_from_model:
-        samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
-                                          progress=progress)
-        data = f"{source} (validation split stored in the model, {len(samples)} images)"
-    else:
-        samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
-        data = f"{source} (all {len(samples)} images)"
-        training = set(model.config.split.get("train", []))
-        seen = [s.name for s in samples if s.name in training]
-        if seen:
-            print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
-                  "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.split_from_model:
+            samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
+                                              progress=progress)
+            data = f"{source} (validation split stored in the model, {len(samples)} images)"
+        else:
+            samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
+            data = f"{source} (all {len(samples)} images)"
+    for warning in caught:
+        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
+    training = set(model.config.split.get("train", []))
+    seen = [s.name for s in samples if s.name in training]
+    if seen:
+        print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
+              "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
     result = tune_postprocess(model, samples, progress=progress)
     print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.score:.4f} "
           f"({len(result.trials)} settings scored in {result.seconds:.0f} s)")

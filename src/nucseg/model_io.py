@@ -63,6 +63,9 @@ class ModelConfig:
         ``{"train": [...], "validation": [...]}`` image names.
     validation
         Validation scores of the saved weights (``dsb_score``, ``pixel_iou``, ...).
+    median_diameter
+        Median equivalent diameter (pixels) of the training nuclei; lets
+        ``segment(diameter=...)`` rescale images whose nuclei are larger or smaller.
     name
         Short model name (e.g. ``"dsb2018"``).
     nucseg_version, format_version
@@ -80,6 +83,7 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
     split: dict[str, list[str]] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)
+    median_diameter: float | None = None
     name: str = ""
     nucseg_version: str = ""
     format_version: int = FORMAT_VERSION

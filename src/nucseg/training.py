@@ -363,6 +363,7 @@ def train(
         stale_epochs = int(state["stale_epochs"])
         log(f"resuming {run_dir} after epoch {start_epoch - 1}")
 
+    median_diameter = median_nucleus_diameter([s.labels for s in train_samples])
     train_prepared = prepare_samples(train_samples, config)
     val_prepared = prepare_samples(val_samples, config)
     samples_per_epoch = config.samples_per_epoch or len(train_prepared)
@@ -429,7 +430,7 @@ def train(
             _save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
                 _save_checkpoint(state, checkpoint_dir / "best.pt")
-                _save_model_folder(network, config, split, row, postprocess, run_dir / MODEL_DIR)
+                _save_model_folder(network, config, split, row, postprocess, median_diameter, run_dir / MODEL_DIR)
             log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
@@ -454,8 +455,16 @@ def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
     return PostprocessConfig().to_dict()
 
 
+def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
+    """Median equivalent diameter (pixels) over all nuclei of ``label_images``; None if there are none."""
+    areas = [np.bincount(labels.ravel())[1:] for labels in label_images]
+    areas = np.concatenate(areas) if areas else np.zeros(0)
+    areas = areas[areas > 0]
+    return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
+
+
 def model_config_for(config: TrainConfig, *, split: dict, validation: dict, postprocess: dict,
-                     name: str = "") -> ModelConfig:
+                     median_diameter: float | None = None, name: str = "") -> ModelConfig:
     """The :class:`ModelConfig` of a network trained with ``config``."""
     return ModelConfig(
         architecture=config.model,
@@ -469,15 +478,16 @@ def model_config_for(config: TrainConfig, *, split: dict, validation: dict, post
         training=config.to_dict(),
         split={"train": list(split["train"]), "validation": list(split["validation"])},
         validation=validation,
+        median_diameter=median_diameter,
         name=name,
     )
 
 
-def _save_model_folder(network, config, split, row, postprocess, path: Path) -> None:
+def _save_model_folder(network, config, split, row, postprocess, median_diameter, path: Path) -> None:
     validation = {k.removeprefix("val_"): float(v) for k, v in row.items() if k.startswith("val_")}
     validation["epoch"] = int(row["epoch"])
-    save_model(network, model_config_for(config, split=split, validation=validation, postprocess=postprocess),
-               path)
+    save_model(network, model_config_for(config, split=split, validation=validation, postprocess=postprocess,
+                                         median_diameter=median_diameter), path)
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:

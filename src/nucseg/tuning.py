@@ -16,8 +16,9 @@ Kaggle DSB2018 score, as StarDist's ``optimize_thresholds`` does:
 Every candidate is scored at all ``min_size`` values at once: removing small
 predicted nuclei changes neither the other nuclei nor their IoU with the
 ground truth, so the IoU matrix of one post-processing run serves every
-``min_size``. A candidate replaces the best settings only when its score is
-strictly higher, so the result never scores below the model's own settings.
+``min_size``. A candidate replaces the best settings when it scores higher,
+or as high but closer to the model's own settings: the result never scores
+below the model's settings, and changes them only where that pays.
 
 :func:`save_tuning` writes the best settings into the model folder's
 ``config.json`` (atomically, keeping the weights and their checksum).
@@ -70,8 +71,8 @@ class TuningGrid:
 
     foreground_threshold: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
     marker_threshold: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-    min_marker_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    min_size: tuple[int, ...] = (0, 5, 10, 15, 20, 30, 40, 60)
+    min_marker_size: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    min_size: tuple[int, ...] = (0, 5, 10, 15, 20, 30, 40, 60, 80, 120)
     refine_rounds: int = 2
     refine_step: float = 0.05
 
@@ -186,7 +187,8 @@ def search_thresholds(
         if p.shape[1:] != np.shape(t):
             raise ValueError(f"probabilities of shape {p.shape} do not fit labels of shape {np.shape(t)}")
     three_class = n_classes.pop() == 3
-    min_sizes = tuple(dict.fromkeys((initial.min_size, *grid.min_size)))  # the model's own first: it wins ties
+    # Nearest to the model's own first, so that of equal scores the smallest change wins.
+    min_sizes = tuple(sorted(set(grid.min_size) | {initial.min_size}, key=lambda s: (abs(s - initial.min_size), s)))
     trials: list[Trial] = []
     scored: dict[tuple, tuple[PostprocessConfig, float]] = {}
     bar = tqdm(desc="tuning", unit="setting", disable=not progress)
@@ -214,9 +216,10 @@ def search_thresholds(
         def consider(candidate: PostprocessConfig) -> None:
             nonlocal best, best_score
             config, score = evaluate(candidate)
-            if score > best_score:
+            if score > best_score or (score == best_score and _change(initial, config) < _change(initial, best)):
                 best, best_score = config, score
 
+        consider(initial)  # its best min_size
         for foreground in grid.foreground_threshold:
             for marker in grid.marker_threshold if three_class else (initial.marker_threshold,):
                 consider(dataclasses.replace(best, foreground_threshold=foreground, marker_threshold=marker))
@@ -233,6 +236,12 @@ def search_thresholds(
                         consider(dataclasses.replace(best, **{name: value}))
     return TuningResult(best, best_score, initial, initial_score, len(probabilities), tuple(trials),
                         time.perf_counter() - start)
+
+
+def _change(initial: PostprocessConfig, config: PostprocessConfig) -> tuple[int, float, int]:
+    """How far ``config`` is from ``initial``: settings changed, then threshold and size differences."""
+    deltas = [abs(getattr(config, name) - getattr(initial, name)) for name in TUNED_SETTINGS]
+    return sum(d != 0 for d in deltas), round(deltas[0] + deltas[1], 6), deltas[2] + deltas[3]
 
 
 def _scores_by_min_size(

@@ -49,7 +49,8 @@ class ModelReport:
     image_scores
         Per image, in sample order.
     seconds
-        Wall time spent segmenting (not scoring), all images together.
+        Wall time spent segmenting (not loading the model or scoring), all
+        images together.
     """
 
     name: str
@@ -153,6 +154,8 @@ def evaluate_model(
     samples = list(samples)
     if not samples:
         raise InputError(None, "no images to evaluate on")
+    if hasattr(model, "runner"):  # a network: its one-time set-up (the ONNX export) is not segmenting time
+        model.runner(segment_options.get("backend"))
     scores, seconds = [], 0.0
     for sample in tqdm(samples, desc=f"evaluating {name or model.name}", unit="img", disable=not progress):
         start = time.perf_counter()
@@ -301,6 +304,23 @@ def format_kind_table(kinds: Mapping[str, DatasetScores]) -> str:
     lines = ["| image kind | images | " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(headers)]
     lines += [f"| {kind} | {scores.n_images} | {_metric_cells(scores)} |" for kind, scores in kinds.items()]
     return "\n".join(lines)
+
+
+def format_evaluation_by_kind(
+    report,
+    root: str | Path | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+) -> str:
+    """Per-kind markdown table of a :class:`nucseg.evaluation.EvaluationReport` (``nucseg evaluate --by-kind``).
+
+    ``root`` / ``images_dir`` + ``masks_dir`` is the ground-truth dataset the
+    report was scored against; its images are read to tell their kind.
+    """
+    kinds = dataset_image_kinds(root, images_dir=images_dir, masks_dir=masks_dir)
+    return format_kind_table(scores_by_kind([kinds[image.name] for image in report.images],
+                                            [image.scores for image in report.images]))
 
 
 def _metric_cells(scores: DatasetScores) -> str:

@@ -1,0 +1,103 @@
+"""Accuracy of models on the validation images held out by a training run.
+
+Segments the validation images named in a model folder's ``config.json``
+(``split.validation``, written by ``nucseg train``) with each model, and
+prints markdown tables of the DSB2018 score, AP@0.5, AP@0.75, F1@0.5, PQ and
+pixel IoU, overall and per image kind (fluorescence, brightfield, histology),
+with the seconds per image spent segmenting.
+
+Usage::
+
+    nice python benchmarks/eval_validation.py --data ../shared/data/dsb2018/stage1_train \\
+        --split-from runs/dsb2018/model \\
+        --model dsb2018=runs/dsb2018/model --model seed=runs/seed/model --model classical=classical \\
+        [--json validation.json] [--device cpu]
+
+Without ``--split-from`` every image of ``--data`` is used. Each ``--model``
+is ``ROW_NAME=MODEL``, where MODEL is a model folder, ``dsb2018`` (the
+shipped model) or ``classical`` (the baseline without a network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from nucseg.errors import NucsegError
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="annotated dataset (DSB2018 or paired layout)")
+    parser.add_argument("--split-from", metavar="MODEL_DIR",
+                        help="model folder whose stored validation split selects the images")
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL",
+                        help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where networks run")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation for the networks")
+    parser.add_argument("--json", metavar="FILE", help="also write every report (with per-image scores) as JSON")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    return parser.parse_args(argv)
+
+
+def parse_models(entries: Sequence[str]) -> dict[str, str]:
+    """``["name=path", ...]`` -> ``{name: path}``; raises NucsegError for a malformed or repeated name."""
+    models: dict[str, str] = {}
+    for entry in entries:
+        name, sep, model = entry.partition("=")
+        if not sep or not name or not model:
+            raise NucsegError(f"--model {entry!r}: expected NAME=MODEL, e.g. dsb2018=runs/dsb2018/model")
+        if name in models:
+            raise NucsegError(f"--model {entry!r}: the name {name!r} is given twice")
+        models[name] = model
+    return models
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from nucseg.api import ClassicalModel, load_model
+    from nucseg.datasets import load_dataset
+    from nucseg.io import atomic_write
+    from nucseg.validation_report import evaluate_model, format_markdown, load_validation_samples
+
+    args = parse_args(argv)
+    try:
+        models = parse_models(args.model)
+        if args.json and Path(args.json).exists() and not args.overwrite:
+            raise NucsegError(f"{args.json}: exists (use --overwrite to replace it)")
+        loaded = {name: load_model(model, device=args.device) for name, model in models.items()}
+        progress = sys.stderr.isatty()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if args.split_from:
+                samples = load_validation_samples(args.split_from, args.data, progress=progress)
+                source = f"the {len(samples)} validation images of the split stored in {args.split_from}"
+            else:
+                samples = load_dataset(args.data, progress=progress)
+                source = f"all {len(samples)} images"
+        for warning in caught:
+            print(f"eval_validation: warning: {warning.message}", file=sys.stderr)
+        reports = {}
+        for name, model in loaded.items():
+            options = {"tta": True} if args.tta and not isinstance(model, ClassicalModel) else {}
+            reports[name] = evaluate_model(model, samples, name=name, progress=progress, **options)
+    except NucsegError as exc:
+        print(f"eval_validation: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Validation accuracy on {source}, from {args.data} (device {args.device}"
+          f"{', TTA' if args.tta else ''}):\n")
+    print(format_markdown(reports))
+    if args.json:
+        document = {"data": str(args.data), "split_from": args.split_from, "device": args.device, "tta": args.tta,
+                    "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()}}
+        with atomic_write(args.json) as tmp:
+            tmp.write_text(json.dumps(document, indent=1) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
