@@ -174,11 +174,19 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
 
 
 @pytest.mark.slow
-def test_cli_starts_a_local_cluster_and_prints_its_dashboard(tmp_path, capsys, single_process_labels):
+def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(capsys):
+    with connect("local:2") as client:
+        workers = client.scheduler_info()["workers"].values()
+        assert [worker["nthreads"] for worker in workers] == [1, 1]
+        assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+    assert "local Dask cluster of 2 worker process(es); dashboard" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_segments_on_a_local_cluster(tmp_path, single_process_labels):
     name = NAMES[1]
     assert main(["segment", str(DSB_DIR / name), "--out", str(tmp_path), "--model", "classical",
                  "--dask", "local:1"]) == 0
-    assert "local Dask cluster of 1 worker process(es); dashboard" in capsys.readouterr().err
     assert np.array_equal(read_labels(tmp_path / f"{name}_labels.tif"), single_process_labels[name])
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,6 +427,44 @@ def atomic_write(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; swap it in for ``path`` on success.
+
+    A reader sees the old folder or the new one, never a mix, and a failure
+    leaves the old folder untouched. Files in the new folder get the usual
+    permissions (``0o666``, folders ``0o777``, less the umask), whatever the
+    writers or copies chose.
+
+    Raises
+    ------
+    OutputExistsError
+        ``overwrite`` is False and ``path`` exists.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        for child in [tmp, *tmp.rglob("*")]:
+            child.chmod((0o777 if child.is_dir() else 0o666) & ~umask)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _create_temporary_file(path: Path) -> Path:

@@ -19,9 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,30 +129,16 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
     from safetensors.torch import save_file
 
     import nucseg
-    from nucseg.io import OutputExistsError
+    from nucseg.io import atomic_directory
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     config = dataclasses.replace(config, nucseg_version=nucseg.__version__, format_version=FORMAT_VERSION)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_directory(path, overwrite=overwrite) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
         document = config.to_dict()
         document["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -245,3 +228,28 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
                                        f"({detail[:300]})") from None
     network.eval()
     return LoadedModel(network, config, path)
+
+
+def rewrite_model_config(path: str | Path, config: ModelConfig) -> Path:
+    """Replace the ``config.json`` of an existing model folder, atomically, keeping its weights.
+
+    The recorded weights checksum is kept and re-verified first, so this never
+    blesses a damaged weights file.
+
+    Raises
+    ------
+    ModelError
+        Not a model folder, or weights that do not match their checksum.
+    """
+    from nucseg.io import atomic_write
+
+    path = Path(path)
+    _, weights_sha256 = read_model_config(path)
+    weights = path / WEIGHTS_FILE
+    if weights_sha256 is None or not weights.is_file() or file_sha256(weights) != weights_sha256:
+        raise ModelError(weights, "weights missing or not matching the checksum in config.json")
+    document = config.to_dict()
+    document["weights_sha256"] = weights_sha256
+    with atomic_write(path / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+    return path / CONFIG_FILE

@@ -1,0 +1,49 @@
+"""Copy a trained model folder into the package as the shipped default model.
+
+    python tools/package_default_model.py runs/dsb2018/model --data ../shared/data/dsb2018/stage1_train
+
+Names the model ``dsb2018`` and records the median nucleus diameter of its
+training images when the folder lacks it (models trained before nucseg
+recorded it). The weights are copied byte for byte; their checksum is kept and
+verified. Afterwards run ``nucseg tune --model src/nucseg/data/models/dsb2018
+--data DATA --split-from-model`` to tune the post-processing thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+
+from nucseg.api import package_models_dir
+from nucseg.datasets import load_dataset
+from nucseg.io import atomic_directory
+from nucseg.model_io import load_model_folder, read_model_config, rewrite_model_config
+from nucseg.training import median_nucleus_diameter
+
+NAME = "dsb2018"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="trained model folder, e.g. runs/dsb2018/model")
+    parser.add_argument("--data", required=True, help="the dataset the model was trained on")
+    args = parser.parse_args(argv)
+
+    config, _ = read_model_config(args.model)
+    if config.median_diameter is None:
+        train_samples = load_dataset(args.data, names=config.split["train"])
+        config = dataclasses.replace(config, median_diameter=median_nucleus_diameter([s.labels for s in train_samples]))
+    config = dataclasses.replace(config, name=NAME)
+
+    target = package_models_dir() / NAME
+    with atomic_directory(target) as staging:
+        shutil.copytree(args.model, staging, dirs_exist_ok=True)
+        rewrite_model_config(staging, config)
+        load_model_folder(staging)  # verifies checksum and architecture before it replaces anything
+    print(f"packaged {args.model} as {target} (median nucleus diameter {config.median_diameter:.1f} px)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
