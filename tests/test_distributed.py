@@ -174,7 +174,10 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
 
 
 @pytest.mark.slow
-def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(capsys):
+def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(capsys, monkeypatch):
+    # A default LocalCluster (the module's fixture) sets the variable in this process too, as a fresh
+    # nucseg process does not have it.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     with connect("local:2") as client:
         workers = client.scheduler_info()["workers"].values()
         assert [worker["nthreads"] for worker in workers] == [1, 1]

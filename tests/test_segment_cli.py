@@ -63,8 +63,8 @@ def test_second_run_does_not_overwrite_without_overwrite(tmp_path, active_model_
     labels_file = out / f"{image.stem}_labels.tif"
     before = labels_file.read_bytes()
     capsys.readouterr()
-    assert main(args + ["--tile-size", "64"]) == 2
-    assert "summary.csv: exists (use --overwrite" in capsys.readouterr().err
+    assert main(args + ["--tile-size", "128"]) == 0
+    assert "skipped" in capsys.readouterr().out
     assert labels_file.read_bytes() == before
     assert main(args + ["--overwrite"]) == 0
 

@@ -739,8 +739,10 @@ def segment_files(
     Raises
     ------
     InputError
-        Missing inputs, no images, clashing names, or ``summary.csv`` / the
-        RLE file existing without ``overwrite`` (checked before any work).
+        Missing inputs, no images, clashing names, or the RLE file existing
+        without ``overwrite`` (checked before any work). ``summary.csv``
+        reports the latest run (skipped images included) and is always
+        rewritten, so a re-run after a crash only does what is missing.
     ModelError
         The model cannot be loaded, or cannot honour the options.
     """
@@ -759,9 +761,8 @@ def segment_files(
         raise InputError(out_dir, "output path exists and is not a folder")
     summary_path = out_dir / SUMMARY_FILE
     rle_path = None if rle_path is None else Path(rle_path)
-    for path in (summary_path, rle_path):
-        if path is not None and path.exists() and not overwrite:
-            raise OutputExistsError(path, "exists (use --overwrite to replace it)")
+    if rle_path is not None and rle_path.exists() and not overwrite:
+        raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
     images = find_images(inputs, exclude=out_dir)
     if not isinstance(model, Model):
         model = load_model(model)
@@ -782,7 +783,7 @@ def segment_files(
 
         write_submission_csv(_labels_for_rle(report), rle_path, overwrite=overwrite)
     report.seconds = time.perf_counter() - started
-    write_summary_csv(report, summary_path, overwrite=overwrite)
+    write_summary_csv(report, summary_path, overwrite=True)
     return report
 
 

@@ -629,12 +629,6 @@ def _segment_block_image(model: Any, image: np.ndarray, options: dict[str, Any],
 # --------------------------------------------------------------------- the tasks
 
 
-def _resolve_model(model: Any) -> Any:
-    from nucseg.distributed import _resolve_model
-
-    return _resolve_model(model)
-
-
 def _pixels(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
     """The pixels of ``region``: read from a lazy image, or already cut out by the driver."""
     return source.read(*region) if isinstance(source, LazyImage) else source
@@ -658,8 +652,10 @@ def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, mo
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
 
+    from nucseg.distributed import resolve_model
+
     pixels = _pixels(source, block.read)
-    labels = _segment_block_image(_resolve_model(model), pixels, options, intensity_range)
+    labels = _segment_block_image(resolve_model(model), pixels, options, intensity_range)
     labels = np.asarray(labels)
     if labels.shape != block.read_shape:
         raise ValueError(f"the model returned labels of shape {labels.shape} for a block of "

@@ -170,7 +170,8 @@ def scatter_model(client: Client, model: Any) -> Any:
     return client.scatter(model, broadcast=True, hash=False)
 
 
-def _resolve_model(model: Any) -> Any:
+def resolve_model(model: Any) -> Any:
+    """The model a task was given: a name or folder is loaded once per process (:func:`worker_model`)."""
     return worker_model(model) if isinstance(model, str) else model
 
 
@@ -414,7 +415,7 @@ def segment_many(
     for item in planned:
         if item.blockwise and item.image.name not in reports:
             reports[item.image.name] = _segment_blockwise_image(
-                client, item.image, out_dir, local_model, reference, block_size=block_size, margin=margin,
+                client, item.image, out_dir, local_model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, progress=progress,
                 options=segment_options)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / "summary.csv",
@@ -498,7 +499,7 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
 
     paths = output_paths(out_dir, image.name, overlay=settings["overlay"], measure=settings["measure"])
     remove_stale_temporaries(paths.values())
-    return segment_file(image, out_dir, model=_resolve_model(model), overlay=settings["overlay"],
+    return segment_file(image, out_dir, model=resolve_model(model), overlay=settings["overlay"],
                         measure=settings["measure"], pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
                         **settings["options"])
@@ -527,8 +528,7 @@ def _segment_blockwise_image(
     client: Client | None,
     image: ImageInput,
     out_dir: Path,
-    local_model: Model,
-    reference: Any,
+    model: Model,
     *,
     block_size: int,
     margin: int,
@@ -544,7 +544,7 @@ def _segment_blockwise_image(
     started = time.perf_counter()
     output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
     try:
-        result = segment_large(image.path, output, model=local_model,
+        result = segment_large(image.path, output, model=model,
                                block_size=block_size, margin=margin, client=client, overwrite=overwrite,
                                channel_axis=channel_axis, progress=progress, **options)
     except Exception as exc:  # one bad image must not stop the batch
