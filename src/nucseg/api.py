@@ -751,11 +751,7 @@ def segment_files(
     from nucseg.io import OutputExistsError
 
     started = time.perf_counter()
-    unknown = sorted(set(segment_options) - set(_SEGMENT_OPTIONS))
-    if unknown:
-        raise TypeError(f"unexpected segment option(s) {', '.join(unknown)}")
-    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
+    check_batch_options(segment_options, pixel_size=pixel_size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(out_dir, "output path exists and is not a folder")
@@ -785,6 +781,15 @@ def segment_files(
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, summary_path, overwrite=True)
     return report
+
+
+def check_batch_options(segment_options: Mapping[str, Any], *, pixel_size: float | None) -> None:
+    """Reject unknown segment options (TypeError) and a non-positive pixel size (InputError)."""
+    unknown = sorted(set(segment_options) - set(_SEGMENT_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected segment option(s) {', '.join(unknown)}")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
 
 
 def _segment_one(

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from nucseg.errors import InputError, NucsegError
 
@@ -368,15 +367,11 @@ def segment_many(
     ModelError
         The model cannot be loaded, or cannot honour the options.
     """
-    from nucseg.api import _SEGMENT_OPTIONS, BatchReport, Model, output_paths, write_summary_csv
+    from nucseg.api import BatchReport, Model, check_batch_options, output_paths, write_summary_csv
     from nucseg.blockwise import DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, check_block_settings
 
     started = time.perf_counter()
-    unknown = sorted(set(segment_options) - set(_SEGMENT_OPTIONS))
-    if unknown:
-        raise TypeError(f"unexpected segment option(s) {', '.join(unknown)}")
-    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
+    check_batch_options(segment_options, pixel_size=pixel_size)
     block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
     margin = DEFAULT_MARGIN if margin is None else margin
     try:

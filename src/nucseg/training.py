@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nucseg.augment import NO_AUGMENTATION, augment_crop
+from nucseg.augment import augment_crop
 from nucseg.config import TrainConfig
 from nucseg.datasets import Sample, load_dataset
 from nucseg.errors import InputError
