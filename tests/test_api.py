@@ -19,7 +19,7 @@ from nucseg.api import (
     segment_files,
 )
 from nucseg.errors import InputError, ModelError
-from nucseg.io import OutputExistsError, read_image, read_labels
+from nucseg.io import read_image, read_labels
 from nucseg.postprocess import instances_from_probabilities
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"

@@ -164,6 +164,7 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
                               blockwise_above=512 * 512, block_size=512, margin=64)
 
     assert on_cluster.exit_code == 0 and on_cluster.n_ok == 2
+    assert in_process.exit_code == 0 and in_process.n_ok == 2
     with tifffile.TiffFile(tmp_path / "cluster" / "mosaic_labels.tif") as handle:
         assert handle.pages[0].is_tiled  # written block-wise
     for name in ("mosaic", "small"):
