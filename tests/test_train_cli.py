@@ -119,6 +119,19 @@ def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
 
 
+def test_resume_can_extend_a_finished_run(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    config = TrainConfig(epochs=1, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0, device="cpu",
+                         model_options={"base_channels": 4, "depth": 2})
+    train(config, run_dir, data=FIXTURES, progress=False, log=lambda message: None)
+    assert metrics_epochs(run_dir) == [1]
+
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
+    assert metrics_epochs(run_dir) == [1, 2]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["crop_size"] == 64
+
+
 def test_resume_without_a_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
@@ -137,9 +150,9 @@ def test_new_run_in_a_folder_that_holds_one(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("arguments, problem", [
-    (["--resume", "RUN", "--epochs", "5"], "--resume continues a run with its saved settings; drop --epochs"),
-    (["--resume", "RUN", "--preset", "seed"], "drop --preset"),
-    (["--resume", "RUN", "--time-limit", "5"], "drop --time-limit"),
+    (["--resume", "RUN", "--lr", "0.1"], "--resume continues a run with its saved settings (only --epochs and "
+                                         "--time-limit may extend it); drop --lr"),
+    (["--resume", "RUN", "--preset", "seed", "--epochs", "5"], "drop --preset"),
     (["--out", "RUN"], "give the training data with --data"),
     (["--images", "x", "--out", "RUN"], "--images and --masks go together"),
     (["--data", str(FIXTURES), "--out", "RUN", "--crop-size", "100"],

@@ -133,6 +133,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                           help="stop after the epoch that passes this many minutes")
 
 
+#: Settings that ``--resume`` may change: they lengthen a run without changing what it trains.
+RESUME_EXTENSIONS = ("epochs", "time_limit_minutes")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from nucseg.config import resolve_config
     from nucseg.training import train
@@ -144,19 +148,22 @@ def _run_train(args: argparse.Namespace) -> int:
         "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
         "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
     if args.resume:
+        # A resumed run keeps its settings; only its length can grow.
+        extend = {key: overrides.pop(key) for key in RESUME_EXTENSIONS if overrides[key] is not None}
         flag_of = {"time_limit_minutes": "--time-limit"}
         given = [flag_of.get(key, "--" + key.replace("_", "-")) for key, value in overrides.items()
                  if value is not None]
         given += [flag for flag, value in (("--config", args.config), ("--preset", args.preset)) if value]
         if given:
-            raise NucsegError(f"--resume continues a run with its saved settings; drop {', '.join(given)}")
+            raise NucsegError(f"--resume continues a run with its saved settings (only --epochs and --time-limit "
+                              f"may extend it); drop {', '.join(given)}")
         config = None
     else:
         if args.data is None and args.images is None:
             raise NucsegError("give the training data with --data DATASET or --images DIR --masks DIR")
         config = resolve_config(preset=args.preset, config_file=args.config, overrides=overrides)
     result = train(config, args.resume or args.out, data=args.data, images_dir=args.images, masks_dir=args.masks,
-                   val_data=args.val_data, resume=bool(args.resume))
+                   val_data=args.val_data, resume=bool(args.resume), extend=extend if args.resume else None)
     print(f"best epoch {result.best_epoch} of {result.epochs_run}: "
           f"validation {config.monitor if config else 'metric'} {result.best_metric:.4f}; model in {result.model_dir}")
     return EXIT_OK

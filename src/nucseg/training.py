@@ -264,6 +264,7 @@ def train(
     masks_dir: str | Path | None = None,
     val_data: str | Path | None = None,
     resume: bool = False,
+    extend: dict[str, Any] | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
@@ -282,6 +283,9 @@ def train(
         Explicit validation dataset; by default a seeded fraction of ``data``.
     resume
         Continue the run in ``run_dir`` from its last checkpoint.
+    extend
+        On resume, new values of ``epochs`` and/or ``time_limit_minutes``
+        (the run's other settings never change); saved to its config.yaml.
     stop_after_epochs
         Stop (as if killed) after this many epochs in this call; for tests.
     """
@@ -291,6 +295,12 @@ def train(
     checkpoint_dir = run_dir / "checkpoints"
     if resume:
         config, split, state = _load_run(run_dir)
+        if extend:
+            unknown = sorted(set(extend) - {"epochs", "time_limit_minutes"})
+            if unknown:
+                raise ValueError(f"a resumed run can only extend epochs and time_limit_minutes, not {unknown}")
+            config = config.updated(**extend)
+            _write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         if data is None and images_dir is None:
             source = split.get("source", {})
             data, images_dir, masks_dir = source.get("data"), source.get("images_dir"), source.get("masks_dir")
