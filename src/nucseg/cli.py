@@ -11,8 +11,10 @@ Every :class:`nucseg.errors.NucsegError` is printed as one line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 from nucseg.errors import NucsegError
 
@@ -48,7 +50,7 @@ def _run_show(args: argparse.Namespace) -> int:
         raise NucsegError(f"--n must be at least 1, got {args.n}")
     if Path(args.out).exists() and not args.overwrite:  # checked before a possibly long load
         raise InputError(args.out, "exists (use --overwrite to replace it)")
-    samples = load_dataset(args.dataset, images_dir=args.images, masks_dir=args.masks, progress=True)
+    samples = load_dataset(args.dataset, images_dir=args.images, masks_dir=args.masks, progress=sys.stderr.isatty())
     path = save_sample_grid(samples, args.out, n=args.n, seed=args.seed, overwrite=args.overwrite)
     print(f"wrote {path} ({min(args.n, len(samples))} of {len(samples)} samples)")
     return EXIT_OK
@@ -72,7 +74,6 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    import warnings
     from pathlib import Path
 
     from nucseg.errors import InputError
@@ -83,12 +84,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     for output in (args.csv, args.json):
         if output is not None and Path(output).exists() and not args.overwrite:
             raise InputError(output, "exists (use --overwrite to replace it)")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        report = evaluate_folder(args.pred, args.gt, images_dir=args.images, masks_dir=args.masks,
-                                 progress=sys.stderr.isatty())
-    for warning in caught:
-        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
+    report = evaluate_folder(args.pred, args.gt, images_dir=args.images, masks_dir=args.masks,
+                             progress=sys.stderr.isatty())
     print(format_summary(report))
     if args.by_kind:
         from nucseg.validation_report import format_evaluation_by_kind
@@ -227,7 +224,6 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
     """The batch report of ``segment`` when --dask or block-wise segmentation is asked for; None otherwise."""
-    import warnings
     from contextlib import nullcontext
 
     from nucseg.distributed import connect, plan_images, segment_many
@@ -237,15 +233,12 @@ def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
         planned = plan_images(inputs, args.out, blockwise=blockwise, channel_axis=args.channel_axis)
         if not any(item.blockwise for item in planned):
             return None
-    with connect(args.dask) if args.dask else nullcontext() as client, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
+    with connect(args.dask) if args.dask else nullcontext() as client:
         report = segment_many(inputs, args.out, client=client, model=args.model, overlay=args.overlay,
                               measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                               overwrite=args.overwrite, channel_axis=args.channel_axis, progress=sys.stderr.isatty(),
                               blockwise=blockwise, block_size=args.block_size, margin=args.margin,
                               zarr_labels=args.zarr, **options)
-    for warning in caught:
-        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
     return report
 
 
@@ -322,7 +315,6 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    import warnings
     from pathlib import Path
 
     from nucseg.api import NetworkModel, load_model
@@ -340,17 +332,13 @@ def _run_tune(args: argparse.Namespace) -> int:
     _, weights_sha256 = read_model_config(model.path)
     progress = sys.stderr.isatty()
     source = str(Path(args.data or args.images).resolve())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if args.split_from_model:
-            samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
-                                              progress=progress)
-            data = f"{source} (validation split stored in the model, {len(samples)} images)"
-        else:
-            samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
-            data = f"{source} (all {len(samples)} images)"
-    for warning in caught:
-        print(f"nucseg: warning: {warning.message}", file=sys.stderr)
+    if args.split_from_model:
+        samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
+                                          progress=progress)
+        data = f"{source} (validation split stored in the model, {len(samples)} images)"
+    else:
+        samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
+        data = f"{source} (all {len(samples)} images)"
     training = set(model.config.split.get("train", []))
     seen = [s.name for s in samples if s.name in training]
     if seen:
@@ -402,12 +390,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Print every warning as ``nucseg: warning: <message>``, one line, as it happens.
+
+    "always": a dataset warns once per sample from the same line of code, and
+    each of those must be seen.
+    """
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"nucseg: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UserWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nucseg`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with _one_line_warnings():
+            return args.run(args)
     except NucsegError as exc:
         print(f"nucseg: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
