@@ -320,3 +320,31 @@ def test_segmentation_loss():
     ce = float(segmentation_loss(uniform, target, TINY.updated(loss="ce", class_weights=None)))
     ce_dice = float(segmentation_loss(uniform, target, TINY.updated(loss="ce_dice", class_weights=None)))
     assert ce == pytest.approx(np.log(3), rel=1e-5) and 0 < ce_dice - ce < 1
+
+
+def test_fine_tuning_starts_from_the_given_model(tmp_path):
+    source_config = dataclasses.replace(TINY, epochs=1)
+    train(source_config, tmp_path / "source", data=FIXTURES, progress=False, log=lambda message: None)
+    source = load_model_folder(tmp_path / "source" / "model")
+
+    # A vanishing learning rate: the fine-tuned weights stay those of the source model.
+    fine_config = dataclasses.replace(TINY, epochs=1, lr=1e-12, weight_decay=0.0,
+                                      init_from=str(tmp_path / "source" / "model"))
+    train(fine_config, tmp_path / "fine", data=FIXTURES, progress=False, log=lambda message: None)
+    tuned = torch.load(tmp_path / "fine" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key, value in source.network.state_dict().items():
+        if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            continue  # batch-norm statistics follow the new data even at lr 0
+        assert torch.allclose(tuned[key], value, rtol=0, atol=1e-9), key
+    fresh = build_model("unet", out_channels=3, base_channels=4, depth=2).state_dict()
+    assert not all(torch.allclose(fresh[k], v) for k, v in source.network.state_dict().items() if v.is_floating_point())
+
+
+def test_fine_tuning_from_a_different_network_is_a_clear_error(tmp_path):
+    train(dataclasses.replace(TINY, epochs=1), tmp_path / "source", data=FIXTURES, progress=False,
+          log=lambda message: None)
+    other = dataclasses.replace(TINY, model_options={"base_channels": 8, "depth": 2},
+                                init_from=str(tmp_path / "source" / "model"))
+    with pytest.raises(InputError, match="differs from the one configured for training"):
+        train(other, tmp_path / "fine", data=FIXTURES, progress=False, log=lambda message: None)
+    assert not (tmp_path / "fine").exists()

@@ -440,18 +440,31 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
         name_or_path = DEFAULT_MODEL
     if isinstance(name_or_path, str) and name_or_path == "classical":
         return ClassicalModel()
+    path = resolve_model_path(name_or_path)
+    name = name_or_path if isinstance(name_or_path, str) and name_or_path in REGISTERED_MODELS else None
+    return _load_network_model(path, name=name, device=device)
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """The folder of a shipped model's name, or ``name_or_path`` itself if it is a folder.
+
+    Raises
+    ------
+    ModelError
+        A registered model missing from the installation, or no such folder.
+    """
     if isinstance(name_or_path, str) and name_or_path in REGISTERED_MODELS:
         path = package_models_dir() / name_or_path
         if not (path / "config.json").is_file():
             raise ModelError(path, f"model {name_or_path!r} is not installed (its folder is missing from the "
                                    "nucseg package); reinstall nucseg, or give a model folder "
                                    "(--model PATH), or use --model classical for the classical baseline")
-        return _load_network_model(path, name=name_or_path, device=device)
+        return path
     path = Path(name_or_path)
     if not path.exists():
         raise ModelError(path, f"no such model folder, and not a registered model name "
                                f"({', '.join(REGISTERED_MODELS)})")
-    return _load_network_model(path, name=None, device=device)
+    return path
 
 
 def _load_network_model(path: Path, *, name: str | None, device: str) -> NetworkModel:

@@ -126,6 +126,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     settings.add_argument("--seed", type=int, help="seed of the split, initialization and augmentation")
     settings.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     settings.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    settings.add_argument("--init-from", metavar="MODEL",
+                          help="fine-tune: start from this model's weights (a model folder, or 'dsb2018')")
     settings.add_argument("--time-limit", type=float, dest="time_limit_minutes",
                           help="stop after the epoch that passes this many minutes")
 
@@ -143,7 +145,7 @@ def _run_train(args: argparse.Namespace) -> int:
     # encoder_weights stays the string "none" here (None would mean "flag not given"); TrainConfig maps it to None.
     overrides = {key: getattr(args, key) for key in (
         "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
-        "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "time_limit_minutes")}
+        "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "init_from", "time_limit_minutes")}
     if args.resume:
         # A resumed run keeps its settings; only its length can grow.
         extend = {key: overrides.pop(key) for key in RESUME_EXTENSIONS if overrides[key] is not None}

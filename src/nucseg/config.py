@@ -82,6 +82,11 @@ class TrainConfig:
         Mixed precision when training on a GPU.
     device
         ``"auto"`` (GPU if available), ``"cpu"`` or ``"cuda"``.
+    init_from
+        Start from the weights of this model (a model folder, or a shipped
+        model's name such as ``"dsb2018"``) instead of a fresh network: fine-tuning.
+        The network settings (``model``, ``model_options``, ``target``) must
+        describe the same network.
     augment
         Augmentation settings; see :class:`nucseg.augment.AugmentConfig`.
     """
@@ -115,6 +120,7 @@ class TrainConfig:
     high_percentile: float = 99.8
     amp: bool = True
     device: str = "auto"
+    init_from: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

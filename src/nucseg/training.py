@@ -321,6 +321,8 @@ def train(
         network = build_model(config.model, in_channels=3, out_channels=n_classes, **options).to(device)
     except (TypeError, ValueError) as exc:
         raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
+    if config.init_from is not None and state is None:
+        load_initial_weights(network, config.init_from)
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     mode = "min" if config.monitor == "loss" else "max"
@@ -457,6 +459,29 @@ def train(
         _plot_curves(history, run_dir / "curves.png")
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), best_epoch,
                        float("nan") if best_metric is None else float(best_metric), history)
+
+
+def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
+    """Copy the weights of a model folder (or shipped model name) into ``network`` for fine-tuning.
+
+    Raises
+    ------
+    ModelError
+        The model cannot be loaded.
+    InputError
+        Its network differs from ``network`` (other architecture, options or classes).
+    """
+    from nucseg.api import resolve_model_path
+    from nucseg.model_io import load_model_folder
+
+    path = resolve_model_path(name_or_path)
+    source = load_model_folder(path)
+    try:
+        network.load_state_dict(source.network.state_dict(), strict=True)
+    except RuntimeError:
+        described = f"{source.config.architecture} {source.config.architecture_options}, {source.config.target}"
+        raise InputError(path, f"its network ({described}) differs from the one configured for training; "
+                               "set model, model_options and target to match it") from None
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
