@@ -237,7 +237,7 @@ def test_save_tuning_is_atomic_and_keeps_the_weights_checksum(tmp_path, monkeypa
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("nucseg.tuning.json.dumps", fail)
+    monkeypatch.setattr("nucseg.model_io.json.dumps", fail)  # fails mid-write of config.json
     with pytest.raises(OSError):
         save_tuning(path, result, data="somewhere")
     assert (path / "config.json").read_text() == old_text

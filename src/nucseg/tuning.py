@@ -27,7 +27,6 @@ below the model's settings, and changes them only where that pays.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -371,18 +370,13 @@ def save_tuning(
         Not a model folder, a folder replaced while tuning, or weights that no
         longer match their checksum.
     """
-    from nucseg.io import atomic_write
-    from nucseg.model_io import CONFIG_FILE, WEIGHTS_FILE, file_sha256, read_model_config
+    from nucseg.model_io import read_model_config, rewrite_model_config
 
     model_dir = Path(model_dir)
     config, weights_sha256 = read_model_config(model_dir)
     if expected_weights_sha256 is not None and weights_sha256 != expected_weights_sha256:
         raise ModelError(model_dir, "the model folder was replaced while tuning (retrained?); config.json "
                                     "not written, tune again")
-    weights = model_dir / WEIGHTS_FILE
-    if weights_sha256 is not None and (not weights.is_file() or file_sha256(weights) != weights_sha256):
-        raise ModelError(weights, "weights missing or not matching the checksum in config.json; "
-                                  "config.json not written")
     validation = dict(config.validation)
     validation[VALIDATION_KEY] = {
         "dsb_score_before": result.initial_score,
@@ -391,10 +385,5 @@ def save_tuning(
         "data": data,
         "postprocess_before": result.initial_config.to_dict(),
     }
-    document = dataclasses.replace(config, postprocess=result.config.to_dict(), validation=validation).to_dict()
-    if weights_sha256 is not None:
-        document["weights_sha256"] = weights_sha256
-    path = model_dir / CONFIG_FILE
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    return path
+    tuned = dataclasses.replace(config, postprocess=result.config.to_dict(), validation=validation)
+    return rewrite_model_config(model_dir, tuned)  # re-verifies the weights against their checksum
