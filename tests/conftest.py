@@ -77,3 +77,17 @@ def active_model_dir(tmp_path_factory, _active_unet) -> Path:
 
     path = tmp_path_factory.mktemp("models") / "active_unet"
     return save_model(_active_unet, ModelConfig("unet", dict(UNET_OPTIONS), name="active"), path)
+
+
+@pytest.fixture(scope="module")
+def training_environment(tmp_path_factory):
+    """For training tests: one CPU thread (the cores are shared; it is also faster here) and
+    a decode cache shared by the test session."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NUCSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nucseg-cache"))
+        yield
+    torch.set_num_threads(threads)

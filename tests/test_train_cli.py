@@ -21,15 +21,7 @@ SMALL = ["--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "
          "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def environment(tmp_path_factory):
-    """One CPU thread (the cores are shared) and a decode cache shared by this test session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NUCSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nucseg-cache"))
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_environment")
 
 
 @pytest.fixture(autouse=True)

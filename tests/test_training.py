@@ -40,15 +40,7 @@ TINY = TrainConfig(crop_size=64, batch_size=4, samples_per_epoch=16, num_workers
                    device="cpu", seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def environment(tmp_path_factory):
-    """One CPU thread (the cores are shared; it is also faster here) and a decode cache shared by this session."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NUCSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nucseg-cache"))
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_environment")
 
 
 @pytest.fixture(scope="module")
