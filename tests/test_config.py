@@ -33,6 +33,9 @@ def test_defaults_validate_and_round_trip():
 def test_the_shipped_recipe_resolves():
     config = resolve_config(config_file="configs/dsb2018.yaml")
     assert config.model == "unet" and config.target == "three_class"
+    stage3 = resolve_config(config_file="configs/dsb2018_stage3.yaml")
+    assert stage3.model_options == config.model_options and stage3.touching_weight > 0
+    assert stage3.kind_weights == {"histology": 2.0, "brightfield": 4.0}
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
@@ -64,6 +67,10 @@ def test_config_files_load(tmp_path, suffix):
     ({"amp": "yes"}, "amp must be true or false"),
     ({"device": "gpu"}, "device must be"),
     ({"val_fraction": 1.0}, "val_fraction"),
+    ({"touching_weight": -1}, "touching_weight must be at least 0"),
+    ({"touching_gap": 0}, "touching_gap must be at least 1"),
+    ({"kind_weights": {"phase": 2.0}}, "kind_weights must map image kinds"),
+    ({"kind_weights": {"histology": 0}}, "kind_weights must map image kinds"),
 ])
 def test_bad_settings_in_a_file_name_the_file(tmp_path, content, problem):
     path = write_yaml(tmp_path / "bad.yaml", content)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.targets import TARGET_CLASSES, binary_target, make_target, three_class_target
+from nucseg.targets import TARGET_CLASSES, binary_target, make_target, three_class_target, touching_mask
 
 
 def two_touching_squares() -> np.ndarray:
@@ -92,3 +92,33 @@ def test_three_class_on_real_fixtures(dsb_samples):
         # Every nucleus keeps at least one boundary pixel, so none disappears from the target.
         ids_with_boundary = np.unique(labels[target == 2])
         assert set(ids_with_boundary) == set(np.unique(labels[foreground])), sample.name
+
+
+def test_touching_mask_marks_contacts_and_narrow_gaps_only():
+    labels = two_touching_squares()  # squares 1 and 2 share the edge between columns 7 and 8
+    labels[3:9, 16:18] = 3  # two pixels right of square 2 (columns 14, 15 are background)
+    mask = touching_mask(labels, gap=1)
+    assert mask.dtype == bool and mask.shape == labels.shape
+    assert np.all(mask[3:9, 7:9])  # both rims along the shared edge
+    assert not mask[3:9, 2:7].any() and not mask[3:9, 9:13].any()  # the rest of the squares
+    assert not mask[3:9, 14:16].any()  # a 2-pixel gap is wider than gap=1 reaches
+    wider = touching_mask(labels, gap=2)
+    assert np.all(wider[3:9, 14:16])  # the background between squares 2 and 3
+    assert np.all(wider[3:9, 6:10]) and not wider[3:9, 10:13].any()  # two pixels each side of the contact
+    assert not touching_mask(labels == 1, gap=2).any()  # a single nucleus touches nothing
+    assert not touching_mask(np.zeros((5, 5), dtype=np.uint16)).any()
+    with pytest.raises(ValueError, match="gap"):
+        touching_mask(labels, gap=0)
+
+
+def test_touching_mask_on_real_fixtures(dsb_samples):
+    marked = 0
+    for sample in dsb_samples.values():
+        mask = touching_mask(sample.labels, gap=2)
+        marked += int(mask.sum())
+        # Every marked nucleus pixel has a different nucleus within 2 pixels.
+        rows, cols = np.nonzero(mask & (sample.labels > 0))
+        for row, col in list(zip(rows, cols))[:50]:
+            window = sample.labels[max(row - 2, 0):row + 3, max(col - 2, 0):col + 3]
+            assert len(np.unique(window[window > 0])) >= 2
+    assert marked > 0  # the fixtures hold touching nuclei

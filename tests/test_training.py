@@ -17,11 +17,13 @@ from PIL import Image
 
 from nucseg.augment import NO_AUGMENTATION
 from nucseg.config import TrainConfig
+from nucseg.datasets import image_kind
 from nucseg.errors import InputError
 from nucseg.model_io import load_model_folder
 from nucseg.models import build_model
 from nucseg.training import (
     CropDataset,
+    sampling_weights,
     EpochSampler,
     prepare_samples,
     segmentation_loss,
@@ -110,7 +112,7 @@ def test_training_reduces_the_loss(full_run, dsb_samples):
     split = json.loads((result.run_dir / "split.json").read_text())
     samples = [sample for sample in dsb_samples.values() if sample.name in split["train"]]
     dataset = CropDataset(prepare_samples(samples, config), config)
-    images, targets = map(torch.stack, zip(*(dataset[(0, index)] for index in range(8))))
+    images, targets, _ = map(torch.stack, zip(*(dataset[(0, index)] for index in range(8))))
 
     def batch_loss(network):
         network = copy.deepcopy(network).train()  # batch statistics, as during training
@@ -287,16 +289,63 @@ def test_split_names():
 
 def test_crop_dataset_items_are_reproducible(dsb_samples):
     dataset = CropDataset(prepare_samples(list(dsb_samples.values()), TINY), TINY)
-    image, target = dataset[(3, 5)]
+    image, target, pixel_weights = dataset[(3, 5)]
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert target.shape == (64, 64) and target.dtype == torch.int64
     assert set(target.unique().tolist()) <= {0, 1, 2}
-    again_image, again_target = dataset[(3, 5)]
+    assert pixel_weights.shape == (64, 64) and bool((pixel_weights == 1).all())  # touching_weight 0: all equal
+    again_image, again_target, _ = dataset[(3, 5)]
     assert torch.equal(image, again_image) and torch.equal(target, again_target)
     assert not torch.equal(image, dataset[(4, 5)][0])  # the next epoch sees other crops
     sampler = EpochSampler(3)
     sampler.set_epoch(7)
     assert list(sampler) == [(7, 0), (7, 1), (7, 2)] and len(sampler) == 3
+
+
+def test_crop_dataset_weights_touching_pixels(dsb_samples):
+    config = TINY.updated(touching_weight=4.0, touching_gap=2, augment=dataclasses.asdict(NO_AUGMENTATION))
+    dataset = CropDataset(prepare_samples(list(dsb_samples.values()), config), config)
+    found_touching = False
+    for index in range(16):
+        image, target, pixel_weights = dataset[(0, index)]
+        assert set(pixel_weights.unique().tolist()) <= {1.0, 5.0}
+        heavy = pixel_weights == 5.0
+        found_touching |= bool(heavy.any())
+        # Touching pixels lie on or next to nuclei, never deep inside the background.
+        near_nuclei = torch.nn.functional.max_pool2d((target > 0).float()[None, None], 5, 1, 2)[0, 0] > 0
+        assert bool(near_nuclei[heavy].all())
+    assert found_touching  # the real fixtures hold touching nuclei
+
+
+def test_sampling_weights_follow_the_image_kind(dsb_samples):
+    prepared = prepare_samples(list(dsb_samples.values()), TINY)
+    kinds = [image_kind(sample.raw) for sample in prepared]
+    assert len(set(kinds)) >= 2  # the fixtures mix kinds
+    weights = sampling_weights(prepared, {"histology": 3.0})
+    assert all(weight == (3.0 if kind == "histology" else 1.0) for weight, kind in zip(weights, kinds))
+    assert all(weight == 1.0 for weight in sampling_weights(prepared, {}))
+    # A heavy kind is drawn (almost) every time; without weights every kind comes up.
+    heavy_kind = kinds[0]
+    rng = np.random.default_rng(0)
+    weighted = CropDataset(prepared, TINY.updated(kind_weights={heavy_kind: 1000.0}))
+    drawn = [kinds[weighted.pick(rng)] for _ in range(200)]
+    assert sum(kind == heavy_kind for kind in drawn) >= 190
+    uniform = CropDataset(prepared, TINY)
+    assert {kinds[uniform.pick(rng)] for _ in range(200)} == set(kinds)
+
+
+def test_segmentation_loss_pixel_weights():
+    target = torch.randint(0, 3, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    config = TINY.updated(loss="ce")
+    unweighted = float(segmentation_loss(logits, target, config))
+    ones = float(segmentation_loss(logits, target, config, torch.ones(2, 16, 16)))
+    assert ones == pytest.approx(unweighted, rel=1e-5)  # weights of 1 give torch's class-weighted mean
+    # Weighting only the worst pixel pulls the loss towards that pixel's loss.
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    worst = per_pixel == per_pixel.max()
+    weighted = float(segmentation_loss(logits, target, config, 1 + 1000 * worst.float()))
+    assert unweighted < weighted <= float(per_pixel.max()) + 1e-4
 
 
 def test_segmentation_loss():

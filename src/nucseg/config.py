@@ -52,6 +52,19 @@ class TrainConfig:
         Learning rate and decoupled weight decay.
     loss
         ``"ce_dice"`` (cross-entropy plus soft Dice over nucleus classes) or ``"ce"``.
+    touching_weight
+        Extra cross-entropy weight, added to 1, for the pixels where two
+        nuclei touch or nearly touch (:func:`nucseg.targets.touching_mask`):
+        the few pixels that decide whether neighbours come out as one nucleus
+        or two, as in the weight map of Ronneberger et al. 2015. 0 disables it.
+    touching_gap
+        Pixels within this many pixels (chessboard distance) of two different
+        nuclei count as touching.
+    kind_weights
+        Relative sampling weight of the training images per image kind
+        (:func:`nucseg.datasets.image_kind`: ``fluorescence``, ``brightfield``,
+        ``histology``); kinds not listed weigh 1. Up-weights the rare kinds of
+        a mixed dataset. Empty: every image is drawn equally often.
     class_weights
         Cross-entropy weight per class (None: equal). For ``three_class`` the
         boundary class is up-weighted so touching nuclei stay apart. When no
@@ -105,6 +118,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     loss: str = "ce_dice"
     class_weights: list[float] | None = field(default_factory=lambda: [1.0, 1.0, 2.0])
+    touching_weight: float = 0.0
+    touching_gap: int = 2
+    kind_weights: dict[str, float] = field(default_factory=dict)
     lr_patience: int = 6
     lr_factor: float = 0.5
     min_lr: float = 1e-5
@@ -134,6 +150,7 @@ class TrainConfig:
         """Raise ValueError for missing, mistyped or out-of-range settings and ones that cannot work together."""
         import inspect
 
+        from nucseg.datasets import IMAGE_KINDS
         from nucseg.models import REGISTRY
         from nucseg.targets import TARGET_CLASSES
 
@@ -167,6 +184,11 @@ class TrainConfig:
         ):
             raise ValueError(f"class_weights needs {TARGET_CLASSES[self.target]} non-negative numbers for target "
                              f"{self.target!r}, got {self.class_weights!r}")
+        if not isinstance(self.kind_weights, dict) or not all(
+            kind in IMAGE_KINDS and _is_number(weight) and weight > 0 for kind, weight in self.kind_weights.items()
+        ):
+            raise ValueError(f"kind_weights must map image kinds ({', '.join(IMAGE_KINDS)}) to positive numbers, "
+                             f"got {self.kind_weights!r}")
         size = self.resize_to or self.crop_size
         if size % 32:
             raise ValueError(f"crop_size/resize_to must be a multiple of 32, got {size}")
@@ -216,6 +238,7 @@ _NUMBER_SETTINGS: dict[str, tuple[str, float]] = {
     "resize_to": ("int?", 32), "lr": ("float", 0.0), "weight_decay": ("float", 0.0), "lr_patience": ("int", 0),
     "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "early_stopping_patience": ("int", 1),
     "time_limit_minutes": ("float?", 0.0), "grad_clip": ("float", 0.0), "val_fraction": ("float", 0.0),
+    "touching_weight": ("float", 0.0), "touching_gap": ("int", 1),
     "seed": ("int", 0), "num_workers": ("int", 0), "snapshot_images": ("int", 0),
     "low_percentile": ("float", 0.0), "high_percentile": ("float", 0.0),
 }

@@ -41,6 +41,36 @@ def three_class_target(labels: np.ndarray) -> np.ndarray:
     return target
 
 
+def touching_mask(labels: np.ndarray, *, gap: int = 2) -> np.ndarray:
+    """Pixels near two different nuclei: where touching nuclei must be cut apart.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 background, >0 nucleus ids.
+    gap
+        A pixel is marked when the ``(2 * gap + 1)``-pixel square around it
+        holds two different nuclei; this covers the rims of both nuclei where
+        they touch and the background between nuclei up to about ``gap``
+        pixels apart.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+    """
+    from scipy import ndimage as ndi
+
+    labels = np.asarray(labels).astype(np.int64, copy=False)
+    if gap < 1:
+        raise ValueError(f"gap must be at least 1 pixel, got {gap}")
+    size = 2 * gap + 1
+    highest = ndi.maximum_filter(labels, size=size, mode="constant", cval=0)
+    # The smallest nucleus id nearby: background is lifted above every id before the minimum filter.
+    ceiling = int(labels.max()) + 1
+    lowest = ndi.minimum_filter(np.where(labels > 0, labels, ceiling), size=size, mode="constant", cval=ceiling)
+    return (highest > 0) & (lowest != ceiling) & (lowest != highest)
+
+
 def binary_target(labels: np.ndarray) -> np.ndarray:
     """Foreground mask as class ids: uint8 (H, W), 0 background, 1 nucleus."""
     return (labels > 0).astype(np.uint8)

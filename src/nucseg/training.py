@@ -38,13 +38,13 @@ from torch import nn
 
 from nucseg.augment import augment_crop
 from nucseg.config import TrainConfig
-from nucseg.datasets import Sample, load_dataset
+from nucseg.datasets import Sample, image_kind, load_dataset
 from nucseg.errors import InputError
 from nucseg.io import atomic_write
 from nucseg.model_io import ModelConfig, save_model
 from nucseg.models import SIZE_DIVISOR, build_model
 from nucseg.preprocess import NormalizationConfig, prepare_image, resize_image, resize_labels
-from nucseg.targets import TARGET_CLASSES, make_target
+from nucseg.targets import TARGET_CLASSES, make_target, touching_mask
 
 CHECKPOINT_VERSION = 1
 MODEL_DIR = "model"
@@ -99,28 +99,50 @@ def normalization_of(config: TrainConfig) -> NormalizationConfig:
 class CropDataset(torch.utils.data.Dataset):
     """Random augmented crops; item ``(epoch, index)`` is deterministic.
 
-    Returns ``(image, target)``: float32 ``(C, S, S)`` and int64 ``(S, S)`` class ids.
+    Returns ``(image, target, pixel_weights)``: float32 ``(C, S, S)``, int64
+    ``(S, S)`` class ids and float32 ``(S, S)`` loss weights (1, plus
+    ``touching_weight`` where nuclei touch). Images are drawn with probability
+    proportional to :func:`sampling_weights`.
     """
 
     def __init__(self, samples: Sequence[PreparedSample], config: TrainConfig):
         self.samples = samples
         self.config = config
+        weights = sampling_weights(samples, config.kind_weights)
+        self.cumulative = np.cumsum(weights) / weights.sum() if config.kind_weights else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def pick(self, rng: np.random.Generator) -> int:
+        """Index of the sample that the next crop comes from, drawn by :func:`sampling_weights`."""
+        if self.cumulative is None:
+            return int(rng.integers(len(self.samples)))
+        return min(int(np.searchsorted(self.cumulative, rng.random(), side="right")), len(self.samples) - 1)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         epoch, index = key
         rng = np.random.default_rng([self.config.seed, epoch, index])
-        sample = self.samples[int(rng.integers(len(self.samples)))]
+        sample = self.samples[self.pick(rng)]
         size = self.config.resize_to or self.config.crop_size
         augment = self.config.augment
         if self.config.resize_to:  # seed mode: whole resized image, no scale jitter
             augment = dataclasses.replace(augment, scale_min=1.0, scale_max=1.0)
         image, labels = augment_crop(sample.image.astype(np.float32), sample.labels, size, rng, augment)
         target = make_target(labels, self.config.target)
+        pixel_weights = np.ones(labels.shape, dtype=np.float32)
+        if self.config.touching_weight > 0:
+            pixel_weights[touching_mask(labels, gap=self.config.touching_gap)] += self.config.touching_weight
         return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                torch.from_numpy(target.astype(np.int64)))
+                torch.from_numpy(target.astype(np.int64)),
+                torch.from_numpy(pixel_weights))
+
+
+def sampling_weights(samples: Sequence[PreparedSample], kind_weights: dict[str, float]) -> np.ndarray:
+    """Relative draw weight of each sample: ``kind_weights[image_kind(raw image)]``, 1 for kinds not listed."""
+    if not kind_weights:
+        return np.ones(len(samples))
+    return np.array([float(kind_weights.get(image_kind(sample.raw), 1.0)) for sample in samples])
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -143,15 +165,23 @@ class EpochSampler(torch.utils.data.Sampler):
 # ----------------------------------------------------------------------------- loss
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig) -> torch.Tensor:
-    """Cross-entropy (class-weighted), plus soft Dice over the nucleus classes for ``ce_dice``.
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig,
+                      pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy (class- and pixel-weighted), plus soft Dice over the nucleus classes for ``ce_dice``.
 
-    logits: (N, C, H, W); target: (N, H, W) class ids.
+    logits: (N, C, H, W); target: (N, H, W) class ids; pixel_weights: (N, H, W)
+    or None. The cross-entropy is the weighted mean over pixels, weights being
+    the class weight times the pixel weight.
     """
     weight = None
     if config.class_weights is not None:
         weight = torch.tensor(config.class_weights, dtype=logits.dtype, device=logits.device)
-    loss = F.cross_entropy(logits, target, weight=weight)
+    if pixel_weights is None:
+        loss = F.cross_entropy(logits, target, weight=weight)
+    else:
+        per_pixel = F.cross_entropy(logits, target, weight=weight, reduction="none")
+        total_weight = pixel_weights if weight is None else pixel_weights * weight[target]
+        loss = (per_pixel * pixel_weights).sum() / total_weight.sum().clamp_min(1e-6)
     if config.loss == "ce_dice":
         probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
         one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
@@ -404,10 +434,11 @@ def train(
             sampler.set_epoch(epoch)
             losses = []
             bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-            for images, targets in bar:
+            for images, targets, pixel_weights in bar:
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                pixel_weights = pixel_weights.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=use_amp):
-                    loss = segmentation_loss(network(images), targets, config)
+                    loss = segmentation_loss(network(images), targets, config, pixel_weights)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip > 0:
