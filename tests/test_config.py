@@ -68,6 +68,8 @@ def test_config_files_load(tmp_path, suffix):
     ({"device": "gpu"}, "device must be"),
     ({"val_fraction": 1.0}, "val_fraction"),
     ({"touching_weight": -1}, "touching_weight must be at least 0"),
+    ({"lr_schedule": "step"}, "lr_schedule must be 'plateau' or 'cosine'"),
+    ({"ema_decay": 1.0}, "ema_decay must be a number in"),
     ({"touching_gap": 0}, "touching_gap must be at least 1"),
     ({"kind_weights": {"phase": 2.0}}, "kind_weights must map image kinds"),
     ({"kind_weights": {"histology": 0}}, "kind_weights must map image kinds"),

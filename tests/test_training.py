@@ -25,6 +25,7 @@ from nucseg.training import (
     CropDataset,
     sampling_weights,
     EpochSampler,
+    make_scheduler,
     prepare_samples,
     segmentation_loss,
     split_names,
@@ -220,6 +221,43 @@ def test_resuming_a_finished_run_trains_no_more(full_run, tmp_path):
     again = train(None, run_dir, resume=True, progress=False, log=lambda message: None)
     assert again.epochs_run == 2 and (run_dir / "checkpoints" / "last.pt").read_bytes() == before
     assert len(read_metrics(run_dir)) == 2
+
+
+def test_cosine_schedule_decays_to_min_lr_and_stays():
+    config = TINY.updated(lr_schedule="cosine", lr=0.01, min_lr=0.001, epochs=4)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.01) and rates[2] == pytest.approx(0.0055)  # halfway: the mean
+    assert all(a > b for a, b in zip(rates[:4], rates[1:5]))
+    assert rates[4] == pytest.approx(0.001) and rates[5] == pytest.approx(0.001)
+    plateau = make_scheduler(optimizer, TINY)
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_ema_run_saves_the_averaged_weights_and_resumes_exactly(tmp_path):
+    config = dataclasses.replace(TINY, ema_decay=0.9, lr_schedule="cosine", touching_weight=2.0)
+    whole = train(config, tmp_path / "whole", data=FIXTURES, progress=False, log=lambda message: None)
+    last = load_checkpoint(whole.run_dir / "checkpoints" / "last.pt")
+    averaged = {name[len("module."):]: tensor for name, tensor in last["ema"].items() if name.startswith("module.")}
+    assert averaged.keys() == last["model"].keys()
+    assert any(not torch.equal(averaged[name], last["model"][name]) for name in averaged)
+    best = load_checkpoint(whole.run_dir / "checkpoints" / "best.pt")
+    saved = load_model_folder(whole.model_dir).network.state_dict()
+    best_averaged = {name[len("module."):]: tensor for name, tensor in best["ema"].items() if name.startswith("module.")}
+    assert all(torch.equal(saved[name], best_averaged[name]) for name in saved)  # the model is the average
+
+    killed = tmp_path / "killed"
+    train(config, killed, data=FIXTURES, progress=False, log=lambda message: None, stop_after_epochs=1)
+    train(None, killed, resume=True, progress=False, log=lambda message: None)
+    resumed = load_checkpoint(killed / "checkpoints" / "last.pt")
+    for name, tensor in last["ema"].items():
+        torch.testing.assert_close(resumed["ema"][name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert [row["lr"] for row in read_metrics(killed)] == [row["lr"] for row in read_metrics(whole.run_dir)]
 
 
 def test_resume_needs_a_checkpoint(tmp_path):

@@ -790,7 +790,7 @@ def segment_files(
     if rle_path is not None:
         from nucseg.rle import write_submission_csv
 
-        write_submission_csv(_labels_for_rle(report), rle_path, overwrite=overwrite)
+        write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, summary_path, overwrite=True)
     return report
@@ -844,7 +844,7 @@ def _segment_one(
         for path in written:  # a failed image leaves no partial set of outputs
             path.unlink(missing_ok=True)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
-                           error=_describe(exc, image.path))
+                           error=describe_failure(exc, image.path))
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     return ImageReport(image.name, image.path, "ok", nuclei=int(areas.size),
@@ -881,7 +881,8 @@ def _intensity_channels(image: np.ndarray, path: Path) -> np.ndarray:
     return image
 
 
-def _describe(exc: BaseException, path: Path) -> str:
+def describe_failure(exc: BaseException, path: Path) -> str:
+    """One line that says why ``path`` failed: the error's own message, led by the path when it names none."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, NucsegError):
         return message if getattr(exc, "path", None) is not None else f"{path}: {message}"
@@ -890,7 +891,7 @@ def _describe(exc: BaseException, path: Path) -> str:
     return f"{path}: {type(exc).__name__}: {message}" if message else f"{path}: {type(exc).__name__}"
 
 
-def _labels_for_rle(report: BatchReport) -> Iterator[tuple[str, np.ndarray]]:
+def labels_of_report(report: BatchReport) -> Iterator[tuple[str, np.ndarray]]:
     """(name, labels) of every image with a label image, read back one at a time."""
     from nucseg.io import read_labels
 

@@ -70,8 +70,17 @@ class TrainConfig:
         boundary class is up-weighted so touching nuclei stay apart. When no
         layer of :func:`resolve_config` sets them, they follow the target
         (:data:`DEFAULT_CLASS_WEIGHTS`), so ``--target binary`` alone works.
+    lr_schedule
+        ``"plateau"``: ReduceLROnPlateau on the monitored validation metric
+        (``lr_patience``, ``lr_factor``, down to ``min_lr``). ``"cosine"``:
+        cosine decay from ``lr`` to ``min_lr`` over ``epochs``, then ``min_lr``.
     lr_patience, lr_factor, min_lr
-        ReduceLROnPlateau on the monitored validation metric.
+        Settings of the learning-rate schedule (see ``lr_schedule``).
+    ema_decay
+        If set, an exponential moving average of the weights (decay per
+        optimisation step, e.g. 0.998) is kept, validated and saved as the
+        model instead of the raw weights: it smooths out the noise of small
+        batches. None: no averaging.
     early_stopping_patience
         Stop after this many epochs without improvement of the monitored metric.
     time_limit_minutes
@@ -121,9 +130,11 @@ class TrainConfig:
     touching_weight: float = 0.0
     touching_gap: int = 2
     kind_weights: dict[str, float] = field(default_factory=dict)
+    lr_schedule: str = "plateau"
     lr_patience: int = 6
     lr_factor: float = 0.5
     min_lr: float = 1e-5
+    ema_decay: float | None = None
     early_stopping_patience: int = 15
     time_limit_minutes: float | None = None
     monitor: str = "dsb_score"
@@ -203,6 +214,10 @@ class TrainConfig:
             self.device in ("auto", "cpu", "mps") or self.device.split(":")[0] == "cuda"
         ):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
+        if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be a number in (0, 1) or none, got {self.ema_decay!r}")
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if self.loss not in ("ce", "ce_dice"):

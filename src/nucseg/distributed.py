@@ -416,10 +416,10 @@ def segment_many(
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / "summary.csv",
                          None if rle_path is None else Path(rle_path))
     if rle_path is not None:
-        from nucseg.api import _labels_for_rle
+        from nucseg.api import labels_of_report
         from nucseg.rle import write_submission_csv
 
-        write_submission_csv(_labels_for_rle(report), rle_path, overwrite=overwrite)
+        write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, report.summary_path, overwrite=True)
     return report
@@ -479,12 +479,12 @@ def _key_name(name: str) -> str:
 
 
 def _failed(image: ImageInput, exc: BaseException) -> ImageReport:
-    from nucseg.api import ImageReport, _describe
+    from nucseg.api import ImageReport, describe_failure
 
     if type(exc).__name__ == "KilledWorker":
         reason = f"{image.path}: the worker segmenting it died repeatedly (out of memory?)"
     else:
-        reason = _describe(exc, image.path)
+        reason = describe_failure(exc, image.path)
     return ImageReport(image.name, image.path, "failed", error=reason)
 
 

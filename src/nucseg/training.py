@@ -355,9 +355,13 @@ def train(
         load_initial_weights(network, config.init_from)
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    mode = "min" if config.monitor == "loss" else "max"
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
-                                                           patience=config.lr_patience, min_lr=config.min_lr)
+    scheduler = make_scheduler(optimizer, config)
+    ema = None
+    if config.ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    evaluated = network if ema is None else ema.module
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -396,6 +400,8 @@ def train(
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if state.get("scaler"):  # absent from checkpoints of CPU runs and of older versions
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
@@ -446,13 +452,18 @@ def train(
                     nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(network)
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            result = validate(network, val_prepared, val_samples, config, device, postprocess)
+            result = validate(evaluated, val_prepared, val_samples, config, device, postprocess)
             monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
                          "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}[config.monitor]
             lr = optimizer.param_groups[0]["lr"]
-            scheduler.step(monitored)
+            if config.lr_schedule == "plateau":
+                scheduler.step(monitored)
+            else:
+                scheduler.step()
             row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_loss": result.loss, "val_pixel_iou": result.pixel_iou,
                    "val_pixel_accuracy": result.pixel_accuracy, "val_dsb_score": result.dsb_score,
@@ -467,13 +478,13 @@ def train(
             _write_metrics_csv(run_dir / "metrics.csv", history)
             state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": network.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(),
+                     "scaler": scaler.state_dict(), "ema": None if ema is None else ema.state_dict(),
                      "torch_rng": torch.get_rng_state(), "history": history, "best_metric": best_metric,
                      "best_epoch": best_epoch, "stale_epochs": stale_epochs}
             _save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
                 _save_checkpoint(state, checkpoint_dir / "best.pt")
-                _save_model_folder(network, config, split, row, postprocess, median_diameter, run_dir / MODEL_DIR)
+                _save_model_folder(evaluated, config, split, row, postprocess, median_diameter, run_dir / MODEL_DIR)
             log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
@@ -490,6 +501,24 @@ def train(
         _plot_curves(history, run_dir / "curves.png")
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), best_epoch,
                        float("nan") if best_metric is None else float(best_metric), history)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """The learning-rate schedule of ``config.lr_schedule``, stepped once per epoch.
+
+    ``plateau`` steps with the monitored metric; ``cosine`` without argument.
+    """
+    if config.lr_schedule == "plateau":
+        mode = "min" if config.monitor == "loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
+                                                          patience=config.lr_patience, min_lr=config.min_lr)
+    floor = min(config.min_lr / config.lr, 1.0)
+
+    def factor(epochs_done: int) -> float:
+        progress = min(epochs_done / config.epochs, 1.0)  # flat at min_lr after the last epoch
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
