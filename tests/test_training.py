@@ -64,6 +64,12 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def averaged_weights(checkpoint: dict) -> dict:
+    """The network weights inside a checkpoint's AveragedModel state (keys ``module.<name>``)."""
+    return {name.removeprefix("module."): tensor for name, tensor in checkpoint["ema"].items()
+            if name.startswith("module.")}
+
+
 def tiny_network(state: dict | None = None) -> torch.nn.Module:
     """The run's network, freshly initialised exactly as ``train`` does, or with ``state`` loaded."""
     torch.manual_seed(TINY.seed)
@@ -243,12 +249,12 @@ def test_ema_run_saves_the_averaged_weights_and_resumes_exactly(tmp_path):
     config = dataclasses.replace(TINY, ema_decay=0.9, lr_schedule="cosine", touching_weight=2.0)
     whole = train(config, tmp_path / "whole", data=FIXTURES, progress=False, log=lambda message: None)
     last = load_checkpoint(whole.run_dir / "checkpoints" / "last.pt")
-    averaged = {name[len("module."):]: tensor for name, tensor in last["ema"].items() if name.startswith("module.")}
+    averaged = averaged_weights(last)
     assert averaged.keys() == last["model"].keys()
     assert any(not torch.equal(averaged[name], last["model"][name]) for name in averaged)
     best = load_checkpoint(whole.run_dir / "checkpoints" / "best.pt")
     saved = load_model_folder(whole.model_dir).network.state_dict()
-    best_averaged = {name[len("module."):]: tensor for name, tensor in best["ema"].items() if name.startswith("module.")}
+    best_averaged = averaged_weights(best)
     assert all(torch.equal(saved[name], best_averaged[name]) for name in saved)  # the model is the average
 
     killed = tmp_path / "killed"
