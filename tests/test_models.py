@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nucseg.errors import ModelError
-from nucseg.models import REGISTRY, SIZE_DIVISOR, UNet, build_model
+from nucseg.models import REGISTRY, SIZE_DIVISOR, UNet, build_model, deepen_unet
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +114,45 @@ def test_mobilenet_normalizes_with_imagenet_statistics():
     assert network.mean.shape == network.std.shape == (1, 3, 1, 1)
     # The statistics are constants of the architecture, not weights saved with a model.
     assert "mean" not in network.state_dict() and "std" not in network.state_dict()
+
+
+def _encoder_features(network: UNet, x: torch.Tensor) -> list[torch.Tensor]:
+    features = [network.stem(x)]
+    for block in network.down:
+        features.append(block(network.pool(features[-1])))
+    return features
+
+
+def test_deepen_unet_keeps_every_trained_layer():
+    torch.manual_seed(0)
+    shallow = UNet(3, 3, base_channels=4, depth=2)
+    with torch.no_grad():  # non-default batch-norm statistics, so that copying them is checked too
+        for module in shallow.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    deeper = deepen_unet(shallow)
+    assert len(deeper.down) == 3 and len(deeper.up) == 3
+    x = torch.rand(1, 3, 64, 64)
+    shallow.eval(), deeper.eval()
+    with torch.no_grad():
+        old, new = _encoder_features(shallow, x), _encoder_features(deeper, x)
+        assert all(torch.equal(a, b) for a, b in zip(old, new[:-1]))
+        assert new[-1].shape == (1, 32, 8, 8)
+        # The decoder blocks of the old levels and the head are the trained ones.
+        skip = old[-2]
+        assert torch.equal(deeper.up[1](old[-1], skip), shallow.up[0](old[-1], skip))
+        assert torch.equal(deeper.up[2].conv[0].weight, shallow.up[1].conv[0].weight)
+        assert torch.equal(deeper.head.weight, shallow.head.weight)
+        assert deeper(x).shape == (1, 3, 64, 64)
+    # The copy is independent of the source network.
+    with torch.no_grad():
+        deeper.stem[0].weight.add_(1.0)
+    assert not torch.equal(deeper.stem[0].weight, shallow.stem[0].weight)
+
+
+def test_deepen_unet_refuses_other_networks_and_the_maximum_depth():
+    with pytest.raises(ValueError, match="maximum depth 5"):
+        deepen_unet(UNet(base_channels=2, depth=5))
+    with pytest.raises(ValueError, match="only a UNet"):
+        deepen_unet(build_model("mobilenetv2_unet"))

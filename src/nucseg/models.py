@@ -90,6 +90,49 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def deepen_unet(network: UNet) -> UNet:
+    """A U-Net one level deeper, with every layer of ``network`` copied in.
+
+    The new network has one more downsampling step: a new encoder block at
+    the coarsest level (``2 * widths[-1]`` channels) and a new decoder block
+    that brings it back up. The stem, the existing encoder and decoder blocks
+    and the head keep their trained weights (decoder block ``i`` of
+    ``network`` becomes block ``i + 1``, because ``UNet.up`` runs from coarse
+    to fine); only the two new blocks start from random weights. This is how
+    a trained model gains capacity and receptive field at little cost in
+    speed: the new level works on 1/(2**depth) of the pixels.
+
+    Parameters
+    ----------
+    network
+        A :class:`UNet` with depth at most 4.
+
+    Returns
+    -------
+    UNet
+        One level deeper than ``network``, with the same channels and classes, in train mode.
+
+    Raises
+    ------
+    ValueError
+        ``network`` is not a :class:`UNet`, or it already has the maximum depth.
+    """
+    if not isinstance(network, UNet):
+        raise ValueError(f"only a UNet can be deepened, got {type(network).__name__}")
+    stem_conv = network.stem[0]
+    depth = len(network.down)
+    if depth >= 5:
+        raise ValueError(f"the network already has the maximum depth 5 (SIZE_DIVISOR {SIZE_DIVISOR})")
+    deeper = UNet(stem_conv.in_channels, network.head.out_channels,
+                  base_channels=stem_conv.out_channels, depth=depth + 1)
+    deeper.stem.load_state_dict(network.stem.state_dict())
+    deeper.head.load_state_dict(network.head.state_dict())
+    for level in range(depth):
+        deeper.down[level].load_state_dict(network.down[level].state_dict())
+        deeper.up[level + 1].load_state_dict(network.up[level].state_dict())
+    return deeper
+
+
 class MobileNetV2UNet(nn.Module):
     """U-Net with torchvision's MobileNetV2 encoder (the seed notebook's model).
 

@@ -1,0 +1,46 @@
+"""Write a copy of a trained U-Net model folder with one more level, to fine-tune.
+
+    python tools/deepen_model.py runs/dsb2018_s3/model runs/dsb2018_deep/model
+
+The new folder holds a ``unet`` one downsampling step deeper (see
+:func:`nucseg.models.deepen_unet`): the trained layers are copied and the new
+coarsest encoder and decoder blocks are random, so the folder is a starting
+point for ``nucseg train --init-from``, not a usable model. Its validation
+scores and tuned thresholds are dropped, because they belong to the old network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from nucseg.errors import NucsegError
+from nucseg.model_io import load_model_folder, save_model
+from nucseg.models import deepen_unet
+from nucseg.postprocess import PostprocessConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="trained unet model folder, e.g. runs/dsb2018_s3/model")
+    parser.add_argument("out", help="new model folder (must not exist)")
+    args = parser.parse_args(argv)
+    try:
+        source = load_model_folder(args.model)
+        if source.config.architecture != "unet":
+            raise NucsegError(f"{args.model}: only a unet can be deepened, not {source.config.architecture}")
+        deeper = deepen_unet(source.network)
+        options = {**source.config.architecture_options, "depth": len(deeper.down)}
+        config = dataclasses.replace(source.config, architecture_options=options, validation={},
+                                     postprocess=PostprocessConfig().to_dict(), name="")
+        save_model(deeper, config, args.out, overwrite=False)
+    except (NucsegError, ValueError, FileExistsError) as exc:
+        print(f"deepen_model: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: unet {options} with the layers of {args.model}; fine-tune it with --init-from")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
