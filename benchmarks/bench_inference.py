@@ -16,7 +16,7 @@ post-processing time is not representative (it finds no real nuclei).
 
 Usage::
 
-    nice python benchmarks/bench_inference.py [--model PATH] [--size 2048] [--repeat 3] [--tile-size 512]
+    nice python benchmarks/bench_inference.py [--model PATH] [--size 2048] [--repeat 3] [--tile-size 768] [--batch-size 1]
 
 Prints a markdown table.
 """
@@ -94,7 +94,7 @@ def make_runners(model) -> dict:
     }
 
 
-def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, repeat: int) -> dict:
+def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, batch_size: int, repeat: int) -> dict:
     """Setup, network (normalization + tiled inference) and post-processing seconds."""
     from nucseg.postprocess import instances_from_probabilities
     from nucseg.prediction import predict_rescaled
@@ -106,7 +106,8 @@ def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, repeat
 
     def network():
         prepared = prepare_image(image, model.config.normalization)
-        return predict_rescaled(runner, prepared, resize_to=model.config.resize_to, tile_size=tile_size)
+        return predict_rescaled(runner, prepared, resize_to=model.config.resize_to, tile_size=tile_size,
+                                batch_size=batch_size)
 
     probabilities = network()  # warm-up
     network_seconds = best_time(network, repeat)
@@ -123,17 +124,17 @@ from nucseg.api import load_model
 model = load_model({model!r})
 image = test_image({size})
 start = time.perf_counter()
-labels = model.segment(image, backend={backend!r}, tile_size={tile_size})
+labels = model.segment(image, backend={backend!r}, tile_size={tile_size}, batch_size={batch_size})
 seconds = time.perf_counter() - start
 print(json.dumps({{"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "seconds": seconds, "nuclei": int(labels.max())}}))
 """
 
 
-def peak_memory(model_path: str, backend: str, size: int, tile_size: int) -> dict:
+def peak_memory(model_path: str, backend: str, size: int, tile_size: int, batch_size: int) -> dict:
     """Peak RSS (MB) and wall time of a fresh process segmenting a ``size`` x ``size`` image."""
     script = _PEAK_SCRIPT.format(bench_dir=str(Path(__file__).parent), model=model_path, size=size,
-                                 backend=backend, tile_size=tile_size)
+                                 backend=backend, tile_size=tile_size, batch_size=batch_size)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -141,11 +142,14 @@ def peak_memory(model_path: str, backend: str, size: int, tile_size: int) -> dic
 def main() -> None:
     import torch
 
+    from nucseg.prediction import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder or registered name (default: the shipped model)")
     parser.add_argument("--size", type=int, default=2048, help="side of the timed image in pixels")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--tile-size", type=int, default=512)
+    parser.add_argument("--tile-size", type=int, default=DEFAULT_TILE_SIZE)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="tiles per network call")
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the image for the peak-memory run")
     parser.add_argument("--no-peak", action="store_true", help="skip the peak-memory subprocesses")
     args = parser.parse_args()
@@ -156,15 +160,17 @@ def main() -> None:
         megapixels = image.shape[0] * image.shape[1] / 1e6
         rows = []
         for label, (backend, make_runner) in make_runners(model).items():
-            timing = time_runner(model, make_runner, image, tile_size=args.tile_size, repeat=args.repeat)
+            timing = time_runner(model, make_runner, image, tile_size=args.tile_size, batch_size=args.batch_size,
+                                 repeat=args.repeat)
             peak = {}
             if backend is not None and not args.no_peak:
-                peak = peak_memory(str(model.path), backend, args.peak_size, args.tile_size)
+                peak = peak_memory(str(model.path), backend, args.peak_size, args.tile_size, args.batch_size)
             rows.append((label, timing, peak))
 
         print(f"{note}")
         print(f"image: brightfield sample tiled to {image.shape[1]} x {image.shape[0]} ({megapixels:.2f} MP); "
-              f"tile {args.tile_size}, overlap 64; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+              f"tile {args.tile_size}, overlap {DEFAULT_OVERLAP}, {args.batch_size} tile(s) per call; "
+              f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
               f"best of {args.repeat}; peak RSS of a fresh process segmenting {args.peak_size} x {args.peak_size}")
         print()
         print("| backend | network s/MP | post-processing s/MP | end to end s/MP | one-off setup s "

@@ -195,7 +195,7 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--diameter", type=float, metavar="PX",
                       help="typical nucleus diameter in pixels (sets the scale from the model's training diameter)")
     parser.add_argument("--tile-size", type=int, metavar="N",
-                        help="tile side in pixels, a multiple of 32 (default 512); smaller needs less memory")
+                        help="tile side in pixels, a multiple of 32 (default 768); smaller needs less memory")
     parser.add_argument("--overlap", type=int, metavar="N", help="overlap of neighbouring tiles in pixels (default 64)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"],
                         help="what runs the network (default: the faster on this machine)")

@@ -38,12 +38,15 @@ if TYPE_CHECKING:
     from nucseg.api import NetworkModel
     from nucseg.model_io import LoadedModel
 
-#: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR).
-DEFAULT_TILE_SIZE = 512
+#: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR). With one
+#: tile per call this was the fastest on 2 CPU cores (benchmarks/bench_inference.py):
+#: fewer, larger tiles waste less time on overlaps, while one 768-pixel tile still
+#: keeps the network's activations small enough for the CPU caches.
+DEFAULT_TILE_SIZE = 768
 #: Default overlap of neighbouring tiles, in pixels.
 DEFAULT_OVERLAP = 64
 #: Default number of tiles per network call.
-DEFAULT_BATCH_SIZE = 2
+DEFAULT_BATCH_SIZE = 1
 #: ONNX opset of :func:`export_onnx`.
 ONNX_OPSET = 17
 
