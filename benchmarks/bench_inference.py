@@ -16,7 +16,8 @@ post-processing time is not representative (it finds no real nuclei).
 
 Usage::
 
-    nice python benchmarks/bench_inference.py [--model PATH] [--size 2048] [--repeat 3] [--tile-size 768] [--batch-size 1]
+    nice python benchmarks/bench_inference.py [--model PATH] [--size 2048] [--repeat 3] \\
+        [--tile-size 768] [--batch-size 1]
 
 Prints a markdown table.
 """

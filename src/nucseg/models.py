@@ -94,7 +94,7 @@ def deepen_unet(network: UNet) -> UNet:
     """A U-Net one level deeper, with every layer of ``network`` copied in.
 
     The new network has one more downsampling step: a new encoder block at
-    the coarsest level (``2 * widths[-1]`` channels) and a new decoder block
+    the coarsest level (twice the channels of the old coarsest level) and a new decoder block
     that brings it back up. The stem, the existing encoder and decoder blocks
     and the head keep their trained weights (decoder block ``i`` of
     ``network`` becomes block ``i + 1``, because ``UNet.up`` runs from coarse

