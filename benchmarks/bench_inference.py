@@ -10,7 +10,7 @@ and reports the peak resident memory of that process.
 
 The model is ``--model`` (a folder or registered name), else the shipped
 default model; if that is not installed, an untrained network of the
-default architecture (``unet``, base_channels 8, depth 4) is used and the
+shipped architecture (``unet``, base_channels 8, depth 5) is used and the
 output says so: its speed is that of the trained model, but its
 post-processing time is not representative (it finds no real nuclei).
 
@@ -51,9 +51,9 @@ def load_benchmark_model(name_or_path: str | None, work_dir: Path):
         from nucseg.models import build_model
 
         path = work_dir / "untrained_unet"
-        save_model(build_model("unet", base_channels=8, depth=4),
-                   ModelConfig("unet", {"base_channels": 8, "depth": 4}), path)
-        note = (f"UNTRAINED unet (base_channels 8, depth 4) because the default model is missing ({exc}); "
+        save_model(build_model("unet", base_channels=8, depth=5),
+                   ModelConfig("unet", {"base_channels": 8, "depth": 5}), path)
+        note = (f"UNTRAINED unet (base_channels 8, depth 5) because the default model is missing ({exc}); "
                 "network times are representative, post-processing times are not")
         return load_model(path), note
 
