@@ -16,6 +16,7 @@ import dataclasses
 import sys
 
 from nucseg.errors import NucsegError
+from nucseg.io import OutputExistsError
 from nucseg.model_io import load_model_folder, save_model
 from nucseg.models import deepen_unet
 from nucseg.postprocess import PostprocessConfig
@@ -28,18 +29,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         source = load_model_folder(args.model)
-        if source.config.architecture != "unet":
-            raise NucsegError(f"{args.model}: only a unet can be deepened, not {source.config.architecture}")
         deeper = deepen_unet(source.network)
         options = {**source.config.architecture_options, "depth": len(deeper.down)}
         config = dataclasses.replace(source.config, architecture_options=options, validation={},
                                      postprocess=PostprocessConfig().to_dict(), name="")
         save_model(deeper, config, args.out, overwrite=False)
-    except (NucsegError, ValueError, FileExistsError) as exc:
-        print(f"deepen_model: error: {exc}", file=sys.stderr)
-        return 2
+    except OutputExistsError:  # its own message suggests --overwrite, which this tool does not have
+        return _fail(f"{args.out}: exists; give a new folder")
+    except NucsegError as exc:
+        return _fail(str(exc))
+    except ValueError as exc:  # deepen_unet refuses other architectures and the maximum depth
+        return _fail(f"{args.model}: {exc}")
     print(f"wrote {args.out}: unet {options} with the layers of {args.model}; fine-tune it with --init-from")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"deepen_model: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
