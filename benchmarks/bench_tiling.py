@@ -18,7 +18,9 @@ A setting is ``TILE_SIZE,OVERLAP,BATCH_SIZE`` in pixels and tiles per call.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -42,9 +44,6 @@ def main() -> None:
     parser.add_argument("--baseline", type=parse_setting, default=(512, 64, 2))
     parser.add_argument("--candidate", type=parse_setting, default=(768, 64, 1))
     args = parser.parse_args()
-
-    import tempfile
-    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as work:
         model, note = load_benchmark_model(args.model, Path(work))
