@@ -11,7 +11,7 @@ Usage::
     nice python benchmarks/eval_validation.py --data ../shared/data/dsb2018/stage1_train \\
         --split-from runs/dsb2018/model \\
         --model dsb2018=runs/dsb2018/model --model seed=runs/seed/model --model classical=classical \\
-        [--json validation.json] [--device cpu]
+        [--json validation.json] [--device cpu] [--scale 1]
 
 Without ``--split-from`` every image of ``--data`` is used. Each ``--model``
 is ``ROW_NAME=MODEL``, where MODEL is a model folder, ``dsb2018`` (the
@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where networks run")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation for the networks")
+    parser.add_argument("--scale", type=float, metavar="F",
+                        help="run the networks at this fixed resize factor (1: native resolution) instead of "
+                             "sizing each image automatically (the default)")
     parser.add_argument("--json", metavar="FILE", help="also write every report (with per-image scores) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser.parse_args(argv)
@@ -82,16 +85,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"eval_validation: warning: {warning.message}", file=sys.stderr)
         reports = {}
         for name, model in loaded.items():
-            options = {"tta": True} if args.tta and not isinstance(model, ClassicalModel) else {}
+            options: dict = {}
+            if args.tta and not isinstance(model, ClassicalModel):
+                options["tta"] = True
+            if args.scale is not None and not isinstance(model, ClassicalModel):
+                options["scale"] = args.scale
             reports[name] = evaluate_model(model, samples, name=name, progress=progress, **options)
     except NucsegError as exc:
         print(f"eval_validation: error: {exc}", file=sys.stderr)
         return 2
-    print(f"Validation accuracy on {source}, from {args.data} (device {args.device}"
+    sizing = "automatic sizing" if args.scale is None else f"fixed scale {args.scale:g}"
+    print(f"Validation accuracy on {source}, from {args.data} (device {args.device}, {sizing}"
           f"{', TTA' if args.tta else ''}):\n")
     print(format_markdown(reports))
     if args.json:
         document = {"data": str(args.data), "split_from": args.split_from, "device": args.device, "tta": args.tta,
+                    "scale": args.scale,
                     "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()}}
         with atomic_write(args.json) as tmp:
             tmp.write_text(json.dumps(document, indent=1) + "\n")

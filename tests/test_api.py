@@ -191,6 +191,62 @@ def test_scale_and_diameter(active_model_dir, dsb_samples, monkeypatch):
         model.segment(image, scale=0.5, diameter=40)
 
 
+def test_auto_sizing_runs_a_second_pass_only_when_the_nuclei_are_off_size(active_model_dir, dsb_samples,
+                                                                          monkeypatch):
+    from nucseg.measure import median_nucleus_diameter
+
+    model = load_model(active_model_dir)
+    image = dsb_samples["00ae65c1"].image
+    native = model.segment(image, diameter=None)
+    found = median_nucleus_diameter([native])
+    assert model.segment(image, return_probabilities=True).scale == 1.0  # no training diameter: native size
+
+    monkeypatch.setattr(model.config, "median_diameter", 0.6 * found, raising=False)
+    recorder = _record_shapes(model, monkeypatch)
+    result = model.segment(image, return_probabilities=True)
+    assert result.scale == pytest.approx(0.6) and model.scale_for_labels(native) == pytest.approx(0.6)
+    assert len(recorder.shapes) == 2 and recorder.shapes[0] == (1, 3, 256, 320)
+    assert np.array_equal(result.labels, model.segment(image, scale=result.scale))
+    assert model.estimate_scale(image) == pytest.approx(0.6)
+
+    for explicit in ({"scale": 1.0}, {"diameter": None}):  # a fixed size replaces automatic sizing
+        recorder.shapes.clear()
+        assert np.array_equal(model.segment(image, **explicit), native) and len(recorder.shapes) == 1
+
+    monkeypatch.setattr(model.config, "median_diameter", 1.05 * found, raising=False)
+    recorder.shapes.clear()
+    assert np.array_equal(model.segment(image), native) and len(recorder.shapes) == 1  # within the tolerance
+    with pytest.raises(ValueError, match="number of pixels or 'auto'"):
+        model.segment(image, diameter="large")
+
+
+def test_scale_for_labels_is_clipped_and_neutral_without_nuclei(active_model_dir, monkeypatch):
+    from nucseg.measure import median_nucleus_diameter
+
+    model = load_model(active_model_dir)
+    monkeypatch.setattr(model.config, "median_diameter", 20.0, raising=False)
+    yy, xx = np.mgrid[:200, :200]
+
+    def discs(radius):
+        return ((yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= radius ** 2) * (1 + yy // 100 * 2 + xx // 100)
+
+    assert model.scale_for_labels(discs(8)) == pytest.approx(20 / median_nucleus_diameter([discs(8)]))
+    assert model.scale_for_labels(discs(4)) == api.AUTO_SCALE_LIMITS[1]
+    assert model.scale_for_labels(discs(45)) == api.AUTO_SCALE_LIMITS[0]
+    assert model.scale_for_labels(discs(10)) == 1.0  # within the tolerance
+    assert model.scale_for_labels(np.zeros((64, 64), np.int32)) == 1.0
+
+
+def test_shipped_model_sizes_resized_images_back_to_the_training_size(dsb_samples):
+    from skimage.transform import rescale
+
+    model = load_model("dsb2018")
+    small = rescale(dsb_samples["091944f1"].image[..., :3], 0.5, channel_axis=-1, preserve_range=True)
+    large = rescale(dsb_samples["0280fa8f"].image[..., :3], 2.0, channel_axis=-1, preserve_range=True)
+    assert model.estimate_scale(small.astype(np.uint8)) > 1.3  # nuclei of about 10 pixels are enlarged
+    assert model.estimate_scale(large.astype(np.uint8)) < 0.8  # nuclei of about 31 pixels are shrunk
+
+
 def test_bad_images_raise_value_errors(active_model_dir):
     model = load_model(active_model_dir)
     with pytest.raises(ValueError, match="shape"):

@@ -270,6 +270,35 @@ def test_network_model_in_one_block_equals_the_in_memory_segmentation(tmp_path, 
     assert np.array_equal(labels, expected)
 
 
+def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_path, dsb_samples,
+                                                                            active_model_dir, monkeypatch):
+    from nucseg.api import load_model
+    from nucseg.measure import median_nucleus_diameter
+
+    model = load_model(active_model_dir)
+    image = np.tile(dsb_samples["00ae65c1"].image[..., :3], (2, 3, 1))  # 512 x 960: 2 x 4 blocks of 256
+    found = median_nucleus_diameter([model.segment(image, diameter=None)])
+    monkeypatch.setattr(model.config, "median_diameter", 0.7 * found, raising=False)
+    scales = []
+    segment = model.segment
+    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["scale"]) or
+                        segment(block, **options))
+    estimates = []
+    estimate = model.estimate_scale
+    monkeypatch.setattr(model, "estimate_scale", lambda block, **options: estimates.append(
+        (block, estimate(block, **options))) or estimates[-1][1])
+    report = segment_large(image, tmp_path / "labels.zarr", model=model, block_size=256, margin=32)
+    assert report.grid_shape == (2, 4) and len(scales) == 8 and len(estimates) == 1
+    centre = BlockGrid(image.shape[:2], 256, 32).block(1, 2)
+    assert np.array_equal(estimates[0][0], image[centre.read]) and estimates[0][1] == report.scale
+    assert report.scale != 1.0 and all(scale == report.scale for scale in scales)
+
+    scales.clear()
+    assert segment_large(image, tmp_path / "native.zarr", model=model, block_size=256, margin=32,
+                         scale=1.0).scale == 1.0
+    assert scales == [1.0] * 8
+
+
 def test_an_interrupted_run_resumes_with_the_blocks_not_yet_done(tmp_path, dsb_samples):
     image = np.tile(dsb_samples["0280fa8f"].image[..., :3], (3, 3, 1))  # 768 x 768: 3 x 3 blocks of 256
     calls = {"n": 0, "crash_at": 5}

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.measure import NucleusTable, measure_nuclei, measurement_columns, write_measurements_csv
+from nucseg.measure import (
+    NucleusTable,
+    measure_nuclei,
+    measurement_columns,
+    median_nucleus_diameter,
+    write_measurements_csv,
+)
 
 
 def _rectangle_and_disc() -> np.ndarray:
@@ -130,3 +136,15 @@ def test_write_csv(tmp_path):
 def test_write_csv_of_empty_table_has_header_only(tmp_path):
     path = write_measurements_csv(NucleusTable(measurement_columns()), tmp_path / "empty.csv")
     assert path.read_text().splitlines() == [",".join(measurement_columns())]
+
+
+def test_median_nucleus_diameter_pools_the_nuclei_of_all_images():
+    first = np.zeros((40, 40), np.int32)
+    first[:10, :10] = 1  # area 100
+    first[20:40, 20:40] = 7  # area 400; the ids need not be consecutive
+    second = np.zeros((40, 40), np.int32)
+    second[:30, :30] = 1  # area 900
+    diameter = median_nucleus_diameter([first, second])
+    assert diameter == pytest.approx(2 * np.sqrt(400 / np.pi))
+    assert median_nucleus_diameter([first]) == pytest.approx(np.sqrt(100 / np.pi) + np.sqrt(400 / np.pi))
+    assert median_nucleus_diameter([np.zeros((8, 8), np.int32)]) is None and median_nucleus_diameter([]) is None

@@ -99,6 +99,19 @@ def test_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "--sample", "--out", str(tmp_path), "--scale", "2", "--diameter", "20"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--sample", "--out", str(tmp_path), "--diameter", "large"])
+    assert exit_info.value.code == 2 and "number of pixels or 'auto'" in capsys.readouterr().err
+
+
+def test_summary_reports_the_scale_each_image_ran_at(tmp_path, active_model_dir, capsys):
+    image = _fixture_image("00ae65c1")
+    for extra, expected in ((["--diameter", "auto"], "1.000"), (["--scale", "0.5"], "0.500")):
+        out = tmp_path / extra[0].strip("-")
+        assert main(["segment", str(image), "--out", str(out), "--model", str(active_model_dir)] + extra) == 0
+        assert [row["scale"] for row in _summary(out)] == [expected]  # the test model records no diameter
+    assert main(["segment", str(image), "--out", str(tmp_path / "classical"), "--model", "classical"]) == 0
+    assert [row["scale"] for row in _summary(tmp_path / "classical")] == [""]
 
 
 def test_export_onnx(tmp_path, active_model_dir, capsys, dsb_samples):

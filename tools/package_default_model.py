@@ -18,8 +18,8 @@ import shutil
 from nucseg.api import package_models_dir
 from nucseg.datasets import load_dataset
 from nucseg.io import atomic_directory
+from nucseg.measure import median_nucleus_diameter
 from nucseg.model_io import load_model_folder, read_model_config, rewrite_model_config
-from nucseg.training import median_nucleus_diameter
 
 NAME = "dsb2018"
 

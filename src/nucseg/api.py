@@ -46,7 +46,16 @@ BACKENDS = ("torch", "onnxruntime")
 DEFAULT_CPU_BACKEND = "onnxruntime"
 
 SUMMARY_FILE = "summary.csv"
-SUMMARY_COLUMNS = ("image", "path", "status", "nuclei", "mean_area_px", "seconds", "error")
+SUMMARY_COLUMNS = ("image", "path", "status", "nuclei", "mean_area_px", "scale", "seconds", "error")
+#: ``diameter`` value that sizes each image automatically (see :meth:`NetworkModel.segment`).
+AUTO_DIAMETER = "auto"
+#: Automatic sizing leaves an image at its native resolution when the nuclei found in the first pass are
+#: within this factor of the training diameter (either way): a rescale that small changes little and
+#: costs a second pass.
+AUTO_SCALE_TOLERANCE = 1.1
+#: Smallest and largest resize factor automatic sizing applies; the network was trained with zooms
+#: of 0.7-1.4, so this range covers nuclei from about 0.5 to 3 times the training diameter.
+AUTO_SCALE_LIMITS = (0.5, 1.5)
 _SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
 
 
@@ -177,20 +186,35 @@ class NetworkModel(Model):
                                       "install it, or use the torch backend") from None
         return self._runners[backend]
 
-    def resolve_scale(self, scale: float | None = None, diameter: float | None = None) -> float:
+    def resolve_scale(self, scale: float | None = None, diameter: float | str | None = AUTO_DIAMETER) -> float | None:
         """The resize factor for ``scale`` or a typical nucleus ``diameter`` in pixels.
 
         ``diameter`` gives ``training_diameter / diameter``: images with larger
-        nuclei than the training images are shrunk before the network.
+        nuclei than the training images are shrunk before the network. A
+        ``scale`` replaces automatic sizing (``diameter="auto"``, the default).
+
+        Returns
+        -------
+        float or None
+            None when the factor is to be estimated from the image
+            (:meth:`estimate_scale`): ``diameter="auto"`` without ``scale``, on
+            a model that records its training diameter and runs at native
+            resolution. Other models are not resized automatically (1.0).
 
         Raises
         ------
         ValueError
-            Both given, or not positive numbers, or a scale for a model that
-            resizes every image to a fixed size.
+            A number and ``scale`` both given, or not positive numbers, or a
+            scale for a model that resizes every image to a fixed size.
         ModelError
-            ``diameter`` for a model that records no training diameter.
+            A numeric ``diameter`` for a model that records no training diameter.
         """
+        if isinstance(diameter, str):
+            if diameter != AUTO_DIAMETER:
+                raise ValueError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r}, got {diameter!r}")
+            if scale is None:
+                return None if self.training_diameter is not None and self.config.resize_to is None else 1.0
+            diameter = None
         if scale is not None and diameter is not None:
             raise ValueError("give scale or diameter, not both")
         if diameter is not None:
@@ -217,7 +241,7 @@ class NetworkModel(Model):
         batch_size: int | None = None,
         tta: bool = False,
         scale: float | None = None,
-        diameter: float | None = None,
+        diameter: float | str | None = AUTO_DIAMETER,
         backend: str | None = None,
         postprocess: Mapping[str, Any] | None = None,
     ) -> None:
@@ -281,7 +305,7 @@ class NetworkModel(Model):
         batch_size: int | None = None,
         tta: bool = False,
         scale: float | None = None,
-        diameter: float | None = None,
+        diameter: float | str | None = AUTO_DIAMETER,
         return_probabilities: bool = False,
         backend: str | None = None,
         postprocess: Mapping[str, Any] | None = None,
@@ -306,12 +330,20 @@ class NetworkModel(Model):
         tta
             Test-time augmentation: average over the 4 flips (4x slower).
         scale
-            Resize factor applied before the network, for nuclei much larger
-            (scale < 1) or smaller (scale > 1) than in the training images.
+            Fixed resize factor applied before the network, for nuclei much
+            larger (scale < 1) or smaller (scale > 1) than in the training
+            images; replaces automatic sizing (1.0: native resolution).
             Probabilities are resized back, so labels always match ``image``.
         diameter
-            Typical nucleus diameter in pixels instead of ``scale``; needs a
-            model that records the diameter of its training nuclei.
+            ``"auto"`` (the default): size the image automatically. A first
+            pass at native resolution finds the nuclei; when their median
+            diameter differs from the training diameter by more than
+            :data:`AUTO_SCALE_TOLERANCE`, the image is run again at the factor
+            that matches them (within :data:`AUTO_SCALE_LIMITS`; see
+            :meth:`estimate_scale`). That second pass costs ``factor ** 2``
+            times the first. A number: the typical nucleus diameter in pixels,
+            which sets the factor directly (needs a model that records its
+            training diameter). None: native resolution.
         return_probabilities
             Return a :class:`SegmentationResult` with the probabilities.
         backend
@@ -331,16 +363,65 @@ class NetworkModel(Model):
         labels : ndarray of int32, shape (H, W)
             0 background, nuclei 1..N; or a :class:`SegmentationResult`.
         """
-        from nucseg.postprocess import instances_from_probabilities
-
         factor = self.resolve_scale(scale, diameter)
         post_config = self._postprocess_config(postprocess)
-        probabilities = self.probabilities(image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                           tta=tta, scale=factor, backend=backend, intensity_range=intensity_range)
-        labels = instances_from_probabilities(probabilities, post_config)
-        if return_probabilities:
-            return SegmentationResult(labels, probabilities, factor)
-        return labels
+        options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
+                       intensity_range=intensity_range)
+        result = self._segment_at(image, 1.0 if factor is None else factor, post_config, options)
+        if factor is None:
+            factor = self.scale_for_labels(result.labels)
+            if factor != 1.0:
+                result = self._segment_at(image, factor, post_config, options)
+        return result if return_probabilities else result.labels
+
+    def estimate_scale(
+        self,
+        image: np.ndarray,
+        *,
+        postprocess: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> float:
+        """The resize factor that automatic sizing (``diameter="auto"``) picks for ``image``.
+
+        Segments ``image`` at native resolution and passes the labels to
+        :meth:`scale_for_labels`. :mod:`nucseg.blockwise` estimates it once
+        per image this way, so that every block of the image runs at the same
+        factor.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W) or (H, W, C)
+            Raw image, as for :meth:`segment`.
+        postprocess, **options
+            As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
+            ``tta``, ``backend``, ``intensity_range``).
+        """
+        result = self._segment_at(image, 1.0, self._postprocess_config(postprocess), options)
+        return self.scale_for_labels(result.labels)
+
+    def scale_for_labels(self, labels: np.ndarray) -> float:
+        """Resize factor that brings the nuclei of ``labels`` to the training diameter.
+
+        ``training_diameter / d`` for the median equivalent diameter ``d`` of
+        the nuclei in ``labels`` (pixels), clipped to :data:`AUTO_SCALE_LIMITS`;
+        1.0 when that is within :data:`AUTO_SCALE_TOLERANCE` of 1, when
+        ``labels`` holds no nucleus, or when the model records no training
+        diameter.
+        """
+        from nucseg.measure import median_nucleus_diameter
+
+        measured = median_nucleus_diameter([labels])
+        if measured is None or self.training_diameter is None:
+            return 1.0
+        factor = float(np.clip(self.training_diameter / measured, *AUTO_SCALE_LIMITS))
+        return 1.0 if abs(np.log(factor)) <= np.log(AUTO_SCALE_TOLERANCE) else factor
+
+    def _segment_at(self, image: np.ndarray, factor: float, post_config, options: Mapping[str, Any]
+                    ) -> SegmentationResult:
+        from nucseg.postprocess import instances_from_probabilities
+
+        probabilities = self.probabilities(image, scale=factor, **options)
+        return SegmentationResult(instances_from_probabilities(probabilities, post_config), probabilities, factor)
 
     def export_onnx(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the network as an ONNX file (see :func:`nucseg.prediction.export_onnx`)."""
@@ -516,6 +597,10 @@ class ImageReport:
         Number of nuclei found (None unless ok).
     mean_area
         Mean nucleus area in pixels (None unless ok; 0.0 without nuclei).
+    scale
+        Resize factor the network ran at (see ``diameter`` in
+        :meth:`NetworkModel.segment`); None unless ok, and for models without a
+        network.
     seconds
         Wall time spent on the image: reading, segmenting, writing.
     error
@@ -532,6 +617,7 @@ class ImageReport:
     seconds: float = 0.0
     error: str = ""
     outputs: list[Path] = field(default_factory=list)
+    scale: float | None = None
 
 
 @dataclass
@@ -715,7 +801,7 @@ def segment_files(
         (:func:`nucseg.measure.measure_nuclei`);
 
     and, for the batch, ``OUT/summary.csv`` (image, path, status, nuclei,
-    mean area in pixels, seconds, error) and, with ``rle_path``, a Kaggle
+    mean area in pixels, the resize factor the network ran at, seconds, error) and, with ``rle_path``, a Kaggle
     DSB2018 submission CSV. Every file is written atomically. An image that
     cannot be read or segmented is reported (status ``failed`` and the
     reason) and the others still run. An image with any existing output is
@@ -828,7 +914,13 @@ def _segment_one(
     written: list[Path] = []
     try:
         pixels = read_image(image.path, channel_axis=channel_axis)
-        labels = model.segment(pixels, **options)
+        scale = None
+        if isinstance(model, NetworkModel):
+            result = model.segment(pixels, return_probabilities=True, **options)
+            labels, scale = result.labels, result.scale
+            del result  # the probabilities are not needed further
+        else:
+            labels = model.segment(pixels, **options)
         written.append(write_labels(paths["labels"], labels, overwrite=overwrite))
         if overlay:
             from nucseg.io import write_png
@@ -848,7 +940,7 @@ def _segment_one(
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     return ImageReport(image.name, image.path, "ok", nuclei=int(areas.size),
-                       mean_area=float(areas.mean()) if areas.size else 0.0,
+                       mean_area=float(areas.mean()) if areas.size else 0.0, scale=scale,
                        seconds=time.perf_counter() - started, outputs=written)
 
 
@@ -914,6 +1006,7 @@ def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool 
                     image.status,
                     "" if image.nuclei is None else image.nuclei,
                     "" if image.mean_area is None else f"{image.mean_area:.1f}",
+                    "" if image.scale is None else f"{image.scale:.3f}",
                     f"{image.seconds:.3f}",
                     image.error,
                 ])

@@ -730,6 +730,10 @@ class BlockwiseReport:
         Blocks whose results a previous, interrupted run had stored.
     seconds
         Wall time.
+    scale
+        Resize factor every block ran at (automatic sizing estimates it once
+        per image, see :func:`segment_large`); None for a model without a
+        network.
     """
 
     output: Path
@@ -742,6 +746,7 @@ class BlockwiseReport:
     conflicting_pixels: int = 0
     resumed_blocks: int = 0
     seconds: float = 0.0
+    scale: float | None = None
 
 
 def segment_large(
@@ -791,6 +796,10 @@ def segment_large(
         Progress bars on stderr.
     **segment_options
         Passed to :meth:`~nucseg.api.Model.segment` (``tile_size``, ``overlap``, ...).
+        Automatic sizing (``diameter="auto"``, the default of network models)
+        estimates one resize factor on the centre block
+        (:meth:`~nucseg.api.NetworkModel.estimate_scale`) and runs every block
+        at it, so that the blocks agree.
 
     Returns
     -------
@@ -844,6 +853,8 @@ def segment_large(
         else:
             intensity_range = _global_intensity_range(source, grid, local_model, client, progress)
             _write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
+    segment_options, scale = _one_scale_for_all_blocks(local_model, source, grid, segment_options, intensity_range,
+                                                       scratch, attributes)
 
     name = output_path.name
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
@@ -876,7 +887,35 @@ def segment_large(
         output=output_path, shape=shape, grid_shape=grid.grid_shape, nuclei=nuclei,
         mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
         duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
-        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started)
+        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale)
+
+
+def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
+                              options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None,
+                              scratch: Path, attributes: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """The segment options with automatic sizing replaced by one factor, and that factor.
+
+    The factor is estimated on the centre block and stored in the scratch
+    group, so that a resumed run keeps it. Returns ``(options, None)`` for
+    models without a network.
+    """
+    from nucseg.api import AUTO_DIAMETER, NetworkModel
+
+    if not isinstance(model, NetworkModel):
+        return options, None
+    factor = model.resolve_scale(options.get("scale"), options.get("diameter", AUTO_DIAMETER))
+    if factor is not None:
+        return options, factor
+    fixed = {key: value for key, value in options.items() if key != "diameter"}
+    if "scale" in attributes:
+        factor = float(attributes["scale"])
+    else:
+        rows, cols = grid.grid_shape
+        centre = grid.block(rows // 2, cols // 2)
+        pixels = _pixels(_task_input(source, centre.read), centre.read)
+        factor = model.estimate_scale(pixels, intensity_range=intensity_range, **fixed)
+        _write_attributes(scratch, {"scale": factor})
+    return {**fixed, "scale": factor}, factor
 
 
 def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:

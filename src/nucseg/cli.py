@@ -191,9 +191,12 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="test-time augmentation: average over 4 flips (4x slower, slightly smoother)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--scale", type=float, metavar="F",
-                      help="resize images by F before the network: below 1 for nuclei larger than in training")
-    size.add_argument("--diameter", type=float, metavar="PX",
-                      help="typical nucleus diameter in pixels (sets the scale from the model's training diameter)")
+                      help="resize images by F before the network instead of sizing them automatically: "
+                           "below 1 for nuclei larger than in training, 1 for native resolution")
+    size.add_argument("--diameter", type=_diameter, metavar="PX",
+                      help="typical nucleus diameter in pixels (sets the scale from the model's training diameter), "
+                           "or 'auto' (default for network models): a first pass measures the nuclei, and an image whose "
+                           "nuclei are clearly larger or smaller than in training runs again, resized to match")
     parser.add_argument("--tile-size", type=int, metavar="N",
                         help="tile side in pixels, a multiple of 32 (default 768); smaller needs less memory")
     parser.add_argument("--overlap", type=int, metavar="N", help="overlap of neighbouring tiles in pixels (default 64)")
@@ -204,6 +207,16 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs (default: skip images whose outputs exist)")
     _add_scale_out_arguments(parser)
+
+
+def _diameter(text: str) -> float | str:
+    """``--diameter`` value: ``auto`` or a number of pixels (checked by the model)."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
 
 
 def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:

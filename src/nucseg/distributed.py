@@ -547,7 +547,7 @@ def _segment_blockwise_image(
         report.seconds = time.perf_counter() - started
         return report
     return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
-                       seconds=time.perf_counter() - started, outputs=[output])
+                       scale=result.scale, seconds=time.perf_counter() - started, outputs=[output])
 
 
 def _first_line(exc: BaseException) -> str:

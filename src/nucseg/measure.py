@@ -11,6 +11,7 @@ nucleus in the image.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,26 @@ def measure_nuclei(
             values[f"max_intensity_{c}"] = intensities[f"intensity_max-{c}"]
     rows = [dict(zip(columns, row)) for row in zip(*(values[name].tolist() for name in columns))]
     return NucleusTable(columns, rows)
+
+
+def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
+    """Median equivalent diameter over all nuclei of several label images.
+
+    Parameters
+    ----------
+    label_images : sequence of ndarray of int, shape (H, W)
+        0 background, >0 nucleus ids.
+
+    Returns
+    -------
+    float or None
+        The median of ``2 * sqrt(area / pi)`` in pixels over every nucleus of
+        every image; None if there are no nuclei.
+    """
+    areas = [np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images]
+    areas = np.concatenate(areas) if areas else np.zeros(0)
+    areas = areas[areas > 0]
+    return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
 
 
 def write_measurements_csv(table: NucleusTable, path: str | Path, *, overwrite: bool = True) -> Path:

@@ -41,6 +41,7 @@ from nucseg.config import TrainConfig
 from nucseg.datasets import Sample, image_kind, load_dataset
 from nucseg.errors import InputError
 from nucseg.io import atomic_write
+from nucseg.measure import median_nucleus_diameter
 from nucseg.model_io import ModelConfig, save_model
 from nucseg.models import SIZE_DIVISOR, build_model
 from nucseg.preprocess import NormalizationConfig, prepare_image, resize_image, resize_labels
@@ -548,14 +549,6 @@ def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
     from nucseg.postprocess import PostprocessConfig
 
     return PostprocessConfig().to_dict()
-
-
-def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
-    """Median equivalent diameter (pixels) over all nuclei of ``label_images``; None if there are none."""
-    areas = [np.bincount(labels.ravel())[1:] for labels in label_images]
-    areas = np.concatenate(areas) if areas else np.zeros(0)
-    areas = areas[areas > 0]
-    return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
 
 
 def model_config_for(config: TrainConfig, *, split: dict, validation: dict, postprocess: dict,
