@@ -6,7 +6,11 @@ brightfield sample image (1024 x 1024, tiled 2 x 2 into 2048 x 2048 by
 default), the network part (normalization + tiled inference) and the
 post-processing (watershed) separately, and reports seconds per megapixel.
 Then, in a fresh subprocess per backend, it segments a 4096 x 4096 image
-and reports the peak resident memory of that process.
+and reports the peak resident memory of that process. These rows run the
+network once, at native resolution (``scale=1``). Last, it times the default
+call, ``model.segment(image)`` with automatic sizing (``diameter="auto"``):
+one pass when the nuclei are about the training size, two when the image
+is resized (the second costs ``factor ** 2`` times the first).
 
 The model is ``--model`` (a folder or registered name), else the shipped
 default model; if that is not installed, an untrained network of the
@@ -116,6 +120,18 @@ def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, batch_
     return {"setup": setup, "network": network_seconds, "post": post_seconds}
 
 
+def time_automatic_sizing(model, image: np.ndarray, *, tile_size: int, batch_size: int, repeat: int) -> dict:
+    """Seconds of the default ``model.segment`` call (automatic sizing), and the factor it chose."""
+    backend = model.default_backend()
+    model.runner(backend)  # the one-off export is set-up, not segmenting time
+
+    def segment():
+        return model.segment(image, tile_size=tile_size, batch_size=batch_size, return_probabilities=True)
+
+    scale = segment().scale
+    return {"backend": backend, "scale": scale, "seconds": best_time(segment, repeat)}
+
+
 _PEAK_SCRIPT = """
 import json, resource, sys, time
 import numpy as np
@@ -125,7 +141,7 @@ from nucseg.api import load_model
 model = load_model({model!r})
 image = test_image({size})
 start = time.perf_counter()
-labels = model.segment(image, backend={backend!r}, tile_size={tile_size}, batch_size={batch_size})
+labels = model.segment(image, backend={backend!r}, tile_size={tile_size}, batch_size={batch_size}, scale=1.0)
 seconds = time.perf_counter() - start
 print(json.dumps({{"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "seconds": seconds, "nuclei": int(labels.max())}}))
@@ -167,6 +183,8 @@ def main() -> None:
             if backend is not None and not args.no_peak:
                 peak = peak_memory(str(model.path), backend, args.peak_size, args.tile_size, args.batch_size)
             rows.append((label, timing, peak))
+        auto = time_automatic_sizing(model, image, tile_size=args.tile_size, batch_size=args.batch_size,
+                                     repeat=args.repeat)
 
         print(f"{note}")
         print(f"image: brightfield sample tiled to {image.shape[1]} x {image.shape[0]} ({megapixels:.2f} MP); "
@@ -183,6 +201,9 @@ def main() -> None:
             wall = f"{peak['seconds']:.1f}" if peak else "-"
             print(f"| {label} | {net:.3f} | {post:.3f} | {net + post:.3f} | {timing['setup']:.2f} "
                   f"| {peak_mb} | {wall} |")
+        print()
+        print(f"default call with automatic sizing ({auto['backend']}): resize factor {auto['scale']:.2f}, "
+              f"{auto['seconds'] / megapixels:.3f} s/MP end to end")
 
 
 if __name__ == "__main__":
