@@ -260,6 +260,9 @@ def test_classical_model(dsb_samples):
     assert isinstance(model, ClassicalModel)
     labels = model.segment(dsb_samples["00071198"].image, tile_size=256)  # tiling options are accepted
     assert labels.shape == (256, 256) and labels.max() > 5
+    assert np.array_equal(model.segment(dsb_samples["00071198"].image, diameter="auto"), labels)
+    with pytest.raises(ValueError, match="diameter"):
+        model.segment(dsb_samples["00071198"].image, diameter=20)
     with pytest.raises(ValueError, match="tta"):
         model.segment(dsb_samples["00071198"].image, tta=True)
     with pytest.raises(ValueError, match="probabilities"):

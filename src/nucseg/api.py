@@ -444,11 +444,12 @@ class ClassicalModel(Model):
         batch_size: int | None = None,
         tta: bool = False,
         scale: float | None = None,
-        diameter: float | None = None,
+        diameter: float | str | None = None,
         backend: str | None = None,
         postprocess: Mapping[str, Any] | None = None,
     ) -> None:
-        unsupported = [name for name, value in (("tta", tta), ("scale", scale), ("diameter", diameter),
+        numeric_diameter = diameter != AUTO_DIAMETER and diameter  # "auto" is what the baseline does anyway
+        unsupported = [name for name, value in (("tta", tta), ("scale", scale), ("diameter", numeric_diameter),
                                                 ("backend", backend), ("postprocess", postprocess)) if value]
         if unsupported:
             raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
@@ -463,10 +464,11 @@ class ClassicalModel(Model):
     ) -> np.ndarray:
         """Segment one raw image with the classical baseline.
 
-        Tiling options (``tile_size``, ``overlap``, ``batch_size``) are accepted
-        and unused; network options (``tta``, ``scale``, ``diameter``,
-        ``backend``, ``postprocess``) and ``return_probabilities`` raise
-        ``ValueError``.
+        Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
+        ``diameter="auto"`` are accepted and unused (the baseline estimates the
+        nucleus size itself); network options (``tta``, ``scale``, a numeric
+        ``diameter``, ``backend``, ``postprocess``) and ``return_probabilities``
+        raise ``ValueError``.
 
         Returns
         -------
