@@ -11,9 +11,13 @@ Usage::
     nice python benchmarks/eval_validation.py --data ../shared/data/dsb2018/stage1_train \\
         --split-from runs/dsb2018/model \\
         --model dsb2018=runs/dsb2018/model --model seed=runs/seed/model --model classical=classical \\
-        [--json validation.json] [--device cpu] [--scale 1]
+        [--split-part train] [--kind brightfield] [--json validation.json] [--device cpu] [--scale 1]
 
-Without ``--split-from`` every image of ``--data`` is used. Each ``--model``
+Without ``--split-from`` every image of ``--data`` is used; ``--split-part
+train`` scores the split's training images instead, and ``--kind`` keeps one
+image kind (the brightfield scores in the README come from
+``--split-part train --kind brightfield``: the split holds no brightfield
+image out). Each ``--model``
 is ``ROW_NAME=MODEL``, where MODEL is a model folder, ``dsb2018`` (the
 shipped model) or ``classical`` (the baseline without a network).
 """
@@ -27,7 +31,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from nucseg.datasets import IMAGE_KINDS, image_kind
 from nucseg.errors import NucsegError
+from nucseg.validation_report import SPLIT_PARTS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -35,6 +41,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="annotated dataset (DSB2018 or paired layout)")
     parser.add_argument("--split-from", metavar="MODEL_DIR",
                         help="model folder whose stored validation split selects the images")
+    parser.add_argument("--split-part", choices=SPLIT_PARTS, default="validation",
+                        help="with --split-from: score the split's validation images (default) or its training "
+                             "images")
+    parser.add_argument("--kind", choices=IMAGE_KINDS, help="only the images of this kind")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL",
                         help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where networks run")
@@ -76,11 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.split_from:
-                samples = load_validation_samples(args.split_from, args.data, progress=progress)
-                source = f"the {len(samples)} validation images of the split stored in {args.split_from}"
+                samples = load_validation_samples(args.split_from, args.data, progress=progress,
+                                                  part=args.split_part)
+                source = f"{args.split_part} images of the split stored in {args.split_from}"
             else:
                 samples = load_dataset(args.data, progress=progress)
-                source = f"all {len(samples)} images"
+                source = "images"
+            if args.kind:
+                samples = [sample for sample in samples if image_kind(sample.image) == args.kind]
+                source = f"{args.kind} {source}"
+            source = f"the {len(samples)} {source}"
         for warning in caught:
             print(f"eval_validation: warning: {warning.message}", file=sys.stderr)
         reports = {}

@@ -145,6 +145,23 @@ def test_load_validation_samples_uses_the_stored_names(tmp_path, dsb_samples):
     path = _tiny_model(tmp_path / "model", split={"train": [dsb_samples["00ae65c1"].name], "validation": names})
     assert validation_names(path) == names
     assert [s.name for s in load_validation_samples(path, DSB_DIR, cache_dir=False)] == names
+    assert validation_names(path, part="train") == [dsb_samples["00ae65c1"].name]
+    assert [s.name for s in load_validation_samples(path, DSB_DIR, cache_dir=False, part="train")] == [
+        dsb_samples["00ae65c1"].name]
+    with pytest.raises(ValueError, match="part must be one of"):
+        validation_names(path, part="test")
+
+
+def test_eval_validation_benchmark_on_the_training_part_and_one_kind(tmp_path, dsb_samples, capsys, monkeypatch):
+    monkeypatch.setenv("NUCSEG_CACHE_DIR", str(tmp_path / "cache"))
+    train = [dsb_samples[k].name for k in ("00071198", "00ae65c1", "0280fa8f")]  # fluorescence, H&E, fluorescence
+    model = _tiny_model(tmp_path / "model", split={"train": train, "validation": [dsb_samples["091944f1"].name]})
+    code = _benchmark().main(["--data", str(DSB_DIR), "--split-from", str(model), "--split-part", "train",
+                              "--kind", "fluorescence", "--model", "c=classical"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "the 2 fluorescence train images of the split" in captured.out
+    assert [row[:2] for row in _table(captured.out.split("\n\n", 1)[1], 0)[1:]] == [["c", "2"]]
 
 
 def _benchmark():

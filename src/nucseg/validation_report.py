@@ -194,21 +194,34 @@ def dataset_image_kinds(
             for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
 
 
-def validation_names(model_dir: str | Path) -> list[str]:
-    """The validation image names stored in a model folder's ``config.json`` (``split.validation``).
+#: The parts of a split that a model folder stores.
+SPLIT_PARTS = ("train", "validation")
+
+
+def validation_names(model_dir: str | Path, *, part: str = "validation") -> list[str]:
+    """The image names of one part of the split stored in a model folder's ``config.json``.
+
+    Parameters
+    ----------
+    model_dir
+        Model folder written by ``nucseg train``.
+    part
+        ``"validation"`` (``split.validation``) or ``"train"`` (``split.train``).
 
     Raises
     ------
     ModelError
-        Not a model folder, or no validation split stored.
+        Not a model folder, or that part of the split not stored.
     """
     from nucseg.errors import ModelError
     from nucseg.model_io import CONFIG_FILE, read_model_config
 
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"part must be one of {', '.join(SPLIT_PARTS)}, got {part!r}")
     config, _ = read_model_config(model_dir)
-    names = config.split.get("validation") if isinstance(config.split, dict) else None
+    names = config.split.get(part) if isinstance(config.split, dict) else None
     if not names:
-        raise ModelError(Path(model_dir) / CONFIG_FILE, "stores no validation split (split.validation is "
+        raise ModelError(Path(model_dir) / CONFIG_FILE, f"stores no {part} split (split.{part} is "
                                                         "missing or empty)")
     return [str(name) for name in names]
 
@@ -221,6 +234,7 @@ def load_validation_samples(
     masks_dir: str | Path | None = None,
     cache_dir: str | Path | None | bool = True,
     progress: bool = False,
+    part: str = "validation",
 ) -> list:
     """Load the samples of a dataset that a model folder's split holds out for validation.
 
@@ -236,6 +250,9 @@ def load_validation_samples(
         Decoded-sample cache, as for :func:`nucseg.datasets.load_dataset`.
     progress
         Show a progress bar while decoding.
+    part
+        ``"train"`` loads the split's training images instead (to compare a
+        model's scores on the images it learned from).
 
     Returns
     -------
@@ -245,18 +262,18 @@ def load_validation_samples(
     Raises
     ------
     ModelError
-        No validation split stored.
+        That part of the split not stored.
     InputError
         A stored name is not in the dataset (another dataset than the model's).
     """
     from nucseg.datasets import list_dataset, load_dataset
     from nucseg.errors import InputError
 
-    names = validation_names(model_dir)
+    names = validation_names(model_dir, part=part)
     available = {files.name for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
     missing = [name for name in names if name not in available]
     if missing:
-        raise InputError(root or images_dir, f"{len(missing)} of the {len(names)} validation images stored in "
+        raise InputError(root or images_dir, f"{len(missing)} of the {len(names)} {part} images stored in "
                                              f"{Path(model_dir) / 'config.json'} are not in this dataset (first: "
                                              f"{missing[0]!r}); give the dataset the model was trained on")
     return load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, names=names, cache_dir=cache_dir,
