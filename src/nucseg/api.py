@@ -803,8 +803,8 @@ def segment_files(
         (:func:`nucseg.measure.measure_nuclei`);
 
     and, for the batch, ``OUT/summary.csv`` (image, path, status, nuclei,
-    mean area in pixels, the resize factor the network ran at, seconds, error) and, with ``rle_path``, a Kaggle
-    DSB2018 submission CSV. Every file is written atomically. An image that
+    mean area in pixels, the resize factor the network ran at, seconds,
+    error) and, with ``rle_path``, a Kaggle DSB2018 submission CSV. Every file is written atomically. An image that
     cannot be read or segmented is reported (status ``failed`` and the
     reason) and the others still run. An image with any existing output is
     skipped (status ``skipped``) unless ``overwrite``.

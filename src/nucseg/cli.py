@@ -194,9 +194,10 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                       help="resize images by F before the network instead of sizing them automatically: "
                            "below 1 for nuclei larger than in training, 1 for native resolution")
     size.add_argument("--diameter", type=_diameter, metavar="PX",
-                      help="typical nucleus diameter in pixels (sets the scale from the model's training diameter), "
-                           "or 'auto' (default for network models): a first pass measures the nuclei, and an image whose "
-                           "nuclei are clearly larger or smaller than in training runs again, resized to match")
+                      help="typical nucleus diameter in pixels (sets the scale from the model's training "
+                           "diameter), or 'auto' (default for network models): a first pass measures the nuclei, "
+                           "and an image whose nuclei are clearly larger or smaller than in training runs again, "
+                           "resized to match")
     parser.add_argument("--tile-size", type=int, metavar="N",
                         help="tile side in pixels, a multiple of 32 (default 768); smaller needs less memory")
     parser.add_argument("--overlap", type=int, metavar="N", help="overlap of neighbouring tiles in pixels (default 64)")
