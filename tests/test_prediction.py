@@ -14,6 +14,7 @@ from nucseg.prediction import (
     predict_probabilities,
     predict_rescaled,
     predict_tiled,
+    resize_channels,
     tile_starts,
 )
 from nucseg.preprocess import prepare_image
@@ -237,6 +238,23 @@ def test_scale_resizes_before_the_network():
         predict_rescaled(recorder, _smooth_image(), scale=0.5, resize_to=128)
     with pytest.raises(ValueError, match="positive"):
         predict_rescaled(recorder, _smooth_image(), scale=0.0)
+
+
+def test_resize_channels_matches_skimage_on_smooth_images_and_keeps_probabilities():
+    from skimage.transform import resize
+
+    image = _smooth_image().transpose(2, 0, 1)  # (3, 200, 300)
+    for shape in ((100, 150), (300, 450), (200, 300)):
+        resized = resize_channels(image, shape)
+        expected = resize(image.transpose(1, 2, 0), shape, order=1, anti_aliasing=True).transpose(2, 0, 1)
+        assert resized.shape == (3,) + shape and resized.dtype == np.float32
+        assert np.abs(resized - expected).max() < 0.02 * np.ptp(image)
+    logits = torch.from_numpy(np.random.default_rng(0).normal(size=(3, 64, 80)).astype(np.float32)) * 3
+    probabilities = torch.softmax(logits, dim=0).numpy()
+    for shape in ((37, 51), (128, 160)):  # shrinking and enlarging: still probabilities
+        resized = resize_channels(probabilities, shape)
+        assert resized.min() >= 0 and resized.max() <= 1
+        np.testing.assert_allclose(resized.sum(axis=0), 1.0, atol=1e-5)
 
 
 # ------------------------------------------------------------ predict_probabilities

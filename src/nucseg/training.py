@@ -44,6 +44,7 @@ from nucseg.io import atomic_write
 from nucseg.measure import median_nucleus_diameter
 from nucseg.model_io import ModelConfig, save_model
 from nucseg.models import SIZE_DIVISOR, build_model
+from nucseg.prediction import resize_channels
 from nucseg.preprocess import NormalizationConfig, prepare_image, resize_image, resize_labels
 from nucseg.targets import TARGET_CLASSES, make_target, touching_mask
 
@@ -238,7 +239,7 @@ def validate(
             losses.append(float(segmentation_loss(logits[None], target[None], config)))
             probabilities = torch.softmax(logits, dim=0).cpu().numpy()
             if config.resize_to:
-                probabilities = resize_image(probabilities.transpose(1, 2, 0), original.labels.shape).transpose(2, 0, 1)
+                probabilities = resize_channels(probabilities, original.labels.shape)  # as prediction does
             labels = instances_from_probabilities(np.ascontiguousarray(probabilities, dtype=np.float32), post_config)
             predictions.append(labels)
             scores.append(image_scores(original.labels, labels))
