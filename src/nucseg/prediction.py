@@ -394,8 +394,9 @@ def resize_channels(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     Uses torch's interpolation, which runs on all cores: on a 4-megapixel
     image it is about ten times faster than ``skimage.transform.resize``,
-    which made resizing cost more than the network. Every output value is a
-    weighted mean of input values, so probabilities stay probabilities.
+    with which resizing there and back cost about as much as the network.
+    Every output value is a weighted mean of input values, so probabilities
+    stay probabilities.
 
     Parameters
     ----------
