@@ -17,9 +17,9 @@ Without ``--split-from`` every image of ``--data`` is used; ``--split-part
 train`` scores the split's training images instead, and ``--kind`` keeps one
 image kind (the brightfield scores in the README come from
 ``--split-part train --kind brightfield``: the split holds no brightfield
-image out). Each ``--model``
-is ``ROW_NAME=MODEL``, where MODEL is a model folder, ``dsb2018`` (the
-shipped model) or ``classical`` (the baseline without a network).
+image out). Each ``--model`` is ``ROW_NAME=MODEL``, where MODEL is a model
+folder, ``dsb2018`` (the shipped model) or ``classical`` (the baseline
+without a network).
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         models = parse_models(args.model)
+        if args.split_part != "validation" and not args.split_from:
+            raise NucsegError(f"--split-part {args.split_part} needs --split-from (the model folder that stores "
+                              "the split)")
         if args.json and Path(args.json).exists() and not args.overwrite:
             raise NucsegError(f"{args.json}: exists (use --overwrite to replace it)")
         loaded = {name: load_model(model, device=args.device) for name, model in models.items()}

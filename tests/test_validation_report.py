@@ -196,6 +196,7 @@ def test_eval_validation_benchmark(tmp_path, dsb_samples, capsys, monkeypatch):
     (["--model", "tiny"], "expected NAME=MODEL"),
     (["--model", "a=classical", "--model", "a=classical"], "given twice"),
     (["--model", "x=/nonexistent/model"], "no such model folder"),
+    (["--model", "c=classical", "--split-part", "train"], "needs --split-from"),
 ])
 def test_eval_validation_errors(tmp_path, capsys, extra, message):
     code = _benchmark().main(["--data", str(DSB_DIR), *extra])
