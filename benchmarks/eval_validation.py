@@ -31,9 +31,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from nucseg.datasets import IMAGE_KINDS, image_kind
+from nucseg.datasets import IMAGE_KINDS, image_kind, load_dataset
 from nucseg.errors import NucsegError
-from nucseg.validation_report import SPLIT_PARTS
+from nucseg.validation_report import (
+    SPLIT_PARTS,
+    evaluate_model,
+    format_markdown,
+    load_validation_samples,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -72,9 +77,7 @@ def parse_models(entries: Sequence[str]) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from nucseg.api import ClassicalModel, load_model
-    from nucseg.datasets import load_dataset
     from nucseg.io import atomic_write
-    from nucseg.validation_report import evaluate_model, format_markdown, load_validation_samples
 
     args = parse_args(argv)
     try:
