@@ -220,21 +220,47 @@ def test_auto_sizing_runs_a_second_pass_only_when_the_nuclei_are_off_size(active
         model.segment(image, diameter="large")
 
 
-def test_scale_for_labels_is_clipped_and_neutral_without_nuclei(active_model_dir, monkeypatch):
+def test_scale_for_labels_sizes_to_the_training_diameter(active_model_dir, monkeypatch):
     from nucseg.measure import median_nucleus_diameter
 
     model = load_model(active_model_dir)
-    monkeypatch.setattr(model.config, "median_diameter", 20.0, raising=False)
     yy, xx = np.mgrid[:200, :200]
+    discs = ((yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= 64) * (1 + yy // 100 * 2 + xx // 100)
+    assert model.scale_for_labels(discs) == 1.0  # the model records no training diameter
+    monkeypatch.setattr(model.config, "median_diameter", 20.0, raising=False)
+    assert model.scale_for_labels(discs) == pytest.approx(20 / median_nucleus_diameter([discs]))
 
-    def discs(radius):
-        return ((yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= radius ** 2) * (1 + yy // 100 * 2 + xx // 100)
 
-    assert model.scale_for_labels(discs(8)) == pytest.approx(20 / median_nucleus_diameter([discs(8)]))
-    assert model.scale_for_labels(discs(4)) == api.AUTO_SCALE_LIMITS[1]
-    assert model.scale_for_labels(discs(45)) == api.AUTO_SCALE_LIMITS[0]
-    assert model.scale_for_labels(discs(10)) == 1.0  # within the tolerance
-    assert model.scale_for_labels(np.zeros((64, 64), np.int32)) == 1.0
+def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, monkeypatch):
+    from nucseg.measure import median_nucleus_diameter
+
+    model = load_model("dsb2018")
+    tile = dsb_samples["00ae65c1"].image  # 256 x 320, many nuclei
+    image = np.tile(tile, (5, 4, 1))  # 1280 x 1280: above AUTO_SIZE_CROP_ABOVE
+    assert image.shape[0] * image.shape[1] > api.AUTO_SIZE_CROP_ABOVE
+    whole_image_factor = model.scale_for_labels(model.segment(image, diameter=None))
+    calls = []
+    segment_at = model._segment_at
+    monkeypatch.setattr(model, "_segment_at", lambda image, factor, post, options: (
+        calls.append((image.shape[:2], factor, options.get("intensity_range") is not None))
+        or segment_at(image, factor, post, options)))
+
+    result = model.segment(image, return_probabilities=True)
+    assert calls[0] == ((640, 640), 1.0, True)  # the centre quarter, normalized as the whole image
+    assert calls[1][0] == (1280, 1280) and calls[1][1] == result.scale and len(calls) == 2
+    assert whole_image_factor < 0.9 and result.scale == pytest.approx(whole_image_factor, rel=0.03)
+    low, high = model.intensity_range(image)
+    assert low.shape == high.shape == (3,) and np.all(high > low)
+
+    # A crop with too few nuclei: the whole image is measured, and its first pass is the result.
+    found = median_nucleus_diameter([model.segment(tile, diameter=None)])
+    monkeypatch.setattr(model.config, "median_diameter", found, raising=False)
+    sparse = np.zeros_like(image)
+    sparse[:256, :320] = tile
+    calls.clear()
+    labels = model.segment(sparse)
+    assert [shape for shape, _, _ in calls] == [(640, 640), (1280, 1280)] and calls[1][1] == 1.0
+    assert labels.max() > 0
 
 
 def test_shipped_model_sizes_resized_images_back_to_the_training_size(dsb_samples):

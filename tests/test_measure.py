@@ -5,10 +5,12 @@ import pytest
 from skimage.draw import disk
 
 from nucseg.measure import (
+    AUTO_SCALE_LIMITS,
     NucleusTable,
     measure_nuclei,
     measurement_columns,
     median_nucleus_diameter,
+    size_factor,
     write_measurements_csv,
 )
 
@@ -148,3 +150,19 @@ def test_median_nucleus_diameter_pools_the_nuclei_of_all_images():
     assert diameter == pytest.approx(2 * np.sqrt(400 / np.pi))
     assert median_nucleus_diameter([first]) == pytest.approx(np.sqrt(100 / np.pi) + np.sqrt(400 / np.pi))
     assert median_nucleus_diameter([np.zeros((8, 8), np.int32)]) is None and median_nucleus_diameter([]) is None
+
+
+def _discs(radius: int) -> np.ndarray:
+    """Four discs of ``radius`` pixels, labelled 1, 2, 3 and 4, in a 200 x 200 image."""
+    yy, xx = np.mgrid[:200, :200]
+    inside = (yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= radius ** 2
+    return (inside * (1 + yy // 100 * 2 + xx // 100)).astype(np.int32)
+
+
+def test_size_factor_brings_nuclei_to_the_diameter_within_limits_and_tolerance():
+    assert size_factor(_discs(8), 20.0) == pytest.approx(20 / median_nucleus_diameter([_discs(8)]))
+    assert size_factor(_discs(4), 20.0) == AUTO_SCALE_LIMITS[1]
+    assert size_factor(_discs(45), 20.0) == AUTO_SCALE_LIMITS[0]
+    assert size_factor(_discs(10), 20.0) == 1.0  # within the tolerance
+    assert size_factor(np.zeros((64, 64), np.int32), 20.0) == 1.0  # no nuclei
+    assert size_factor(_discs(4), None) == 1.0  # no diameter to size to

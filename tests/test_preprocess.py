@@ -8,6 +8,7 @@ import pytest
 from nucseg.preprocess import (
     NormalizationConfig,
     normalize_percentile,
+    percentile_range,
     prepare_image,
     resize_image,
     resize_labels,
@@ -147,3 +148,16 @@ def test_resize_labels_keeps_label_values():
     out = resize_labels(labels, (37, 23))
     assert out.shape == (37, 23)
     assert set(np.unique(out)) == {0, 3, 12, 70000}
+
+
+def test_percentile_range_is_per_channel_and_matches_normalization():
+    rng = np.random.default_rng(0)
+    image = np.stack([rng.uniform(0, 100, (64, 64)), rng.uniform(50, 60, (64, 64))], axis=-1)
+    low, high = percentile_range(image, low=2.0, high=98.0)
+    assert np.allclose(low, np.percentile(image.reshape(-1, 2), 2.0, axis=0))
+    assert np.allclose(high, np.percentile(image.reshape(-1, 2), 98.0, axis=0))
+    normalized = normalize_percentile(image, low=2.0, high=98.0)
+    assert np.allclose(normalized, (image - low) / (high - low), atol=1e-5)
+    assert percentile_range(image[..., 0])[0].shape == (1,)
+    with pytest.raises(ValueError, match="percentiles"):
+        percentile_range(image, low=50, high=10)

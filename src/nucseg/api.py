@@ -32,6 +32,7 @@ import numpy as np
 
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.io import IMAGE_SUFFIXES, atomic_write
+from nucseg.measure import size_factor
 
 #: Registered model names and what they are.
 REGISTERED_MODELS = {
@@ -49,13 +50,12 @@ SUMMARY_FILE = "summary.csv"
 SUMMARY_COLUMNS = ("image", "path", "status", "nuclei", "mean_area_px", "scale", "seconds", "error")
 #: ``diameter`` value that sizes each image automatically (see :meth:`NetworkModel.segment`).
 AUTO_DIAMETER = "auto"
-#: Automatic sizing leaves an image at its native resolution when the nuclei found in the first pass are
-#: within this factor of the training diameter (either way): a rescale that small changes little and
-#: costs a second pass.
-AUTO_SCALE_TOLERANCE = 1.1
-#: Smallest and largest resize factor automatic sizing applies; the network was trained with zooms
-#: of 0.7-1.4, so this range covers nuclei from about 0.5 to 3 times the training diameter.
-AUTO_SCALE_LIMITS = (0.5, 1.5)
+#: Automatic sizing measures the nuclei of an image of more than this many pixels on its centre
+#: quarter (half its height and half its width) instead of on the whole image, so that its first
+#: pass costs a quarter of a full pass on large images ...
+AUTO_SIZE_CROP_ABOVE = 1024 * 1024
+#: ... unless that crop holds fewer whole nuclei than this; then the whole image is measured.
+AUTO_SIZE_MIN_NUCLEI = 10
 _SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
 
 
@@ -338,9 +338,9 @@ class NetworkModel(Model):
             ``"auto"`` (the default): size the image automatically. A first
             pass at native resolution finds the nuclei; when their median
             diameter differs from the training diameter by more than
-            :data:`AUTO_SCALE_TOLERANCE`, the image is run again at the factor
-            that matches them (within :data:`AUTO_SCALE_LIMITS`; see
-            :meth:`estimate_scale`). That second pass costs ``factor ** 2``
+            :data:`nucseg.measure.AUTO_SCALE_TOLERANCE`, the image is run
+            again at the factor that matches them (within
+            :data:`nucseg.measure.AUTO_SCALE_LIMITS`; see :meth:`estimate_scale`). That second pass costs ``factor ** 2``
             times the first. A number: the typical nucleus diameter in pixels,
             which sets the factor directly (needs a model that records its
             training diameter). None: native resolution.
@@ -367,11 +367,11 @@ class NetworkModel(Model):
         post_config = self._postprocess_config(postprocess)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
                        intensity_range=intensity_range)
-        result = self._segment_at(image, 1.0 if factor is None else factor, post_config, options)
+        result = None
         if factor is None:
-            factor = self.scale_for_labels(result.labels)
-            if factor != 1.0:
-                result = self._segment_at(image, factor, post_config, options)
+            factor, result = self._estimate_scale(_check_image(image), post_config, options)
+        if result is None or factor != 1.0:
+            result = self._segment_at(image, factor, post_config, options)
         return result if return_probabilities else result.labels
 
     def estimate_scale(
@@ -384,9 +384,14 @@ class NetworkModel(Model):
         """The resize factor that automatic sizing (``diameter="auto"``) picks for ``image``.
 
         Segments ``image`` at native resolution and passes the labels to
-        :meth:`scale_for_labels`. :mod:`nucseg.blockwise` estimates it once
-        per image this way, so that every block of the image runs at the same
-        factor.
+        :meth:`scale_for_labels`. Of an image of more than
+        :data:`AUTO_SIZE_CROP_ABOVE` pixels, only the centre quarter (half the
+        height and half the width) is segmented, normalized with the whole
+        image's intensities, and nuclei cut by the crop's edge are left out;
+        unless the crop holds fewer than :data:`AUTO_SIZE_MIN_NUCLEI` whole
+        nuclei, when the whole image is measured.
+        :mod:`nucseg.blockwise` estimates the factor once per image this way,
+        so that every block of the image runs at the same factor.
 
         Parameters
         ----------
@@ -396,25 +401,46 @@ class NetworkModel(Model):
             As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
             ``tta``, ``backend``, ``intensity_range``).
         """
-        result = self._segment_at(image, 1.0, self._postprocess_config(postprocess), options)
-        return self.scale_for_labels(result.labels)
+        return self._estimate_scale(_check_image(image), self._postprocess_config(postprocess), options)[0]
+
+    def _estimate_scale(self, image: np.ndarray, post_config, options: Mapping[str, Any]
+                        ) -> tuple[float, SegmentationResult | None]:
+        """Automatic sizing's factor (:meth:`estimate_scale`), and the native-resolution
+        result when the whole image was segmented to find it (None when a crop was)."""
+        from skimage.segmentation import clear_border
+
+        height, width = image.shape[:2]
+        if height * width > AUTO_SIZE_CROP_ABOVE:
+            crop = image[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2]
+            crop_options = dict(options)
+            if crop_options.get("intensity_range") is None:
+                crop_options["intensity_range"] = self.intensity_range(image)
+            labels = clear_border(self._segment_at(crop, 1.0, post_config, crop_options).labels)
+            if np.count_nonzero(np.unique(labels)) >= AUTO_SIZE_MIN_NUCLEI:
+                return self.scale_for_labels(labels), None
+        result = self._segment_at(image, 1.0, post_config, options)
+        return self.scale_for_labels(result.labels), result
+
+    def intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel intensities of ``image`` that normalization maps to 0 and 1, shape (channels,) each.
+
+        The model's normalization percentiles of the image after channel
+        conversion; pass them as ``intensity_range`` to segment a part of
+        ``image`` normalized as the whole is.
+        """
+        from nucseg.preprocess import percentile_range, to_channels
+
+        normalization = self.config.normalization
+        return percentile_range(to_channels(_check_image(image), normalization.channels),
+                                low=normalization.low_percentile, high=normalization.high_percentile)
 
     def scale_for_labels(self, labels: np.ndarray) -> float:
         """Resize factor that brings the nuclei of ``labels`` to the training diameter.
 
-        ``training_diameter / d`` for the median equivalent diameter ``d`` of
-        the nuclei in ``labels`` (pixels), clipped to :data:`AUTO_SCALE_LIMITS`;
-        1.0 when that is within :data:`AUTO_SCALE_TOLERANCE` of 1, when
-        ``labels`` holds no nucleus, or when the model records no training
-        diameter.
+        :func:`nucseg.measure.size_factor` with the model's training diameter:
+        1.0 when ``labels`` holds no nucleus or the model records no diameter.
         """
-        from nucseg.measure import median_nucleus_diameter
-
-        measured = median_nucleus_diameter([labels])
-        if measured is None or self.training_diameter is None:
-            return 1.0
-        factor = float(np.clip(self.training_diameter / measured, *AUTO_SCALE_LIMITS))
-        return 1.0 if abs(np.log(factor)) <= np.log(AUTO_SCALE_TOLERANCE) else factor
+        return size_factor(labels, self.training_diameter)
 
     def _segment_at(self, image: np.ndarray, factor: float, post_config, options: Mapping[str, Any]
                     ) -> SegmentationResult:

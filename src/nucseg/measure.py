@@ -176,6 +176,45 @@ def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
     return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
 
 
+#: Resizing for size leaves an image at its native resolution when its nuclei are within this
+#: factor of the wanted diameter (either way): a rescale that small changes little and costs a
+#: second network pass at inference.
+AUTO_SCALE_TOLERANCE = 1.1
+#: Smallest and largest resize factor of :func:`size_factor`; the shipped network was trained
+#: with zooms of 0.7-1.4, so this range covers nuclei from about 0.5 to 3 times its diameter.
+AUTO_SCALE_LIMITS = (0.5, 1.5)
+
+
+def size_factor(labels: np.ndarray, diameter: float | None) -> float:
+    """Resize factor that brings the nuclei of a label image to a wanted diameter.
+
+    Automatic sizing at inference (``NetworkModel.segment(diameter="auto")``)
+    and size-normalized training (``TrainConfig.normalize_size``) both use it,
+    so that the network sees nuclei at the same size in both.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 background, >0 nucleus ids.
+    diameter : float or None
+        Wanted median equivalent diameter, pixels.
+
+    Returns
+    -------
+    float
+        ``diameter / d`` for the median equivalent diameter ``d`` of the
+        nuclei (:func:`median_nucleus_diameter`), clipped to
+        :data:`AUTO_SCALE_LIMITS`; 1.0 when that is within
+        :data:`AUTO_SCALE_TOLERANCE` of 1, when ``labels`` holds no nucleus,
+        or when ``diameter`` is None.
+    """
+    measured = median_nucleus_diameter([labels])
+    if measured is None or diameter is None:
+        return 1.0
+    factor = float(np.clip(diameter / measured, *AUTO_SCALE_LIMITS))
+    return 1.0 if abs(np.log(factor)) <= np.log(AUTO_SCALE_TOLERANCE) else factor
+
+
 def write_measurements_csv(table: NucleusTable, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write a :class:`NucleusTable` as CSV (header line, one line per nucleus), atomically.
 

@@ -74,6 +74,30 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     raise ValueError(f"cannot convert an image with {n} channels to {channels}; select channels explicitly")
 
 
+def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel intensities at the ``low`` and ``high`` percentiles.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+    low, high : float
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    low_values, high_values : ndarray of float64, shape (C,) (shape (1,) for a 2-D image)
+    """
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
+    data = np.asarray(image).astype(np.float32, copy=False)
+    flat = data.reshape(-1, 1) if data.ndim == 2 else data.reshape(-1, data.shape[-1])
+    # Percentiles of a strided subsample: identical to the full computation
+    # for practical purposes and much faster on megapixel images.
+    step = max(1, flat.shape[0] // 1_000_000)
+    low_values, high_values = np.percentile(flat[::step], [low, high], axis=0)
+    return low_values, high_values
+
+
 def normalize_percentile(
     image: np.ndarray,
     *,
@@ -90,7 +114,7 @@ def normalize_percentile(
     ----------
     image : ndarray, shape (H, W) or (H, W, C)
     low, high : float
-        Percentiles in [0, 100].
+        Percentiles in [0, 100] (:func:`percentile_range`).
     eps : float
         Smallest divisor: a constant channel becomes 0, not NaN or inf.
 
@@ -98,15 +122,8 @@ def normalize_percentile(
     -------
     ndarray of float32, same shape as ``image``
     """
-    if not 0 <= low < high <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {low}, {high}")
-    image = np.asarray(image)
-    data = image.astype(np.float32, copy=False)
-    flat = data.reshape(-1, 1) if data.ndim == 2 else data.reshape(-1, data.shape[-1])
-    # Percentiles of a strided subsample: identical to the full computation
-    # for practical purposes and much faster on megapixel images.
-    step = max(1, flat.shape[0] // 1_000_000)
-    lo, hi = np.percentile(flat[::step], [low, high], axis=0)
+    lo, hi = percentile_range(image, low=low, high=high)
+    data = np.asarray(image).astype(np.float32, copy=False)
     scale = np.maximum(hi - lo, eps).astype(np.float32)
     return ((data - lo.astype(np.float32)) / scale).astype(np.float32, copy=False)
 
