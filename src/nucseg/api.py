@@ -340,10 +340,11 @@ class NetworkModel(Model):
             diameter differs from the training diameter by more than
             :data:`nucseg.measure.AUTO_SCALE_TOLERANCE`, the image is run
             again at the factor that matches them (within
-            :data:`nucseg.measure.AUTO_SCALE_LIMITS`; see :meth:`estimate_scale`). That second pass costs ``factor ** 2``
-            times the first. A number: the typical nucleus diameter in pixels,
-            which sets the factor directly (needs a model that records its
-            training diameter). None: native resolution.
+            :data:`nucseg.measure.AUTO_SCALE_LIMITS`; see
+            :meth:`estimate_scale`). That second pass costs ``factor ** 2``
+            times the first. A number: the typical nucleus diameter in
+            pixels, which sets the factor directly (needs a model that records
+            its training diameter). None: native resolution.
         return_probabilities
             Return a :class:`SegmentationResult` with the probabilities.
         backend

@@ -176,9 +176,9 @@ def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
     return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
 
 
-#: Resizing for size leaves an image at its native resolution when its nuclei are within this
-#: factor of the wanted diameter (either way): a rescale that small changes little and costs a
-#: second network pass at inference.
+#: :func:`size_factor` leaves an image at its native resolution when its nuclei are within this
+#: factor of the wanted diameter (either way): a rescale that small changes little and, at
+#: inference, costs a second network pass.
 AUTO_SCALE_TOLERANCE = 1.1
 #: Smallest and largest resize factor of :func:`size_factor`; the shipped network was trained
 #: with zooms of 0.7-1.4, so this range covers nuclei from about 0.5 to 3 times its diameter.
