@@ -65,8 +65,6 @@ def test_config_files_load(tmp_path, suffix):
     ({"augment": {"scale_min": 0}}, "scale_min"),
     ({"augment": 3}, "augment"),
     ({"amp": "yes"}, "amp must be true or false"),
-    ({"normalize_size": "yes"}, "normalize_size must be true or false"),
-    ({"normalize_size": True, "resize_to": 128}, "normalize_size and resize_to exclude each other"),
     ({"device": "gpu"}, "device must be"),
     ({"val_fraction": 1.0}, "val_fraction"),
     ({"touching_weight": -1}, "touching_weight must be at least 0"),

@@ -72,19 +72,6 @@ def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
     assert loaded.config.architecture_options == {"base_channels": 4, "depth": 2}
 
 
-def test_size_normalized_run_validates_at_the_original_size(tmp_path, tiny_model_file, capsys):
-    run_dir = tmp_path / "normalized"
-    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--epochs", "1", "--normalize-size",
-                 "--config", tiny_model_file, *SMALL])
-    assert code == 0, capsys.readouterr().err
-    config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    assert config.normalize_size
-    loaded = load_model_folder(run_dir / "model")
-    assert loaded.config.training["normalize_size"] and loaded.config.median_diameter > 0
-    assert 0 <= loaded.config.validation["dsb_score"] <= 1
-    assert (run_dir / "snapshots" / "epoch_001.png").is_file()
-
-
 def test_seed_preset_offline_needs_encoder_weights_none(tmp_path, capsys):
     run_dir = tmp_path / "seed"
     code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed", "--epochs", "1",

@@ -19,7 +19,6 @@ from nucseg.augment import NO_AUGMENTATION
 from nucseg.config import TrainConfig
 from nucseg.datasets import image_kind
 from nucseg.errors import InputError
-from nucseg.measure import AUTO_SCALE_LIMITS
 from nucseg.model_io import load_model_folder
 from nucseg.models import build_model
 from nucseg.training import (
@@ -330,27 +329,6 @@ def test_split_names():
     assert [len(side) for side in split_names(["a", "b"], val_fraction=0.99, seed=0)] == [1, 1]
     with pytest.raises(ValueError, match="at least two images"):
         split_names(["a"], val_fraction=0.5, seed=0)
-
-
-def test_normalize_size_brings_each_image_to_the_training_diameter(dsb_samples):
-    from nucseg.measure import median_nucleus_diameter, size_factor
-
-    samples = list(dsb_samples.values())
-    diameter = median_nucleus_diameter([s.labels for s in samples])
-    config = TINY.updated(normalize_size=True)
-    prepared = prepare_samples(samples, config, diameter=diameter)
-    factors = [size_factor(s.labels, diameter) for s in samples]
-    assert any(f != 1.0 for f in factors)  # the fixtures' nuclei differ in size
-    for sample, ready, factor in zip(samples, prepared, factors):
-        expected = tuple(round(n * factor) for n in sample.labels.shape)
-        assert ready.labels.shape == ready.image.shape[:2] == expected
-        assert ready.raw is sample.image
-        if factor == 1.0:
-            assert np.array_equal(ready.labels, sample.labels)
-        elif min(AUTO_SCALE_LIMITS) < factor < max(AUTO_SCALE_LIMITS):  # not clipped: resized to the diameter
-            assert median_nucleus_diameter([ready.labels]) == pytest.approx(diameter, rel=0.1)
-    with pytest.raises(ValueError, match="needs the training diameter"):
-        prepare_samples(samples, config)
 
 
 def test_crop_dataset_items_are_reproducible(dsb_samples):

@@ -120,9 +120,6 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     settings.add_argument("--batch-size", type=int, help="crops per optimisation step")
     settings.add_argument("--crop-size", type=int, help="side of the square training crops (multiple of 32)")
     settings.add_argument("--resize-to", type=int, help="resize every image to this square size instead of cropping")
-    settings.add_argument("--normalize-size", action="store_true", default=None,
-                          help="resize each image so its nuclei have the training set's median diameter "
-                               "(as segment --diameter auto sizes images)")
     settings.add_argument("--lr", type=float, help="learning rate")
     settings.add_argument("--samples-per-epoch", type=int, help="random crops per epoch (default: one per image)")
     settings.add_argument("--val-fraction", type=float, help="fraction of images held out for validation")
@@ -147,7 +144,7 @@ def _run_train(args: argparse.Namespace) -> int:
         raise NucsegError("--images and --masks go together")
     # encoder_weights stays the string "none" here (None would mean "flag not given"); TrainConfig maps it to None.
     overrides = {key: getattr(args, key) for key in (
-        "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "normalize_size", "lr",
+        "model", "encoder_weights", "target", "epochs", "batch_size", "crop_size", "resize_to", "lr",
         "samples_per_epoch", "val_fraction", "seed", "num_workers", "device", "init_from", "time_limit_minutes")}
     if args.resume:
         # A resumed run keeps its settings; only its length can grow.

@@ -46,14 +46,6 @@ class TrainConfig:
     resize_to
         If set, every image is resized to this square size (pixels) instead of
         cropped, as in the seed notebook; the model then resizes at inference too.
-    normalize_size
-        Resize every training and validation image so that its nuclei have
-        the training set's median diameter: by the factor that automatic
-        sizing at inference gives it (:func:`nucseg.measure.size_factor`,
-        from the image's annotated nuclei). The network then learns nuclei at
-        the one size that ``segment(diameter="auto")`` shows it, as Cellpose
-        trains. Random zooms (``augment``) still apply on top. Not with
-        ``resize_to``.
     optimizer
         ``"adamw"`` or ``"adam"``.
     lr, weight_decay
@@ -130,7 +122,6 @@ class TrainConfig:
     batch_size: int = 8
     crop_size: int = 256
     resize_to: int | None = None
-    normalize_size: bool = False
     optimizer: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -176,11 +167,8 @@ class TrainConfig:
 
         for name, (kind, minimum) in _NUMBER_SETTINGS.items():
             _check_number(name, getattr(self, name), kind, minimum)
-        for name in ("amp", "normalize_size"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.normalize_size and self.resize_to:
-            raise ValueError("normalize_size and resize_to exclude each other: resize_to sets every image's size")
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"amp must be true or false, got {self.amp!r}")
         if not isinstance(self.augment, AugmentConfig):
             raise ValueError(f"augment must be a mapping of augmentation settings, got {self.augment!r}")
         if self.model not in REGISTRY:

@@ -188,9 +188,8 @@ AUTO_SCALE_LIMITS = (0.5, 1.5)
 def size_factor(labels: np.ndarray, diameter: float | None) -> float:
     """Resize factor that brings the nuclei of a label image to a wanted diameter.
 
-    Automatic sizing at inference (``NetworkModel.segment(diameter="auto")``)
-    and size-normalized training (``TrainConfig.normalize_size``) both use it,
-    so that the network sees nuclei at the same size in both.
+    Automatic sizing (``NetworkModel.segment(diameter="auto")``) resizes an
+    image by this factor, computed from the nuclei of a first pass.
 
     Parameters
     ----------

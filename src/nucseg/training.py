@@ -41,7 +41,7 @@ from nucseg.config import TrainConfig
 from nucseg.datasets import Sample, image_kind, load_dataset
 from nucseg.errors import InputError
 from nucseg.io import atomic_write
-from nucseg.measure import median_nucleus_diameter, size_factor
+from nucseg.measure import median_nucleus_diameter
 from nucseg.model_io import ModelConfig, save_model
 from nucseg.models import SIZE_DIVISOR, build_model
 from nucseg.prediction import resize_channels
@@ -80,15 +80,8 @@ class PreparedSample:
     raw: np.ndarray  # the raw image, for snapshots
 
 
-def prepare_samples(samples: Sequence[Sample], config: TrainConfig, *,
-                    diameter: float | None = None) -> list[PreparedSample]:
-    """Normalize samples for training; resize them for ``resize_to`` or ``normalize_size`` configs.
-
-    ``diameter`` is the training diameter (pixels) that ``normalize_size``
-    brings each image's nuclei to (:func:`nucseg.measure.size_factor`).
-    """
-    if config.normalize_size and diameter is None:
-        raise ValueError("normalize_size needs the training diameter")
+def prepare_samples(samples: Sequence[Sample], config: TrainConfig) -> list[PreparedSample]:
+    """Normalize (and, for ``resize_to`` configs, resize) samples for training."""
     normalization = normalization_of(config)
     prepared = []
     for sample in samples:
@@ -97,12 +90,6 @@ def prepare_samples(samples: Sequence[Sample], config: TrainConfig, *,
         if config.resize_to:
             image = resize_image(image, (config.resize_to, config.resize_to))
             labels = resize_labels(labels, (config.resize_to, config.resize_to))
-        elif config.normalize_size:
-            factor = size_factor(labels, diameter)
-            if factor != 1.0:
-                shape = tuple(max(1, round(n * factor)) for n in labels.shape)
-                image = resize_channels(image.transpose(2, 0, 1), shape).transpose(1, 2, 0)
-                labels = resize_labels(labels, shape)
         prepared.append(PreparedSample(sample.name, image.astype(np.float16), labels.astype(np.int32), sample.image))
     return prepared
 
@@ -251,8 +238,8 @@ def validate(
             target = torch.from_numpy(make_target(prepared.labels, config.target).astype(np.int64)).to(device)
             losses.append(float(segmentation_loss(logits[None], target[None], config)))
             probabilities = torch.softmax(logits, dim=0).cpu().numpy()
-            if probabilities.shape[1:] != original.labels.shape:  # resized for the network, as prediction does
-                probabilities = resize_channels(probabilities, original.labels.shape)
+            if config.resize_to:
+                probabilities = resize_channels(probabilities, original.labels.shape)  # as prediction does
             labels = instances_from_probabilities(np.ascontiguousarray(probabilities, dtype=np.float32), post_config)
             predictions.append(labels)
             scores.append(image_scores(original.labels, labels))
@@ -427,11 +414,8 @@ def train(
         log(f"resuming {run_dir} after epoch {start_epoch - 1}")
 
     median_diameter = median_nucleus_diameter([s.labels for s in train_samples])
-    if config.normalize_size and median_diameter is None:
-        raise InputError(data or images_dir, "has no annotated nucleus in its training images; "
-                                             "normalize_size needs some to size the images by")
-    train_prepared = prepare_samples(train_samples, config, diameter=median_diameter)
-    val_prepared = prepare_samples(val_samples, config, diameter=median_diameter)
+    train_prepared = prepare_samples(train_samples, config)
+    val_prepared = prepare_samples(val_samples, config)
     samples_per_epoch = config.samples_per_epoch or len(train_prepared)
     sampler = EpochSampler(samples_per_epoch)
     loader = torch.utils.data.DataLoader(
@@ -649,7 +633,7 @@ def _log_epoch(writer, row, result: ValidationResult, val_prepared, snapshot_ind
         predicted = result.predictions[i]
         raw = sample.raw
         true_labels = sample.labels
-        if predicted.shape != true_labels.shape:  # resized images: snapshot on the network grid
+        if predicted.shape != true_labels.shape:  # resize_to runs: snapshot on the network grid
             predicted = resize_labels(predicted, true_labels.shape)
             raw = resize_image(raw.astype(np.float32), true_labels.shape)
         panels.append(prediction_snapshot(raw, true_labels, predicted))
