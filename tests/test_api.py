@@ -248,6 +248,7 @@ def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, 
     result = model.segment(image, return_probabilities=True)
     assert calls[0] == ((640, 640), 1.0, True)  # the centre quarter, normalized as the whole image
     assert calls[1][0] == (1280, 1280) and calls[1][1] == result.scale and len(calls) == 2
+    assert calls[1][2]  # the second pass reuses the whole image's range instead of computing it again
     assert whole_image_factor < 0.9 and result.scale == pytest.approx(whole_image_factor, rel=0.03)
     low, high = model.intensity_range(image)
     assert low.shape == high.shape == (3,) and np.all(high > low)

@@ -370,7 +370,12 @@ class NetworkModel(Model):
                        intensity_range=intensity_range)
         result = None
         if factor is None:
-            factor, result = self._estimate_scale(_check_image(image), post_config, options)
+            image = _check_image(image)
+            if options["intensity_range"] is None and _sized_on_crop(image):
+                # The crop of the first pass is normalized with the whole image's range: the second pass
+                # reuses it instead of computing the same percentiles again.
+                options["intensity_range"] = self.intensity_range(image)
+            factor, result = self._estimate_scale(image, post_config, options)
         if result is None or factor != 1.0:
             result = self._segment_at(image, factor, post_config, options)
         return result if return_probabilities else result.labels
@@ -410,8 +415,8 @@ class NetworkModel(Model):
         result when the whole image was segmented to find it (None when a crop was)."""
         from skimage.segmentation import clear_border
 
-        height, width = image.shape[:2]
-        if height * width > AUTO_SIZE_CROP_ABOVE:
+        if _sized_on_crop(image):
+            height, width = image.shape[:2]
             crop = image[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2]
             crop_options = dict(options)
             if crop_options.get("intensity_range") is None:
@@ -510,6 +515,11 @@ class ClassicalModel(Model):
             raise TypeError(f"unexpected option(s) {', '.join(unknown)}")
         self.check_options(**options)
         return segment_classical(_check_image(image))
+
+
+def _sized_on_crop(image: np.ndarray) -> bool:
+    """Whether automatic sizing measures ``image`` on its centre quarter (:meth:`NetworkModel.estimate_scale`)."""
+    return image.shape[0] * image.shape[1] > AUTO_SIZE_CROP_ABOVE
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -831,10 +841,11 @@ def segment_files(
 
     and, for the batch, ``OUT/summary.csv`` (image, path, status, nuclei,
     mean area in pixels, the resize factor the network ran at, seconds,
-    error) and, with ``rle_path``, a Kaggle DSB2018 submission CSV. Every file is written atomically. An image that
-    cannot be read or segmented is reported (status ``failed`` and the
-    reason) and the others still run. An image with any existing output is
-    skipped (status ``skipped``) unless ``overwrite``.
+    error) and, with ``rle_path``, a Kaggle DSB2018 submission CSV. Every
+    file is written atomically. An image that cannot be read or segmented is
+    reported (status ``failed`` and the reason) and the others still run. An
+    image with any existing output is skipped (status ``skipped``) unless
+    ``overwrite``.
 
     Parameters
     ----------
