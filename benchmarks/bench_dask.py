@@ -66,8 +66,9 @@ def peak_rss_mib() -> float:
 
 
 def run_batch(images: list[Path], work: Path, model: str, workers_list: list[int]) -> list[tuple]:
-    from nucseg.api import segment_files
-    from nucseg.distributed import connect, segment_many
+    from nucseg.batch.driver import segment_files
+    from nucseg.distributed import segment_many
+    from nucseg.scale.dask import connect
 
     # Each path first segments 2 images untimed, so that imports and model loading (once per process) are
     # not counted: the rates are those of a long batch.
@@ -96,7 +97,7 @@ def write_mosaic_tiff(path: Path, size: int) -> None:
     """A size x size RGB tiled TIFF: the two fluorescence fixtures in a checkerboard, written tile by tile."""
     import tifffile
 
-    from nucseg.io import read_image
+    from nucseg.io.images import read_image
 
     a, b = (read_image(next((FIXTURES / name / "images").iterdir()))[..., :3]
             for name in sorted(p.name for p in FIXTURES.iterdir()) if name.startswith(("00071198", "0280fa8f")))
@@ -114,8 +115,8 @@ def write_mosaic_tiff(path: Path, size: int) -> None:
 def run_large(image: Path, work: Path, model: str, block_size: int, margin: int, workers: int) -> dict:
     import resource
 
-    from nucseg.blockwise import segment_large
-    from nucseg.distributed import connect
+    from nucseg.batch.blockwise import segment_large
+    from nucseg.scale.dask import connect
 
     with connect(f"local:{workers}", dashboard_address=None, quiet=True) as client:
         client.wait_for_workers(workers)
@@ -131,8 +132,8 @@ def run_large(image: Path, work: Path, model: str, block_size: int, margin: int,
 
 IN_MEMORY_SCRIPT = """
 import json, resource, sys, time
-from nucseg.api import load_model
-from nucseg.io import read_image
+from nucseg.inference.model import load_model
+from nucseg.io.images import read_image
 model = load_model(sys.argv[2])
 started = time.perf_counter()
 labels = model.segment(read_image(sys.argv[1]))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.datasets import load_dataset
+from nucseg.datasets.layouts import load_dataset
 
 DEFAULT_DATASET = Path("/work/shared/data/dsb2018/stage1_train")
 

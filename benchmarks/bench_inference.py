@@ -41,7 +41,7 @@ import numpy as np
 
 def load_benchmark_model(name_or_path: str | None, work_dir: Path):
     """The model to time, and a note saying which one it is."""
-    from nucseg.api import load_model
+    from nucseg.inference.model import load_model
     from nucseg.errors import ModelError
 
     if name_or_path is not None:
@@ -51,8 +51,8 @@ def load_benchmark_model(name_or_path: str | None, work_dir: Path):
         model = load_model(None)
         return model, f"default model {model.name} ({model.path})"
     except ModelError as exc:
-        from nucseg.model_io import ModelConfig, save_model
-        from nucseg.models import build_model
+        from nucseg.models.folder import ModelConfig, save_model
+        from nucseg.models.networks import build_model
 
         path = work_dir / "untrained_unet"
         save_model(build_model("unet", base_channels=8, depth=5),
@@ -64,8 +64,8 @@ def load_benchmark_model(name_or_path: str | None, work_dir: Path):
 
 def test_image(size: int) -> np.ndarray:
     """The brightfield sample tiled (reflected) to ``size`` x ``size``."""
-    from nucseg.api import sample_image_paths
-    from nucseg.io import read_image
+    from nucseg.datasets.locations import sample_image_paths
+    from nucseg.io.images import read_image
 
     path = next(p for p in sample_image_paths() if p.name.startswith("brightfield"))
     image = read_image(path)
@@ -89,7 +89,7 @@ def make_runners(model) -> dict:
     The contiguous run comes first: the channels-last runner converts the
     network's weights in place.
     """
-    from nucseg.prediction import OnnxRunner, TorchRunner
+    from nucseg.inference.runners import OnnxRunner, TorchRunner
 
     network = model.network
     return {
@@ -101,9 +101,9 @@ def make_runners(model) -> dict:
 
 def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, batch_size: int, repeat: int) -> dict:
     """Setup, network (normalization + tiled inference) and post-processing seconds."""
-    from nucseg.postprocess import instances_from_probabilities
-    from nucseg.prediction import predict_rescaled
-    from nucseg.preprocess import prepare_image
+    from nucseg.postprocess.watershed import instances_from_probabilities
+    from nucseg.inference.tiling import predict_rescaled
+    from nucseg.preprocess.normalize import prepare_image
 
     start = time.perf_counter()
     runner = make_runner()
@@ -126,7 +126,7 @@ def time_automatic_sizing(model, image: np.ndarray, *, tile_size: int, batch_siz
     model.runner(backend)  # the one-off export is set-up, not segmenting time
 
     def segment():
-        return model.segment(image, tile_size=tile_size, batch_size=batch_size, return_probabilities=True)
+        return model.segment(image, tile_size=tile_size, batch_size=batch_size)
 
     scale = segment().scale
     return {"backend": backend, "scale": scale, "seconds": best_time(segment, repeat)}
@@ -137,7 +137,7 @@ import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {bench_dir!r})
 from bench_inference import test_image
-from nucseg.api import load_model
+from nucseg.inference.model import load_model
 model = load_model({model!r})
 image = test_image({size})
 start = time.perf_counter()
@@ -159,7 +159,7 @@ def peak_memory(model_path: str, backend: str, size: int, tile_size: int, batch_
 def main() -> None:
     import torch
 
-    from nucseg.prediction import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+    from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder or registered name (default: the shipped model)")

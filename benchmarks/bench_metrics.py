@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from scipy import ndimage as ndi  # noqa: E402
 from skimage.draw import disk  # noqa: E402
 
-from nucseg.metrics import dsb_score, image_scores, iou_matrix, match_instances  # noqa: E402
+from nucseg.evaluation.metrics import dsb_score, image_scores, iou_matrix
+from nucseg.evaluation.metrics import match_instances  # noqa: E402
 
 
 def synthetic_truth(size: int, n_objects: int, rng: np.random.Generator) -> np.ndarray:

@@ -24,8 +24,9 @@ from scipy import ndimage as ndi  # noqa: E402
 from skimage.draw import ellipse  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
-from nucseg.classical import segment_classical  # noqa: E402
-from nucseg.postprocess import PostprocessConfig, instances_from_probabilities  # noqa: E402
+from nucseg.inference.classical import segment_classical  # noqa: E402
+from nucseg.postprocess.watershed import instances_from_probabilities  # noqa: E402
+from nucseg.postprocess.watershed import PostprocessConfig
 
 
 def synthetic_labels(size: int, n_nuclei: int, seed: int = 0) -> np.ndarray:

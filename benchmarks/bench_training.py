@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nucseg.config import TrainConfig
-from nucseg.datasets import load_dataset
-from nucseg.models import build_model
-from nucseg.targets import TARGET_CLASSES
-from nucseg.training import CropDataset, EpochSampler, prepare_samples, segmentation_loss
+from nucseg.training.config import TrainConfig
+from nucseg.datasets.layouts import load_dataset
+from nucseg.models.networks import build_model
+from nucseg.training.targets import TARGET_CLASSES
+from nucseg.training.loop import CropDataset, EpochSampler, prepare_samples, segmentation_loss
 
 FULL_DATASET = Path("/work/shared/data/dsb2018/stage1_train")
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "dsb2018"

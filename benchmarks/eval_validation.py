@@ -31,14 +31,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from nucseg.datasets import IMAGE_KINDS, image_kind, load_dataset
+from nucseg.datasets.layouts import image_kind, IMAGE_KINDS, load_dataset
 from nucseg.errors import NucsegError
-from nucseg.validation_report import (
-    SPLIT_PARTS,
-    evaluate_model,
-    format_markdown,
-    load_validation_samples,
-)
+from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, SPLIT_PARTS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,8 +71,8 @@ def parse_models(entries: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nucseg.api import ClassicalModel, load_model
-    from nucseg.io import atomic_write
+    from nucseg.inference.model import ClassicalModel, load_model
+    from nucseg.io.atomic import atomic_write
 
     args = parse_args(argv)
     try:

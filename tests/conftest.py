@@ -16,7 +16,7 @@ UNET_OPTIONS = {"base_channels": 8, "depth": 4}
 @pytest.fixture(scope="session")
 def dsb_samples():
     """The 4 real DSB2018 test samples, by name prefix (first 8 characters of the id)."""
-    from nucseg.datasets import load_dataset
+    from nucseg.datasets.layouts import load_dataset
 
     return {sample.name[:8]: sample for sample in load_dataset(DSB_DIR, cache_dir=False)}
 
@@ -29,8 +29,8 @@ def model_dir(tmp_path_factory) -> Path:
     """
     import torch
 
-    from nucseg.model_io import ModelConfig, save_model
-    from nucseg.models import build_model
+    from nucseg.models.folder import ModelConfig, save_model
+    from nucseg.models.networks import build_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "random_unet"
@@ -41,8 +41,8 @@ def model_dir(tmp_path_factory) -> Path:
 def _active_unet(dsb_samples):
     import torch
 
-    from nucseg.models import build_model
-    from nucseg.preprocess import prepare_image
+    from nucseg.models.networks import build_model
+    from nucseg.preprocess.normalize import prepare_image
 
     torch.manual_seed(0)
     network = build_model("unet", **UNET_OPTIONS)
@@ -73,7 +73,7 @@ def active_unet(_active_unet):
 @pytest.fixture(scope="session")
 def active_model_dir(tmp_path_factory, _active_unet) -> Path:
     """A model folder with :func:`active_unet`: it finds (meaningless) objects in every image."""
-    from nucseg.model_io import ModelConfig, save_model
+    from nucseg.models.folder import ModelConfig, save_model
 
     path = tmp_path_factory.mktemp("models") / "active_unet"
     return save_model(_active_unet, ModelConfig("unet", dict(UNET_OPTIONS), name="active"), path)

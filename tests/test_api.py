@@ -7,20 +7,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nucseg.models import registry
+
 import nucseg
-from nucseg import api
-from nucseg.api import (
-    ClassicalModel,
-    NetworkModel,
-    SegmentationResult,
-    find_images,
-    load_model,
-    output_paths,
-    segment_files,
-)
+from nucseg.inference import sizing
+from nucseg.batch.driver import segment_files
+from nucseg.batch.inputs import find_images
+from nucseg.batch.whole import output_paths
+from nucseg.inference.model import ClassicalModel, load_model, NetworkModel, SegmentationResult
 from nucseg.errors import InputError, ModelError
-from nucseg.io import read_image, read_labels
-from nucseg.postprocess import instances_from_probabilities
+from nucseg.io.images import read_image, read_labels
+from nucseg.postprocess.watershed import instances_from_probabilities
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 SMALL_IDS = ("00071198", "00ae65c1", "0280fa8f")  # the three 256-pixel fixtures
@@ -68,14 +65,14 @@ def test_load_model_from_a_folder(model_dir):
 
 def test_load_model_by_name_from_the_package_folder(monkeypatch, tmp_path, model_dir):
     shutil.copytree(model_dir, tmp_path / "dsb2018")
-    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(registry, "package_models_dir", lambda: tmp_path)
     for model in (load_model(), load_model("dsb2018")):
         assert isinstance(model, NetworkModel)
         assert model.name == "dsb2018" and model.path == tmp_path / "dsb2018"
 
 
 def test_missing_default_model_is_an_error_not_a_fallback(monkeypatch, tmp_path):
-    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path)
+    monkeypatch.setattr(registry, "package_models_dir", lambda: tmp_path)
     for name in (None, "dsb2018"):
         with pytest.raises(ModelError, match="'dsb2018' is not installed"):
             load_model(name)
@@ -106,9 +103,9 @@ def test_foreign_and_missing_folders_are_rejected(tmp_path):
 
 def test_import_nucseg_is_light_and_exposes_load_model():
     code = (
-        "import sys, nucseg, nucseg.api\n"
+        "import sys, nucseg, nucseg.inference.model\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
-        "assert nucseg.load_model is nucseg.api.load_model\n"
+        "assert nucseg.load_model is nucseg.inference.model.load_model\n"
         "from nucseg import load_model\n"
         "print('ok')\n"
     )
@@ -123,9 +120,9 @@ def test_import_nucseg_is_light_and_exposes_load_model():
 def test_segment_accepts_raw_images_of_any_dtype_and_channels(active_model_dir, dsb_samples):
     model = load_model(active_model_dir)
     rgba = dsb_samples["00071198"].image  # gray fluorescence stored as RGBA uint8
-    labels = model.segment(rgba)
+    labels = model.segment(rgba).labels
     assert labels.shape == rgba.shape[:2] and labels.dtype == np.int32 and labels.max() > 0
-    assert np.array_equal(model.segment(rgba[:, :, 0]), labels)  # gray is replicated to RGB
+    assert np.array_equal(model.segment(rgba[:, :, 0]).labels, labels)  # gray is replicated to RGB
     as_uint16 = model.probabilities(rgba[:, :, 0].astype(np.uint16) * 257)
     as_float = model.probabilities(rgba[:, :, 0].astype(np.float32) / 255)
     reference = model.probabilities(rgba)
@@ -135,7 +132,7 @@ def test_segment_accepts_raw_images_of_any_dtype_and_channels(active_model_dir, 
 
 def test_segment_returns_probabilities_on_request(active_model_dir, dsb_samples):
     model = load_model(active_model_dir)
-    result = model.segment(dsb_samples["00ae65c1"].image, return_probabilities=True)
+    result = model.segment(dsb_samples["00ae65c1"].image)
     assert isinstance(result, SegmentationResult)
     assert result.probabilities.shape == (3, 256, 320) and result.scale == 1.0
     assert np.array_equal(result.labels, instances_from_probabilities(result.probabilities, model.postprocess_config))
@@ -144,84 +141,84 @@ def test_segment_returns_probabilities_on_request(active_model_dir, dsb_samples)
 def test_torch_and_onnxruntime_backends_agree(active_model_dir, dsb_samples):
     model = load_model(active_model_dir)
     image = dsb_samples["00ae65c1"].image
-    torch_result = model.segment(image, backend="torch", return_probabilities=True, tile_size=256)
-    onnx_result = model.segment(image, backend="onnxruntime", return_probabilities=True, tile_size=256)
+    torch_result = model.segment(image, backend="torch", tile_size=256)
+    onnx_result = model.segment(image, backend="onnxruntime", tile_size=256)
     assert np.abs(torch_result.probabilities - onnx_result.probabilities).max() < 1e-4
     assert np.mean(torch_result.labels == onnx_result.labels) > 0.999
     with pytest.raises(ValueError, match="unknown backend"):
-        model.segment(image, backend="tensorflow")
+        model.segment(image, backend="tensorflow").labels
 
 
 def test_postprocess_overrides(active_model_dir, dsb_samples):
     model = load_model(active_model_dir)
     image = dsb_samples["00ae65c1"].image
-    assert model.segment(image).max() > 0
-    assert model.segment(image, postprocess={"min_size": 10**6}).max() == 0
+    assert model.segment(image).labels.max() > 0
+    assert model.segment(image, postprocess={"min_size": 10**6}).labels.max() == 0
     with pytest.raises(ValueError, match="unknown postprocess setting"):
-        model.segment(image, postprocess={"min_sise": 3})
+        model.segment(image, postprocess={"min_sise": 3}).labels
 
 
 def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, active_unet, dsb_samples,
                                                                         monkeypatch):
-    from nucseg.model_io import ModelConfig, save_model
+    from nucseg.models.folder import ModelConfig, save_model
 
     folder = save_model(active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128),
                         tmp_path / "resized")
     model = load_model(folder)
     recorder = _record_shapes(model, monkeypatch)
-    labels = model.segment(dsb_samples["00ae65c1"].image)
+    labels = model.segment(dsb_samples["00ae65c1"].image).labels
     assert recorder.shapes == [(1, 3, 128, 128)]
     assert labels.shape == (256, 320)
     with pytest.raises(ValueError, match="resizes every image"):
-        model.segment(dsb_samples["00ae65c1"].image, scale=0.5)
+        model.segment(dsb_samples["00ae65c1"].image, scale=0.5).labels
 
 
 def test_scale_and_diameter(active_model_dir, dsb_samples, monkeypatch):
     model = load_model(active_model_dir)
     image = dsb_samples["00ae65c1"].image
     with pytest.raises(ModelError, match="records no nucleus diameter"):
-        model.segment(image, diameter=40)
+        model.segment(image, diameter=40).labels
     monkeypatch.setattr(model.config, "median_diameter", 20.0, raising=False)
     recorder = _record_shapes(model, monkeypatch)
-    by_diameter = model.segment(image, diameter=40, return_probabilities=True)
+    by_diameter = model.segment(image, diameter=40)
     assert recorder.shapes == [(1, 3, 128, 160)]  # 256 x 320 halved
     assert by_diameter.scale == 0.5 and by_diameter.labels.shape == (256, 320)
-    assert np.array_equal(by_diameter.labels, model.segment(image, scale=0.5))
+    assert np.array_equal(by_diameter.labels, model.segment(image, scale=0.5).labels)
     with pytest.raises(ValueError, match="not both"):
-        model.segment(image, scale=0.5, diameter=40)
+        model.segment(image, scale=0.5, diameter=40).labels
 
 
 def test_auto_sizing_runs_a_second_pass_only_when_the_nuclei_are_off_size(active_model_dir, dsb_samples,
                                                                           monkeypatch):
-    from nucseg.measure import median_nucleus_diameter
+    from nucseg.postprocess.measure import median_nucleus_diameter
 
     model = load_model(active_model_dir)
     image = dsb_samples["00ae65c1"].image
-    native = model.segment(image, diameter=None)
+    native = model.segment(image, diameter=None).labels
     found = median_nucleus_diameter([native])
-    assert model.segment(image, return_probabilities=True).scale == 1.0  # no training diameter: native size
+    assert model.segment(image).scale == 1.0  # no training diameter: native size
 
     monkeypatch.setattr(model.config, "median_diameter", 0.6 * found, raising=False)
     recorder = _record_shapes(model, monkeypatch)
-    result = model.segment(image, return_probabilities=True)
+    result = model.segment(image)
     assert result.scale == pytest.approx(0.6) and model.scale_for_labels(native) == pytest.approx(0.6)
     assert len(recorder.shapes) == 2 and recorder.shapes[0] == (1, 3, 256, 320)
-    assert np.array_equal(result.labels, model.segment(image, scale=result.scale))
+    assert np.array_equal(result.labels, model.segment(image, scale=result.scale).labels)
     assert model.estimate_scale(image) == pytest.approx(0.6)
 
     for explicit in ({"scale": 1.0}, {"diameter": None}):  # a fixed size replaces automatic sizing
         recorder.shapes.clear()
-        assert np.array_equal(model.segment(image, **explicit), native) and len(recorder.shapes) == 1
+        assert np.array_equal(model.segment(image, **explicit).labels, native) and len(recorder.shapes) == 1
 
     monkeypatch.setattr(model.config, "median_diameter", 1.05 * found, raising=False)
     recorder.shapes.clear()
-    assert np.array_equal(model.segment(image), native) and len(recorder.shapes) == 1  # within the tolerance
+    assert np.array_equal(model.segment(image).labels, native) and len(recorder.shapes) == 1  # within the tolerance
     with pytest.raises(ValueError, match="number of pixels or 'auto'"):
-        model.segment(image, diameter="large")
+        model.segment(image, diameter="large").labels
 
 
 def test_scale_for_labels_sizes_to_the_training_diameter(active_model_dir, monkeypatch):
-    from nucseg.measure import median_nucleus_diameter
+    from nucseg.postprocess.measure import median_nucleus_diameter
 
     model = load_model(active_model_dir)
     yy, xx = np.mgrid[:200, :200]
@@ -232,20 +229,20 @@ def test_scale_for_labels_sizes_to_the_training_diameter(active_model_dir, monke
 
 
 def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, monkeypatch):
-    from nucseg.measure import median_nucleus_diameter
+    from nucseg.postprocess.measure import median_nucleus_diameter
 
     model = load_model("dsb2018")
     tile = dsb_samples["00ae65c1"].image  # 256 x 320, many nuclei
     image = np.tile(tile, (5, 4, 1))  # 1280 x 1280: above AUTO_SIZE_CROP_ABOVE
-    assert image.shape[0] * image.shape[1] > api.AUTO_SIZE_CROP_ABOVE
-    whole_image_factor = model.scale_for_labels(model.segment(image, diameter=None))
+    assert image.shape[0] * image.shape[1] > sizing.AUTO_SIZE_CROP_ABOVE
+    whole_image_factor = model.scale_for_labels(model.segment(image, diameter=None).labels)
     calls = []
     segment_at = model._segment_at
     monkeypatch.setattr(model, "_segment_at", lambda image, factor, post, options: (
         calls.append((image.shape[:2], factor, options.get("intensity_range") is not None))
         or segment_at(image, factor, post, options)))
 
-    result = model.segment(image, return_probabilities=True)
+    result = model.segment(image)
     assert calls[0] == ((640, 640), 1.0, True)  # the centre quarter, normalized as the whole image
     assert calls[1][0] == (1280, 1280) and calls[1][1] == result.scale and len(calls) == 2
     assert calls[1][2]  # the second pass reuses the whole image's range instead of computing it again
@@ -254,12 +251,12 @@ def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, 
     assert low.shape == high.shape == (3,) and np.all(high > low)
 
     # A crop with too few nuclei: the whole image is measured, and its first pass is the result.
-    found = median_nucleus_diameter([model.segment(tile, diameter=None)])
+    found = median_nucleus_diameter([model.segment(tile, diameter=None).labels])
     monkeypatch.setattr(model.config, "median_diameter", found, raising=False)
     sparse = np.zeros_like(image)
     sparse[:256, :320] = tile
     calls.clear()
-    labels = model.segment(sparse)
+    labels = model.segment(sparse).labels
     assert [shape for shape, _, _ in calls] == [(640, 640), (1280, 1280)] and calls[1][1] == 1.0
     assert labels.max() > 0
 
@@ -277,23 +274,22 @@ def test_shipped_model_sizes_resized_images_back_to_the_training_size(dsb_sample
 def test_bad_images_raise_value_errors(active_model_dir):
     model = load_model(active_model_dir)
     with pytest.raises(ValueError, match="shape"):
-        model.segment(np.zeros(100))
+        model.segment(np.zeros(100)).labels
     with pytest.raises(ValueError, match="channels"):
-        model.segment(np.zeros((64, 64, 2), np.uint8))
+        model.segment(np.zeros((64, 64, 2), np.uint8)).labels
 
 
 def test_classical_model(dsb_samples):
     model = load_model("classical")
     assert isinstance(model, ClassicalModel)
-    labels = model.segment(dsb_samples["00071198"].image, tile_size=256)  # tiling options are accepted
+    labels = model.segment(dsb_samples["00071198"].image, tile_size=256).labels  # tiling options are accepted
     assert labels.shape == (256, 256) and labels.max() > 5
-    assert np.array_equal(model.segment(dsb_samples["00071198"].image, diameter="auto"), labels)
+    assert np.array_equal(model.segment(dsb_samples["00071198"].image, diameter="auto").labels, labels)
     with pytest.raises(ValueError, match="diameter"):
-        model.segment(dsb_samples["00071198"].image, diameter=20)
+        model.segment(dsb_samples["00071198"].image, diameter=20).labels
     with pytest.raises(ValueError, match="tta"):
-        model.segment(dsb_samples["00071198"].image, tta=True)
-    with pytest.raises(ValueError, match="probabilities"):
-        model.segment(dsb_samples["00071198"].image, return_probabilities=True)
+        model.segment(dsb_samples["00071198"].image, tta=True).labels
+    assert model.segment(dsb_samples["00071198"].image).probabilities is None
 
 
 # --------------------------------------------------------------------- find_images
@@ -342,7 +338,7 @@ def test_find_images_errors(tmp_path):
 
 
 def test_segment_files_writes_labels_overlays_measurements_summary_and_rle(tmp_path, active_model_dir):
-    from nucseg.rle import rle_decode
+    from nucseg.io.rle import rle_decode
 
     model = load_model(active_model_dir)
     out = tmp_path / "out"
@@ -356,7 +352,7 @@ def test_segment_files_writes_labels_overlays_measurements_summary_and_rle(tmp_p
         paths = output_paths(out, sample_dir.name, overlay=True, measure=True)
         image = read_image(next((sample_dir / "images").iterdir()))
         labels = read_labels(paths["labels"])
-        assert np.array_equal(labels, model.segment(image))
+        assert np.array_equal(labels, model.segment(image).labels)
         n_nuclei = len(np.unique(labels)) - 1
         assert row["status"] == "ok" and int(row["nuclei"]) == n_nuclei > 0
         assert float(row["mean_area_px"]) == pytest.approx(np.count_nonzero(labels) / n_nuclei, abs=0.05)
@@ -416,9 +412,9 @@ def test_existing_outputs_are_never_overwritten_without_overwrite(tmp_path, acti
 def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, active_model_dir, monkeypatch):
     import tifffile
 
-    import nucseg.visualize
+    import nucseg.batch.whole
 
-    real_imwrite, real_overlay = tifffile.imwrite, nucseg.visualize.outline_overlay
+    real_imwrite, real_overlay = tifffile.imwrite, nucseg.batch.whole.outline_overlay
     first, second, third = (p.name for p in _small_inputs())
 
     def failing_imwrite(path, data, **kwargs):  # the disk fills up halfway through one file
@@ -433,7 +429,7 @@ def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, acti
         return real_overlay(image, labels)
 
     monkeypatch.setattr(tifffile, "imwrite", failing_imwrite)
-    monkeypatch.setattr(nucseg.visualize, "outline_overlay", failing_overlay)
+    monkeypatch.setattr(nucseg.batch.whole, "outline_overlay", failing_overlay)
     out = tmp_path / "out"
     report = segment_files(_small_inputs(), out, model=active_model_dir, overlay=True)
     assert [image.status for image in report.images] == ["failed", "failed", "ok"]

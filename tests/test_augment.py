@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from nucseg.augment import NO_AUGMENTATION, AugmentConfig, augment_crop, random_crop, random_intensity
-from nucseg.targets import three_class_target
+from nucseg.training.augment import augment_crop, AugmentConfig, NO_AUGMENTATION, random_crop, random_intensity
+from nucseg.training.targets import three_class_target
 
 GEOMETRY_ONLY = dataclasses.replace(NO_AUGMENTATION, flips=True, rotations=True)
 SEEDS = range(40)

@@ -8,19 +8,13 @@ import tifffile
 import zarr
 from scipy import ndimage as ndi
 
-from nucseg.blockwise import (
-    BlockGrid,
-    covered_objects,
-    image_shape,
-    open_image,
-    paste_objects,
-    segment_blocks_in_memory,
-    segment_large,
-    select_owned_objects,
-)
+from nucseg.batch.blockwise import segment_large
+from nucseg.io.lazy import image_shape, open_image
+from nucseg.scale.blocks import BlockGrid, covered_objects, paste_objects, select_owned_objects
 from nucseg.errors import InputError
-from nucseg.io import OutputExistsError, read_labels
-from nucseg.postprocess import remove_small_labels, split_by_distance
+from nucseg.io.atomic import OutputExistsError
+from nucseg.io.images import read_labels
+from nucseg.postprocess.watershed import remove_small_labels, split_by_distance
 
 # ----------------------------------------------------------------------- helpers
 
@@ -158,9 +152,11 @@ def test_objects_at_the_image_border_are_kept():
 
 
 @pytest.mark.parametrize(("block_size", "margin"), [(256, 24), (256, 256), (512, 40)])
-def test_stitching_consistent_blocks_reproduces_the_objects_exactly(block_size, margin):
+def test_stitching_consistent_blocks_reproduces_the_objects_exactly(tmp_path, block_size, margin):
     truth = random_discs((900, 1100), spacing=48, radius_range=(3, 22), seed=block_size + margin)
-    stitched = segment_blocks_in_memory(truth, lambda block: block, block_size=block_size, margin=margin)
+    output = tmp_path / "stitched.zarr"
+    segment_large(truth, output, model=lambda block: block, block_size=block_size, margin=margin)
+    stitched = zarr.open_array(output, mode="r")[:]
     assert as_partition(stitched) == as_partition(truth)
     assert np.array_equal(np.unique(stitched), np.arange(stitched.max() + 1))
 
@@ -229,11 +225,11 @@ def test_blockwise_classical_model_on_a_mosaic_gives_one_component_per_nucleus(t
     # The classical baseline thresholds each block on its own, so it does not
     # reproduce the in-memory result object for object; the stitching must
     # still give each nucleus one label and lose none at block borders.
-    from nucseg.api import load_model
+    from nucseg.inference.model import load_model
 
     model = load_model("classical")
     image = mosaic[:1800, :2000]
-    expected = model.segment(image)
+    expected = model.segment(image).labels
     report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=512, margin=64)
     labels = read_labels(tmp_path / "labels.tif")
     assert report.grid_shape == (4, 4)
@@ -259,11 +255,11 @@ def test_tiff_and_zarr_outputs_hold_the_same_labels(tmp_path, dsb_samples):
 def test_network_model_in_one_block_equals_the_in_memory_segmentation(tmp_path, dsb_samples, active_model_dir):
     # One block covering the image: the whole-image intensity percentiles are
     # the image's own, so the result must be exactly Model.segment's.
-    from nucseg.api import load_model
+    from nucseg.inference.model import load_model
 
     model = load_model(active_model_dir)
     image = dsb_samples["00ae65c1"].image
-    expected = model.segment(image)
+    expected = model.segment(image).labels
     report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=512, margin=64)
     labels = read_labels(tmp_path / "labels.tif")
     assert report.grid_shape == (1, 1) and report.nuclei == expected.max() > 0
@@ -272,12 +268,12 @@ def test_network_model_in_one_block_equals_the_in_memory_segmentation(tmp_path, 
 
 def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_path, dsb_samples,
                                                                             active_model_dir, monkeypatch):
-    from nucseg.api import load_model
-    from nucseg.measure import median_nucleus_diameter
+    from nucseg.inference.model import load_model
+    from nucseg.postprocess.measure import median_nucleus_diameter
 
     model = load_model(active_model_dir)
     image = np.tile(dsb_samples["00ae65c1"].image[..., :3], (2, 3, 1))  # 512 x 960: 2 x 4 blocks of 256
-    found = median_nucleus_diameter([model.segment(image, diameter=None)])
+    found = median_nucleus_diameter([model.segment(image, diameter=None).labels])
     monkeypatch.setattr(model.config, "median_diameter", 0.7 * found, raising=False)
     scales = []
     segment = model.segment
@@ -317,8 +313,9 @@ def test_an_interrupted_run_resumes_with_the_blocks_not_yet_done(tmp_path, dsb_s
     calls.update(n=0, crash_at=None)
     report = segment_large(image, output, model=crashing_segmenter, block_size=256, margin=32)
     assert report.resumed_blocks == 4 and calls["n"] == 5  # 9 blocks, 4 done before the crash
-    fresh = segment_blocks_in_memory(image, threshold_watershed, block_size=256, margin=32)
-    assert np.array_equal(zarr.open_array(output, mode="r")[:], fresh)
+    fresh = segment_large(image, tmp_path / "fresh.zarr", model=threshold_watershed, block_size=256, margin=32)
+    assert fresh.resumed_blocks == 0
+    assert np.array_equal(zarr.open_array(output, mode="r")[:], zarr.open_array(fresh.output, mode="r")[:])
 
 
 def test_existing_output_and_bad_settings_are_refused(tmp_path):

@@ -5,8 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from nucseg.classical import detect_polarity, estimate_nucleus_radius, segment_classical, segment_classical_detailed
-from nucseg.datasets import load_dataset
+from nucseg.inference.classical import detect_polarity, estimate_nucleus_radius, segment_classical, segment_classical_detailed
+from nucseg.datasets.layouts import load_dataset
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 FLUORESCENCE = ("00071198", "0280fa8f")

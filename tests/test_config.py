@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from nucseg.augment import AugmentConfig
-from nucseg.config import PRESETS, TrainConfig, load_config_file, resolve_config
+from nucseg.training.augment import AugmentConfig
+from nucseg.training.config import load_config_file, PRESETS, resolve_config, TrainConfig
 from nucseg.errors import InputError
 
 

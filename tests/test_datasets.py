@@ -11,18 +11,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from nucseg import datasets
-from nucseg.datasets import (
-    DatasetWarning,
-    Sample,
-    default_cache_dir,
-    detect_layout,
-    image_kind,
-    list_dataset,
-    load_dataset,
-)
+from nucseg.datasets import layouts as datasets
+from nucseg.datasets.layouts import DatasetWarning, default_cache_dir, detect_layout, image_kind, list_dataset, load_dataset, Sample
 from nucseg.errors import InputError
-from nucseg.io import read_image
+from nucseg.io.images import read_image
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 FULL_DSB2018 = Path("/work/shared/data/dsb2018/stage1_train")

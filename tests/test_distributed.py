@@ -12,11 +12,13 @@ import pytest
 import tifffile
 from distributed import WorkerPlugin
 
-from nucseg.api import segment_files
+from nucseg.batch.driver import segment_files
 from nucseg.cli import main
-from nucseg.distributed import connect, remove_stale_temporaries, segment_many
+from nucseg.scale.executors import DaskExecutor
+from nucseg.io.atomic import remove_stale_temporaries
+from nucseg.scale.dask import connect
 from nucseg.errors import NucsegError
-from nucseg.io import read_labels
+from nucseg.io.images import read_labels
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 NAMES = sorted(p.name for p in DSB_DIR.iterdir())
@@ -33,7 +35,7 @@ def client():
 
 @pytest.fixture(scope="module")
 def single_process_labels(tmp_path_factory):
-    """Label images of the 4 fixtures from the single-process path (nucseg.api.segment_files)."""
+    """Label images of the 4 fixtures from the single-process path (nucseg.batch.driver.segment_files)."""
     out = tmp_path_factory.mktemp("single")
     report = segment_files([DSB_DIR], out, model="classical")
     assert report.n_ok == 4
@@ -47,7 +49,7 @@ def summary_rows(out_dir):
 
 @pytest.mark.slow  # a cluster of 2 processes takes seconds to start
 def test_cluster_gives_the_labels_of_the_single_process_path(client, tmp_path, single_process_labels):
-    report = segment_many([DSB_DIR], tmp_path, client=client, model="classical")
+    report = segment_files([DSB_DIR], tmp_path, executor=DaskExecutor(client), model="classical")
 
     assert [image.status for image in report.images] == ["ok"] * 4 and report.exit_code == 0
     for name in NAMES:
@@ -56,7 +58,7 @@ def test_cluster_gives_the_labels_of_the_single_process_path(client, tmp_path, s
     assert sorted(rows) == NAMES
     assert all(int(rows[name]["nuclei"]) == single_process_labels[name].max() for name in NAMES)
     # every worker loaded the model at most once, whatever number of images it segmented
-    loads = client.run(lambda: __import__("nucseg.distributed").distributed.worker_model.cache_info().misses)
+    loads = client.run(lambda: __import__("nucseg.scale.executors").scale.executors.worker_model.cache_info().misses)
     assert all(count <= 1 for count in loads.values())
 
 
@@ -101,7 +103,7 @@ def test_a_worker_killed_while_writing_leaves_no_partial_output(client, tmp_path
     out = tmp_path / "out"
     client.register_plugin(CrashWhileWritingOnce(str(marker)))
     try:
-        report = segment_many([DSB_DIR], out, client=client, model="classical")
+        report = segment_files([DSB_DIR], out, executor=DaskExecutor(client), model="classical")
     finally:
         client.unregister_worker_plugin(CrashWhileWritingOnce.name)
 
@@ -120,7 +122,7 @@ def test_a_failed_image_is_reported_and_the_others_finish(client, tmp_path):
         shutil.copy(DSB_DIR / name / "images" / f"{name}.png", folder / f"{name}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
 
-    report = segment_many([folder], tmp_path / "out", client=client, model="classical")
+    report = segment_files([folder], tmp_path / "out", executor=DaskExecutor(client), model="classical")
 
     statuses = {image.name: image.status for image in report.images}
     assert statuses == {"broken": "failed", NAMES[0]: "ok", NAMES[1]: "ok"}
@@ -158,9 +160,9 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
     tifffile.imwrite(folder / "mosaic.tif", mosaic, tile=(256, 256), photometric="rgb")
     shutil.copy(DSB_DIR / NAMES[0] / "images" / f"{NAMES[0]}.png", folder / "small.png")
 
-    on_cluster = segment_many([folder], tmp_path / "cluster", client=client, model="classical",
+    on_cluster = segment_files([folder], tmp_path / "cluster", executor=DaskExecutor(client), model="classical",
                               blockwise_above=512 * 512, block_size=512, margin=64)
-    in_process = segment_many([folder], tmp_path / "local", client=None, model="classical",
+    in_process = segment_files([folder], tmp_path / "local", model="classical",
                               blockwise_above=512 * 512, block_size=512, margin=64)
 
     assert on_cluster.exit_code == 0 and on_cluster.n_ok == 2
@@ -195,12 +197,12 @@ def test_cli_segments_on_a_local_cluster(tmp_path, single_process_labels):
 
 
 def test_connect_rejects_bad_addresses(monkeypatch):
-    import nucseg.distributed
+    import nucseg.scale.dask
 
     with pytest.raises(NucsegError, match="'local' or 'local:N'"):
         with connect("local:two"):
             pass
-    monkeypatch.setattr(nucseg.distributed, "CONNECT_TIMEOUT", 1)
+    monkeypatch.setattr(nucseg.scale.dask, "CONNECT_TIMEOUT", 1)
     with pytest.raises(NucsegError, match="cannot connect to the Dask scheduler at tcp://127.0.0.1:9"):
         with connect("tcp://127.0.0.1:9"):
             pass

@@ -12,17 +12,10 @@ import pytest
 from skimage.segmentation import find_boundaries
 
 from nucseg.cli import main
-from nucseg.datasets import load_dataset
+from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
-from nucseg.evaluation import (
-    CSV_COLUMNS,
-    evaluate_folder,
-    find_prediction,
-    format_summary,
-    write_csv,
-    write_json,
-)
-from nucseg.io import write_labels, write_png
+from nucseg.evaluation.folder import CSV_COLUMNS, evaluate_folder, find_prediction, format_summary, write_csv, write_json
+from nucseg.io.images import write_labels, write_png
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 KAGGLE_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]

@@ -14,15 +14,8 @@ import tifffile
 from PIL import Image
 
 from nucseg.errors import InputError
-from nucseg.io import (
-    OutputExistsError,
-    atomic_write,
-    read_image,
-    read_labels,
-    read_mask_crop,
-    write_labels,
-    write_png,
-)
+from nucseg.io.atomic import atomic_write, OutputExistsError
+from nucseg.io.images import read_image, read_labels, read_mask_crop, write_labels, write_png
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 RNG = np.random.default_rng(42)

@@ -4,15 +4,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.measure import (
-    AUTO_SCALE_LIMITS,
-    NucleusTable,
-    measure_nuclei,
-    measurement_columns,
-    median_nucleus_diameter,
-    size_factor,
-    write_measurements_csv,
-)
+from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, measure_nuclei, measurement_columns, median_nucleus_diameter, NucleusTable, size_factor, write_measurements_csv
 
 
 def _rectangle_and_disc() -> np.ndarray:

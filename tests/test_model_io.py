@@ -10,20 +10,10 @@ import pytest
 import torch
 
 from nucseg.errors import ModelError
-from nucseg.io import OutputExistsError
-from nucseg.model_io import (
-    CONFIG_FILE,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    WEIGHTS_FILE,
-    ModelConfig,
-    file_sha256,
-    load_model_folder,
-    read_model_config,
-    save_model,
-)
-from nucseg.models import build_model
-from nucseg.preprocess import NormalizationConfig
+from nucseg.io.atomic import OutputExistsError
+from nucseg.models.folder import CONFIG_FILE, ONNX_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder, ModelConfig, read_model_config, save_model, WEIGHTS_FILE
+from nucseg.models.networks import build_model
+from nucseg.preprocess.normalize import NormalizationConfig
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +63,7 @@ def one_line_error(function, *args, **kwargs) -> ModelError:
 
 def test_round_trip_gives_identical_outputs(model_folder):
     path, network, config = model_folder
-    assert sorted(os.listdir(path)) == [CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(os.listdir(path)) == [CONFIG_FILE, ONNX_FILE, WEIGHTS_FILE]
     loaded = load_model_folder(path)
     assert not loaded.network.training
     x = torch.rand(2, 3, 64, 64)

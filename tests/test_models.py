@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nucseg.errors import ModelError
-from nucseg.models import REGISTRY, SIZE_DIVISOR, UNet, build_model, deepen_unet
+from nucseg.models import SIZE_DIVISOR
+from nucseg.models.networks import build_model, deepen_unet, REGISTRY, UNet
 
 
 @pytest.fixture(autouse=True)

@@ -3,21 +3,13 @@ import pytest
 import torch
 from torch import nn
 
-from nucseg.metrics import match_instances
-from nucseg.models import SIZE_DIVISOR
-from nucseg.postprocess import instances_from_probabilities
-from nucseg.prediction import (
-    OnnxRunner,
-    TorchRunner,
-    blend_window,
-    export_onnx,
-    predict_probabilities,
-    predict_rescaled,
-    predict_tiled,
-    resize_channels,
-    tile_starts,
-)
-from nucseg.preprocess import prepare_image
+from nucseg.evaluation.metrics import match_instances
+from nucseg.postprocess.watershed import instances_from_probabilities
+from nucseg.inference.runners import OnnxRunner, TorchRunner
+from nucseg.inference.tiling import blend_window, predict_rescaled, predict_tiled, tile_starts
+from nucseg.models.onnx import export_onnx, onnx_bytes
+from nucseg.preprocess.resize import resize_channels
+from nucseg.preprocess.normalize import prepare_image
 
 
 class DarkBlobNetwork(nn.Module):
@@ -182,7 +174,7 @@ def test_onnx_export_matches_torch(tmp_path, dsb_samples, active_unet):
     torch_result = predict_tiled(TorchRunner(active_unet), image, tile_size=256, overlap=64)
     onnx_result = predict_tiled(OnnxRunner(path), image, tile_size=256, overlap=64)
     assert np.abs(onnx_result - torch_result).max() < 1e-4
-    in_memory = predict_tiled(OnnxRunner.from_network(active_unet), image[:100, :70])
+    in_memory = predict_tiled(OnnxRunner(onnx_bytes(active_unet)), image[:100, :70])
     assert np.abs(in_memory - predict_tiled(TorchRunner(active_unet), image[:100, :70])).max() < 1e-4
 
 
@@ -257,20 +249,3 @@ def test_resize_channels_matches_skimage_on_smooth_images_and_keeps_probabilitie
         np.testing.assert_allclose(resized.sum(axis=0), 1.0, atol=1e-5)
 
 
-# ------------------------------------------------------------ predict_probabilities
-
-
-def test_predict_probabilities_keeps_the_network_as_it_was(dsb_samples, active_unet):
-    image = prepare_image(dsb_samples["00071198"].image)  # 256 x 256: no padding needed
-    assert image.shape[0] % SIZE_DIVISOR == 0 and image.shape[1] % SIZE_DIVISOR == 0
-    active_unet.train()
-    probabilities = predict_probabilities(active_unet, image)
-    assert active_unet.training  # training flag restored
-    assert next(active_unet.parameters()).is_contiguous()  # weights not converted to channels-last
-    assert probabilities.shape == (3, 256, 256) and probabilities.dtype == np.float32
-    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
-    # Same meaning as before tiling: whole-image softmax probabilities.
-    with torch.no_grad():
-        active_unet.eval()
-        direct = torch.softmax(active_unet(torch.from_numpy(image.transpose(2, 0, 1).copy())[None]), 1)[0]
-    assert np.abs(probabilities - direct.numpy()).max() < 1e-4

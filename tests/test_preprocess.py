@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.preprocess import (
-    NormalizationConfig,
-    normalize_percentile,
-    percentile_range,
-    prepare_image,
-    resize_image,
-    resize_labels,
-    to_channels,
-)
+from nucseg.preprocess.normalize import NormalizationConfig, normalize_percentile, percentile_range, prepare_image, to_channels
+from nucseg.preprocess.resize import resize_image, resize_labels
 
 RNG = np.random.default_rng(7)
 

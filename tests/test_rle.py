@@ -3,14 +3,7 @@ import csv
 import numpy as np
 import pytest
 
-from nucseg.rle import (
-    format_rle,
-    labels_to_rles,
-    parse_rle,
-    rle_decode,
-    rle_encode,
-    write_submission_csv,
-)
+from nucseg.io.rle import format_rle, labels_to_rles, parse_rle, rle_decode, rle_encode, write_submission_csv
 
 
 def test_encode_numbers_pixels_column_major_from_one():

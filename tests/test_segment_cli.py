@@ -5,9 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nucseg import api
+from nucseg.models import registry
+
+from nucseg.datasets.locations import sample_image_paths
 from nucseg.cli import main
-from nucseg.io import read_image, read_labels
+from nucseg.io.images import read_image, read_labels
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 
@@ -27,11 +29,11 @@ def test_sample_end_to_end(tmp_path, active_model_dir, capsys):
     code = main(["segment", "--sample", "--out", str(out), "--overlay", "--measure", "--model", str(active_model_dir)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    names = [p.stem for p in api.sample_image_paths()]
+    names = [p.stem for p in sample_image_paths()]
     assert len(names) == 3
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{n}_{suffix}" for n in names for suffix in ("labels.tif", "overlay.png", "nuclei.csv")] + ["summary.csv"])
-    for path in api.sample_image_paths():
+    for path in sample_image_paths():
         image = read_image(path)
         labels = read_labels(out / f"{path.stem}_labels.tif")
         assert labels.shape == image.shape[:2] and labels.max() > 0
@@ -70,7 +72,7 @@ def test_second_run_does_not_overwrite_without_overwrite(tmp_path, active_model_
 
 
 def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(api, "package_models_dir", lambda: tmp_path / "no models")
+    monkeypatch.setattr(registry, "package_models_dir", lambda: tmp_path / "no models")
     code = main(["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
@@ -117,9 +119,10 @@ def test_summary_reports_the_scale_each_image_ran_at(tmp_path, active_model_dir,
 def test_export_onnx(tmp_path, active_model_dir, capsys, dsb_samples):
     import onnxruntime
 
-    from nucseg.api import load_model
-    from nucseg.prediction import OnnxRunner, predict_tiled
-    from nucseg.preprocess import prepare_image
+    from nucseg.inference.model import load_model
+    from nucseg.inference.runners import OnnxRunner
+    from nucseg.inference.tiling import predict_tiled
+    from nucseg.preprocess.normalize import prepare_image
 
     path = tmp_path / "model.onnx"
     assert main(["export", "--model", str(active_model_dir), "--format", "onnx", "--out", str(path)]) == 0

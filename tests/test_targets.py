@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.targets import TARGET_CLASSES, binary_target, make_target, three_class_target, touching_mask
+from nucseg.training.targets import binary_target, make_target, TARGET_CLASSES, three_class_target, touching_mask
 
 
 def two_touching_squares() -> np.ndarray:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nucseg.datasets import load_dataset
-from nucseg.measure import median_nucleus_diameter
-from nucseg.model_io import ModelConfig, load_model_folder, save_model
-from nucseg.models import build_model
+from nucseg.datasets.layouts import load_dataset
+from nucseg.postprocess.measure import median_nucleus_diameter
+from nucseg.models.folder import load_model_folder, ModelConfig, save_model
+from nucseg.models.networks import build_model
 
 TOOLS = Path(__file__).parent.parent / "tools"
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from nucseg.cli import main
-from nucseg.config import TrainConfig
-from nucseg.model_io import load_model_folder
-from nucseg.training import train
+from nucseg.training.config import TrainConfig
+from nucseg.models.folder import load_model_folder
+from nucseg.training.loop import train
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 #: Small-run flags: 64-pixel crops, two steps per epoch, no worker processes.

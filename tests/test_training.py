@@ -15,22 +15,13 @@ import torch
 import yaml
 from PIL import Image
 
-from nucseg.augment import NO_AUGMENTATION
-from nucseg.config import TrainConfig
-from nucseg.datasets import image_kind
+from nucseg.training.augment import NO_AUGMENTATION
+from nucseg.training.config import TrainConfig
+from nucseg.datasets.layouts import image_kind
 from nucseg.errors import InputError
-from nucseg.model_io import load_model_folder
-from nucseg.models import build_model
-from nucseg.training import (
-    CropDataset,
-    sampling_weights,
-    EpochSampler,
-    make_scheduler,
-    prepare_samples,
-    segmentation_loss,
-    split_names,
-    train,
-)
+from nucseg.models.folder import load_model_folder
+from nucseg.models.networks import build_model
+from nucseg.training.loop import CropDataset, EpochSampler, make_scheduler, prepare_samples, sampling_weights, segmentation_loss, split_names, train
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_pixel_iou", "val_pixel_accuracy", "val_dsb_score",
@@ -108,7 +99,7 @@ def test_run_writes_every_artefact(full_run):
         assert image.width >= 3 * 256 and image.height >= 2 * 256
 
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["config.json", "network.onnx", "weights.safetensors"]
     assert not list(run_dir.rglob(".*.tmp*")), "temporary files left behind"
 
 

@@ -19,13 +19,13 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from nucseg.api import NetworkModel, load_model
+from nucseg.inference.model import load_model, NetworkModel
 from nucseg.cli import main
 from nucseg.errors import ModelError
-from nucseg.metrics import dsb_score
-from nucseg.model_io import ModelConfig, load_model_folder, read_model_config, save_model
-from nucseg.postprocess import PostprocessConfig, instances_from_probabilities
-from nucseg.tuning import TuningGrid, TuningResult, save_tuning, search_thresholds, tune_postprocess
+from nucseg.evaluation.metrics import dsb_score
+from nucseg.models.folder import load_model_folder, ModelConfig, read_model_config, save_model
+from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
+from nucseg.evaluation.tuning import save_tuning, search_thresholds, tune_postprocess, TuningGrid, TuningResult
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 TINY_UNET = {"base_channels": 4, "depth": 2}
@@ -198,7 +198,7 @@ def fake_probabilities(monkeypatch, dsb_samples):
 def _tiny_model(path: Path, *, split: dict | None = None) -> Path:
     import torch
 
-    from nucseg.models import build_model
+    from nucseg.models.networks import build_model
 
     torch.manual_seed(0)
     config = ModelConfig("unet", dict(TINY_UNET), split=split or {}, validation={"dsb_score": 0.25, "epoch": 3},
@@ -214,7 +214,7 @@ def test_tune_postprocess_goes_through_segment(tmp_path, dsb_samples, fake_proba
     model = load_model(_tiny_model(tmp_path / "model"))
     samples = [dsb_samples["00071198"], dsb_samples["0280fa8f"]]
     result = tune_postprocess(model, samples, grid=SMALL_GRID)
-    segmented = [model.segment(s.image) for s in samples]
+    segmented = [model.segment(s.image).labels for s in samples]
     assert result.initial_score == pytest.approx(np.mean([dsb_score(s.labels, p) for s, p in zip(samples, segmented)]))
     assert result.config.foreground_threshold == pytest.approx(0.6)
     assert result.score > result.initial_score
@@ -237,11 +237,11 @@ def test_save_tuning_is_atomic_and_keeps_the_weights_checksum(tmp_path, monkeypa
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("nucseg.model_io.json.dumps", fail)  # fails mid-write of config.json
+    monkeypatch.setattr("nucseg.models.folder.json.dumps", fail)  # fails mid-write of config.json
     with pytest.raises(OSError):
         save_tuning(path, result, data="somewhere")
     assert (path / "config.json").read_text() == old_text
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "network.onnx", "weights.safetensors"]
     monkeypatch.undo()
 
     save_tuning(path, result, data="somewhere", expected_weights_sha256=sha)
@@ -255,7 +255,7 @@ def test_save_tuning_is_atomic_and_keeps_the_weights_checksum(tmp_path, monkeypa
     untouched = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("postprocess", "validation")]
     assert all(getattr(after_config, name) == getattr(before_config, name) for name in untouched)
     assert load_model_folder(path).config.postprocess["foreground_threshold"] == 0.4
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "weights.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "network.onnx", "weights.safetensors"]
 
 
 def test_save_tuning_refuses_a_folder_replaced_while_tuning(tmp_path):
@@ -288,7 +288,7 @@ def test_tune_cli_on_the_stored_validation_split(tmp_path, dsb_samples, fake_pro
     assert config.postprocess["foreground_threshold"] == pytest.approx(0.6)
     record = config.validation["tuning"]
     assert record["n_images"] == 2 and record["dsb_score_after"] > record["dsb_score_before"]
-    assert str(DSB_DIR) in record["data"] and "validation split" in record["data"]
+    assert record["data"].startswith(f"{DSB_DIR.name} (") and "validation split" in record["data"]  # a name, not a path
     assert f"{record['dsb_score_before']:.4f} -> {record['dsb_score_after']:.4f}" in captured.out
     assert "foreground_threshold: 0.5 -> 0.6" in captured.out
     assert config.postprocess["marker_threshold"] == 0.5  # any value below 0.62 splits as well: kept

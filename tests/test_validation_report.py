@@ -11,21 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nucseg.api import Model
-from nucseg.classical import segment_classical
+from nucseg.inference.model import Model, SegmentationResult
+from nucseg.inference.classical import segment_classical
 from nucseg.cli import main as nucseg_main
-from nucseg.datasets import image_kind
-from nucseg.io import write_labels
-from nucseg.metrics import dsb_score, image_scores, summarize
-from nucseg.model_io import ModelConfig, save_model
-from nucseg.validation_report import (
-    METRIC_COLUMNS,
-    evaluate_model,
-    format_markdown,
-    load_validation_samples,
-    scores_by_kind,
-    validation_names,
-)
+from nucseg.datasets.layouts import image_kind
+from nucseg.io.images import write_labels
+from nucseg.evaluation.metrics import dsb_score, image_scores, summarize
+from nucseg.models.folder import ModelConfig, save_model
+from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, METRIC_COLUMNS, scores_by_kind, validation_names
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "eval_validation.py"
@@ -44,7 +37,7 @@ class LookupModel(Model):
                        else np.zeros_like(s.labels) for s in samples}
 
     def segment(self, image, **options):
-        return self.labels[zlib.crc32(np.ascontiguousarray(image).tobytes())]
+        return SegmentationResult(self.labels[zlib.crc32(np.ascontiguousarray(image).tobytes())])
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def samples(dsb_samples):
 def _tiny_model(path: Path, **config) -> Path:
     import torch
 
-    from nucseg.models import build_model
+    from nucseg.models.networks import build_model
 
     torch.manual_seed(0)
     return save_model(build_model("unet", base_channels=4, depth=2),
@@ -219,7 +212,7 @@ def test_evaluate_by_kind(tmp_path, samples, capsys, monkeypatch):
     pred = tmp_path / "pred"
     lookup = LookupModel(samples)
     for sample in samples:
-        write_labels(pred / f"{sample.name}_labels.tif", lookup.segment(sample.image))
+        write_labels(pred / f"{sample.name}_labels.tif", lookup.segment(sample.image).labels)
     code = nucseg_main(["evaluate", "--pred", str(pred), "--gt", str(DSB_DIR), "--by-kind"])
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -16,10 +16,10 @@ import dataclasses
 import sys
 
 from nucseg.errors import NucsegError
-from nucseg.io import OutputExistsError
-from nucseg.model_io import load_model_folder, save_model
-from nucseg.models import deepen_unet
-from nucseg.postprocess import PostprocessConfig
+from nucseg.io.atomic import OutputExistsError
+from nucseg.models.folder import load_model_folder, save_model
+from nucseg.models.networks import deepen_unet
+from nucseg.postprocess.watershed import PostprocessConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,11 @@ import argparse
 import dataclasses
 import shutil
 
-from nucseg.api import package_models_dir
-from nucseg.datasets import load_dataset
-from nucseg.io import atomic_directory
-from nucseg.measure import median_nucleus_diameter
-from nucseg.model_io import load_model_folder, read_model_config, rewrite_model_config
+from nucseg.models.registry import package_models_dir
+from nucseg.datasets.layouts import load_dataset
+from nucseg.io.atomic import atomic_directory
+from nucseg.postprocess.measure import median_nucleus_diameter
+from nucseg.models.folder import load_model_folder, read_model_config, rewrite_model_config
 
 NAME = "dsb2018"
 

@@ -1,4 +1,10 @@
-"""nucseg: find and outline every cell nucleus in microscopy images."""
+"""nucseg: find and outline every cell nucleus in microscopy images.
+
+The subpackages are the stages of the pipeline, each depending only on the
+ones before it: ``io`` -> ``preprocess`` -> ``datasets`` -> ``models`` ->
+``postprocess`` -> ``inference`` -> ``evaluation`` / ``training`` ->
+``scale`` -> ``batch`` -> ``cli``. See docs/architecture.md.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +17,17 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from nucseg.errors import InputError, ModelError, NucsegError
 
-__all__ = ["__version__", "InputError", "ModelError", "NucsegError", "load_model", "segment_many"]
+__all__ = ["__version__", "InputError", "ModelError", "NucsegError", "load_model", "segment_files"]
 
 
 def __getattr__(name: str):
-    # nucseg.load_model imports nucseg.api (and torch) on first use only, so
-    # that ``import nucseg`` stays light.
+    # The entry points import their modules on first use only, so that ``import nucseg`` stays light.
     if name == "load_model":
-        from nucseg.api import load_model
+        from nucseg.inference.model import load_model
 
         return load_model
-    if name == "segment_many":  # nucseg.distributed imports dask only when it runs
-        from nucseg.distributed import segment_many
+    if name == "segment_files":
+        from nucseg.batch.driver import segment_files
 
-        return segment_many
+        return segment_files
     raise AttributeError(f"module 'nucseg' has no attribute {name!r}")

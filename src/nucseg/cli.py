@@ -40,7 +40,7 @@ def _add_show_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nucseg.datasets import load_dataset
+    from nucseg.datasets.layouts import load_dataset
     from nucseg.errors import InputError
     from nucseg.visualize import save_sample_grid
 
@@ -77,7 +77,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nucseg.errors import InputError
-    from nucseg.evaluation import evaluate_folder, format_summary, write_csv, write_json
+    from nucseg.evaluation.folder import evaluate_folder, format_summary, write_csv, write_json
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
@@ -88,7 +88,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                              progress=sys.stderr.isatty())
     print(format_summary(report))
     if args.by_kind:
-        from nucseg.validation_report import format_evaluation_by_kind
+        from nucseg.evaluation.report import format_evaluation_by_kind
 
         print("\n" + format_evaluation_by_kind(report, args.gt, images_dir=args.images, masks_dir=args.masks))
     if args.csv:
@@ -137,8 +137,8 @@ RESUME_EXTENSIONS = ("epochs", "time_limit_minutes")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from nucseg.config import resolve_config
-    from nucseg.training import train
+    from nucseg.training.config import resolve_config
+    from nucseg.training.loop import train
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
@@ -238,28 +238,13 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
                            help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")
 
 
-def _segment_scaled_out(args: argparse.Namespace, inputs: list, options: dict):
-    """The batch report of ``segment`` when --dask or block-wise segmentation is asked for; None otherwise."""
+def _run_segment(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from nucseg.distributed import connect, plan_images, segment_many
-
-    blockwise = {"auto": None, "always": True, "never": False}[args.blockwise]
-    if args.dask is None and blockwise is not True:
-        planned = plan_images(inputs, args.out, blockwise=blockwise, channel_axis=args.channel_axis)
-        if not any(item.blockwise for item in planned):
-            return None
-    with connect(args.dask) if args.dask else nullcontext() as client:
-        report = segment_many(inputs, args.out, client=client, model=args.model, overlay=args.overlay,
-                              measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
-                              overwrite=args.overwrite, channel_axis=args.channel_axis, progress=sys.stderr.isatty(),
-                              blockwise=blockwise, block_size=args.block_size, margin=args.margin,
-                              zarr_labels=args.zarr, **options)
-    return report
-
-
-def _run_segment(args: argparse.Namespace) -> int:
-    from nucseg.api import sample_image_paths, segment_files
+    from nucseg.batch.driver import segment_files
+    from nucseg.datasets.locations import sample_image_paths
+    from nucseg.scale.dask import connect
+    from nucseg.scale.executors import DaskExecutor
 
     inputs = list(args.inputs) + (sample_image_paths() if args.sample else [])
     if not inputs:
@@ -268,11 +253,14 @@ def _run_segment(args: argparse.Namespace) -> int:
                if getattr(args, key) is not None}
     if args.tta:
         options["tta"] = True
-    report = _segment_scaled_out(args, inputs, options)
-    if report is None:
-        report = segment_files(inputs, args.out, model=args.model, overlay=args.overlay, measure=args.measure,
-                               pixel_size=args.pixel_size, rle_path=args.rle, overwrite=args.overwrite,
-                               channel_axis=args.channel_axis, progress=sys.stderr.isatty(), **options)
+    blockwise = {"auto": None, "always": True, "never": False}[args.blockwise]
+    with connect(args.dask) if args.dask else nullcontext() as client:
+        report = segment_files(inputs, args.out, model=args.model,
+                               executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
+                               measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                               overwrite=args.overwrite, channel_axis=args.channel_axis,
+                               progress=sys.stderr.isatty(), blockwise=blockwise, block_size=args.block_size,
+                               margin=args.margin, zarr_labels=args.zarr, **options)
     for image in report.images:
         if image.status == "failed":
             print(f"nucseg: failed: {image.error}", file=sys.stderr)
@@ -296,16 +284,16 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nucseg.api import NetworkModel, load_model
-    from nucseg.io import OutputExistsError
-    from nucseg.prediction import ONNX_OPSET
+    from nucseg.inference.model import load_model, NetworkModel
+    from nucseg.io.atomic import OutputExistsError
+    from nucseg.models.onnx import ONNX_OPSET, export_onnx
 
     if Path(args.out).exists() and not args.overwrite:
         raise OutputExistsError(args.out, "exists (use --overwrite to replace it)")
     model = load_model(args.model)
     if not isinstance(model, NetworkModel):
         raise NucsegError(f"model {model.name!r} has no network to export")
-    path = model.export_onnx(args.out, overwrite=args.overwrite)
+    path = export_onnx(model.network, args.out, in_channels=model.config.in_channels, overwrite=args.overwrite)
     norm = model.config.normalization
     print(f"wrote {path}: ONNX opset {ONNX_OPSET}, input 'image' float32 (N, {model.config.in_channels}, H, W) "
           f"with H, W multiples of 32, each channel scaled so its {norm.low_percentile:g} and "
@@ -331,14 +319,14 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from nucseg.api import NetworkModel, load_model
-    from nucseg.datasets import load_dataset
+    from nucseg.inference.model import load_model, NetworkModel
+    from nucseg.datasets.layouts import load_dataset
+    from nucseg.datasets.locations import dataset_name
     from nucseg.errors import ModelError
-    from nucseg.model_io import read_model_config
-    from nucseg.tuning import save_tuning, tune_postprocess
-    from nucseg.validation_report import load_validation_samples
+    from nucseg.models.folder import read_model_config
+    from nucseg.evaluation.tuning import save_tuning, tune_postprocess
+    from nucseg.evaluation.report import load_validation_samples
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
@@ -347,7 +335,7 @@ def _run_tune(args: argparse.Namespace) -> int:
         raise ModelError(None, f"model {model.name!r} has no network, so no post-processing thresholds to tune")
     _, weights_sha256 = read_model_config(model.path)
     progress = sys.stderr.isatty()
-    source = str(Path(args.data or args.images).resolve())
+    source = dataset_name(args.data or args.images)
     if args.split_from_model:
         samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
                                           progress=progress)

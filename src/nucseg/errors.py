@@ -32,3 +32,9 @@ class InputError(_PathError):
 
 class ModelError(_PathError):
     """A model file or folder is corrupt, foreign or incompatible."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

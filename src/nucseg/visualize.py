@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.datasets import Sample
-from nucseg.io import write_png
-from nucseg.preprocess import NormalizationConfig, prepare_image, resize_image, resize_labels
+from nucseg.datasets.layouts import Sample
+from nucseg.io.images import write_png
+from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
+from nucseg.preprocess.resize import resize_image, resize_labels
 
 #: Pixels between the panels of a grid or snapshot.
 GAP = 4

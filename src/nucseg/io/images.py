@@ -1,4 +1,4 @@
-"""Reading images and label images, and writing outputs atomically.
+"""Reading images and label images; writing label images and PNGs.
 
 Images are returned as plain numpy arrays in their native dtype, shaped
 ``(H, W)`` for single-channel images or ``(H, W, C)`` with the channel axis
@@ -13,18 +13,17 @@ the full 16 bits (see :func:`_read_png_16bit_colour`).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from nucseg.errors import InputError
+from nucseg.errors import first_line, InputError
+from nucseg.io.atomic import atomic_write
+from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,15 +35,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: Suffixes of formats that store pixel values exactly (usable for label images).
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
-
-
-class OutputExistsError(InputError, FileExistsError):
-    """An output file exists and overwriting it was not asked for."""
-
-
-def is_image_file(path: str | Path) -> bool:
-    """Return True if ``path`` has a suffix that :func:`read_image` reads."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
 def read_image(
@@ -129,7 +119,7 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
     except Image.DecompressionBombError:
         raise InputError(path, "image is too large for Pillow; convert it to TIFF") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(path, f"cannot decode image ({_first_line(exc)})") from None
+        raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
     return _read_png_16bit_colour(path, rawmode)
 
 
@@ -253,12 +243,7 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
             im.load()
             return np.asarray(im)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(path, f"cannot decode 16-bit PNG ({_first_line(exc)})") from None
-
-
-#: tifffile axis codes that a file uses to declare its channel axis:
-#: samples of a pixel (RGB, planar or not) and ImageJ / OME channels.
-_DECLARED_CHANNEL_AXES = "SC"
+        raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
 
 
 def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
@@ -270,37 +255,11 @@ def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
             axes = series.axes
             array = series.asarray()
     except Exception as exc:  # tifffile raises many types for corrupt files
-        raise InputError(path, f"cannot decode TIFF ({_first_line(exc)})") from None
-    if len(axes) != array.ndim:  # no usable axes metadata: nothing is declared
-        axes = "Q" * (array.ndim - 2) + "YX"
-    keep = [i for i, (n, axis) in enumerate(zip(array.shape, axes)) if n > 1 or axis in "YX"]
-    array = array.reshape([array.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
-    if array.ndim == 2:
-        return array
-    if array.ndim != 3:
-        raise InputError(
-            path, f"TIFF of shape {array.shape} (axes {axes}): only 2-D images with one channel axis are supported"
-        )
-    declared = [i for i, axis in enumerate(axes) if axis in _DECLARED_CHANNEL_AXES]
-    declared_axis = declared[0] if len(declared) == 1 else None
-    if channel_axis is None:
-        if declared_axis is None:
-            raise InputError(
-                path,
-                f"multi-channel TIFF of shape {array.shape} (axes {axes}) does not declare its channel axis; "
-                "pass channel_axis (CLI: --channel-axis)",
-            )
-        channel_axis = declared_axis
-    if not -3 <= channel_axis < 3:
-        raise InputError(path, f"channel axis {channel_axis} is out of range for shape {array.shape}")
-    channel_axis %= 3
-    if declared_axis is not None and channel_axis != declared_axis:
-        raise InputError(
-            path, f"channel axis {channel_axis} contradicts the file, whose channels are on axis {declared_axis} "
-            f"of shape {array.shape} (axes {axes})"
-        )
-    return np.moveaxis(array, channel_axis, -1)
+        raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
+    roles = axis_roles(path, array.shape, tiff_series_axes(array.shape, axes), DECLARED_CHANNEL_AXES, channel_axis)
+    kept = [role for role in roles if role]
+    array = array.reshape([n for n, role in zip(array.shape, roles) if role])
+    return np.transpose(array, [kept.index(axis) for axis in ("y", "x", "c") if axis in kept])
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -397,90 +356,3 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     with atomic_write(path, overwrite=overwrite) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return Path(path)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
-
-    A reader never sees a half-written file, and a failure (or a kill) leaves
-    no partial output under the final name. The temporary file keeps the
-    suffix of ``path`` so that writers that choose a format by suffix work,
-    and is created with the usual permissions (``0o666`` less the umask).
-
-    Raises
-    ------
-    OutputExistsError
-        ``overwrite`` is False and ``path`` exists (a ``FileExistsError``
-        and an :class:`~nucseg.errors.InputError`).
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _create_temporary_file(path)
-    try:
-        yield tmp
-        if not overwrite and path.exists():
-            raise OutputExistsError(path, "exists (use --overwrite to replace it)")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_directory(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; swap it in for ``path`` on success.
-
-    A reader sees the old folder or the new one, never a mix, and a failure
-    leaves the old folder untouched. Files in the new folder get the usual
-    permissions (``0o666``, folders ``0o777``, less the umask), whatever the
-    writers or copies chose.
-
-    Raises
-    ------
-    OutputExistsError
-        ``overwrite`` is False and ``path`` exists.
-    """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise OutputExistsError(path, "exists (use --overwrite to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
-    old = path.with_name(f".{path.name}.{secrets.token_hex(4)}.old")
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        for child in [tmp, *tmp.rglob("*")]:
-            child.chmod((0o777 if child.is_dir() else 0o666) & ~umask)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not path.exists():
-            os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _create_temporary_file(path: Path) -> Path:
-    # Not tempfile.mkstemp: its files are private (0o600), and os.replace would
-    # carry that mode to the output.
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return tmp
-    raise FileExistsError(f"{path}: cannot create a temporary file beside it")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -122,10 +122,29 @@ def normalize_percentile(
     -------
     ndarray of float32, same shape as ``image``
     """
-    lo, hi = percentile_range(image, low=low, high=high)
+    return normalize_with_range(image, *percentile_range(image, low=low, high=high), eps=eps)
+
+
+def normalize_with_range(image: np.ndarray, low: np.ndarray, high: np.ndarray, *, eps: float = 1e-6) -> np.ndarray:
+    """Scale each channel so that the intensities ``low`` and ``high`` map to 0 and 1 (not clipped).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+    low, high : array_like, shape (C,) (or (1,) for a 2-D image)
+        Per-channel intensities, e.g. from :func:`percentile_range` of the
+        image, or of a larger image that ``image`` is a part of.
+    eps : float
+        Smallest divisor: a constant channel becomes 0, not NaN or inf.
+
+    Returns
+    -------
+    ndarray of float32, same shape as ``image``
+    """
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
     data = np.asarray(image).astype(np.float32, copy=False)
-    scale = np.maximum(hi - lo, eps).astype(np.float32)
-    return ((data - lo.astype(np.float32)) / scale).astype(np.float32, copy=False)
+    scale = np.maximum(high - low, eps).astype(np.float32)
+    return ((data - low.astype(np.float32)) / scale).astype(np.float32, copy=False)
 
 
 def prepare_image(image: np.ndarray, config: NormalizationConfig = NormalizationConfig()) -> np.ndarray:
@@ -140,45 +159,3 @@ def prepare_image(image: np.ndarray, config: NormalizationConfig = Normalization
     )
 
 
-def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize an intensity image to ``shape`` (H, W) with linear interpolation.
-
-    The seed notebook's fixed-size input (every image resized to one shape);
-    tiled prediction makes it unnecessary. Shrinking is anti-aliased.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W) or (H, W, C)
-    shape : (int, int)
-        Output (H, W) in pixels.
-
-    Returns
-    -------
-    ndarray of float32, shape ``shape`` or ``shape + (C,)``, values in the input's range
-    """
-    from skimage.transform import resize
-
-    out_shape = tuple(shape) + image.shape[2:]
-    return resize(image.astype(np.float32, copy=False), out_shape, order=1, anti_aliasing=True,
-                  preserve_range=True).astype(np.float32)
-
-
-def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a label image to ``shape`` (H, W) with nearest-neighbour interpolation.
-
-    Label values are kept (no new values appear); objects smaller than the
-    new pixel size may vanish when shrinking.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-    shape : (int, int)
-        Output (H, W) in pixels.
-
-    Returns
-    -------
-    ndarray, shape ``shape``, dtype of ``labels``
-    """
-    from skimage.transform import resize
-
-    return resize(labels, tuple(shape), order=0, anti_aliasing=False, preserve_range=True).astype(labels.dtype)

@@ -31,8 +31,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
-from nucseg.postprocess import fill_small_holes, remove_small_labels, split_by_distance
-from nucseg.preprocess import normalize_percentile, to_channels
+from nucseg.postprocess.watershed import fill_small_holes, remove_small_labels, split_by_distance
+from nucseg.preprocess.normalize import normalize_percentile, to_channels
 
 Polarity = Literal["bright", "dark"]
 

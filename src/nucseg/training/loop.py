@@ -36,17 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nucseg.augment import augment_crop
-from nucseg.config import TrainConfig
-from nucseg.datasets import Sample, image_kind, load_dataset
+from nucseg.training.augment import augment_crop
+from nucseg.training.config import TrainConfig
+from nucseg.datasets.layouts import image_kind, load_dataset, Sample
 from nucseg.errors import InputError
-from nucseg.io import atomic_write
-from nucseg.measure import median_nucleus_diameter
-from nucseg.model_io import ModelConfig, save_model
-from nucseg.models import SIZE_DIVISOR, build_model
-from nucseg.prediction import resize_channels
-from nucseg.preprocess import NormalizationConfig, prepare_image, resize_image, resize_labels
-from nucseg.targets import TARGET_CLASSES, make_target, touching_mask
+from nucseg.io.atomic import atomic_write
+from nucseg.postprocess.measure import median_nucleus_diameter
+from nucseg.models.folder import ModelConfig, save_model
+from nucseg.models import SIZE_DIVISOR
+from nucseg.models.networks import build_model
+from nucseg.preprocess.resize import resize_channels
+from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
+from nucseg.preprocess.resize import resize_image, resize_labels
+from nucseg.training.targets import make_target, TARGET_CLASSES, touching_mask
 
 CHECKPOINT_VERSION = 1
 MODEL_DIR = "model"
@@ -226,8 +228,8 @@ def validate(
 ) -> ValidationResult:
     """Loss and pixel scores on the network's input grid; DSB score of the full
     instance pipeline at the original resolution."""
-    from nucseg.metrics import image_scores, summarize
-    from nucseg.postprocess import PostprocessConfig, instances_from_probabilities
+    from nucseg.evaluation.metrics import image_scores, summarize
+    from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 
     post_config = PostprocessConfig.from_dict(postprocess)
     network.eval()
@@ -533,8 +535,8 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
     InputError
         Its network differs from ``network`` (other architecture, options or classes).
     """
-    from nucseg.api import resolve_model_path
-    from nucseg.model_io import load_model_folder
+    from nucseg.models.registry import resolve_model_path
+    from nucseg.models.folder import load_model_folder
 
     path = resolve_model_path(name_or_path)
     source = load_model_folder(path)
@@ -547,7 +549,7 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
-    from nucseg.postprocess import PostprocessConfig
+    from nucseg.postprocess.watershed import PostprocessConfig
 
     return PostprocessConfig().to_dict()
 
@@ -624,7 +626,7 @@ def _log_epoch(writer, row, result: ValidationResult, val_prepared, snapshot_ind
             writer.add_scalar(f"{group}/{key.removeprefix('val_').removeprefix('train_')}", value, epoch)
     if not snapshot_indices:
         return
-    from nucseg.io import write_png
+    from nucseg.io.images import write_png
     from nucseg.visualize import prediction_snapshot
 
     panels = []

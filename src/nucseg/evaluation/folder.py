@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.errors import InputError
-from nucseg.io import atomic_write, read_labels
-from nucseg.metrics import DatasetScores, ImageScores, image_scores, summarize
+from nucseg.io.atomic import atomic_write
+from nucseg.io.images import read_labels
+from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
 
 #: File names tried for the prediction of image ``<name>``, in order of preference.
 PREDICTION_PATTERNS = ("{name}_labels.tif", "{name}.tif", "{name}.png")
@@ -125,7 +126,7 @@ def evaluate_folder(
     """
     from tqdm.auto import tqdm
 
-    from nucseg.datasets import load_dataset
+    from nucseg.datasets.layouts import load_dataset
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nucseg.datasets import IMAGE_KINDS, image_kind
-from nucseg.metrics import DatasetScores, ImageScores, image_scores, summarize
+from nucseg.datasets.layouts import image_kind, IMAGE_KINDS
+from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
 
 #: Columns of the markdown tables: (header, DatasetScores attribute).
 METRIC_COLUMNS = (
@@ -146,7 +146,7 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    from nucseg.api import load_model
+    from nucseg.inference.model import load_model
     from nucseg.errors import InputError
 
     if isinstance(model, (str, Path)):
@@ -154,12 +154,11 @@ def evaluate_model(
     samples = list(samples)
     if not samples:
         raise InputError(None, "no images to evaluate on")
-    if hasattr(model, "runner"):  # a network: its one-time set-up (the ONNX export) is not segmenting time
-        model.runner(segment_options.get("backend"))
+    model.prepare(backend=segment_options.get("backend"))  # one-time set-up is not segmenting time
     scores, seconds = [], 0.0
     for sample in tqdm(samples, desc=f"evaluating {name or model.name}", unit="img", disable=not progress):
         start = time.perf_counter()
-        labels = model.segment(sample.image, **segment_options)
+        labels = model.segment(sample.image, **segment_options).labels
         seconds += time.perf_counter() - start
         scores.append(image_scores(sample.labels, labels))
     kinds = tuple(image_kind(sample.image) for sample in samples) if by_kind else ()
@@ -187,8 +186,8 @@ def dataset_image_kinds(
     InputError
         Any problem with the dataset, naming the file.
     """
-    from nucseg.datasets import list_dataset
-    from nucseg.io import read_image
+    from nucseg.datasets.layouts import list_dataset
+    from nucseg.io.images import read_image
 
     return {files.name: image_kind(read_image(files.image_path))
             for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
@@ -214,7 +213,7 @@ def validation_names(model_dir: str | Path, *, part: str = "validation") -> list
         Not a model folder, or that part of the split not stored.
     """
     from nucseg.errors import ModelError
-    from nucseg.model_io import CONFIG_FILE, read_model_config
+    from nucseg.models.folder import CONFIG_FILE, read_model_config
 
     if part not in SPLIT_PARTS:
         raise ValueError(f"part must be one of {', '.join(SPLIT_PARTS)}, got {part!r}")
@@ -266,7 +265,7 @@ def load_validation_samples(
     InputError
         A stored name is not in the dataset (another dataset than the model's).
     """
-    from nucseg.datasets import list_dataset, load_dataset
+    from nucseg.datasets.layouts import list_dataset, load_dataset
     from nucseg.errors import InputError
 
     names = validation_names(model_dir, part=part)

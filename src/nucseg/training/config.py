@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nucseg.augment import AugmentConfig
+from nucseg.training.augment import AugmentConfig
 from nucseg.errors import InputError
 
 
@@ -161,9 +161,9 @@ class TrainConfig:
         """Raise ValueError for missing, mistyped or out-of-range settings and ones that cannot work together."""
         import inspect
 
-        from nucseg.datasets import IMAGE_KINDS
-        from nucseg.models import REGISTRY
-        from nucseg.targets import TARGET_CLASSES
+        from nucseg.datasets.layouts import IMAGE_KINDS
+        from nucseg.models.networks import REGISTRY
+        from nucseg.training.targets import TARGET_CLASSES
 
         for name, (kind, minimum) in _NUMBER_SETTINGS.items():
             _check_number(name, getattr(self, name), kind, minimum)

@@ -15,16 +15,15 @@ must be multiples of :data:`SIZE_DIVISOR` (the tiling code pads to it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nucseg.errors import ModelError
-
-#: Height and width of network inputs must be multiples of this (five 2x downsamplings).
-SIZE_DIVISOR = 32
+from nucseg.models import SIZE_DIVISOR
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -250,3 +249,14 @@ def build_model(name: str, *, in_channels: int = 3, out_channels: int = 3, **opt
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(REGISTRY)}")
     return REGISTRY[name].build(in_channels, out_channels, **options)
+
+
+@contextlib.contextmanager
+def eval_mode(network: torch.nn.Module) -> Iterator[None]:
+    """Put ``network`` in eval mode, restoring its training flag afterwards."""
+    was_training = network.training
+    network.eval()
+    try:
+        yield
+    finally:
+        network.train(was_training)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.io import atomic_write
+from nucseg.io.atomic import atomic_write
 
 _SHAPE_PROPERTIES = (
     "label", "centroid", "area", "perimeter", "equivalent_diameter_area", "eccentricity", "solidity", "bbox",

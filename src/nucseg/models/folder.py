@@ -5,8 +5,11 @@ A model is a folder holding::
     config.json           ModelConfig: architecture, input channels, normalization,
                           target, post-processing thresholds, training split and
                           validation scores, format and nucseg versions,
-                          SHA-256 of the weights
+                          SHA-256 of the weights and of the ONNX graph
     weights.safetensors   the network's tensors (no pickle: loading runs no code)
+    network.onnx          the same network with a softmax, as an ONNX graph, which
+                          ONNX Runtime runs without torch (optional: a folder
+                          without it has its network exported when it runs)
 
 :func:`save_model` writes the folder atomically (a temporary folder renamed
 into place); :func:`load_model_folder` checks the format, the version and the
@@ -23,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nucseg.errors import ModelError
-from nucseg.preprocess import NormalizationConfig
+from nucseg.errors import first_line, ModelError
+from nucseg.io.atomic import atomic_directory, atomic_write
+from nucseg.preprocess.normalize import NormalizationConfig
 
 FORMAT_NAME = "nucseg-model"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+ONNX_FILE = "network.onnx"
 
 
 @dataclass
@@ -93,6 +98,7 @@ class ModelConfig:
         data = dict(data)
         data.pop("format", None)
         data.pop("weights_sha256", None)
+        data.pop("onnx_sha256", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -113,7 +119,7 @@ class LoadedModel:
 
 def build_network(config: ModelConfig):
     """Build the (untrained) network described by ``config``."""
-    from nucseg.models import build_model
+    from nucseg.models.networks import build_model
 
     options = {k: v for k, v in config.architecture_options.items() if k != "encoder_weights"}
     return build_model(config.architecture, in_channels=config.in_channels, out_channels=config.out_channels,
@@ -129,7 +135,7 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
     from safetensors.torch import save_file
 
     import nucseg
-    from nucseg.io import atomic_directory
+    from nucseg.models.onnx import export_onnx
 
     path = Path(path)
     config = dataclasses.replace(config, nucseg_version=nucseg.__version__, format_version=FORMAT_VERSION)
@@ -138,6 +144,8 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
         document = config.to_dict()
         document["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
+        export_onnx(network, tmp / ONNX_FILE, in_channels=config.in_channels)
+        document["onnx_sha256"] = file_sha256(tmp / ONNX_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
 
@@ -172,7 +180,7 @@ def read_model_config(path: str | Path) -> tuple[ModelConfig, str | None]:
     try:
         document = json.loads(config_path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelError(config_path, f"corrupt model config ({str(exc).splitlines()[0]})") from None
+        raise ModelError(config_path, f"corrupt model config ({first_line(exc)})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise ModelError(config_path, f"not a nucseg model config (no \"format\": \"{FORMAT_NAME}\")")
     version = document.get("format_version")
@@ -214,12 +222,12 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(weights_path, f"corrupt weights file ({str(exc).splitlines()[0]})") from None
+        raise ModelError(weights_path, f"corrupt weights file ({first_line(exc)})") from None
     try:
         network = build_network(config)
     except (ValueError, TypeError) as exc:
         raise ModelError(path / CONFIG_FILE, f"cannot build the network it describes "
-                                             f"({str(exc).splitlines()[0]})") from None
+                                             f"({first_line(exc)})") from None
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -241,8 +249,6 @@ def rewrite_model_config(path: str | Path, config: ModelConfig) -> Path:
     ModelError
         Not a model folder, or weights that do not match their checksum.
     """
-    from nucseg.io import atomic_write
-
     path = Path(path)
     _, weights_sha256 = read_model_config(path)
     weights = path / WEIGHTS_FILE
@@ -250,6 +256,50 @@ def rewrite_model_config(path: str | Path, config: ModelConfig) -> Path:
         raise ModelError(weights, "weights missing or not matching the checksum in config.json")
     document = config.to_dict()
     document["weights_sha256"] = weights_sha256
+    onnx_sha256 = _recorded_checksums(path).get("onnx_sha256")
+    if onnx_sha256 is not None:
+        document["onnx_sha256"] = onnx_sha256
     with atomic_write(path / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
     return path / CONFIG_FILE
+
+
+def _recorded_checksums(path: Path) -> dict[str, str]:
+    """The SHA-256 sums that ``config.json`` of a (checked) model folder records, by key."""
+    document = json.loads((path / CONFIG_FILE).read_text())
+    return {key: document[key] for key in ("weights_sha256", "onnx_sha256") if isinstance(document.get(key), str)}
+
+
+def verify_weights(path: str | Path) -> None:
+    """Check that the weights file exists and matches its recorded checksum (no torch needed).
+
+    Raises
+    ------
+    ModelError
+        Missing weights, or a checksum that does not match.
+    """
+    path = Path(path)
+    _, expected = read_model_config(path)
+    weights_path = path / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise ModelError(path, f"weights file {WEIGHTS_FILE} is missing")
+    if expected is not None and file_sha256(weights_path) != expected:
+        raise ModelError(weights_path, "weights checksum does not match config.json (file corrupt or altered)")
+
+
+def onnx_path(path: str | Path) -> Path | None:
+    """The model folder's ONNX graph, checked against its recorded checksum; None if it has none.
+
+    Raises
+    ------
+    ModelError
+        A graph without a recorded checksum, or one that does not match it.
+    """
+    path = Path(path)
+    graph = path / ONNX_FILE
+    if not graph.is_file():
+        return None
+    expected = _recorded_checksums(path).get("onnx_sha256")
+    if expected is None or file_sha256(graph) != expected:
+        raise ModelError(graph, "ONNX graph does not match the checksum in config.json (file corrupt or altered)")
+    return graph

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from nucseg.errors import InputError, ModelError
-from nucseg.metrics import DSB_THRESHOLDS, IoUMatrix, iou_matrix, match_iou
-from nucseg.postprocess import PostprocessConfig, instances_from_probabilities
+from nucseg.evaluation.metrics import DSB_THRESHOLDS, iou_matrix, IoUMatrix, match_iou
+from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 
 #: Settings that :func:`search_thresholds` tunes.
 TUNED_SETTINGS = ("foreground_threshold", "marker_threshold", "min_marker_size", "min_size")
@@ -314,7 +314,7 @@ def tune_postprocess(
     """
     from tqdm.auto import tqdm
 
-    from nucseg.api import NetworkModel, load_model
+    from nucseg.inference.model import load_model, NetworkModel
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -326,7 +326,7 @@ def tune_postprocess(
     start = time.perf_counter()
     probabilities = []
     for sample in tqdm(samples, desc="predicting", unit="img", disable=not progress):
-        probabilities.append(model.segment(sample.image, return_probabilities=True).probabilities)
+        probabilities.append(model.segment(sample.image).probabilities)
     result = search_thresholds(probabilities, [s.labels for s in samples], initial=model.postprocess_config,
                                grid=grid, progress=progress)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
@@ -370,7 +370,7 @@ def save_tuning(
         Not a model folder, a folder replaced while tuning, or weights that no
         longer match their checksum.
     """
-    from nucseg.model_io import read_model_config, rewrite_model_config
+    from nucseg.models.folder import read_model_config, rewrite_model_config
 
     model_dir = Path(model_dir)
     config, weights_sha256 = read_model_config(model_dir)

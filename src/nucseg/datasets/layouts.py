@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.errors import InputError, NucsegError
-from nucseg.io import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES, atomic_write, read_image, read_labels, read_mask_crop
+from nucseg.io.atomic import atomic_write
+from nucseg.io.images import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES, read_image, read_labels, read_mask_crop
 
 CACHE_FORMAT_VERSION = 2
 #: Kinds of image that :func:`image_kind` tells apart.
@@ -106,7 +107,7 @@ def detect_layout(root: str | Path) -> str:
             root, f"this is one DSB2018 sample (images/{root.name}.png + masks/); "
             f"give the folder that holds the sample folders ({root.parent})"
         )
-    if _paired_folders(root) is not None:
+    if paired_folders(root) is not None:
         return "paired"
     raise InputError(
         root,
@@ -120,7 +121,8 @@ def _visible_entries(folder: Path) -> list[os.DirEntry]:
         return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
-def _paired_folders(root: Path) -> tuple[Path, Path] | None:
+def paired_folders(root: Path) -> tuple[Path, Path] | None:
+    """(images, masks) folders of a paired-layout dataset at ``root``, or None: the one rule, for training and batch input."""
     for images_name, masks_name in _PAIRED_FOLDER_NAMES:
         if (root / images_name).is_dir() and (root / masks_name).is_dir():
             return root / images_name, root / masks_name
@@ -164,7 +166,7 @@ def list_dataset(
     root = Path(root)
     if detect_layout(root) == "dsb2018":
         return _list_dsb2018(root)
-    folders = _paired_folders(root)
+    folders = paired_folders(root)
     assert folders is not None, "detect_layout accepted the folder"
     return _list_paired(*folders)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.io import atomic_write
+from nucseg.io.atomic import atomic_write
 
 SUBMISSION_HEADER = ("ImageId", "EncodedPixels")
 

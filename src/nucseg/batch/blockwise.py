@@ -1,0 +1,511 @@
+"""Segmenting images larger than memory, block by block.
+
+The image is read lazily (:mod:`nucseg.io.lazy`) and cut into blocks with
+margins whose objects are stitched by ownership (:mod:`nucseg.scale.blocks`,
+which states the rules).
+
+The work runs in three passes of independent tasks, on a
+executor (:mod:`nucseg.scale.executors`: in this process or on Dask): *segment* (each block to
+its kept objects, stored in a scratch Zarr group beside the output, one
+chunk per block), *deduplicate* (each block against its earlier
+neighbours), *assemble* (each output chunk from the kept objects of the
+3 x 3 blocks around it). A task holds at most one read region of the image
+and a few block-sized label arrays, so the memory per worker is bounded by
+the block size, not by the image size. The scratch group makes a run
+resumable: blocks segmented by a killed run are not segmented again.
+
+Network models are normalized with intensity percentiles of the *whole*
+image (from a strided sample of every block), as the in-memory path
+normalizes an image, so that blocks of empty background are not stretched
+into noise. The classical baseline adapts its threshold and nucleus size to
+each block; prefer a trained model for slides with large empty areas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nucseg.errors import InputError, ModelError, NucsegError
+from nucseg.inference.model import Model, SegmentationResult, load_model
+from nucseg.io.atomic import OutputExistsError, atomic_write
+from nucseg.io.images import labels_dtype, read_image
+from nucseg.io.lazy import LazyImage, is_zarr, open_image
+from nucseg.preprocess.normalize import to_channels
+from nucseg.scale.blocks import (DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, BLOCK_SIZE_MULTIPLE, Block, BlockGrid,
+                                 check_block_settings, covered_objects, intersection, paste_objects, pieces_for_core,
+                                 renumbering_tables, select_owned_objects)
+from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
+
+#: Pixels sampled over the whole image for its intensity percentiles (network models).
+NORMALIZATION_SAMPLES = 4_000_000
+
+_SCRATCH_FORMAT = "nucseg-blockwise-scratch"
+_SCRATCH_VERSION = 1
+
+
+class _CallableModel(Model):
+    """A plain function ``block image -> labels`` used as a model (no options)."""
+
+    def __init__(self, function: Callable[[np.ndarray], np.ndarray]):
+        self.function = function
+        self.name = getattr(function, "__name__", "function")
+        self.path = None
+
+    def check_options(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"segment options ({', '.join(sorted(options))}) need a Model, not a plain callable")
+
+    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
+        self.check_options(**options)
+        return SegmentationResult(np.asarray(self.function(image)))
+
+    def __repr__(self) -> str:
+        return f"_CallableModel({self.function!r})"
+
+
+def _as_model(model: Model | str | Path | Callable | None) -> Model:
+    if model is None or isinstance(model, (str, Path)):
+        return load_model(model)
+    if isinstance(model, Model):
+        return model
+    if callable(model):
+        return _CallableModel(model)
+    raise TypeError(f"model must be a Model, a model name or folder, or a function, got {type(model).__name__}")
+
+
+def _segment_block_image(model: Model, image: np.ndarray, options: dict[str, Any],
+                         intensity_range: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Instance labels of one block's read region."""
+    if intensity_range is not None:
+        return model.segment(image, intensity_range=intensity_range, **options).labels
+    return model.segment(image, **options).labels
+
+
+# --------------------------------------------------------------------- the tasks
+
+
+def _pixels(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+    """The pixels of ``region``: read from a lazy image, or already cut out by the driver."""
+    return source.read(*region) if isinstance(source, LazyImage) else source
+
+
+def _task_input(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> LazyImage | np.ndarray:
+    """What a task reads ``region`` from: the lazy image (a path), or the region's pixels of an array."""
+    return source if isinstance(source, LazyImage) else source[region]
+
+
+def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
+    """A strided sample of the block's core: (n, channels) float32."""
+    pixels = _pixels(source, block.core)
+    return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(np.float32)
+
+
+def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, model: Any,
+                  options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
+    """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
+    import zarr
+
+    pixels = _pixels(source, block.read)
+    labels = _segment_block_image(resolve_model(model), pixels, options, intensity_range)
+    labels = np.asarray(labels)
+    if labels.shape != block.read_shape:
+        raise ValueError(f"the model returned labels of shape {labels.shape} for a block of "
+                         f"shape {block.read_shape}")
+    owned = select_owned_objects(labels, block)
+    height, width = block.read_shape
+    zarr.open_array(f"{scratch}/objects", mode="r+")[block.row, block.col, :height, :width] = owned.labels
+    zarr.open_array(f"{scratch}/counts", mode="r+")[block.row, block.col] = [owned.count, owned.cut]
+    return owned.count, owned.cut
+
+
+def _stored_objects(objects: Any, block: Block, region: tuple[slice, slice] | None = None) -> np.ndarray:
+    local = block.local(region if region is not None else block.read)
+    return objects[block.row, block.col, local[0], local[1]]
+
+
+def _deduplicate_task(scratch: str, grid: BlockGrid, block: Block) -> np.ndarray:
+    """Keep flags (index = local object number) of one block's objects: False for duplicates."""
+    import zarr
+
+    objects = zarr.open_array(f"{scratch}/objects", mode="r")
+    own = _stored_objects(objects, block)
+    claimed = np.zeros(block.read_shape, dtype=bool)
+    for other in grid.earlier_neighbours(block):
+        region = intersection(block.read, other.read)
+        claimed[block.local(region)] |= _stored_objects(objects, other, region) > 0
+    return ~covered_objects(own, claimed)
+
+
+def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
+                   renumbering: dict[tuple[int, int], np.ndarray]) -> tuple[int, int]:
+    """Write one core block of the stitched labels; return (foreground pixels, conflicting pixels)."""
+    import zarr
+
+    objects = zarr.open_array(f"{scratch}/objects", mode="r")
+    out = zarr.open_array(output, mode="r+")
+    height, width = block.core[0].stop - block.core[0].start, block.core[1].stop - block.core[1].start
+    labels = np.zeros((height, width), dtype=out.dtype)
+    conflicts = paste_objects(labels, pieces_for_core(
+        grid, block, lambda other, region: _stored_objects(objects, other, region), renumbering))
+    out[block.core] = labels
+    return int(np.count_nonzero(labels)), conflicts
+
+
+# ---------------------------------------------------------------------- driver
+
+
+@dataclass
+class BlockwiseReport:
+    """Result of :func:`segment_large`.
+
+    Attributes
+    ----------
+    output
+        The label image written (Zarr folder or TIFF file).
+    shape
+        (H, W) of the image.
+    grid_shape
+        Block rows and columns.
+    nuclei
+        Number of nuclei (labels run 1..nuclei).
+    mean_area
+        Mean nucleus area in pixels (0.0 without nuclei).
+    cut
+        Objects lost because they were larger than the margin allows (a
+        larger margin keeps them).
+    duplicates
+        Objects that two blocks both kept, removed from the later block.
+    conflicting_pixels
+        Pixels claimed by two kept objects (given to the earlier block's).
+    resumed_blocks
+        Blocks whose results a previous, interrupted run had stored.
+    seconds
+        Wall time.
+    scale
+        Resize factor every block ran at (automatic sizing estimates it once
+        per image, see :func:`segment_large`); None for a model without a
+        network.
+    """
+
+    output: Path
+    shape: tuple[int, int]
+    grid_shape: tuple[int, int]
+    nuclei: int = 0
+    mean_area: float = 0.0
+    cut: int = 0
+    duplicates: int = 0
+    conflicting_pixels: int = 0
+    resumed_blocks: int = 0
+    seconds: float = 0.0
+    scale: float | None = None
+
+
+def segment_large(
+    image: str | Path | np.ndarray,
+    output_path: str | Path,
+    *,
+    model: Any = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    margin: int = DEFAULT_MARGIN,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    channel_axis: int | None = None,
+    progress: bool = False,
+    **segment_options: Any,
+) -> BlockwiseReport:
+    """Segment an image block by block and write one stitched label image.
+
+    See the module documentation for how blocks are stitched.
+
+    Parameters
+    ----------
+    image
+        A TIFF file or Zarr store, read lazily (see :func:`open_image`); a
+        PNG or JPEG file, read whole; or an in-memory array of shape (H, W)
+        or (H, W, C).
+    output_path
+        ``.zarr``: a Zarr array (uint16, or uint32 above 65,535 nuclei; chunks
+        of 512 or 256 pixels). ``.tif``/``.tiff``: a tiled, zlib-compressed
+        TIFF (BigTIFF above 2 GiB) readable by :func:`nucseg.io.read_labels`,
+        written tile row by tile row. Written atomically.
+    model
+        A :class:`~nucseg.api.Model`, a model name or folder (loaded once per
+        worker), or a callable ``block image -> labels``. None: the default model.
+    block_size, margin
+        Side of the core blocks, and the context read around each, in pixels
+        (see :class:`BlockGrid`). A block's read region is at most
+        ``block_size + 2 * margin`` pixels on a side; that bounds a task's memory.
+    executor
+        Where the block tasks run (:mod:`nucseg.scale.executors`); None: in
+        this process. Dask workers must see ``image``, the model and the
+        output folder at the same paths.
+    overwrite
+        Replace an existing output.
+    channel_axis
+        Channel axis of 3-D images that do not declare it.
+    progress
+        Progress bars on stderr.
+    **segment_options
+        Passed to :meth:`~nucseg.api.Model.segment` (``tile_size``, ``overlap``, ...).
+        Automatic sizing (``diameter="auto"``, the default of network models)
+        estimates one resize factor on the centre block
+        (:meth:`~nucseg.api.NetworkModel.estimate_scale`) and runs every block
+        at it, so that the blocks agree.
+
+    Returns
+    -------
+    BlockwiseReport
+
+    Raises
+    ------
+    InputError
+        Unreadable input, unsupported output suffix, or an existing output
+        without ``overwrite``.
+    ModelError
+        The model cannot be loaded, or resizes every image to a fixed size.
+    """
+    import zarr
+
+
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    suffix = output_path.suffix.lower()
+    if suffix not in (".zarr", ".tif", ".tiff"):
+        raise InputError(output_path, "block-wise output must end in .zarr, .tif or .tiff")
+    if output_path.exists() and not overwrite:
+        raise OutputExistsError(output_path, "exists (use --overwrite to replace it)")
+    try:
+        check_block_settings(block_size, margin)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    source, description = _open_source(image, channel_axis)
+    local_model = _as_model(model)
+    executor = InProcessExecutor() if executor is None else executor
+    _check_model(local_model, segment_options)
+    shape = source.shape if isinstance(source, LazyImage) else tuple(source.shape[:2])
+    grid = BlockGrid(shape, block_size, margin)
+
+    scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
+    settings = {"format": _SCRATCH_FORMAT, "version": _SCRATCH_VERSION, "input": description,
+                "shape": list(shape), "block_size": block_size, "margin": margin,
+                "model": _describe_model(local_model), "options": _jsonable(segment_options)}
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    done, attributes = _open_scratch(scratch, grid, settings)
+    task_model = executor.share_model(local_model)
+    intensity_range = None
+    if local_model.normalization is not None:
+        if "intensity_range" in attributes:
+            intensity_range = tuple(np.asarray(a, dtype=np.float64) for a in attributes["intensity_range"])
+        else:
+            intensity_range = _global_intensity_range(source, grid, local_model, executor, progress)
+            _write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
+    segment_options, scale = _one_scale_for_all_blocks(local_model, source, grid, segment_options, intensity_range,
+                                                       scratch, attributes)
+
+    name = output_path.name
+    todo = [block for block in grid if done[block.row, block.col, 0] < 0]
+    executor.run(_segment_task,
+              [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
+               for block in todo],
+              description=f"segmenting blocks of {name}", progress=progress)
+    keeps = executor.run(_deduplicate_task, [(str(scratch), grid, block) for block in grid],
+                      description=f"finding duplicates in {name}", progress=progress)
+    renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
+    nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
+    assembled, chunk = _create_labels_array(scratch, shape, block_size, nuclei)
+    totals = executor.run(_assemble_task,
+                       [(str(scratch), str(assembled), grid, block,
+                         {other.index: renumbering[other.index] for other in grid.neighbours(block)})
+                        for block in grid],
+                       description=f"stitching {name}", progress=progress)
+    zarr.open_array(str(assembled), mode="r+").attrs.update(
+        {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
+                    "block_size": block_size, "margin": margin}})
+    if suffix == ".zarr":
+        _move_into_place(assembled, output_path, overwrite=overwrite)
+    else:
+        _write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
+    counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
+    shutil.rmtree(scratch, ignore_errors=True)
+    foreground = sum(total[0] for total in totals)
+    return BlockwiseReport(
+        output=output_path, shape=shape, grid_shape=grid.grid_shape, nuclei=nuclei,
+        mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
+        duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
+        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale)
+
+
+def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
+                              options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None,
+                              scratch: Path, attributes: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """The segment options with automatic sizing replaced by one factor, and that factor.
+
+    The factor is estimated on the centre block and stored in the scratch
+    group, so that a resumed run keeps it. Returns ``(options, None)`` for
+    models without a network.
+    """
+    if not model.has_network:
+        return options, None
+    factor = model.fixed_scale(options)
+    if factor is not None:
+        return options, factor
+    fixed = {key: value for key, value in options.items() if key != "diameter"}
+    if "scale" in attributes:
+        factor = float(attributes["scale"])
+    else:
+        rows, cols = grid.grid_shape
+        centre = grid.block(rows // 2, cols // 2)
+        pixels = _pixels(_task_input(source, centre.read), centre.read)
+        factor = model.estimate_scale(pixels, intensity_range=intensity_range, **fixed)
+        _write_attributes(scratch, {"scale": factor})
+    return {**fixed, "scale": factor}, factor
+
+
+def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:
+    """The (empty) Zarr array the stitched labels are assembled in, and its chunk size.
+
+    uint16, or uint32 above 65,535 nuclei (as :func:`nucseg.io.write_labels`);
+    chunks of 512 pixels, or 256 for block sizes that 512 does not divide,
+    so that every block writes whole chunks only.
+    """
+    import zarr
+
+    chunk = 512 if block_size % 512 == 0 else BLOCK_SIZE_MULTIPLE
+    path = scratch / "labels"
+    if path.exists():
+        shutil.rmtree(path)
+    zarr.open_group(str(scratch), mode="r+").create_array(
+        "labels", shape=shape, chunks=(chunk, chunk), dtype=labels_dtype(np.array([nuclei])), fill_value=0)
+    return path, chunk
+
+
+def _open_source(image: str | Path | np.ndarray, channel_axis: int | None) -> tuple[LazyImage | np.ndarray, str]:
+    """The image to read blocks from, and a description of it for the scratch group's settings."""
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+            raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
+        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}"
+    path = Path(image)
+    if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
+        source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis)
+    else:
+        source = read_image(path, channel_axis=channel_axis)
+    stat = path.stat()
+    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def _array_digest(image: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(image[:: max(1, image.shape[0] // 64)]).tobytes()).hexdigest()[:16]
+
+
+def _check_model(model: Model, options: dict[str, Any]) -> None:
+    if model.resize_to is not None:
+        raise ModelError(model.path, f"the model resizes every image to {model.resize_to} x {model.resize_to} "
+                                     "pixels; block-wise segmentation needs a model that runs at native resolution")
+    try:
+        model.check_options(**options)
+    except ValueError as exc:
+        raise NucsegError(str(exc)) from None
+
+
+def _describe_model(model: Model) -> str:
+    """The model, as the scratch group records it: a changed model folder starts the blocks again."""
+    if model.path is not None and (Path(model.path) / "config.json").is_file():
+        folder = Path(model.path).resolve()
+        return f"{folder} {(folder / 'config.json').stat().st_mtime_ns}"
+    return repr(model)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _open_scratch(scratch: Path, grid: BlockGrid, settings: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Open the scratch group of an interrupted run with the same settings, or start a new one.
+
+    Returns the stored (kept, cut) counts per block (-1 for blocks not done)
+    and the group's attributes.
+    """
+    import zarr
+
+    if scratch.exists():
+        try:
+            group = zarr.open_group(str(scratch), mode="r")
+            attributes = dict(group.attrs)
+            if attributes.get("settings") == settings:
+                return group["counts"][:], attributes
+        except Exception:  # a scratch group from another version, or half-created: start again
+            pass
+        shutil.rmtree(scratch)
+    group = zarr.open_group(str(scratch), mode="w")
+    group.attrs.update({"settings": settings})
+    rows, cols = grid.grid_shape
+    group.create_array("objects", shape=(rows, cols, *grid.slot_shape), chunks=(1, 1, *grid.slot_shape),
+                       dtype="uint32", fill_value=0)
+    group.create_array("counts", shape=(rows, cols, 2), chunks=(1, 1, 2), dtype="int64", fill_value=-1)
+    return np.full((rows, cols, 2), -1, dtype=np.int64), dict(group.attrs)
+
+
+def _write_attributes(scratch: Path, values: dict[str, Any]) -> None:
+    import zarr
+
+    zarr.open_group(str(scratch), mode="r+").attrs.update(values)
+
+
+def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
+                            progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel intensities at the model's normalization percentiles, over the whole image."""
+    normalization = model.normalization
+    height, width = grid.shape
+    step = max(1, int(np.sqrt(height * width / NORMALIZATION_SAMPLES)))
+    arguments = [(_task_input(source, block.core), block, step, normalization.channels) for block in grid]
+    samples = executor.run(_sample_task, arguments, description="sampling intensities", progress=progress)
+    pooled = np.concatenate(samples, axis=0)
+    low, high = np.percentile(pooled, [normalization.low_percentile, normalization.high_percentile], axis=0)
+    return low, high
+
+
+def _move_into_place(source: Path, target: Path, *, overwrite: bool) -> None:
+    """Rename the folder ``source`` to ``target``, replacing an existing ``target`` only if asked."""
+    if target.exists():
+        if not overwrite:
+            raise OutputExistsError(target, "exists (use --overwrite to replace it)")
+        old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+        os.replace(target, old)
+        os.replace(source, target)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        os.replace(source, target)
+
+
+def _write_tiled_tiff(labels: Any, path: Path, *, tile: int, overwrite: bool) -> None:
+    """Stream a 2-D Zarr label array into a tiled, zlib-compressed TIFF, one row of tiles at a time."""
+    import tifffile
+
+    height, width = labels.shape
+    dtype = np.dtype(labels.dtype)
+
+    def tiles():
+        for top in range(0, height, tile):
+            stripe = labels[top : top + tile, :]
+            for left in range(0, width, tile):
+                piece = np.zeros((tile, tile), dtype=dtype)
+                part = stripe[:, left : left + tile]
+                piece[: part.shape[0], : part.shape[1]] = part
+                yield piece
+
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile), compression="zlib",
+                         photometric="minisblack", bigtiff=height * width * dtype.itemsize > 2**31)

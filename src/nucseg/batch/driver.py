@@ -1,0 +1,325 @@
+"""The one batch driver: every input image, whole or block-wise, on any executor.
+
+::
+
+    from nucseg.batch.driver import segment_files
+
+    report = segment_files(["images/"], "out/", model="dsb2018", overlay=True, measure=True)
+    print(report.format_summary())
+
+:func:`segment_files` finds the images (:func:`nucseg.batch.inputs.find_images`),
+decides for each whether it is segmented whole or block by block
+(:func:`plan_images`), checks every option and every output it would
+refuse *before* any work, and then runs one task per whole image
+(:mod:`nucseg.batch.whole`) and the block tasks of each large image
+(:mod:`nucseg.batch.blockwise`) on an executor: in this process by default,
+or on a Dask cluster (:class:`nucseg.scale.executors.DaskExecutor`). Every
+output is written atomically; images whose outputs exist are skipped
+unless ``overwrite``, so the same command run again after a crash does
+only what is missing. An image that fails is reported with its reason and
+the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nucseg.batch.blockwise import segment_large
+from nucseg.batch.inputs import find_images, ImageInput
+from nucseg.batch.report import BatchReport, describe_failure, ImageReport, SUMMARY_FILE, write_summary_csv
+from nucseg.batch.whole import labels_of_report, output_paths, segment_file
+from nucseg.errors import InputError, NucsegError
+from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
+from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
+from nucseg.io.lazy import image_shape, is_zarr
+from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN
+from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
+
+#: Images with more pixels than this are segmented block-wise when ``blockwise`` is None (8192 x 8192).
+DEFAULT_BLOCKWISE_ABOVE = 8192 * 8192
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """An input image and how it will be segmented.
+
+    Attributes
+    ----------
+    image
+        Its name and path (see :func:`nucseg.batch.inputs.find_images`).
+    blockwise
+        True: block by block (:func:`nucseg.batch.blockwise.segment_large`);
+        False: whole, in memory.
+    """
+
+    image: ImageInput
+    blockwise: bool
+
+
+def plan_images(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    blockwise: bool | None = None,
+    blockwise_above: int = DEFAULT_BLOCKWISE_ABOVE,
+    channel_axis: int | None = None,
+) -> list[PlannedImage]:
+    """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
+
+    Zarr stores are inputs of their own (named by their stem) and always go
+    block-wise. With ``blockwise=None``, other images go block-wise when
+    their header says they have more than ``blockwise_above`` pixels.
+
+    Raises
+    ------
+    InputError
+        As :func:`nucseg.batch.inputs.find_images`, or a Zarr store with ``blockwise=False``.
+    """
+    zarr_inputs = [Path(item) for item in inputs if is_zarr(item)]
+    if zarr_inputs and blockwise is False:
+        raise InputError(zarr_inputs[0], "Zarr images are only segmented block-wise")
+    others = [item for item in inputs if not is_zarr(item)]
+    images = find_images(others, exclude=out_dir) if others else []
+    names = {image.name for image in images}
+    for path in zarr_inputs:
+        if path.stem in names:
+            raise InputError(path, f"has the same output name {path.stem!r} as another input")
+        names.add(path.stem)
+    planned = [PlannedImage(ImageInput(path.stem, path), True) for path in zarr_inputs]
+    for image in images:
+        if blockwise is None:
+            try:
+                height, width = image_shape(image.path, channel_axis=channel_axis)
+            except InputError:  # unreadable: the in-memory path reports why
+                height = width = 0
+            large = height * width > blockwise_above
+        else:
+            large = blockwise
+        planned.append(PlannedImage(image, large))
+    return planned
+
+
+def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False) -> Path:
+    """Label image of a block-wise segmented image: ``X_labels.tif``, or ``X_labels.zarr``."""
+    return Path(out_dir) / f"{name}_labels.{'zarr' if zarr else 'tif'}"
+
+
+def check_batch_options(segment_options: Mapping[str, Any], *, pixel_size: float | None) -> None:
+    """Reject unknown segment options (TypeError) and a non-positive pixel size (InputError)."""
+    unknown = sorted(set(segment_options) - set(SEGMENT_OPTIONS))
+    if unknown:
+        raise TypeError(f"unexpected segment option(s) {', '.join(unknown)}")
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
+
+
+def segment_files(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    model: Model | str | Path | None = None,
+    executor: Executor | None = None,
+    overlay: bool = False,
+    measure: bool = False,
+    pixel_size: float | None = None,
+    rle_path: str | Path | None = None,
+    overwrite: bool = False,
+    channel_axis: int | None = None,
+    progress: bool = False,
+    blockwise: bool | None = None,
+    blockwise_above: int = DEFAULT_BLOCKWISE_ABOVE,
+    block_size: int | None = None,
+    margin: int | None = None,
+    zarr_labels: bool = False,
+    **segment_options: Any,
+) -> BatchReport:
+    """Segment image files and write label images, overlays, measurements and a summary.
+
+    For every image ``X`` (see :func:`nucseg.batch.inputs.find_images` for names) this writes
+
+    ``OUT/X_labels.tif``
+        instance labels, uint16 (uint32 above 65,535 nuclei), 0 background
+        (a tiled TIFF, or ``X_labels.zarr`` with ``zarr_labels``, for images
+        segmented block-wise);
+    ``OUT/X_overlay.png``
+        with ``overlay``: nucleus outlines on the normalized image;
+    ``OUT/X_nuclei.csv``
+        with ``measure``: one row of measurements per nucleus
+        (:func:`nucseg.postprocess.measure.measure_nuclei`);
+
+    and, for the batch, ``OUT/summary.csv`` (image, path, status, nuclei,
+    mean area in pixels, the resize factor the network ran at, seconds,
+    error) and, with ``rle_path``, a Kaggle DSB2018 submission CSV. An image
+    that cannot be read or segmented is reported (status ``failed`` and the
+    reason) and the others still run. An image with any existing output is
+    skipped (status ``skipped``) unless ``overwrite``. ``summary.csv``
+    reports the latest run (skipped images included) and is always
+    rewritten, so a re-run after a crash only does what is missing.
+
+    Parameters
+    ----------
+    inputs
+        Image files, folders, DSB2018 datasets and Zarr stores.
+    out_dir
+        Output folder (created).
+    model
+        A :class:`~nucseg.inference.model.Model`, or a name or folder for
+        :func:`~nucseg.inference.model.load_model` (loaded once here, and once
+        per worker of a Dask executor).
+    executor
+        Where the tasks run (:mod:`nucseg.scale.executors`); None: in this process.
+    overlay, measure
+        Also write outline overlays / per-nucleus measurements (whole images only).
+    pixel_size
+        Microns per pixel for the measurements (areas in µm², lengths in µm).
+    rle_path
+        Write a Kaggle submission CSV of run-length encodings here.
+    overwrite
+        Replace existing outputs.
+    channel_axis
+        Channel axis of multi-channel TIFFs that do not declare it.
+    progress
+        Show progress bars (on stderr).
+    blockwise
+        True: every image block-wise; False: none; None: images above
+        ``blockwise_above`` pixels, and Zarr stores (see :func:`plan_images`).
+    blockwise_above
+        Pixel count above which ``blockwise=None`` segments an image block-wise.
+    block_size, margin
+        Block settings of :func:`nucseg.batch.blockwise.segment_large` (None: its defaults).
+    zarr_labels
+        Write the labels of block-wise images as ``X_labels.zarr`` instead
+        of a tiled ``X_labels.tif``.
+    **segment_options
+        Passed to :meth:`~nucseg.inference.model.Model.segment` (``tile_size``,
+        ``overlap``, ``batch_size``, ``tta``, ``scale``, ``diameter``,
+        ``backend``, ``postprocess``).
+
+    Returns
+    -------
+    BatchReport
+        Its ``exit_code`` is 1 if any image failed.
+
+    Raises
+    ------
+    InputError
+        Missing inputs, no images, clashing names, an output folder that is
+        a file, bad block settings, or the RLE file existing without
+        ``overwrite``: all checked before any work.
+    ModelError
+        The model cannot be loaded, or cannot honour the options.
+    """
+    started = time.perf_counter()
+    check_batch_options(segment_options, pixel_size=pixel_size)
+    block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    margin = DEFAULT_MARGIN if margin is None else margin
+    try:
+        check_block_settings(block_size, margin)
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "output path exists and is not a folder")
+    rle_path = None if rle_path is None else Path(rle_path)
+    if rle_path is not None and rle_path.exists() and not overwrite:
+        raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
+    planned = plan_images(inputs, out_dir, blockwise=blockwise, blockwise_above=blockwise_above,
+                          channel_axis=channel_axis)
+    if not isinstance(model, Model):
+        model = load_model(model)
+    try:
+        model.check_options(**segment_options)
+        model.prepare(backend=segment_options.get("backend"))  # a backend that cannot start fails once, here
+    except ValueError as exc:
+        raise NucsegError(str(exc)) from None
+    if any(item.blockwise for item in planned) and (overlay or measure):
+        warnings.warn("block-wise images get a label image only, no overlay or measurements", stacklevel=2)
+    executor = InProcessExecutor() if executor is None else executor
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    reports: dict[str, ImageReport] = {}
+    whole: list[ImageInput] = []
+    for item in planned:
+        paths = ([blockwise_output_path(out_dir, item.image.name, zarr=zarr_labels)] if item.blockwise
+                 else list(output_paths(out_dir, item.image.name, overlay=overlay, measure=measure).values()))
+        existing = [path for path in paths if path.exists()]
+        if existing and not overwrite:
+            reports[item.image.name] = ImageReport(item.image.name, item.image.path, "skipped",
+                                                   error=f"{existing[0]} exists (use --overwrite to replace it)")
+        elif not item.blockwise:
+            whole.append(item.image)
+    if whole:
+        settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
+                    "channel_axis": channel_axis, "options": segment_options}
+        shared = executor.share_model(model)
+        results = executor.run(_segment_file_task, [(image, out_dir, shared, settings) for image in whole],
+                               description="segmenting", progress=progress, collect_failures=True)
+        for image, result in zip(whole, results):
+            reports[image.name] = _failed(image, result.error) if isinstance(result, TaskFailed) else result
+    for item in planned:
+        if item.blockwise and item.image.name not in reports:
+            reports[item.image.name] = _segment_blockwise_image(
+                executor, item.image, out_dir, model, block_size=block_size, margin=margin,
+                zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, progress=progress,
+                options=segment_options)
+    report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
+    if rle_path is not None:
+        from nucseg.io.rle import write_submission_csv
+
+        write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
+    report.seconds = time.perf_counter() - started
+    write_summary_csv(report, report.summary_path, overwrite=True)
+    return report
+
+
+def _failed(image: ImageInput, exc: BaseException) -> ImageReport:
+    if type(exc).__name__ == "KilledWorker":
+        reason = f"{image.path}: the worker segmenting it died repeatedly (out of memory?)"
+    else:
+        reason = describe_failure(exc, image.path)
+    return ImageReport(image.name, image.path, "failed", error=reason)
+
+
+def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any]) -> ImageReport:
+    """Segment one image file and write its outputs (runs where the executor runs it)."""
+    paths = output_paths(out_dir, image.name, overlay=settings["overlay"], measure=settings["measure"])
+    remove_stale_temporaries(paths.values())
+    return segment_file(image, out_dir, model=resolve_model(model), overlay=settings["overlay"],
+                        measure=settings["measure"], pixel_size=settings["pixel_size"],
+                        overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
+                        **settings["options"])
+
+
+def _segment_blockwise_image(
+    executor: Executor,
+    image: ImageInput,
+    out_dir: Path,
+    model: Model,
+    *,
+    block_size: int,
+    margin: int,
+    zarr_labels: bool,
+    overwrite: bool,
+    channel_axis: int | None,
+    progress: bool,
+    options: dict[str, Any],
+) -> ImageReport:
+    started = time.perf_counter()
+    output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
+    try:
+        result = segment_large(image.path, output, model=model, executor=executor, block_size=block_size,
+                               margin=margin, overwrite=overwrite, channel_axis=channel_axis, progress=progress,
+                               **options)
+    except Exception as exc:  # one bad image must not stop the batch
+        report = _failed(image, exc)
+        report.seconds = time.perf_counter() - started
+        return report
+    return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
+                       scale=result.scale, seconds=time.perf_counter() - started, outputs=[output])

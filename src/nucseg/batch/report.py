@@ -1,0 +1,138 @@
+"""What a batch did: one report per image, the summary CSV, one-line failure reasons."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nucseg.errors import NucsegError
+from nucseg.io.atomic import atomic_write
+
+
+SUMMARY_FILE = "summary.csv"
+
+
+SUMMARY_COLUMNS = ("image", "path", "status", "nuclei", "mean_area_px", "scale", "seconds", "error")
+
+
+@dataclass
+class ImageReport:
+    """What happened to one image of a batch.
+
+    Attributes
+    ----------
+    name, path
+        As in :class:`ImageInput`.
+    status
+        ``"ok"``, ``"failed"`` or ``"skipped"`` (outputs existed).
+    nuclei
+        Number of nuclei found (None unless ok).
+    mean_area
+        Mean nucleus area in pixels (None unless ok; 0.0 without nuclei).
+    scale
+        Resize factor the network ran at (see ``diameter`` in
+        :meth:`NetworkModel.segment`); None unless ok, and for models without a
+        network.
+    seconds
+        Wall time spent on the image: reading, segmenting, writing.
+    error
+        Why it failed or was skipped.
+    outputs
+        Files written.
+    """
+
+    name: str
+    path: Path
+    status: str
+    nuclei: int | None = None
+    mean_area: float | None = None
+    seconds: float = 0.0
+    error: str = ""
+    outputs: list[Path] = field(default_factory=list)
+    scale: float | None = None
+
+
+@dataclass
+class BatchReport:
+    """Result of :func:`segment_files`.
+
+    Attributes
+    ----------
+    images
+        One report per input image, in input order.
+    out_dir
+        The output folder.
+    summary_path
+        The summary CSV (one row per image).
+    rle_path
+        The Kaggle submission CSV, if one was asked for.
+    seconds
+        Wall time of the whole batch.
+    """
+
+    images: list[ImageReport]
+    out_dir: Path
+    summary_path: Path
+    rle_path: Path | None = None
+    seconds: float = 0.0
+
+    def _count(self, status: str) -> int:
+        return sum(1 for image in self.images if image.status == status)
+
+    @property
+    def n_ok(self) -> int:
+        return self._count("ok")
+
+    @property
+    def n_failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def n_skipped(self) -> int:
+        return self._count("skipped")
+
+    @property
+    def n_nuclei(self) -> int:
+        return sum(image.nuclei or 0 for image in self.images)
+
+    @property
+    def exit_code(self) -> int:
+        """0 if every image was segmented or skipped, 1 if any failed."""
+        return 1 if self.n_failed else 0
+
+    def format_summary(self) -> str:
+        """One line: images, nuclei, failures, skipped, seconds."""
+        return (f"{self.n_ok} of {len(self.images)} images segmented, {self.n_nuclei} nuclei, "
+                f"{self.n_failed} failed, {self.n_skipped} skipped, {self.seconds:.1f} s; "
+                f"summary in {self.summary_path}")
+
+
+def describe_failure(exc: BaseException, path: Path) -> str:
+    """One line that says why ``path`` failed: the error's own message, led by the path when it names none."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, NucsegError):
+        return message if getattr(exc, "path", None) is not None else f"{path}: {message}"
+    if isinstance(exc, MemoryError):
+        return f"{path}: out of memory (try a smaller --tile-size)"
+    return f"{path}: {type(exc).__name__}: {message}" if message else f"{path}: {type(exc).__name__}"
+
+
+def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool = True) -> Path:
+    """Write one row per image (see :data:`SUMMARY_COLUMNS`) as CSV, atomically."""
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(SUMMARY_COLUMNS)
+            for image in report.images:
+                writer.writerow([
+                    image.name,
+                    str(image.path),
+                    image.status,
+                    "" if image.nuclei is None else image.nuclei,
+                    "" if image.mean_area is None else f"{image.mean_area:.1f}",
+                    "" if image.scale is None else f"{image.scale:.3f}",
+                    f"{image.seconds:.3f}",
+                    image.error,
+                ])
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Annotated datasets: the one layout detector, decoding, the decode cache, image kinds, data locations."""

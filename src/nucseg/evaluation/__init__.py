@@ -1,0 +1,1 @@
+"""Scores: metrics, folder evaluation, per-kind reports, post-processing threshold tuning."""

@@ -1,0 +1,1 @@
+"""Segmenting one image: the Model interface, tiled inference, backends, automatic sizing, the classical baseline."""

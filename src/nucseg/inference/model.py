@@ -1,0 +1,556 @@
+"""Models: load one, and segment one image with it (numpy in, a result out).
+
+::
+
+    import nucseg
+
+    model = nucseg.load_model()               # the shipped DSB2018 model
+    result = model.segment(image)             # SegmentationResult
+    result.labels                             # (H, W) int32, 0 background, 1..N nuclei
+
+:func:`load_model` accepts a model folder (see :mod:`nucseg.models.folder`) or a
+registered name (:mod:`nucseg.models.registry`): ``"dsb2018"`` (the trained
+model shipped with nucseg, the default) or ``"classical"`` (the Otsu /
+distance-transform watershed baseline, no network). Images go in raw, in
+any dtype and with any usual channel layout; they are normalized exactly as
+the model's training images were
+(:func:`nucseg.preprocess.normalize.prepare_image` with the model's settings).
+
+A network model runs through ONNX Runtime on CPU from the ONNX graph in its
+folder, without importing torch; torch is loaded only for the torch
+backend, a GPU, or a model folder that holds no ONNX graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nucseg.errors import ModelError, NucsegError
+from nucseg.inference import sizing
+from nucseg.inference.sizing import AUTO_DIAMETER
+from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read_model_config, verify_weights
+from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
+from nucseg.postprocess.measure import size_factor
+from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
+from nucseg.preprocess.normalize import NormalizationConfig, normalize_with_range, percentile_range, prepare_image, to_channels
+
+#: Backend names of :meth:`NetworkModel.segment`.
+BACKENDS = ("torch", "onnxruntime")
+#: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``).
+DEFAULT_CPU_BACKEND = "onnxruntime"
+#: The options every :meth:`Model.segment` accepts.
+SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
+
+
+@dataclass
+class SegmentationResult:
+    """What :meth:`Model.segment` returns.
+
+    Attributes
+    ----------
+    labels : ndarray of int32, shape (H, W)
+        0 background, nuclei 1..N.
+    probabilities : ndarray of float32, shape (C, H, W), or None
+        Softmax class probabilities at the image's resolution (C = 3:
+        background, interior, boundary; C = 2: background, nucleus); None
+        for a model without a network.
+    scale
+        Resize factor the network ran at (1.0: native resolution); None for
+        a model without a network.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    scale: float | None = None
+
+
+class Model:
+    """A segmentation model: raw image in, :class:`SegmentationResult` out.
+
+    Get one from :func:`load_model`. Subclasses: :class:`NetworkModel`,
+    :class:`ClassicalModel`.
+
+    Attributes
+    ----------
+    name
+        Registered name, or the model folder's name.
+    path
+        The model folder, or None for the classical baseline.
+    has_network
+        Whether a network runs (and so ``scale``, ``diameter`` and automatic sizing apply).
+    normalization
+        How the model normalizes raw images (None: the model adapts to each
+        image itself). Block-wise segmentation normalizes every block with the
+        whole image's percentiles when this is set.
+    resize_to
+        Square side every image is resized to before the network, or None.
+    """
+
+    name: str
+    path: Path | None
+    has_network: bool = False
+    normalization: NormalizationConfig | None = None
+    resize_to: int | None = None
+
+    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
+        """Segment one raw image; see :meth:`NetworkModel.segment`."""
+        raise NotImplementedError
+
+    def check_options(self, **options: Any) -> None:
+        """Raise ``ValueError`` or :class:`ModelError` for options :meth:`segment` would reject."""
+        raise NotImplementedError
+
+    def prepare(self, *, backend: str | None = None) -> None:
+        """Start what :meth:`segment` needs (a network backend), so that a failure shows once, up front."""
+
+    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
+        """The resize factor ``options`` fix for every image; None: automatic sizing, or no network."""
+        return None
+
+    def estimate_scale(self, image: np.ndarray, **options: Any) -> float | None:
+        """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
+
+
+class NetworkModel(Model):
+    """A trained network with its configuration (see :mod:`nucseg.models.folder`).
+
+    Parameters
+    ----------
+    config
+        The model folder's configuration.
+    path
+        The model folder.
+    name
+        Name to report (default: the config's name, or the folder's name).
+    device
+        Where the torch network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+        the ONNX Runtime backend always runs on CPU.
+    """
+
+    def __init__(self, config: ModelConfig, path: str | Path, *, name: str | None = None, device: str = "cpu"):
+        self.config = config
+        self.path = Path(path)
+        self.name = name or config.name or self.path.name
+        self.device = device
+        self.has_network = True
+        self.normalization = config.normalization
+        self.resize_to = config.resize_to
+        try:
+            self.postprocess_config = PostprocessConfig.from_dict(config.postprocess)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(self.path, f"invalid postprocess settings in config.json ({exc})") from None
+        self._network = None
+        self._runners: dict[str, Any] = {}
+
+    @property
+    def network(self):
+        """The torch network (``torch.nn.Module``) in eval mode on :attr:`device`, loaded on first use."""
+        if self._network is None:
+            network = load_model_folder(self.path).network
+            try:
+                network.to(self.device)
+            except (RuntimeError, AssertionError) as exc:
+                raise ModelError(self.path, f"cannot move the network to device {self.device!r} ({exc})") from None
+            self._network = network
+        return self._network
+
+    @property
+    def training_diameter(self) -> float | None:
+        """Median nucleus diameter (pixels) of the training images, if the model records it."""
+        value = self.config.median_diameter
+        return None if value is None else float(value)
+
+    def default_backend(self) -> str:
+        """``"torch"`` on a GPU, else :data:`DEFAULT_CPU_BACKEND`."""
+        return "torch" if self.device != "cpu" else DEFAULT_CPU_BACKEND
+
+    def runner(self, backend: str | None = None):
+        """The callable that runs the network on a batch of tiles (cached per backend).
+
+        ONNX Runtime opens the folder's ONNX graph; a folder without one has
+        its network exported in memory (needs torch; about a second).
+        """
+        from nucseg.inference.runners import OnnxRunner, TorchRunner
+
+        backend = backend or self.default_backend()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if backend not in self._runners:
+            if backend == "torch":
+                self._runners[backend] = TorchRunner(self.network)
+            else:
+                if self.device != "cpu":
+                    raise ValueError("the onnxruntime backend runs on CPU; load the model with device='cpu'")
+                try:
+                    graph = onnx_path(self.path)
+                    if graph is None:
+                        from nucseg.models.onnx import onnx_bytes
+
+                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels)
+                    self._runners[backend] = OnnxRunner(graph)
+                except ImportError as exc:
+                    raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "
+                                      "install it, or use the torch backend") from None
+        return self._runners[backend]
+
+    def prepare(self, *, backend: str | None = None) -> None:
+        self.runner(backend)
+
+    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
+        return self.resolve_scale(options.get("scale"), options.get("diameter", AUTO_DIAMETER))
+
+    def resolve_scale(self, scale: float | None = None, diameter: float | str | None = AUTO_DIAMETER) -> float | None:
+        """The resize factor for ``scale`` or a typical nucleus ``diameter`` in pixels.
+
+        ``diameter`` gives ``training_diameter / diameter``: images with larger
+        nuclei than the training images are shrunk before the network. A
+        ``scale`` replaces automatic sizing (``diameter="auto"``, the default).
+
+        Returns
+        -------
+        float or None
+            None when the factor is to be estimated from the image
+            (:meth:`estimate_scale`): ``diameter="auto"`` without ``scale``, on
+            a model that records its training diameter and runs at native
+            resolution. Other models are not resized automatically (1.0).
+
+        Raises
+        ------
+        ValueError
+            A number and ``scale`` both given, or not positive numbers, or a
+            scale for a model that resizes every image to a fixed size.
+        ModelError
+            A numeric ``diameter`` for a model that records no training diameter.
+        """
+        if isinstance(diameter, str):
+            if diameter != AUTO_DIAMETER:
+                raise ValueError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r}, got {diameter!r}")
+            if scale is None:
+                return None if self.training_diameter is not None and self.config.resize_to is None else 1.0
+            diameter = None
+        if scale is not None and diameter is not None:
+            raise ValueError("give scale or diameter, not both")
+        if diameter is not None:
+            if not (np.isfinite(diameter) and diameter > 0):
+                raise ValueError(f"diameter must be a positive number of pixels, got {diameter}")
+            if self.training_diameter is None:
+                raise ModelError(self.path, "the model records no nucleus diameter of its training images, "
+                                            "so diameter cannot be used; give a scale factor instead")
+            scale = self.training_diameter / float(diameter)
+        if scale is None:
+            return 1.0
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        if self.config.resize_to is not None and scale != 1.0:
+            raise ValueError(f"the model resizes every image to {self.config.resize_to} x {self.config.resize_to} "
+                             "pixels itself; scale and diameter do not apply")
+        return float(scale)
+
+    def check_options(
+        self,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        scale: float | None = None,
+        diameter: float | str | None = AUTO_DIAMETER,
+        backend: str | None = None,
+        postprocess: Mapping[str, Any] | None = None,
+    ) -> None:
+        from nucseg.inference.tiling import check_tiling, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+
+        check_tiling(tile_size or DEFAULT_TILE_SIZE, DEFAULT_OVERLAP if overlap is None else overlap,
+                      batch_size or DEFAULT_BATCH_SIZE)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        self.resolve_scale(scale, diameter)
+        self._postprocess_config(postprocess)
+
+    def _postprocess_config(self, overrides: Mapping[str, Any] | None):
+        if not overrides:
+            return self.postprocess_config
+        return PostprocessConfig.from_dict({**self.postprocess_config.to_dict(), **overrides})
+
+    def probabilities(
+        self,
+        image: np.ndarray,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        scale: float = 1.0,
+        backend: str | None = None,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
+        from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
+
+        image = _check_image(image)
+        if intensity_range is None:
+            prepared = prepare_image(image, self.config.normalization)
+        else:  # the percentiles of the larger image that ``image`` is a part of
+            prepared = normalize_with_range(to_channels(image, self.config.normalization.channels), *intensity_range)
+        return predict_rescaled(
+            self.runner(backend),
+            prepared,
+            scale=scale,
+            resize_to=self.config.resize_to,
+            tile_size=tile_size or DEFAULT_TILE_SIZE,
+            overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+            batch_size=batch_size or DEFAULT_BATCH_SIZE,
+            tta=tta,
+        )
+
+    def segment(
+        self,
+        image: np.ndarray,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        scale: float | None = None,
+        diameter: float | str | None = AUTO_DIAMETER,
+        backend: str | None = None,
+        postprocess: Mapping[str, Any] | None = None,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> SegmentationResult:
+        """Find the nuclei of one raw image.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W) or (H, W, C)
+            Raw image, any dtype, any size; gray, RGB or RGBA (alpha dropped).
+            Normalized as in training.
+        tile_size
+            Side of the square tiles in pixels, a multiple of 32 (default
+            :data:`nucseg.inference.tiling.DEFAULT_TILE_SIZE`). Larger tiles are a
+            little faster and need more memory.
+        overlap
+            Overlap of neighbouring tiles in pixels (default
+            :data:`nucseg.inference.tiling.DEFAULT_OVERLAP`).
+        batch_size
+            Tiles per network call.
+        tta
+            Test-time augmentation: average over the 4 flips (4x slower).
+        scale
+            Fixed resize factor applied before the network, for nuclei much
+            larger (scale < 1) or smaller (scale > 1) than in the training
+            images; replaces automatic sizing (1.0: native resolution).
+            Probabilities are resized back, so labels always match ``image``.
+        diameter
+            ``"auto"`` (the default): size the image automatically. A first
+            pass at native resolution finds the nuclei; when their median
+            diameter differs from the training diameter by more than
+            :data:`nucseg.postprocess.measure.AUTO_SCALE_TOLERANCE`, the image is run
+            again at the factor that matches them (within
+            :data:`nucseg.postprocess.measure.AUTO_SCALE_LIMITS`; see
+            :meth:`estimate_scale`). That second pass costs ``factor ** 2``
+            times the first. A number: the typical nucleus diameter in
+            pixels, which sets the factor directly (needs a model that records
+            its training diameter). None: native resolution.
+        backend
+            ``"torch"`` or ``"onnxruntime"`` (CPU); None picks the faster one
+            for the device (:meth:`default_backend`).
+        postprocess
+            Settings of :class:`nucseg.postprocess.watershed.PostprocessConfig` that
+            replace the model's, e.g. ``{"min_size": 30}``.
+        intensity_range
+            Per-channel intensities ``(low, high)``, arrays of shape
+            (channels,), that map to 0 and 1 instead of the image's own
+            percentiles: for blocks of a larger image, normalized alike
+            (:mod:`nucseg.batch.blockwise`).
+
+        Returns
+        -------
+        SegmentationResult
+            ``labels`` (H, W) int32, 0 background, nuclei 1..N; the
+            probabilities they were built from; the factor the network ran at.
+        """
+        factor = self.resolve_scale(scale, diameter)
+        post_config = self._postprocess_config(postprocess)
+        options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
+                       intensity_range=intensity_range)
+        image = _check_image(image)
+        result = None
+        if factor is None:
+            options = self._first_pass_options(image, options)
+            factor, result = sizing.estimate_factor(
+                image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
+        if result is None or factor != 1.0:
+            result = self._segment_at(image, factor, post_config, options)
+        return result
+
+    def estimate_scale(
+        self,
+        image: np.ndarray,
+        *,
+        postprocess: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> float:
+        """The resize factor that automatic sizing (``diameter="auto"``) picks for ``image``.
+
+        See :mod:`nucseg.inference.sizing`. Block-wise segmentation estimates
+        the factor once per image this way (on its centre block), so that every
+        block of the image runs at the same factor.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W) or (H, W, C)
+            Raw image, as for :meth:`segment`.
+        postprocess, **options
+            As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
+            ``tta``, ``backend``, ``intensity_range``).
+        """
+        image = _check_image(image)
+        post_config = self._postprocess_config(postprocess)
+        options = self._first_pass_options(image, options)
+        factor, _ = sizing.estimate_factor(
+            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
+        return factor
+
+    def _first_pass_options(self, image: np.ndarray, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` with the whole image's intensity range when sizing segments its centre only.
+
+        The crop is normalized as the whole image is, and the second pass
+        reuses the range instead of computing the same percentiles again.
+        """
+        options = dict(options)
+        if options.get("intensity_range") is None and sizing.sized_on_crop(image):
+            options["intensity_range"] = self.intensity_range(image)
+        return options
+
+    def intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel intensities of ``image`` that normalization maps to 0 and 1, shape (channels,) each.
+
+        The model's normalization percentiles of the image after channel
+        conversion; pass them as ``intensity_range`` to segment a part of
+        ``image`` normalized as the whole is.
+        """
+        normalization = self.config.normalization
+        return percentile_range(to_channels(_check_image(image), normalization.channels),
+                                low=normalization.low_percentile, high=normalization.high_percentile)
+
+    def scale_for_labels(self, labels: np.ndarray) -> float:
+        """Resize factor that brings the nuclei of ``labels`` to the training diameter.
+
+        :func:`nucseg.postprocess.measure.size_factor` with the model's
+        training diameter: 1.0 when ``labels`` holds no nucleus or the model
+        records no diameter.
+        """
+        return size_factor(labels, self.training_diameter)
+
+    def _segment_at(self, image: np.ndarray, factor: float, post_config: PostprocessConfig,
+                    options: Mapping[str, Any]) -> SegmentationResult:
+        probabilities = self.probabilities(image, scale=factor, **options)
+        return SegmentationResult(instances_from_probabilities(probabilities, post_config), probabilities, factor)
+
+
+class ClassicalModel(Model):
+    """The classical baseline (:func:`nucseg.inference.classical.segment_classical`), no network."""
+
+    name = "classical"
+    path = None
+
+    def check_options(
+        self,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        scale: float | None = None,
+        diameter: float | str | None = None,
+        backend: str | None = None,
+        postprocess: Mapping[str, Any] | None = None,
+    ) -> None:
+        numeric_diameter = diameter != AUTO_DIAMETER and diameter  # "auto" is what the baseline does anyway
+        unsupported = [name for name, value in (("tta", tta), ("scale", scale), ("diameter", numeric_diameter),
+                                                ("backend", backend), ("postprocess", postprocess)) if value]
+        if unsupported:
+            raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
+                             "(it estimates the nucleus size itself)")
+
+    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
+        """Segment one raw image with the classical baseline.
+
+        Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
+        ``diameter="auto"`` are accepted and unused (the baseline estimates the
+        nucleus size itself); network options (``tta``, ``scale``, a numeric
+        ``diameter``, ``backend``, ``postprocess``) raise ``ValueError``.
+
+        Returns
+        -------
+        SegmentationResult
+            Labels only (no probabilities, no scale).
+        """
+        from nucseg.inference.classical import segment_classical
+
+        unknown = sorted(set(options) - set(SEGMENT_OPTIONS))
+        if unknown:
+            raise TypeError(f"unexpected option(s) {', '.join(unknown)}")
+        self.check_options(**options)
+        return SegmentationResult(segment_classical(_check_image(image)))
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
+    if image.dtype.kind not in "uifb":
+        raise ValueError(f"image must hold numbers, got dtype {image.dtype}")
+    return image
+
+
+def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -> Model:
+    """Load a segmentation model by registered name or model folder.
+
+    Parameters
+    ----------
+    name_or_path
+        ``"dsb2018"`` (the trained model shipped with nucseg), ``"classical"``
+        (the baseline without a network), or the path of a model folder
+        written by ``nucseg train``. None means :data:`DEFAULT_MODEL`. A string
+        equal to a registered name is that name; write ``./dsb2018`` for a
+        folder of that name.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (a GPU if there is one).
+
+    Returns
+    -------
+    Model
+        A :class:`NetworkModel` or the :class:`ClassicalModel`.
+
+    Raises
+    ------
+    ModelError
+        No such model; a corrupt or foreign folder; weights whose checksum
+        does not match; the default model missing from the installation.
+    """
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    if isinstance(name_or_path, str) and name_or_path == "classical":
+        return ClassicalModel()
+    path = resolve_model_path(name_or_path)
+    name = name_or_path if isinstance(name_or_path, str) and name_or_path in REGISTERED_MODELS else None
+    config, _ = read_model_config(path)
+    verify_weights(path)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = NetworkModel(config, path, name=name, device=device)
+    if device != "cpu":
+        model.network  # noqa: B018 - loads the network now, so that a bad device fails here
+    return model

@@ -1,0 +1,76 @@
+"""Automatic sizing: how much to resize an image so its nuclei match the training size.
+
+``diameter="auto"`` (the default of :meth:`nucseg.inference.model.NetworkModel.segment`)
+is a policy in two passes, as Cellpose sizes images with its size model:
+a first pass at native resolution finds the nuclei, and
+:func:`nucseg.postprocess.measure.size_factor` turns their median diameter
+into a factor; an image that needs one runs again at it. On an image of
+more than :data:`AUTO_SIZE_CROP_ABOVE` pixels the first pass sees only the
+centre quarter (half the height and half the width), so it costs a quarter
+of a full pass, unless that crop holds fewer than :data:`AUTO_SIZE_MIN_NUCLEI`
+whole nuclei.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from nucseg.postprocess.measure import size_factor
+
+#: ``diameter`` value that sizes each image automatically.
+AUTO_DIAMETER = "auto"
+#: Automatic sizing measures the nuclei of an image of more than this many pixels on its centre
+#: quarter (half its height and half its width) instead of on the whole image, so that its first
+#: pass costs a quarter of a full pass on large images ...
+AUTO_SIZE_CROP_ABOVE = 1024 * 1024
+#: ... unless that crop holds fewer whole nuclei than this; then the whole image is measured.
+AUTO_SIZE_MIN_NUCLEI = 10
+
+
+def sized_on_crop(image: np.ndarray) -> bool:
+    """Whether automatic sizing measures ``image`` on its centre quarter."""
+    return image.shape[0] * image.shape[1] > AUTO_SIZE_CROP_ABOVE
+
+
+def centre_quarter(image: np.ndarray) -> np.ndarray:
+    """The centre of ``image``: half its height and half its width, shape (H // 2, W // 2[, C])."""
+    height, width = image.shape[:2]
+    return image[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2]
+
+
+def estimate_factor(
+    image: np.ndarray,
+    segment_native: Callable[[np.ndarray], Any],
+    training_diameter: float | None,
+) -> tuple[float, Any | None]:
+    """The resize factor automatic sizing picks for ``image``, and the first pass when it can be reused.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+        The raw image.
+    segment_native
+        Segments a raw image (or a crop of it, normalized as the whole) at
+        native resolution; returns an object with ``labels``.
+    training_diameter
+        Median nucleus diameter of the training images, pixels.
+
+    Returns
+    -------
+    factor : float
+        1.0 when no nucleus was found or none is needed.
+    first_pass
+        The whole image's native-resolution result, or None when only the
+        centre quarter was segmented.
+    """
+    from skimage.segmentation import clear_border
+
+    if sized_on_crop(image):
+        labels = clear_border(segment_native(centre_quarter(image)).labels)
+        if np.count_nonzero(np.unique(labels)) >= AUTO_SIZE_MIN_NUCLEI:
+            return size_factor(labels, training_diameter), None
+    result = segment_native(image)
+    return size_factor(result.labels, training_diameter), result

@@ -1,0 +1,53 @@
+"""The one set of axis rules for multi-dimensional image files (TIFF, Zarr).
+
+Length-1 axes are dropped; what remains must be Y, X and at most one channel
+axis. The channel axis is the one the file declares (tifffile's ``S``
+samples or an ImageJ/OME ``C`` axis) or the one the caller gives; nothing is
+guessed. :func:`nucseg.io.images.read_image` and
+:func:`nucseg.io.lazy.open_image` both decide with :func:`axis_roles`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nucseg.errors import InputError
+
+#: tifffile axis codes that a file uses to declare its channel axis:
+#: samples of a pixel (RGB, planar or not) and ImageJ / OME channels.
+DECLARED_CHANNEL_AXES = "SC"
+
+
+def tiff_series_axes(shape: tuple[int, ...], axes: str) -> str:
+    """The axis letters of a tifffile series, or ``Q..QYX`` where it has no usable axes metadata."""
+    return axes if len(axes) == len(shape) else "Q" * (len(shape) - 2) + "YX"
+
+
+def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: str,
+                channel_axis: int | None) -> list[str]:
+    """Per stored axis: "y", "x", "c" or "" (dropped length-1 axis), as :func:`nucseg.io.read_image` decides."""
+    kept = [i for i, (n, axis) in enumerate(zip(shape, axes)) if n > 1 or axis in "YX"]
+    described = f"shape {tuple(shape)} (axes {axes})" if set(axes) != {"Q"} else f"shape {tuple(shape)}"
+    if len(kept) not in (2, 3):
+        raise InputError(path, f"image of {described}: only 2-D images with one channel axis are supported")
+    roles = [""] * len(shape)
+    if len(kept) == 2:
+        roles[kept[0]], roles[kept[1]] = "y", "x"
+        return roles
+    declared = [position for position, i in enumerate(kept) if axes[i] in declared_letters]
+    declared_axis = declared[0] if len(declared) == 1 else None
+    if channel_axis is None:
+        if declared_axis is None:
+            raise InputError(path, f"multi-channel image of {described} does not declare its channel axis; "
+                                   "pass channel_axis (CLI: --channel-axis)")
+        channel_axis = declared_axis
+    if not -3 <= channel_axis < 3:
+        raise InputError(path, f"channel axis {channel_axis} is out of range for {described}")
+    channel_axis %= 3
+    if declared_axis is not None and channel_axis != declared_axis:
+        raise InputError(path, f"channel axis {channel_axis} contradicts the file, whose channels are on axis "
+                               f"{declared_axis} of {described}")
+    spatial = [i for position, i in enumerate(kept) if position != channel_axis]
+    roles[kept[channel_axis]] = "c"
+    roles[spatial[0]], roles[spatial[1]] = "y", "x"
+    return roles

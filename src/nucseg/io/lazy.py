@@ -1,0 +1,178 @@
+"""Images larger than memory, read region by region (TIFF through tifffile's Zarr interface, Zarr stores)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.errors import InputError, first_line
+from nucseg.io.axes import DECLARED_CHANNEL_AXES, axis_roles, tiff_series_axes
+
+_ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+
+
+@dataclass(frozen=True)
+class LazyImage:
+    """A TIFF or Zarr image read region by region.
+
+    Get one from :func:`open_image`. Picklable (it holds the path, not an
+    open file), so tasks on other machines open the file themselves.
+
+    Attributes
+    ----------
+    path
+        TIFF file or Zarr store.
+    shape
+        (H, W) in pixels.
+    channels
+        Number of channels, or 0 for a single-channel image.
+    dtype
+        Pixel dtype.
+    """
+
+    path: Path
+    shape: tuple[int, int]
+    channels: int
+    dtype: np.dtype
+    _kind: str
+    _array_path: str
+    _axes: tuple[str, ...]  # per stored axis: "y", "x", "c", or "" for a length-1 axis that is dropped
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        """Pixels of ``image[rows, cols]``: shape (h, w) or (h, w, C), native dtype."""
+        selection = tuple({"y": rows, "x": cols, "c": slice(None)}.get(axis, 0) for axis in self._axes)
+        kept = [axis for axis in self._axes if axis]
+        array = self._open()
+        try:
+            data = np.asarray(array[selection])
+        finally:
+            self._close(array)
+        order = [kept.index(axis) for axis in ("y", "x", "c") if axis in kept]
+        return np.ascontiguousarray(np.transpose(data, order))
+
+    def _open(self):
+        import zarr
+
+        if self._kind == "tiff":
+            import tifffile
+
+            store = tifffile.imread(self.path, aszarr=True, series=0, level=0)
+            return zarr.open_array(store, mode="r")
+        return zarr.open_array(str(self.path / self._array_path) if self._array_path else str(self.path), mode="r")
+
+    def _close(self, array) -> None:
+        store = getattr(array, "store", None)
+        close = getattr(store, "close", None)
+        if self._kind == "tiff" and close is not None:
+            close()
+
+
+def is_zarr(path: str | Path) -> bool:
+    """True if ``path`` is a Zarr store (a folder with Zarr metadata)."""
+    path = Path(path)
+    return path.is_dir() and any((path / marker).is_file() for marker in _ZARR_MARKERS)
+
+
+def open_image(path: str | Path, *, channel_axis: int | None = None) -> LazyImage:
+    """Open a TIFF or Zarr image for reading region by region.
+
+    TIFFs follow the rules of :func:`nucseg.io.read_image` (length-1 axes
+    dropped; the channel axis declared by the file or given). For fast
+    block reads the TIFF should be tiled (as microscopy slides and
+    pyramidal OME-TIFFs are); a TIFF stored in one strip is decoded whole
+    for every block. Zarr: an array, or an OME-Zarr image group (its
+    full-resolution level); a 3-D array needs ``channel_axis`` unless
+    OME-Zarr metadata names its channel axis.
+
+    Parameters
+    ----------
+    path
+        ``.tif``/``.tiff`` file or Zarr folder.
+    channel_axis
+        Channel axis of a 3-D image whose file does not declare it, counted
+        after length-1 axes are dropped.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not 2-D with optional channels, or an
+        undeclared channel axis.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist")
+    if is_zarr(path):
+        shape, dtype, axes, array_path, declared = _zarr_layout(path)
+        kind = "zarr"
+    elif path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        shape, dtype, axes, declared = _tiff_layout(path)
+        array_path, kind = "", "tiff"
+    else:
+        raise InputError(path, "block-wise reading needs a TIFF file or a Zarr store")
+    roles = axis_roles(path, shape, axes, declared, channel_axis)
+    kept_shape = [n for n, role in zip(shape, roles) if role]
+    by_role = dict(zip([role for role in roles if role], kept_shape))
+    return LazyImage(path, (by_role["y"], by_role["x"]), by_role.get("c", 0), np.dtype(dtype), kind, array_path,
+                     tuple(roles))
+
+
+def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, str]:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), series.dtype, tiff_series_axes(series.shape, series.axes), \
+                DECLARED_CHANNEL_AXES
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(path, f"cannot read TIFF ({first_line(exc)})") from None
+
+
+def _zarr_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, str, str]:
+    """Shape, dtype, axis letters, array path inside the store, and which letters declare channels."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise InputError(path, f"cannot open Zarr store ({first_line(exc)})") from None
+    if hasattr(node, "shape"):
+        return tuple(node.shape), node.dtype, "Q" * len(node.shape), "", ""
+    attributes = dict(node.attrs)
+    multiscales = attributes.get("multiscales") or attributes.get("ome", {}).get("multiscales")
+    if not multiscales:
+        arrays = sorted(name for name, _ in node.arrays())
+        raise InputError(path, "Zarr group without OME-Zarr multiscales metadata; give the path of one of its "
+                               f"arrays ({', '.join(arrays) or 'it has none'})")
+    try:
+        dataset = multiscales[0]["datasets"][0]["path"]
+        names = [axis["name"] if isinstance(axis, dict) else str(axis) for axis in multiscales[0]["axes"]]
+        array = node[dataset]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise InputError(path, f"malformed OME-Zarr multiscales metadata ({first_line(exc)})") from None
+    letters = "".join({"y": "Y", "x": "X", "c": "C"}.get(name.lower(), "Q") for name in names)
+    if len(letters) != array.ndim:
+        raise InputError(path, f"OME-Zarr names {len(letters)} axes for an array of {array.ndim} dimensions")
+    return tuple(array.shape), array.dtype, letters, dataset, "C"
+
+
+def image_shape(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int]:
+    """(H, W) of an image file or Zarr store, read from its header only.
+
+    Raises
+    ------
+    InputError
+        As :func:`open_image`, or an unreadable PNG/JPEG.
+    """
+    path = Path(path)
+    if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
+        return open_image(path, channel_axis=channel_axis).shape
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(path, f"cannot read image header ({first_line(exc)})") from None

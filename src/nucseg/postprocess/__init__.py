@@ -1,0 +1,1 @@
+"""Network output to nuclei: marker-controlled watershed, and per-nucleus measurements."""

@@ -1,0 +1,1 @@
+"""Raw images to network input: channel conversion, percentile normalization, the one resizer."""

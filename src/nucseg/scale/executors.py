@@ -1,0 +1,170 @@
+"""Where tasks run: in this process, or on a Dask cluster.
+
+An executor runs a list of independent calls and returns their results in
+order. :mod:`nucseg.batch` hands it one task per image, or three passes of
+one task per block for an image segmented block-wise, and never needs to
+know where they ran.
+
+:class:`InProcessExecutor`
+    Runs the calls one after the other here (the default).
+:class:`DaskExecutor`
+    Submits them to a ``dask.distributed`` client (see
+    :func:`nucseg.scale.dask.connect`). Network models travel as their
+    folder's path and are loaded once per worker process
+    (:func:`worker_model`); other models are scattered once.
+
+Tasks receive the model as :meth:`Executor.share_model` returned it and get
+the model object back with :func:`resolve_model`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+    from nucseg.inference.model import Model
+
+
+class TaskFailed:
+    """The result of a call that raised, when :meth:`Executor.run` collects failures.
+
+    Attributes
+    ----------
+    error
+        The exception the call raised (or the executor's, e.g. a worker
+        that died repeatedly).
+    """
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"TaskFailed({self.error!r})"
+
+
+class Executor:
+    """Runs independent calls and returns their results in order."""
+
+    def share_model(self, model: Model) -> Any:
+        """What tasks get in place of ``model`` (see :func:`resolve_model`)."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        function: Callable[..., Any],
+        arguments: Sequence[tuple[Any, ...]],
+        *,
+        description: str,
+        progress: bool = False,
+        collect_failures: bool = False,
+    ) -> list[Any]:
+        """``[function(*args) for args in arguments]``, run by this executor.
+
+        Parameters
+        ----------
+        function, arguments
+            The calls.
+        description
+            Label of the progress bar and of the task names.
+        progress
+            Show a progress bar (tqdm, on stderr) that advances as calls finish.
+        collect_failures
+            False: the first call that raises cancels the others and its
+            exception is raised here. True: a call that raises gives a
+            :class:`TaskFailed` in its place and the others go on.
+        """
+        raise NotImplementedError
+
+
+class InProcessExecutor(Executor):
+    """Runs every call in this process, one after the other."""
+
+    def share_model(self, model: Model) -> Any:
+        return model
+
+    def run(self, function, arguments, *, description, progress=False, collect_failures=False):
+        from tqdm import tqdm
+
+        results = []
+        for args in tqdm(arguments, desc=description, unit="task", disable=not progress, leave=False):
+            if not collect_failures:
+                results.append(function(*args))
+                continue
+            try:
+                results.append(function(*args))
+            except Exception as exc:  # reported by the caller, per task
+                results.append(TaskFailed(exc))
+        return results
+
+    def __repr__(self) -> str:
+        return "InProcessExecutor()"
+
+
+class DaskExecutor(Executor):
+    """Runs the calls on the workers of a ``dask.distributed`` client.
+
+    Workers must see the inputs, the model folder and the output folder at
+    the same paths as this process (a shared file system).
+    """
+
+    def __init__(self, client: Client):
+        self.client = client
+
+    def share_model(self, model: Model) -> Any:
+        from nucseg.inference.model import ClassicalModel, NetworkModel
+
+        if isinstance(model, ClassicalModel):
+            return "classical"
+        if isinstance(model, NetworkModel):
+            return str(Path(model.path).resolve())
+        return self.client.scatter(model, broadcast=True, hash=False)
+
+    def run(self, function, arguments, *, description, progress=False, collect_failures=False):
+        from dask.distributed import as_completed
+        from tqdm import tqdm
+
+        token = secrets.token_hex(4)
+        prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", description)[:40]
+        futures = [self.client.submit(function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
+                   for i, args in enumerate(arguments)]
+        results: dict[int, Any] = {}
+        index = {future.key: i for i, future in enumerate(futures)}
+        try:
+            for future in tqdm(as_completed(futures), total=len(futures), desc=description, unit="task",
+                               disable=not progress, leave=False):
+                try:
+                    results[index[future.key]] = future.result()
+                except Exception as exc:  # the task raised, or died with its worker
+                    if not collect_failures:
+                        raise
+                    results[index[future.key]] = TaskFailed(exc)
+        finally:
+            self.client.cancel([future for future in futures if not future.done()])
+        return [results[i] for i in range(len(futures))]
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.client!r})"
+
+
+@functools.lru_cache(maxsize=4)
+def worker_model(reference: str) -> Model:
+    """The model ``reference`` (a registered name or a model folder), loaded once per process.
+
+    Tasks call this on the worker, so a worker loads each model once however
+    many images it segments.
+    """
+    from nucseg.inference.model import load_model
+
+    return load_model(reference)
+
+
+def resolve_model(shared: Any) -> Any:
+    """The model a task was given: a name or folder is loaded once per process (:func:`worker_model`)."""
+    return worker_model(shared) if isinstance(shared, str) else shared

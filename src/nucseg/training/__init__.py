@@ -1,0 +1,1 @@
+"""Training: the config, augmentation, targets and the training loop."""
