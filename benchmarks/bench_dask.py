@@ -2,14 +2,14 @@
 
 1. Batch: ``--images`` real DSB2018 images (from ``--data``, default the
    full training set in ``../shared``, else the 4 test fixtures repeated)
-   are segmented by the single-process path (:func:`nucseg.api.segment_files`)
-   and by :func:`nucseg.segment_many` on local clusters of 1 and 2
+   are segmented by the single-process path (:func:`nucseg.batch.driver.segment_files`)
+   and by :func:`nucseg.segment_files` with a Dask executor on local clusters of 1 and 2
    single-threaded worker processes. Images per second exclude the cluster's
    start-up, which is reported on its own, and a warm-up (every process
    first segments 2 images untimed: imports and model loading).
 2. Large image: a ``--size`` x ``--size`` RGB tiled TIFF is written tile by
    tile (never held in memory) from a checkerboard of the two fluorescence
-   fixtures, and segmented block-wise (:func:`nucseg.blockwise.segment_large`)
+   fixtures, and segmented block-wise (:func:`nucseg.batch.blockwise.segment_large`)
    on a local cluster of 2 workers. Reported: total time, nuclei, and the
    peak resident memory (``ru_maxrss``) of every worker process and of the
    driver. With ``--in-memory`` the same image is also segmented whole in a
@@ -38,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nucseg.datasets.locations import dataset_path
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "data" / "dsb2018"
-FULL_DATA = REPO.parent / "shared" / "data" / "dsb2018" / "stage1_train"
+FULL_DATA = dataset_path("dsb2018/stage1_train")  # ../shared/data, or $NUCSEG_DATA_DIR
 
 
 def batch_images(data: Path | None, count: int, folder: Path) -> tuple[list[Path], str]:
@@ -67,8 +69,8 @@ def peak_rss_mib() -> float:
 
 def run_batch(images: list[Path], work: Path, model: str, workers_list: list[int]) -> list[tuple]:
     from nucseg.batch.driver import segment_files
-    from nucseg.distributed import segment_many
     from nucseg.scale.dask import connect
+    from nucseg.scale.executors import DaskExecutor
 
     # Each path first segments 2 images untimed, so that imports and model loading (once per process) are
     # not counted: the rates are those of a long batch.
@@ -77,18 +79,18 @@ def run_batch(images: list[Path], work: Path, model: str, workers_list: list[int
     started = time.perf_counter()
     report = segment_files(images, work / "single", model=model)
     seconds = time.perf_counter() - started
-    rows.append(("single process (`segment_files`)", "-", seconds, len(images) / seconds, report.n_ok))
+    rows.append(("single process (`segment_files`, in-process executor)", "-", seconds, len(images) / seconds, report.n_ok))
     for workers in workers_list:
         started = time.perf_counter()
         with connect(f"local:{workers}", dashboard_address=None, quiet=True) as client:
             client.wait_for_workers(workers)
             startup = time.perf_counter() - started
             client.run(lambda: None)
-            segment_many(images[:workers * 2], work / f"warmup{workers}", client=client, model=model)
+            segment_files(images[:workers * 2], work / f"warmup{workers}", executor=DaskExecutor(client), model=model)
             started = time.perf_counter()
-            report = segment_many(images, work / f"dask{workers}", client=client, model=model)
+            report = segment_files(images, work / f"dask{workers}", executor=DaskExecutor(client), model=model)
             seconds = time.perf_counter() - started
-        rows.append((f"`segment_many`, {workers} worker(s)", f"{startup:.1f}", seconds, len(images) / seconds,
+        rows.append((f"`segment_files` on Dask, {workers} worker(s)", f"{startup:.1f}", seconds, len(images) / seconds,
                      report.n_ok))
     return rows
 
@@ -117,13 +119,14 @@ def run_large(image: Path, work: Path, model: str, block_size: int, margin: int,
 
     from nucseg.batch.blockwise import segment_large
     from nucseg.scale.dask import connect
+    from nucseg.scale.executors import DaskExecutor
 
     with connect(f"local:{workers}", dashboard_address=None, quiet=True) as client:
         client.wait_for_workers(workers)
         baseline = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         started = time.perf_counter()
         report = segment_large(image, work / "large_labels.tif", model=model, block_size=block_size, margin=margin,
-                               client=client)
+                               executor=DaskExecutor(client))
         seconds = time.perf_counter() - started
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"seconds": seconds, "report": report, "worker_peak_mib": sorted(peaks.values()),

@@ -4,7 +4,7 @@ Usage::
 
     nice python benchmarks/bench_dataset_load.py [DATASET] [--workers N]
 
-``DATASET`` defaults to ``/work/shared/data/dsb2018/stage1_train``. The decode
+``DATASET`` defaults to ``dsb2018/stage1_train`` of the data root (``../shared/data`` or ``$NUCSEG_DATA_DIR``). The decode
 cache goes to a fresh temporary folder, removed afterwards, so that the first
 load really decodes every PNG. Prints a markdown table.
 """
@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nucseg.datasets.locations import dataset_path
 from nucseg.datasets.layouts import load_dataset
 
-DEFAULT_DATASET = Path("/work/shared/data/dsb2018/stage1_train")
+DEFAULT_DATASET = dataset_path("dsb2018/stage1_train")  # ../shared/data, or $NUCSEG_DATA_DIR
 
 
 def _cpu_seconds() -> float:

@@ -90,12 +90,15 @@ def make_runners(model) -> dict:
     network's weights in place.
     """
     from nucseg.inference.runners import OnnxRunner, TorchRunner
+    from nucseg.models.folder import onnx_path
+    from nucseg.models.onnx import onnx_bytes
 
     network = model.network
     return {
         "torch, contiguous": (None, lambda: TorchRunner(network, channels_last=False)),
         "torch, channels-last": ("torch", lambda: TorchRunner(network, channels_last=True)),
-        "onnxruntime": ("onnxruntime", lambda: OnnxRunner.from_network(network, in_channels=model.config.in_channels)),
+        "onnxruntime": ("onnxruntime", lambda: OnnxRunner(onnx_path(model.path) or onnx_bytes(
+            network, in_channels=model.config.in_channels))),
     }
 
 
@@ -123,7 +126,7 @@ def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, batch_
 def time_automatic_sizing(model, image: np.ndarray, *, tile_size: int, batch_size: int, repeat: int) -> dict:
     """Seconds of the default ``model.segment`` call (automatic sizing), and the factor it chose."""
     backend = model.default_backend()
-    model.runner(backend)  # the one-off export is set-up, not segmenting time
+    model.prepare(backend=backend)  # opening the backend is set-up, not segmenting time
 
     def segment():
         return model.segment(image, tile_size=tile_size, batch_size=batch_size)

@@ -5,8 +5,8 @@ Usage::
     nice python benchmarks/bench_training.py [DATASET] [--steps 20] [--warmup 3] [--workers N]
 
 ``DATASET`` defaults to the full DSB2018 training set
-(``/work/shared/data/dsb2018/stage1_train``) when it is present, else the
-four test fixtures. The run uses :class:`nucseg.config.TrainConfig`'s
+(``dsb2018/stage1_train`` of the data root (``../shared/data`` or ``$NUCSEG_DATA_DIR``)) when it is present, else the
+four test fixtures. The run uses :class:`nucseg.training.config.TrainConfig`'s
 defaults (256-pixel crops, batch 8, the default network, its DataLoader
 workers) on the CPU, and the same data pipeline and optimisation step as
 ``nucseg train``: augmented crops from :class:`nucseg.training.CropDataset`
@@ -29,13 +29,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nucseg.datasets.locations import dataset_path
 from nucseg.training.config import TrainConfig
 from nucseg.datasets.layouts import load_dataset
 from nucseg.models.networks import build_model
 from nucseg.training.targets import TARGET_CLASSES
-from nucseg.training.loop import CropDataset, EpochSampler, prepare_samples, segmentation_loss
+from nucseg.training.data import CropDataset, EpochSampler, prepare_samples
+from nucseg.training.loss import segmentation_loss
 
-FULL_DATASET = Path("/work/shared/data/dsb2018/stage1_train")
+FULL_DATASET = dataset_path("dsb2018/stage1_train")  # ../shared/data, or $NUCSEG_DATA_DIR
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "data" / "dsb2018"
 
 

@@ -31,7 +31,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from nucseg.datasets.layouts import image_kind, IMAGE_KINDS, load_dataset
+from nucseg.datasets.kinds import image_kind, IMAGE_KINDS
+from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import NucsegError
 from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, SPLIT_PARTS
 

@@ -82,6 +82,7 @@ def test_seed_preset_offline_needs_encoder_weights_none(tmp_path, capsys):
     assert not run_dir.exists()  # nothing written for a run that could not start
 
 
+@pytest.mark.slow
 def test_seed_preset_with_encoder_weights_none(tmp_path, capsys):
     run_dir = tmp_path / "seed"
     code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed",

@@ -10,7 +10,8 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from nucseg.cli import main
-from nucseg.datasets.layouts import load_dataset, Sample
+from nucseg.datasets.layouts import load_dataset
+from nucseg.datasets.sample import Sample
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_image
 from nucseg.visualize import display_image, GAP, outline_colors, outline_overlay, prediction_snapshot, sample_grid, save_sample_grid

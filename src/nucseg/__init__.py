@@ -8,14 +8,8 @@ ones before it: ``io`` -> ``preprocess`` -> ``datasets`` -> ``models`` ->
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("nucseg")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
-
 from nucseg.errors import InputError, ModelError, NucsegError
+from nucseg.version import __version__
 
 __all__ = ["__version__", "InputError", "ModelError", "NucsegError", "load_model", "segment_files"]
 

@@ -17,6 +17,9 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from nucseg.errors import NucsegError
+from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from nucseg.models import SIZE_DIVISOR
+from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some inputs failed
@@ -199,8 +202,9 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                            "and an image whose nuclei are clearly larger or smaller than in training runs again, "
                            "resized to match")
     parser.add_argument("--tile-size", type=int, metavar="N",
-                        help="tile side in pixels, a multiple of 32 (default 768); smaller needs less memory")
-    parser.add_argument("--overlap", type=int, metavar="N", help="overlap of neighbouring tiles in pixels (default 64)")
+                        help=f"tile side in pixels, a multiple of {SIZE_DIVISOR} (default {DEFAULT_TILE_SIZE}); smaller needs "
+                             "less memory")
+    parser.add_argument("--overlap", type=int, metavar="N", help=f"overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"],
                         help="what runs the network (default: the faster on this machine)")
     parser.add_argument("--channel-axis", type=int, metavar="N",
@@ -208,6 +212,12 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs (default: skip images whose outputs exist)")
     _add_scale_out_arguments(parser)
+
+
+def _side(pixels: int) -> str:
+    """``"8192 x 8192"`` for a square pixel count."""
+    side = int(round(pixels ** 0.5))
+    return f"{side} x {side}"
 
 
 def _diameter(text: str) -> float | str:
@@ -227,12 +237,12 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
                                 "'local:N' for N single-threaded worker processes on this machine")
     scale_out.add_argument("--blockwise", choices=["auto", "always", "never"], default="auto",
                            help="segment images block by block with bounded memory: 'auto' (default) for images "
-                                "above 8192 x 8192 pixels and Zarr inputs; the labels of such an image are a tiled "
+                                f"above {_side(DEFAULT_BLOCKWISE_ABOVE)} pixels and Zarr inputs; the labels of such an image are a tiled "
                                 "X_labels.tif (no overlay or measurements)")
-    scale_out.add_argument("--block-size", type=int, default=2048, metavar="N",
-                           help="side of the blocks in pixels, a multiple of 256 (default 2048)")
-    scale_out.add_argument("--margin", type=int, default=128, metavar="N",
-                           help="context read around every block in pixels (default 128); more than the largest "
+    scale_out.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, metavar="N",
+                           help=f"side of the blocks in pixels, a multiple of {BLOCK_SIZE_MULTIPLE} (default %(default)s)")
+    scale_out.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="N",
+                           help="context read around every block in pixels (default %(default)s); more than the largest "
                                 "nucleus")
     scale_out.add_argument("--zarr", action="store_true",
                            help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")
@@ -286,7 +296,7 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from nucseg.inference.model import load_model, NetworkModel
     from nucseg.io.atomic import OutputExistsError
-    from nucseg.models.onnx import ONNX_OPSET, export_onnx
+    from nucseg.models.onnx import export_onnx, ONNX_OPSET
 
     if Path(args.out).exists() and not args.overwrite:
         raise OutputExistsError(args.out, "exists (use --overwrite to replace it)")
@@ -380,7 +390,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``nucseg`` argument parser with one subparser per command."""
-    from nucseg import __version__
+    from nucseg.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="nucseg", description="Find and outline every cell nucleus in microscopy images."

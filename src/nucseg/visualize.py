@@ -2,7 +2,7 @@
 
 Every function returns a plain uint8 RGB array, ``(H, W, 3)``; only
 :func:`save_sample_grid` writes a file. Images are shown as the network sees
-them (:func:`nucseg.preprocess.prepare_image`, clipped to [0, 1]); each
+them (:func:`nucseg.preprocess.normalize.prepare_image`, clipped to [0, 1]); each
 nucleus outline (its pixels that touch another label or the background) is
 drawn in its own colour.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.datasets.layouts import Sample
+from nucseg.datasets.sample import Sample
 from nucseg.io.images import write_png
 from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
 from nucseg.preprocess.resize import resize_image, resize_labels
@@ -140,7 +140,7 @@ def sample_grid(samples: Sequence[Sample], *, n: int = 8, seed: int = 0, tile_si
     Parameters
     ----------
     samples
-        Annotated samples (:func:`nucseg.datasets.load_dataset`).
+        Annotated samples (:func:`nucseg.datasets.layouts.load_dataset`).
     n
         Number of samples shown (all of them if fewer).
     seed

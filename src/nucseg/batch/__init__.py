@@ -2,7 +2,7 @@
 
 ::
 
-    from nucseg.batch import segment_files
+    from nucseg.batch.driver import segment_files
 """
 
 from nucseg.batch.driver import segment_files

@@ -36,14 +36,12 @@ from typing import Any
 import numpy as np
 
 from nucseg.errors import InputError, ModelError, NucsegError
-from nucseg.inference.model import Model, SegmentationResult, load_model
-from nucseg.io.atomic import OutputExistsError, atomic_write
+from nucseg.inference.model import load_model, Model, SegmentationResult
+from nucseg.io.atomic import atomic_write, OutputExistsError
 from nucseg.io.images import labels_dtype, read_image
-from nucseg.io.lazy import LazyImage, is_zarr, open_image
+from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
-from nucseg.scale.blocks import (DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, BLOCK_SIZE_MULTIPLE, Block, BlockGrid,
-                                 check_block_settings, covered_objects, intersection, paste_objects, pieces_for_core,
-                                 renumbering_tables, select_owned_objects)
+from nucseg.scale.blocks import Block, BLOCK_SIZE_MULTIPLE, BlockGrid, check_block_settings, covered_objects, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core, renumbering_tables, select_owned_objects
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
 
 #: Pixels sampled over the whole image for its intensity percentiles (network models).
@@ -236,10 +234,10 @@ def segment_large(
     output_path
         ``.zarr``: a Zarr array (uint16, or uint32 above 65,535 nuclei; chunks
         of 512 or 256 pixels). ``.tif``/``.tiff``: a tiled, zlib-compressed
-        TIFF (BigTIFF above 2 GiB) readable by :func:`nucseg.io.read_labels`,
+        TIFF (BigTIFF above 2 GiB) readable by :func:`nucseg.io.images.read_labels`,
         written tile row by tile row. Written atomically.
     model
-        A :class:`~nucseg.api.Model`, a model name or folder (loaded once per
+        A :class:`~nucseg.inference.model.Model`, a model name or folder (loaded once per
         worker), or a callable ``block image -> labels``. None: the default model.
     block_size, margin
         Side of the core blocks, and the context read around each, in pixels
@@ -256,10 +254,10 @@ def segment_large(
     progress
         Progress bars on stderr.
     **segment_options
-        Passed to :meth:`~nucseg.api.Model.segment` (``tile_size``, ``overlap``, ...).
+        Passed to :meth:`~nucseg.inference.model.Model.segment` (``tile_size``, ``overlap``, ...).
         Automatic sizing (``diameter="auto"``, the default of network models)
         estimates one resize factor on the centre block
-        (:meth:`~nucseg.api.NetworkModel.estimate_scale`) and runs every block
+        (:meth:`~nucseg.inference.model.NetworkModel.estimate_scale`) and runs every block
         at it, so that the blocks agree.
 
     Returns
@@ -374,7 +372,7 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
 def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:
     """The (empty) Zarr array the stitched labels are assembled in, and its chunk size.
 
-    uint16, or uint32 above 65,535 nuclei (as :func:`nucseg.io.write_labels`);
+    uint16, or uint32 above 65,535 nuclei (as :func:`nucseg.io.images.write_labels`);
     chunks of 512 pixels, or 256 for block sizes that 512 does not divide,
     so that every block writes whole chunks only.
     """

@@ -39,11 +39,8 @@ from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.lazy import image_shape, is_zarr
-from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN
+from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
-
-#: Images with more pixels than this are segmented block-wise when ``blockwise`` is None (8192 x 8192).
-DEFAULT_BLOCKWISE_ABOVE = 8192 * 8192
 
 
 @dataclass(frozen=True)

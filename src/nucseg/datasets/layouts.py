@@ -24,65 +24,18 @@ decoding are stored with the sample and repeated on every load.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nucseg.datasets.cache import cache_entry, CacheEntry, Decoded, default_cache_dir, read_cache, write_cache
+from nucseg.datasets.sample import DatasetWarning, Sample, SampleFiles
 from nucseg.errors import InputError, NucsegError
-from nucseg.io.atomic import atomic_write
 from nucseg.io.images import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES, read_image, read_labels, read_mask_crop
-
-CACHE_FORMAT_VERSION = 2
-#: Kinds of image that :func:`image_kind` tells apart.
-IMAGE_KINDS = ("fluorescence", "brightfield", "histology")
-
-
-class DatasetWarning(UserWarning):
-    """A dataset was read, but something in it deserves a look (overlaps, binary masks)."""
-
-
-@dataclass
-class Sample:
-    """One annotated image.
-
-    Attributes
-    ----------
-    name
-        Image identifier (the DSB2018 id, or the file stem).
-    image : ndarray, shape (H, W) or (H, W, C)
-        Raw image in its native dtype.
-    labels : ndarray of int32, shape (H, W)
-        Instance labels, 0 background, 1..N nuclei.
-    image_path
-        The image file.
-    """
-
-    name: str
-    image: np.ndarray
-    labels: np.ndarray
-    image_path: Path
-
-
-@dataclass(frozen=True)
-class SampleFiles:
-    """The files that make one sample, before decoding."""
-
-    name: str
-    image_path: Path
-    mask_paths: tuple[Path, ...]
-    layout: str  # "dsb2018" (one binary mask per nucleus) or "paired" (one label image)
-
-
-def default_cache_dir() -> Path:
-    """``$NUCSEG_CACHE_DIR`` if set, else ``~/.cache/nucseg``."""
-    return Path(os.environ.get("NUCSEG_CACHE_DIR", Path.home() / ".cache" / "nucseg"))
-
 
 # ------------------------------------------------------------------------ layouts
 
@@ -331,76 +284,18 @@ def _labels_from_mask_file(mask_path: Path, shape: tuple[int, ...]) -> np.ndarra
 # -------------------------------------------------------------------------- cache
 
 
-@dataclass(frozen=True)
-class _CacheEntry:
-    path: Path
-    fingerprint: str
-
-
-@dataclass
-class _Decoded:
-    """What a (possibly remote) decoding returns: a sample or an error, and the warnings raised."""
-
-    sample: Sample | None
-    messages: list[str] = field(default_factory=list)
-    error: tuple[Path | None, str] | None = None  # NucsegError does not survive pickling
-
-
-def _cache_entry(files: SampleFiles, cache_dir: Path) -> _CacheEntry:
-    # The file name identifies the sample; the fingerprint inside tells if it is current.
-    # (Absolute, not resolved, paths: resolving costs a system call per path component.)
-    identity = (f"v{CACHE_FORMAT_VERSION}|{files.layout}|{os.path.abspath(files.image_path)}|"
-                f"{os.path.abspath(files.mask_paths[0].parent)}")
-    name = hashlib.sha1(identity.encode()).hexdigest()
-    parts = []
-    for path in (files.image_path, *files.mask_paths):
-        stat = os.stat(path)
-        parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
-    fingerprint = hashlib.sha1("|".join(parts).encode()).hexdigest()
-    return _CacheEntry(cache_dir / "samples" / f"{name}.npy", fingerprint)
-
-
-def _read_cache(entry: _CacheEntry, files: SampleFiles) -> _Decoded | None:
-    """The cached sample, or None if absent, stale or damaged."""
-    try:
-        with open(entry.path, "rb") as fh:
-            meta = np.load(fh, allow_pickle=False)
-            if meta.ndim != 1 or meta.size < 1 or str(meta[0]) != entry.fingerprint:
-                return None
-            image = np.load(fh, allow_pickle=False)
-            labels = np.load(fh, allow_pickle=False)
-    except (OSError, ValueError, EOFError):  # absent, or damaged: rebuilt, never trusted
-        return None
-    if labels.shape != image.shape[:2]:
-        return None
-    sample = Sample(files.name, image, labels.astype(np.int32, copy=False), files.image_path)
-    return _Decoded(sample, [str(m) for m in meta[1:]])
-
-
-def _write_cache(entry: _CacheEntry, decoded: _Decoded) -> None:
-    sample = decoded.sample
-    labels = sample.labels
-    if labels.max(initial=0) <= np.iinfo(np.uint16).max:
-        labels = labels.astype(np.uint16)  # halves the cache; loaded back as int32
-    meta = np.array([entry.fingerprint, *decoded.messages])
-    with atomic_write(entry.path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, meta, allow_pickle=False)
-        np.save(fh, np.ascontiguousarray(sample.image), allow_pickle=False)
-        np.save(fh, labels, allow_pickle=False)
-
-
-def _decode(files: SampleFiles, entry: _CacheEntry | None) -> _Decoded:
+def _decode(files: SampleFiles, entry: CacheEntry | None) -> Decoded:
     """Decode one sample, recording its warnings, and cache it; runs in worker processes."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sample = decode_sample(files)
     except NucsegError as exc:
-        return _Decoded(None, error=(getattr(exc, "path", None), getattr(exc, "problem", str(exc))))
-    decoded = _Decoded(sample, [str(w.message) for w in caught])
+        return Decoded(None, error=(getattr(exc, "path", None), getattr(exc, "problem", str(exc))))
+    decoded = Decoded(sample, [str(w.message) for w in caught])
     if entry is not None:
         try:
-            _write_cache(entry, decoded)
+            write_cache(entry, decoded)
         except OSError as exc:
             decoded.messages.append(f"{entry.path.parent}: cannot write the decode cache ({exc.strerror or exc}); "
                                     "the sample is decoded again next time")
@@ -457,8 +352,8 @@ def load_dataset(
     if cache_dir is True:
         cache_dir = default_cache_dir()
     cache = Path(cache_dir) if cache_dir else None
-    entries = [_cache_entry(f, cache) if cache else None for f in files]
-    results = [_read_cache(e, f) if e else None for f, e in zip(files, entries)]
+    entries = [cache_entry(f, cache) if cache else None for f in files]
+    results = [read_cache(e, f) if e else None for f, e in zip(files, entries)]
     misses = [i for i, r in enumerate(results) if r is None]
     decoded_misses = list(_decode_all([files[i] for i in misses], [entries[i] for i in misses],
                                       workers=workers, progress=progress))
@@ -470,9 +365,9 @@ def load_dataset(
     return [decoded.sample for decoded in results]
 
 
-def _decode_all(files: list[SampleFiles], entries: list[_CacheEntry | None], *, workers: int | None,
+def _decode_all(files: list[SampleFiles], entries: list[CacheEntry | None], *, workers: int | None,
                 progress: bool):
-    """Yield :class:`_Decoded` for ``files`` in order; raise the first error."""
+    """Yield :class:`Decoded` for ``files`` in order; raise the first error."""
     from tqdm.auto import tqdm
 
     workers = min(workers or os.cpu_count() or 1, len(files))
@@ -501,60 +396,3 @@ def _raise_errors(results, bar):
 # --------------------------------------------------------------------- image kind
 
 
-def image_kind(image: np.ndarray) -> str:
-    """Classify a raw DSB2018-style image as fluorescence, brightfield or histology.
-
-    A documented heuristic, not a learned classifier:
-
-    1. *Colour*: an RGB(A) image whose colour channels differ by more than 2 %
-       of full scale on average (stained tissue, H&E) is ``"histology"``.
-    2. *Background*: a gray image (one channel, or equal channels) whose
-       median, i.e. its background, is above half of full scale is
-       ``"brightfield"`` (dark nuclei on a bright field); otherwise
-       ``"fluorescence"`` (bright nuclei on a dark background).
-
-    Full scale is 255 for uint8, the smallest ``2**b - 1`` (b = 8, 10, 12, 14,
-    16) that holds the image maximum for other integer images (12-bit camera
-    data stored in uint16), and ``max(1, image max)`` for float images.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W), (H, W, 3) or (H, W, 4)
-        Raw image; the alpha channel is ignored.
-
-    Returns
-    -------
-    str
-        One of :data:`IMAGE_KINDS`.
-
-    Raises
-    ------
-    ValueError
-        Not a gray, RGB or RGBA image.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))) or image.size == 0:
-        raise ValueError(f"image_kind takes a gray, RGB or RGBA image, got shape {image.shape}")
-    data = image.astype(np.float32) if image.ndim == 2 else image[..., :3].astype(np.float32)
-    # A strided subsample is plenty for image-wide statistics of megapixel images.
-    step = max(1, int(np.sqrt(data.shape[0] * data.shape[1] / 250_000)))
-    data = data[::step, ::step]
-    scale = _full_scale(image.dtype, float(data.max()))
-    if data.ndim == 3:
-        channel_difference = max(float(np.mean(np.abs(data[..., 0] - data[..., c]))) for c in (1, 2))
-        if channel_difference > 0.02 * scale:
-            return "histology"
-        data = data.mean(axis=2)
-    return "brightfield" if float(np.median(data)) > 0.5 * scale else "fluorescence"
-
-
-def _full_scale(dtype: np.dtype, maximum: float) -> float:
-    if dtype == np.uint8:
-        return 255.0
-    if dtype.kind in "ui":
-        for bits in (8, 10, 12, 14, 16, 32, 64):
-            if maximum <= 2**bits - 1:
-                return float(2**bits - 1)
-    return max(1.0, maximum)

@@ -1,6 +1,6 @@
 """Evaluate a folder of predicted label images against an annotated dataset.
 
-The ground truth is any dataset that :func:`nucseg.datasets.load_dataset`
+The ground truth is any dataset that :func:`nucseg.datasets.layouts.load_dataset`
 reads. For each GT image ``<name>`` the prediction is the first of
 ``<name>_labels.tif``, ``<name>.tif`` and ``<name>.png`` found in the
 prediction folder (``nucseg segment`` writes ``<name>_labels.tif``). A missing
@@ -9,7 +9,7 @@ listed in the report and announced with a warning, so that a partial run
 cannot look better than it is.
 
 This is what ``nucseg evaluate`` runs; the scores are defined in
-:mod:`nucseg.metrics`.
+:mod:`nucseg.evaluation.metrics`.
 """
 
 from __future__ import annotations
@@ -105,11 +105,11 @@ def evaluate_folder(
         Folder of predicted label images (0 background, one value per nucleus),
         named after the GT images (see :data:`PREDICTION_PATTERNS`).
     gt
-        GT dataset folder, any layout :func:`nucseg.datasets.load_dataset` reads.
+        GT dataset folder, any layout :func:`nucseg.datasets.layouts.load_dataset` reads.
     images_dir, masks_dir
         Paired GT folders, instead of ``gt``.
     cache_dir
-        Decoded-sample cache, passed to :func:`~nucseg.datasets.load_dataset`.
+        Decoded-sample cache, passed to :func:`~nucseg.datasets.layouts.load_dataset`.
     progress
         Show progress bars.
 
@@ -197,7 +197,7 @@ def report_dict(report: EvaluationReport) -> dict:
 def write_json(report: EvaluationReport, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write the dataset summary to a JSON file, atomically.
 
-    The keys are those of :meth:`nucseg.metrics.DatasetScores.to_dict`
+    The keys are those of :meth:`nucseg.evaluation.metrics.DatasetScores.to_dict`
     (``n_images``, ``dsb_score``, ``ap50``, ``ap75``, ``f1_50``, ``pq``,
     ``pixel_iou``, ...) plus ``n_missing``, ``missing`` and ``pred_dir``.
 

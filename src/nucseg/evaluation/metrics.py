@@ -360,7 +360,12 @@ def dsb_score(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
     -------
     float in [0, 1]; 1.0 when both are empty, 0.0 when exactly one is.
     """
-    tp, fp, fn = _counts_per_threshold(iou_matrix(true_labels, pred_labels), DSB_THRESHOLDS)
+    return dsb_score_of_matrix(iou_matrix(true_labels, pred_labels))
+
+
+def dsb_score_of_matrix(matrix: IoUMatrix) -> float:
+    """:func:`dsb_score` from an IoU matrix already computed (threshold searches reuse one matrix)."""
+    tp, fp, fn = _counts_per_threshold(matrix, DSB_THRESHOLDS)
     return float(np.mean(_accuracies(tp, fp, fn)))
 
 
@@ -562,20 +567,3 @@ def summarize(scores: Sequence[ImageScores]) -> DatasetScores:
         fp=tuple(int(f) for f in fp),
         fn=tuple(int(f) for f in fn),
     )
-
-
-def evaluate_pairs(true_list: Sequence[np.ndarray], pred_list: Sequence[np.ndarray]) -> DatasetScores:
-    """Score a list of predicted label images against their GT label images.
-
-    Parameters
-    ----------
-    true_list, pred_list : sequences of ndarray of int
-        Same length; the i-th prediction is compared with the i-th GT.
-
-    Returns
-    -------
-    DatasetScores
-    """
-    if len(true_list) != len(pred_list):
-        raise ValueError(f"{len(true_list)} GT label images but {len(pred_list)} predictions")
-    return summarize([image_scores(t, p) for t, p in zip(true_list, pred_list)])

@@ -1,9 +1,9 @@
 """Accuracy of models on annotated validation images, overall and per image kind.
 
 :func:`evaluate_model` segments every sample with a model (a network or the
-classical baseline), scores it with :mod:`nucseg.metrics` and aggregates the
+classical baseline), scores it with :mod:`nucseg.evaluation.metrics` and aggregates the
 scores over all images and per image kind
-(:func:`nucseg.datasets.image_kind`: fluorescence, brightfield, histology).
+(:func:`nucseg.datasets.layouts.image_kind`: fluorescence, brightfield, histology).
 :func:`format_markdown` turns the reports of several models into the
 README tables. ``benchmarks/eval_validation.py`` runs both on the validation
 split stored in a model folder.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nucseg.datasets.layouts import image_kind, IMAGE_KINDS
+from nucseg.datasets.kinds import image_kind, IMAGE_KINDS
 from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
 
 #: Columns of the markdown tables: (header, DatasetScores attribute).
@@ -119,13 +119,13 @@ def evaluate_model(
 
     Parameters
     ----------
-    model : nucseg.api.Model, str or Path
-        A loaded model, or what :func:`nucseg.api.load_model` takes: a model
+    model : nucseg.inference.model.Model, str or Path
+        A loaded model, or what :func:`nucseg.inference.model.load_model` takes: a model
         folder, ``"dsb2018"`` or ``"classical"``.
     samples : sequence of nucseg.datasets.Sample
         Images with their ground-truth labels.
     by_kind
-        Also summarize per image kind (:func:`nucseg.datasets.image_kind`).
+        Also summarize per image kind (:func:`nucseg.datasets.layouts.image_kind`).
     name
         Name to report (default: the model's).
     progress
@@ -244,9 +244,9 @@ def load_validation_samples(
         (``nucseg train`` writes it).
     root, images_dir, masks_dir
         The dataset the model was trained on, as for
-        :func:`nucseg.datasets.load_dataset`.
+        :func:`nucseg.datasets.layouts.load_dataset`.
     cache_dir
-        Decoded-sample cache, as for :func:`nucseg.datasets.load_dataset`.
+        Decoded-sample cache, as for :func:`nucseg.datasets.layouts.load_dataset`.
     progress
         Show a progress bar while decoding.
     part

@@ -1,9 +1,9 @@
 """Tune a model's post-processing thresholds on validation images (``nucseg tune``).
 
 The network's class probabilities are computed once per validation image,
-through :meth:`nucseg.api.NetworkModel.segment` (the path ``nucseg segment``
+through :meth:`nucseg.inference.model.NetworkModel.segment` (the path ``nucseg segment``
 takes, so tuning matches inference). The settings of
-:class:`~nucseg.postprocess.PostprocessConfig` that decide which pixels and
+:class:`~nucseg.postprocess.watershed.PostprocessConfig` that decide which pixels and
 seeds make nuclei (``foreground_threshold``, ``marker_threshold``,
 ``min_marker_size``, ``min_size``) are then searched for the best mean
 Kaggle DSB2018 score, as StarDist's ``optimize_thresholds`` does:
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from nucseg.errors import InputError, ModelError
-from nucseg.evaluation.metrics import DSB_THRESHOLDS, iou_matrix, IoUMatrix, match_iou
+from nucseg.evaluation.metrics import dsb_score_of_matrix, iou_matrix, IoUMatrix
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 
 #: Settings that :func:`search_thresholds` tunes.
 TUNED_SETTINGS = ("foreground_threshold", "marker_threshold", "min_marker_size", "min_size")
-#: Key of :attr:`nucseg.model_io.ModelConfig.validation` that records the tuning.
+#: Key of :attr:`nucseg.models.folder.ModelConfig.validation` that records the tuning.
 VALIDATION_KEY = "tuning"
 # Refined thresholds stay this far from 0 and 1 (both ends are degenerate).
 _THRESHOLD_MARGIN = 0.01
@@ -257,7 +257,7 @@ def _scores_by_min_size(
         matrix = iou_matrix(truth, labels)
         sizes = np.bincount(labels.ravel())[matrix.pred_ids]
         for i, min_size in enumerate(min_sizes):
-            totals[i] += _dsb_score(_keep_predictions(matrix, sizes >= min_size))
+            totals[i] += dsb_score_of_matrix(_keep_predictions(matrix, sizes >= min_size))
     return totals / len(probabilities)
 
 
@@ -269,10 +269,6 @@ def _keep_predictions(matrix: IoUMatrix, keep: np.ndarray) -> IoUMatrix:
     kept_pairs = keep[matrix.cols]
     return IoUMatrix(matrix.true_ids, matrix.pred_ids[keep], matrix.rows[kept_pairs],
                      new_column[matrix.cols[kept_pairs]], matrix.values[kept_pairs])
-
-
-def _dsb_score(matrix: IoUMatrix) -> float:
-    return float(np.mean([match_iou(matrix, threshold=t).accuracy for t in DSB_THRESHOLDS]))
 
 
 # --------------------------------------------------------------------------- model
@@ -289,12 +285,12 @@ def tune_postprocess(
 
     Parameters
     ----------
-    model : nucseg.api.NetworkModel, str or Path
+    model : nucseg.inference.model.NetworkModel, str or Path
         A loaded model, or a model folder / registered name for
-        :func:`nucseg.api.load_model`.
+        :func:`nucseg.inference.model.load_model`.
     samples : sequence of nucseg.datasets.Sample
         Validation images with their ground-truth labels; never the model's
-        training images (see :func:`nucseg.validation_report.load_validation_samples`).
+        training images (see :func:`nucseg.evaluation.report.load_validation_samples`).
     grid
         Candidate values, see :class:`TuningGrid`.
     progress

@@ -525,7 +525,8 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
         equal to a registered name is that name; write ``./dsb2018`` for a
         folder of that name.
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"`` (a GPU if there is one).
+        ``"cpu"`` (the default: ONNX Runtime, no torch needed), ``"cuda"``,
+        ``"cuda:N"`` or ``"auto"`` (a GPU if there is one; these need torch).
 
     Returns
     -------
@@ -546,10 +547,10 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
     name = name_or_path if isinstance(name_or_path, str) and name_or_path in REGISTERED_MODELS else None
     config, _ = read_model_config(path)
     verify_weights(path)
-    if device == "auto":
-        import torch
+    if device != "cpu":
+        from nucseg.models.networks import select_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(select_device(device))
     model = NetworkModel(config, path, name=name, device=device)
     if device != "cpu":
         model.network  # noqa: B018 - loads the network now, so that a bad device fails here

@@ -131,7 +131,7 @@ def predict_tiled(
         Backend: float32 ``(N, C_in, h, w)`` -> probabilities ``(N, C, h, w)``
         (:class:`TorchRunner`, :class:`OnnxRunner`).
     image : ndarray of float32, shape (H, W, C_in)
-        Normalized network input (see :func:`nucseg.preprocess.prepare_image`).
+        Normalized network input (see :func:`nucseg.preprocess.normalize.prepare_image`).
     tile_size
         Side of the square tiles in pixels, a multiple of
         :data:`nucseg.models.SIZE_DIVISOR`. An axis shorter than a tile is

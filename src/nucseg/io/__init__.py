@@ -2,7 +2,7 @@
 
 The everyday readers and writers are importable from here::
 
-    from nucseg.io import read_image, read_labels, write_labels
+    from nucseg.io.images import read_image, read_labels, write_labels
 """
 
 from nucseg.io.images import read_image, read_labels, write_labels

@@ -105,7 +105,7 @@ def _create_temporary_file(path: Path) -> Path:
 
 
 def remove_stale_temporaries(paths: Iterator[Path] | Sequence[Path]) -> list[Path]:
-    """Delete temporary files that an interrupted :func:`nucseg.io.atomic_write` left beside ``paths``.
+    """Delete temporary files that an interrupted :func:`nucseg.io.atomic.atomic_write` left beside ``paths``.
 
     A process killed while writing ``X_labels.tif`` leaves
     ``.X_labels.tif.<8 hex digits>.tmp.tif`` behind; the task that writes

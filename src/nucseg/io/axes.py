@@ -25,7 +25,7 @@ def tiff_series_axes(shape: tuple[int, ...], axes: str) -> str:
 
 def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: str,
                 channel_axis: int | None) -> list[str]:
-    """Per stored axis: "y", "x", "c" or "" (dropped length-1 axis), as :func:`nucseg.io.read_image` decides."""
+    """Per stored axis: "y", "x", "c" or "" (dropped length-1 axis), as :func:`nucseg.io.images.read_image` decides."""
     kept = [i for i, (n, axis) in enumerate(zip(shape, axes)) if n > 1 or axis in "YX"]
     described = f"shape {tuple(shape)} (axes {axes})" if set(axes) != {"Q"} else f"shape {tuple(shape)}"
     if len(kept) not in (2, 3):

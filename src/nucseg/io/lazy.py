@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.errors import InputError, first_line
-from nucseg.io.axes import DECLARED_CHANNEL_AXES, axis_roles, tiff_series_axes
+from nucseg.errors import first_line, InputError
+from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -78,7 +78,7 @@ def is_zarr(path: str | Path) -> bool:
 def open_image(path: str | Path, *, channel_axis: int | None = None) -> LazyImage:
     """Open a TIFF or Zarr image for reading region by region.
 
-    TIFFs follow the rules of :func:`nucseg.io.read_image` (length-1 axes
+    TIFFs follow the rules of :func:`nucseg.io.images.read_image` (length-1 axes
     dropped; the channel axis declared by the file or given). For fast
     block reads the TIFF should be tiled (as microscopy slides and
     pyramidal OME-TIFFs are); a TIFF stored in one strip is decoded whole

@@ -44,23 +44,23 @@ class ModelConfig:
     Attributes
     ----------
     architecture
-        Name in :data:`nucseg.models.REGISTRY`.
+        Name in :data:`nucseg.models.networks.REGISTRY`.
     architecture_options
         Keyword options of the architecture (``encoder_weights`` is never
         stored: the weights file holds the trained encoder).
     in_channels, out_channels
         Network input channels and number of output classes.
     target
-        ``"three_class"`` or ``"binary"`` (see :mod:`nucseg.targets`).
+        ``"three_class"`` or ``"binary"`` (see :mod:`nucseg.training.targets`).
     normalization
         How raw images become network input.
     resize_to
         Square side (pixels) every image is resized to before the network, or
         None to run at native resolution (tiled).
     postprocess
-        :class:`nucseg.postprocess.PostprocessConfig` as a dictionary.
+        :class:`nucseg.postprocess.watershed.PostprocessConfig` as a dictionary.
     training
-        The resolved :class:`nucseg.config.TrainConfig` of the run, as a dictionary.
+        The resolved :class:`nucseg.training.config.TrainConfig` of the run, as a dictionary.
     split
         ``{"train": [...], "validation": [...]}`` image names.
     validation
@@ -134,11 +134,11 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
     """
     from safetensors.torch import save_file
 
-    import nucseg
+    from nucseg.version import __version__
     from nucseg.models.onnx import export_onnx
 
     path = Path(path)
-    config = dataclasses.replace(config, nucseg_version=nucseg.__version__, format_version=FORMAT_VERSION)
+    config = dataclasses.replace(config, nucseg_version=__version__, format_version=FORMAT_VERSION)
     with atomic_directory(path, overwrite=overwrite) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})

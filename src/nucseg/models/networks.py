@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nucseg.errors import ModelError
+from nucseg.errors import InputError, ModelError
 from nucseg.models import SIZE_DIVISOR
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -260,3 +260,20 @@ def eval_mode(network: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         network.train(was_training)
+
+
+def select_device(name: str) -> torch.device:
+    """The torch device for ``"auto"`` (a CUDA GPU if there is one), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(None, f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, f"device {name!r} requested but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(None, f"device {name!r} requested but there are only {torch.cuda.device_count()} GPUs")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(None, "device 'mps' requested but it is not available")
+    return device

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 
 
+#: Images with more pixels than this are segmented block-wise unless told otherwise (8192 x 8192).
+DEFAULT_BLOCKWISE_ABOVE = 8192 * 8192
 #: Default side of the square core blocks, in pixels.
 DEFAULT_BLOCK_SIZE = 2048
 

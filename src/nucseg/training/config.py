@@ -26,7 +26,7 @@ class TrainConfig:
     Attributes
     ----------
     model
-        Network name from :data:`nucseg.models.REGISTRY` (``unet``, ``mobilenetv2_unet``).
+        Network name from :data:`nucseg.models.networks.REGISTRY` (``unet``, ``mobilenetv2_unet``).
     model_options
         Architecture options (keyword arguments of the network class), e.g.
         ``{"base_channels": 16}`` for ``unet``; empty for the class defaults.
@@ -54,7 +54,7 @@ class TrainConfig:
         ``"ce_dice"`` (cross-entropy plus soft Dice over nucleus classes) or ``"ce"``.
     touching_weight
         Extra cross-entropy weight, added to 1, for the pixels where two
-        nuclei touch or nearly touch (:func:`nucseg.targets.touching_mask`):
+        nuclei touch or nearly touch (:func:`nucseg.training.targets.touching_mask`):
         the few pixels that decide whether neighbours come out as one nucleus
         or two, as in the weight map of Ronneberger et al. 2015. 0 disables it.
     touching_gap
@@ -62,7 +62,7 @@ class TrainConfig:
         nuclei count as touching.
     kind_weights
         Relative sampling weight of the training images per image kind
-        (:func:`nucseg.datasets.image_kind`: ``fluorescence``, ``brightfield``,
+        (:func:`nucseg.datasets.layouts.image_kind`: ``fluorescence``, ``brightfield``,
         ``histology``); kinds not listed weigh 1. Up-weights the rare kinds of
         a mixed dataset. Empty: every image is drawn equally often.
     class_weights
@@ -110,7 +110,7 @@ class TrainConfig:
         The network settings (``model``, ``model_options``, ``target``) must
         describe the same network.
     augment
-        Augmentation settings; see :class:`nucseg.augment.AugmentConfig`.
+        Augmentation settings; see :class:`nucseg.training.augment.AugmentConfig`.
     """
 
     model: str = "unet"
@@ -161,7 +161,7 @@ class TrainConfig:
         """Raise ValueError for missing, mistyped or out-of-range settings and ones that cannot work together."""
         import inspect
 
-        from nucseg.datasets.layouts import IMAGE_KINDS
+        from nucseg.datasets.kinds import IMAGE_KINDS
         from nucseg.models.networks import REGISTRY
         from nucseg.training.targets import TARGET_CLASSES
 

@@ -33,22 +33,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from nucseg.training.augment import augment_crop
 from nucseg.training.config import TrainConfig
-from nucseg.datasets.layouts import image_kind, load_dataset, Sample
+from nucseg.datasets.layouts import load_dataset
+from nucseg.datasets.sample import Sample
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.folder import ModelConfig, save_model
-from nucseg.models import SIZE_DIVISOR
-from nucseg.models.networks import build_model
-from nucseg.preprocess.resize import resize_channels
-from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
-from nucseg.preprocess.resize import resize_image, resize_labels
-from nucseg.training.targets import make_target, TARGET_CLASSES, touching_mask
+from nucseg.models.networks import build_model, select_device
+from nucseg.training.data import CropDataset, EpochSampler, normalization_of, prepare_samples, split_names
+from nucseg.training.loss import segmentation_loss
+from nucseg.training.targets import TARGET_CLASSES
+from nucseg.training.validation import validate, ValidationResult
 
 CHECKPOINT_VERSION = 1
 MODEL_DIR = "model"
@@ -57,198 +55,10 @@ MODEL_DIR = "model"
 # ----------------------------------------------------------------------------- data
 
 
-def split_names(names: Sequence[str], *, val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded split of image names into (train, validation), each sorted.
-
-    At least one image goes to each side when there are two or more images.
-    """
-    names = sorted(names)
-    if len(names) < 2:
-        raise ValueError("need at least two images to split into training and validation")
-    n_val = min(len(names) - 1, max(1, int(round(len(names) * val_fraction))))
-    order = np.random.default_rng(seed).permutation(len(names))
-    val = sorted(names[i] for i in order[:n_val])
-    train = sorted(names[i] for i in order[n_val:])
-    return train, val
-
-
-@dataclass
-class PreparedSample:
-    """A training image normalized once, kept in memory as float16."""
-
-    name: str
-    image: np.ndarray  # float16 (H, W, C), normalized
-    labels: np.ndarray  # int32 (H, W)
-    raw: np.ndarray  # the raw image, for snapshots
-
-
-def prepare_samples(samples: Sequence[Sample], config: TrainConfig) -> list[PreparedSample]:
-    """Normalize (and, for ``resize_to`` configs, resize) samples for training."""
-    normalization = normalization_of(config)
-    prepared = []
-    for sample in samples:
-        image = prepare_image(sample.image, normalization)
-        labels = sample.labels
-        if config.resize_to:
-            image = resize_image(image, (config.resize_to, config.resize_to))
-            labels = resize_labels(labels, (config.resize_to, config.resize_to))
-        prepared.append(PreparedSample(sample.name, image.astype(np.float16), labels.astype(np.int32), sample.image))
-    return prepared
-
-
-def normalization_of(config: TrainConfig) -> NormalizationConfig:
-    return NormalizationConfig(low_percentile=config.low_percentile, high_percentile=config.high_percentile)
-
-
-class CropDataset(torch.utils.data.Dataset):
-    """Random augmented crops; item ``(epoch, index)`` is deterministic.
-
-    Returns ``(image, target, pixel_weights)``: float32 ``(C, S, S)``, int64
-    ``(S, S)`` class ids and float32 ``(S, S)`` loss weights (1, plus
-    ``touching_weight`` where nuclei touch). Images are drawn with probability
-    proportional to :func:`sampling_weights`.
-    """
-
-    def __init__(self, samples: Sequence[PreparedSample], config: TrainConfig):
-        self.samples = samples
-        self.config = config
-        weights = sampling_weights(samples, config.kind_weights)
-        self.cumulative = np.cumsum(weights) / weights.sum() if config.kind_weights else None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def pick(self, rng: np.random.Generator) -> int:
-        """Index of the sample that the next crop comes from, drawn by :func:`sampling_weights`."""
-        if self.cumulative is None:
-            return int(rng.integers(len(self.samples)))
-        return min(int(np.searchsorted(self.cumulative, rng.random(), side="right")), len(self.samples) - 1)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        epoch, index = key
-        rng = np.random.default_rng([self.config.seed, epoch, index])
-        sample = self.samples[self.pick(rng)]
-        size = self.config.resize_to or self.config.crop_size
-        augment = self.config.augment
-        if self.config.resize_to:  # seed mode: whole resized image, no scale jitter
-            augment = dataclasses.replace(augment, scale_min=1.0, scale_max=1.0)
-        image, labels = augment_crop(sample.image.astype(np.float32), sample.labels, size, rng, augment)
-        target = make_target(labels, self.config.target)
-        pixel_weights = np.ones(labels.shape, dtype=np.float32)
-        if self.config.touching_weight > 0:
-            pixel_weights[touching_mask(labels, gap=self.config.touching_gap)] += self.config.touching_weight
-        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                torch.from_numpy(target.astype(np.int64)),
-                torch.from_numpy(pixel_weights))
-
-
-def sampling_weights(samples: Sequence[PreparedSample], kind_weights: dict[str, float]) -> np.ndarray:
-    """Relative draw weight of each sample: ``kind_weights[image_kind(raw image)]``, 1 for kinds not listed."""
-    if not kind_weights:
-        return np.ones(len(samples))
-    return np.array([float(kind_weights.get(image_kind(sample.raw), 1.0)) for sample in samples])
-
-
-class EpochSampler(torch.utils.data.Sampler):
-    """Yields ``(epoch, index)`` keys; :meth:`set_epoch` picks the epoch."""
-
-    def __init__(self, samples_per_epoch: int):
-        self.samples_per_epoch = samples_per_epoch
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch
-
-    def __iter__(self):
-        return iter((self.epoch, i) for i in range(self.samples_per_epoch))
-
-
 # ----------------------------------------------------------------------------- loss
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, config: TrainConfig,
-                      pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy (class- and pixel-weighted), plus soft Dice over the nucleus classes for ``ce_dice``.
-
-    logits: (N, C, H, W); target: (N, H, W) class ids; pixel_weights: (N, H, W)
-    or None. The cross-entropy is the weighted mean over pixels, weights being
-    the class weight times the pixel weight.
-    """
-    weight = None
-    if config.class_weights is not None:
-        weight = torch.tensor(config.class_weights, dtype=logits.dtype, device=logits.device)
-    if pixel_weights is None:
-        loss = F.cross_entropy(logits, target, weight=weight)
-    else:
-        per_pixel = F.cross_entropy(logits, target, weight=weight, reduction="none")
-        total_weight = pixel_weights if weight is None else pixel_weights * weight[target]
-        loss = (per_pixel * pixel_weights).sum() / total_weight.sum().clamp_min(1e-6)
-    if config.loss == "ce_dice":
-        probabilities = torch.softmax(logits.float(), dim=1)[:, 1:]
-        one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].float()
-        intersection = (probabilities * one_hot).sum(dim=(0, 2, 3))
-        total = probabilities.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
-        loss = loss + 1.0 - ((2 * intersection + 1.0) / (total + 1.0)).mean()
-    return loss
-
-
 # ----------------------------------------------------------------------- validation
-
-
-@dataclass
-class ValidationResult:
-    """Validation of one epoch: mean scores and the predicted labels of every image."""
-
-    loss: float
-    pixel_iou: float
-    pixel_accuracy: float
-    dsb_score: float
-    ap50: float
-    predictions: list[np.ndarray]
-
-
-def predict_logits_full(network: nn.Module, image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Logits (C, H, W) of a whole prepared image (H, W, C), reflect-padded to the size divisor."""
-    height, width = image.shape[:2]
-    padded = np.pad(image, ((0, (-height) % SIZE_DIVISOR), (0, (-width) % SIZE_DIVISOR), (0, 0)), mode="reflect")
-    x = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
-    return network(x)[0, :, :height, :width].float()
-
-
-def validate(
-    network: nn.Module,
-    samples: Sequence[PreparedSample],
-    originals: Sequence[Sample],
-    config: TrainConfig,
-    device: torch.device,
-    postprocess: dict[str, Any],
-) -> ValidationResult:
-    """Loss and pixel scores on the network's input grid; DSB score of the full
-    instance pipeline at the original resolution."""
-    from nucseg.evaluation.metrics import image_scores, summarize
-    from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-
-    post_config = PostprocessConfig.from_dict(postprocess)
-    network.eval()
-    losses, scores, predictions = [], [], []
-    with torch.inference_mode():
-        for prepared, original in zip(samples, originals):
-            logits = predict_logits_full(network, prepared.image.astype(np.float32), device)
-            target = torch.from_numpy(make_target(prepared.labels, config.target).astype(np.int64)).to(device)
-            losses.append(float(segmentation_loss(logits[None], target[None], config)))
-            probabilities = torch.softmax(logits, dim=0).cpu().numpy()
-            if config.resize_to:
-                probabilities = resize_channels(probabilities, original.labels.shape)  # as prediction does
-            labels = instances_from_probabilities(np.ascontiguousarray(probabilities, dtype=np.float32), post_config)
-            predictions.append(labels)
-            scores.append(image_scores(original.labels, labels))
-    summary = summarize(scores)
-    pixel_accuracy = float(np.mean([s.pixel_accuracy for s in scores]))
-    return ValidationResult(float(np.mean(losses)), summary.pixel_iou, pixel_accuracy, summary.dsb_score,
-                            summary.ap50, predictions)
 
 
 # ----------------------------------------------------------------------------- run
@@ -264,23 +74,6 @@ class TrainResult:
     best_epoch: int
     best_metric: float
     history: list[dict[str, float]]
-
-
-def select_device(name: str) -> torch.device:
-    """The torch device for ``"auto"`` (a CUDA GPU if there is one), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(None, f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, f"device {name!r} requested but no CUDA GPU is available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(None, f"device {name!r} requested but there are only {torch.cuda.device_count()} GPUs")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(None, "device 'mps' requested but it is not available")
-    return device
 
 
 def _is_better(value: float, best: float | None, monitor: str) -> bool:
@@ -312,7 +105,7 @@ def train(
     run_dir
         Run folder; created, or continued with ``resume``.
     data, images_dir, masks_dir
-        Training dataset (any layout :func:`nucseg.datasets.load_dataset` reads).
+        Training dataset (any layout :func:`nucseg.datasets.layouts.load_dataset` reads).
     val_data
         Explicit validation dataset; by default a seeded fraction of ``data``.
     resume
@@ -347,27 +140,9 @@ def train(
     # weights that cannot be downloaded) fails before any data is read or any file written.
     device = select_device(config.device)
     torch.manual_seed(config.seed)
-    n_classes = TARGET_CLASSES[config.target]
-    options = dict(config.model_options)
-    if config.encoder_weights is not None and not resume:
-        options["encoder_weights"] = config.encoder_weights
-    try:
-        network = build_model(config.model, in_channels=3, out_channels=n_classes, **options).to(device)
-    except (TypeError, ValueError) as exc:
-        raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
-    if config.init_from is not None and state is None:
-        load_initial_weights(network, config.init_from)
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = make_scheduler(optimizer, config)
-    ema = None
-    if config.ema_decay is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
-    evaluated = network if ema is None else ema.module
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    parts = _setup_training(config, device, fresh=state is None)
+    if state is None and config.init_from is not None:
+        load_initial_weights(parts.network, config.init_from)
 
     samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
     if val_data is not None:
@@ -398,26 +173,13 @@ def train(
         _write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         _write_text(run_dir / "split.json", json.dumps(split, indent=1) + "\n")
 
-    history: list[dict[str, float]] = []
-    start_epoch, best_metric, best_epoch, stale_epochs = 1, None, 0, 0
+    progress_state = _Progress()
     if state is not None:
-        network.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if state.get("scaler"):  # absent from checkpoints of CPU runs and of older versions
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        history = [dict(row) for row in state["history"]]
-        start_epoch = int(state["epoch"]) + 1
-        best_metric, best_epoch = state["best_metric"], int(state["best_epoch"])
-        stale_epochs = int(state["stale_epochs"])
-        log(f"resuming {run_dir} after epoch {start_epoch - 1}")
+        progress_state = _restore(parts, state)
+        log(f"resuming {run_dir} after epoch {progress_state.start_epoch - 1}")
 
     median_diameter = median_nucleus_diameter([s.labels for s in train_samples])
     train_prepared = prepare_samples(train_samples, config)
-    val_prepared = prepare_samples(val_samples, config)
     samples_per_epoch = config.samples_per_epoch or len(train_prepared)
     sampler = EpochSampler(samples_per_epoch)
     loader = torch.utils.data.DataLoader(
@@ -426,69 +188,45 @@ def train(
         persistent_workers=config.num_workers > 0, pin_memory=device.type == "cuda",
     )
     postprocess = _default_postprocess(config)
-    snapshot_indices = list(range(min(config.snapshot_images, len(val_prepared))))
+    snapshot_indices = list(range(min(config.snapshot_images, len(val_samples))))
 
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_epoch)
+    history = progress_state.history
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=progress_state.start_epoch)
     epochs_this_call = 0
     elapsed_before = sum(row["seconds"] for row in history)
     call_started = time.time()
     try:
-        for epoch in range(start_epoch, config.epochs + 1):
-            if stale_epochs >= config.early_stopping_patience:
+        for epoch in range(progress_state.start_epoch, config.epochs + 1):
+            if progress_state.stale_epochs >= config.early_stopping_patience:
                 break
             started = time.time()
-            network.train()
             sampler.set_epoch(epoch)
-            losses = []
-            bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
-            for images, targets, pixel_weights in bar:
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                pixel_weights = pixel_weights.to(device, non_blocking=True)
-                with torch.autocast(device.type, enabled=use_amp):
-                    loss = segmentation_loss(network(images), targets, config, pixel_weights)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(network)
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            result = validate(evaluated, val_prepared, val_samples, config, device, postprocess)
+            losses = _train_one_epoch(parts, loader, config, device, description=f"epoch {epoch}/{config.epochs}",
+                                      progress=progress)
+            result = validate(parts.evaluated, val_samples, config, postprocess)
             monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
                          "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}[config.monitor]
-            lr = optimizer.param_groups[0]["lr"]
+            lr = parts.optimizer.param_groups[0]["lr"]
             if config.lr_schedule == "plateau":
-                scheduler.step(monitored)
+                parts.scheduler.step(monitored)
             else:
-                scheduler.step()
+                parts.scheduler.step()
             row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                    "val_loss": result.loss, "val_pixel_iou": result.pixel_iou,
                    "val_pixel_accuracy": result.pixel_accuracy, "val_dsb_score": result.dsb_score,
                    "val_ap50": result.ap50, "lr": lr, "seconds": time.time() - started}
             history.append(row)
-            improved = _is_better(monitored, best_metric, config.monitor)
-            if improved:
-                best_metric, best_epoch, stale_epochs = monitored, epoch, 0
-            else:
-                stale_epochs += 1
-            _log_epoch(writer, row, result, val_prepared, snapshot_indices, run_dir, epoch)
+            improved = progress_state.record(epoch, monitored, config.monitor)
+            _log_epoch(writer, row, result, val_samples, snapshot_indices, run_dir, epoch)
             _write_metrics_csv(run_dir / "metrics.csv", history)
-            state = {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": network.state_dict(),
-                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "scaler": scaler.state_dict(), "ema": None if ema is None else ema.state_dict(),
-                     "torch_rng": torch.get_rng_state(), "history": history, "best_metric": best_metric,
-                     "best_epoch": best_epoch, "stale_epochs": stale_epochs}
+            state = _checkpoint_state(parts, progress_state, epoch)
             _save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
                 _save_checkpoint(state, checkpoint_dir / "best.pt")
-                _save_model_folder(evaluated, config, split, row, postprocess, median_diameter, run_dir / MODEL_DIR)
+                _save_model_folder(parts.evaluated, config, split, row, postprocess, median_diameter,
+                                   run_dir / MODEL_DIR)
             log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
@@ -503,8 +241,118 @@ def train(
         writer.close()
     if history:
         _plot_curves(history, run_dir / "curves.png")
-    return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), best_epoch,
-                       float("nan") if best_metric is None else float(best_metric), history)
+    best = progress_state.best_metric
+    return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
+                       float("nan") if best is None else float(best), history)
+
+
+@dataclass
+class _TrainingParts:
+    """The network and everything that updates it."""
+
+    network: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: Any  # torch.optim.swa_utils.AveragedModel or None
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network that is validated and saved: the EMA average when there is one."""
+        return self.network if self.ema is None else self.ema.module
+
+
+@dataclass
+class _Progress:
+    """Where a run stands: its history and the early-stopping state."""
+
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    start_epoch: int = 1
+    best_metric: float | None = None
+    best_epoch: int = 0
+    stale_epochs: int = 0
+
+    def record(self, epoch: int, value: float, monitor: str) -> bool:
+        """Note the epoch's monitored value; True if it is the best so far."""
+        if _is_better(value, self.best_metric, monitor):
+            self.best_metric, self.best_epoch, self.stale_epochs = value, epoch, 0
+            return True
+        self.stale_epochs += 1
+        return False
+
+
+def _setup_training(config: TrainConfig, device: torch.device, *, fresh: bool) -> _TrainingParts:
+    """Build the network, optimizer, schedule, EMA and gradient scaler of a run."""
+    options = dict(config.model_options)
+    if config.encoder_weights is not None and fresh:
+        options["encoder_weights"] = config.encoder_weights
+    try:
+        network = build_model(config.model, in_channels=3, out_channels=TARGET_CLASSES[config.target],
+                              **options).to(device)
+    except (TypeError, ValueError) as exc:
+        raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = None
+    if config.ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    use_amp = config.amp and device.type == "cuda"
+    return _TrainingParts(network, optimizer, make_scheduler(optimizer, config), ema,
+                          torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
+
+
+def _restore(parts: _TrainingParts, state: dict) -> _Progress:
+    """Load a checkpoint's weights, optimizer, schedule, EMA, scaler and RNG state; return its progress."""
+    parts.network.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(state["ema"])
+    if state.get("scaler"):  # absent from checkpoints of CPU runs and of older versions
+        parts.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return _Progress([dict(row) for row in state["history"]], int(state["epoch"]) + 1, state["best_metric"],
+                     int(state["best_epoch"]), int(state["stale_epochs"]))
+
+
+def _train_one_epoch(parts: _TrainingParts, loader, config: TrainConfig, device: torch.device, *,
+                     description: str, progress: bool) -> list[float]:
+    """One pass over the epoch's crops; the loss of every batch."""
+    from tqdm.auto import tqdm
+
+    parts.network.train()
+    losses = []
+    bar = tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False)
+    for images, targets, pixel_weights in bar:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        pixel_weights = pixel_weights.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=parts.use_amp):
+            loss = segmentation_loss(parts.network(images), targets, config, pixel_weights)
+        parts.optimizer.zero_grad(set_to_none=True)
+        parts.scaler.scale(loss).backward()
+        if config.grad_clip > 0:
+            parts.scaler.unscale_(parts.optimizer)
+            nn.utils.clip_grad_norm_(parts.network.parameters(), config.grad_clip)
+        parts.scaler.step(parts.optimizer)
+        parts.scaler.update()
+        if parts.ema is not None:
+            parts.ema.update_parameters(parts.network)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}")
+    return losses
+
+
+def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: int) -> dict:
+    """Everything a resumed run needs, as tensors and plain values (loadable with ``weights_only=True``)."""
+    return {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": parts.network.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "scaler": parts.scaler.state_dict(), "ema": None if parts.ema is None else parts.ema.state_dict(),
+            "torch_rng": torch.get_rng_state(), "history": progress_state.history,
+            "best_metric": progress_state.best_metric, "best_epoch": progress_state.best_epoch,
+            "stale_epochs": progress_state.stale_epochs}
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -618,8 +466,8 @@ def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def _log_epoch(writer, row, result: ValidationResult, val_prepared, snapshot_indices, run_dir: Path,
-               epoch: int) -> None:
+def _log_epoch(writer, row, result: ValidationResult, val_samples: Sequence[Sample], snapshot_indices,
+               run_dir: Path, epoch: int) -> None:
     for key, value in row.items():
         if key != "epoch":
             group = "val" if key.startswith("val_") else "train" if key.startswith("train_") else "misc"
@@ -629,16 +477,8 @@ def _log_epoch(writer, row, result: ValidationResult, val_prepared, snapshot_ind
     from nucseg.io.images import write_png
     from nucseg.visualize import prediction_snapshot
 
-    panels = []
-    for i in snapshot_indices:
-        sample = val_prepared[i]
-        predicted = result.predictions[i]
-        raw = sample.raw
-        true_labels = sample.labels
-        if predicted.shape != true_labels.shape:  # resize_to runs: snapshot on the network grid
-            predicted = resize_labels(predicted, true_labels.shape)
-            raw = resize_image(raw.astype(np.float32), true_labels.shape)
-        panels.append(prediction_snapshot(raw, true_labels, predicted))
+    panels = [prediction_snapshot(val_samples[i].image, val_samples[i].labels, result.predictions[i])
+              for i in snapshot_indices]
     width = max(p.shape[1] for p in panels)
     grid = np.concatenate([np.pad(p, ((0, 4), (0, width - p.shape[1]), (0, 0))) for p in panels], axis=0)
     write_png(run_dir / "snapshots" / f"epoch_{epoch:03d}.png", grid)

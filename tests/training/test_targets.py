@@ -1,4 +1,4 @@
-"""Tests of nucseg.targets on hand-made label images and the real DSB2018 fixtures."""
+"""Tests of nucseg.training.targets on hand-made label images and the real DSB2018 fixtures."""
 
 from __future__ import annotations
 

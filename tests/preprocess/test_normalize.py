@@ -1,4 +1,4 @@
-"""Tests of nucseg.preprocess: channel conversion, percentile normalization, resizing."""
+"""Tests of nucseg.preprocess (normalize, resize): channel conversion, percentile normalization, resizing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of nucseg.augment: image and labels stay aligned, crops are reproducible."""
+"""Tests of nucseg.training.augment: image and labels stay aligned, crops are reproducible."""
 
 from __future__ import annotations
 

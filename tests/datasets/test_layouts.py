@@ -1,4 +1,4 @@
-"""Tests of nucseg.datasets: layouts, validation messages, the decode cache, image_kind."""
+"""Tests of nucseg.datasets.layouts (with sample, cache, kinds): layouts, validation messages, the decode cache, image_kind."""
 
 from __future__ import annotations
 
@@ -12,12 +12,17 @@ import tifffile
 from PIL import Image
 
 from nucseg.datasets import layouts as datasets
-from nucseg.datasets.layouts import DatasetWarning, default_cache_dir, detect_layout, image_kind, list_dataset, load_dataset, Sample
+from nucseg.datasets.cache import default_cache_dir
+from nucseg.datasets.kinds import image_kind
+from nucseg.datasets.layouts import detect_layout, list_dataset, load_dataset
+from nucseg.datasets.sample import DatasetWarning, Sample
+from nucseg.datasets.kinds import IMAGE_KINDS
+from nucseg.datasets.locations import dataset_path
 from nucseg.errors import InputError
 from nucseg.io.images import read_image
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
-FULL_DSB2018 = Path("/work/shared/data/dsb2018/stage1_train")
+FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
+FULL_DSB2018 = dataset_path("dsb2018/stage1_train")  # ../shared/data, or $NUCSEG_DATA_DIR
 FIXTURE_KINDS = {
     "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552": "fluorescence",
     "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21": "fluorescence",
@@ -143,7 +148,7 @@ def test_image_kind_counts_on_the_full_training_set():
     if not FULL_DSB2018.is_dir():
         pytest.skip(f"full DSB2018 training set not found at {FULL_DSB2018}")
     kinds = [image_kind(read_image(files.image_path)) for files in list_dataset(FULL_DSB2018)]
-    counts = {kind: kinds.count(kind) for kind in datasets.IMAGE_KINDS}
+    counts = {kind: kinds.count(kind) for kind in IMAGE_KINDS}
     # Measured by the lead with a similar heuristic: about 541 / 16 / 107.
     assert 520 <= counts["fluorescence"] <= 560, counts
     assert 10 <= counts["brightfield"] <= 25, counts

@@ -19,7 +19,7 @@ from nucseg.errors import InputError, ModelError
 from nucseg.io.images import read_image, read_labels
 from nucseg.postprocess.watershed import instances_from_probabilities
 
-DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
+DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 SMALL_IDS = ("00071198", "00ae65c1", "0280fa8f")  # the three 256-pixel fixtures
 
 
@@ -228,6 +228,7 @@ def test_scale_for_labels_sizes_to_the_training_diameter(active_model_dir, monke
     assert model.scale_for_labels(discs) == pytest.approx(20 / median_nucleus_diameter([discs]))
 
 
+@pytest.mark.slow
 def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, monkeypatch):
     from nucseg.postprocess.measure import median_nucleus_diameter
 

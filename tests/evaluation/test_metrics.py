@@ -1,4 +1,4 @@
-"""Tests of nucseg.metrics: hand-computed examples, invariances, and an independent reference."""
+"""Tests of nucseg.evaluation.metrics: hand-computed examples, invariances, and an independent reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.evaluation.metrics import dice, dsb_score, DSB_THRESHOLDS, evaluate_pairs, image_scores, iou, iou_matrix, match_instances, pixel_accuracy, summarize
+from nucseg.evaluation.metrics import dice, dsb_score, DSB_THRESHOLDS, image_scores, iou, iou_matrix, match_instances, pixel_accuracy, summarize
 
 KAGGLE_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
@@ -357,12 +357,12 @@ def test_summarize_means_per_image_scores_and_pools_f1():
     assert (summary.tp_50, summary.fp_50, summary.fn_50) == (3, 1, 1)
     assert (summary.n_true, summary.n_pred) == (4, 4)
     assert summary.precision_50 == pytest.approx(3 / 4)
-    assert evaluate_pairs([truth, single], [pred, single]) == summary
+    assert summarize([image_scores(truth, pred), image_scores(single, single)]) == summary
 
 
 def test_summary_to_dict_is_json_ready():
     truth, pred = three_objects()
-    summary = evaluate_pairs([truth], [pred])
+    summary = summarize([image_scores(truth, pred)])
     data = json.loads(json.dumps(summary.to_dict()))
     required = {"n_images", "dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "tp_50", "fp_50", "fn_50"}
     assert required <= set(data)
@@ -370,9 +370,7 @@ def test_summary_to_dict_is_json_ready():
     assert data["thresholds"] == KAGGLE_THRESHOLDS
 
 
-def test_summarize_refuses_nothing_and_mismatched_lists():
+def test_summarize_refuses_nothing():
     with pytest.raises(ValueError):
         summarize([])
-    with pytest.raises(ValueError):
-        evaluate_pairs([np.zeros((2, 2), int)], [])
 

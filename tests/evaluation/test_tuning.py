@@ -1,4 +1,4 @@
-"""Post-processing threshold search (nucseg.tuning) and ``nucseg tune``.
+"""Post-processing threshold search (nucseg.evaluation.tuning) and ``nucseg tune``.
 
 The probability maps are made by hand so that the best settings are known:
 nuclei and look-alike distractors at probabilities a known threshold
@@ -27,7 +27,7 @@ from nucseg.models.folder import load_model_folder, ModelConfig, read_model_conf
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 from nucseg.evaluation.tuning import save_tuning, search_thresholds, tune_postprocess, TuningGrid, TuningResult
 
-DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
+DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 TINY_UNET = {"base_channels": 4, "depth": 2}
 SMALL_GRID = TuningGrid(foreground_threshold=(0.3, 0.6), marker_threshold=(0.4, 0.8), min_marker_size=(1, 16),
                         min_size=(0, 30, 80), refine_rounds=1)

@@ -1,4 +1,4 @@
-"""Tests of nucseg.model_io: the model folder round trip and its one-line errors."""
+"""Tests of nucseg.models.folder: the model folder round trip and its one-line errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from nucseg.errors import ModelError
 from nucseg.io.atomic import OutputExistsError
-from nucseg.models.folder import CONFIG_FILE, ONNX_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder, ModelConfig, read_model_config, save_model, WEIGHTS_FILE
+from nucseg.models.folder import CONFIG_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder, ModelConfig, ONNX_FILE, read_model_config, save_model, WEIGHTS_FILE
 from nucseg.models.networks import build_model
 from nucseg.preprocess.normalize import NormalizationConfig
 
@@ -78,6 +78,7 @@ def test_round_trip_gives_identical_outputs(model_folder):
     assert loaded.config.format_version == FORMAT_VERSION and loaded.config.nucseg_version
 
 
+@pytest.mark.slow
 def test_round_trip_of_the_mobilenet_unet(tmp_path):
     config = ModelConfig(architecture="mobilenetv2_unet", out_channels=2, target="binary", resize_to=128)
     network = trained_network(config)

@@ -1,4 +1,4 @@
-"""Validation accuracy reports (nucseg.validation_report), ``benchmarks/eval_validation.py``
+"""Validation accuracy reports (nucseg.evaluation.report), ``benchmarks/eval_validation.py``
 and ``nucseg evaluate --by-kind``, on the 4 fixture images (2 fluorescence, 1 histology, 1 brightfield)."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import pytest
 from nucseg.inference.model import Model, SegmentationResult
 from nucseg.inference.classical import segment_classical
 from nucseg.cli import main as nucseg_main
-from nucseg.datasets.layouts import image_kind
+from nucseg.datasets.kinds import image_kind
 from nucseg.io.images import write_labels
 from nucseg.evaluation.metrics import dsb_score, image_scores, summarize
 from nucseg.models.folder import ModelConfig, save_model
 from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, METRIC_COLUMNS, scores_by_kind, validation_names
 
-DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
-BENCHMARK = Path(__file__).parents[1] / "benchmarks" / "eval_validation.py"
+DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
+BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "eval_validation.py"
 KIND_OF = {"00071198": "fluorescence", "0280fa8f": "fluorescence", "00ae65c1": "histology",
            "091944f1": "brightfield"}
 

@@ -204,6 +204,7 @@ def test_an_object_kept_by_two_disagreeing_blocks_is_kept_once(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_blockwise_mosaic_matches_the_in_memory_segmentation(tmp_path, mosaic):
     path = tmp_path / "mosaic.tif"
     tifffile.imwrite(path, mosaic, tile=(256, 256), photometric="rgb", compression="zlib")
@@ -220,6 +221,7 @@ def test_blockwise_mosaic_matches_the_in_memory_segmentation(tmp_path, mosaic):
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no scratch left
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_blockwise_classical_model_on_a_mosaic_gives_one_component_per_nucleus(tmp_path, mosaic):
     # The classical baseline thresholds each block on its own, so it does not

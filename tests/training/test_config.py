@@ -1,4 +1,4 @@
-"""Tests of nucseg.config: defaults, presets, config files and their precedence."""
+"""Tests of nucseg.training.config: defaults, presets, config files and their precedence."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from skimage.draw import disk
 from nucseg.inference.classical import detect_polarity, estimate_nucleus_radius, segment_classical, segment_classical_detailed
 from nucseg.datasets.layouts import load_dataset
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 FLUORESCENCE = ("00071198", "0280fa8f")
 HISTOLOGY = "00ae65c1"
 BRIGHTFIELD = "091944f1"

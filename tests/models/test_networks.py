@@ -1,4 +1,4 @@
-"""Tests of nucseg.models: every registered network builds and keeps the image size."""
+"""Tests of nucseg.models.networks: every registered network builds and keeps the image size."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of nucseg.training: tiny runs on the real DSB2018 fixtures, their artefacts, and resuming."""
+"""Tests of nucseg.training.loop (with data, loss, validation): tiny runs on the real DSB2018 fixtures, their artefacts, and resuming."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from PIL import Image
 
 from nucseg.training.augment import NO_AUGMENTATION
 from nucseg.training.config import TrainConfig
-from nucseg.datasets.layouts import image_kind
+from nucseg.datasets.kinds import image_kind
 from nucseg.errors import InputError
 from nucseg.models.folder import load_model_folder
 from nucseg.models.networks import build_model
-from nucseg.training.loop import CropDataset, EpochSampler, make_scheduler, prepare_samples, sampling_weights, segmentation_loss, split_names, train
+from nucseg.training.data import CropDataset, EpochSampler, prepare_samples, sampling_weights, split_names
+from nucseg.training.loop import make_scheduler, train
+from nucseg.training.loss import segmentation_loss
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_pixel_iou", "val_pixel_accuracy", "val_dsb_score",
                    "val_ap50", "lr", "seconds"]
 SCALAR_TAGS = {"train/loss", "val/loss", "val/pixel_iou", "val/pixel_accuracy", "val/dsb_score", "val/ap50",
@@ -174,6 +176,7 @@ def test_model_folder_holds_the_best_network(full_run):
     assert config.postprocess  # the thresholds the validation scores were computed with
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_run, tmp_path):
     result, _ = full_run
     run_dir = tmp_path / "killed"
@@ -236,6 +239,7 @@ def test_cosine_schedule_decays_to_min_lr_and_stays():
     assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
+@pytest.mark.slow
 def test_ema_run_saves_the_averaged_weights_and_resumes_exactly(tmp_path):
     config = dataclasses.replace(TINY, ema_decay=0.9, lr_schedule="cosine", touching_weight=2.0)
     whole = train(config, tmp_path / "whole", data=FIXTURES, progress=False, log=lambda message: None)
@@ -398,6 +402,7 @@ def test_segmentation_loss():
     assert ce == pytest.approx(np.log(3), rel=1e-5) and 0 < ce_dice - ce < 1
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_given_model(tmp_path):
     source_config = dataclasses.replace(TINY, epochs=1)
     train(source_config, tmp_path / "source", data=FIXTURES, progress=False, log=lambda message: None)

@@ -1,4 +1,4 @@
-"""Tests of nucseg.evaluation and ``nucseg evaluate`` on the real DSB2018 fixtures."""
+"""Tests of nucseg.evaluation.folder and ``nucseg evaluate`` on the real DSB2018 fixtures."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from nucseg.errors import InputError
 from nucseg.evaluation.folder import CSV_COLUMNS, evaluate_folder, find_prediction, format_summary, write_csv, write_json
 from nucseg.io.images import write_labels, write_png
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 KAGGLE_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 JSON_KEYS = {"n_images", "dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "n_missing"}
 

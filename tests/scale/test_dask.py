@@ -20,7 +20,7 @@ from nucseg.scale.dask import connect
 from nucseg.errors import NucsegError
 from nucseg.io.images import read_labels
 
-DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
+DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 NAMES = sorted(p.name for p in DSB_DIR.iterdir())
 
 @pytest.fixture(scope="module")
@@ -217,3 +217,15 @@ def test_stale_temporaries_of_an_output_are_removed(tmp_path):
         path.write_bytes(b"x")
     assert sorted(remove_stale_temporaries([output])) == sorted(stale)
     assert all(path.exists() for path in kept) and not any(path.exists() for path in stale)
+
+
+@pytest.mark.parametrize("on_cluster", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_an_existing_rle_file_is_refused_before_anything_is_segmented(request, tmp_path, on_cluster):
+    rle = tmp_path / "submission.csv"
+    rle.write_text("the user's file\n")
+    out = tmp_path / "out"
+    executor = DaskExecutor(request.getfixturevalue("client")) if on_cluster else None
+    with pytest.raises(NucsegError, match="exists"):
+        segment_files([DSB_DIR], out, executor=executor, model="classical", rle_path=rle)
+    assert rle.read_text() == "the user's file\n"
+    assert not out.exists() or not any(out.iterdir())  # no labels, no summary: nothing was segmented

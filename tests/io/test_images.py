@@ -1,4 +1,4 @@
-"""Tests of nucseg.io: reading every supported image kind, errors, and atomic writes."""
+"""Tests of nucseg.io.images, axes and atomic: reading every supported image kind, errors, and atomic writes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
 from nucseg.io.images import read_image, read_labels, read_mask_crop, write_labels, write_png
 
-FIXTURES = Path(__file__).parent / "data" / "dsb2018"
+FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 RNG = np.random.default_rng(42)
 
 

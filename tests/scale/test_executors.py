@@ -1,0 +1,34 @@
+"""Tests of nucseg.scale.executors: results in order, failures raised or collected, models shared."""
+
+from __future__ import annotations
+
+import pytest
+
+from nucseg.inference.model import load_model
+from nucseg.scale.executors import InProcessExecutor, TaskFailed, resolve_model, worker_model
+
+
+def _divide(a, b):
+    return a / b
+
+
+def test_results_come_back_in_the_order_of_the_arguments():
+    results = InProcessExecutor().run(_divide, [(6, 3), (1, 4), (9, 9)], description="dividing")
+    assert results == [2.0, 0.25, 1.0]
+
+
+def test_the_first_failure_is_raised_unless_failures_are_collected():
+    executor = InProcessExecutor()
+    with pytest.raises(ZeroDivisionError):
+        executor.run(_divide, [(1, 1), (1, 0), (2, 1)], description="dividing")
+    results = executor.run(_divide, [(1, 1), (1, 0), (2, 1)], description="dividing", collect_failures=True)
+    assert results[0] == 1.0 and results[2] == 2.0
+    assert isinstance(results[1], TaskFailed) and isinstance(results[1].error, ZeroDivisionError)
+
+
+def test_in_process_tasks_get_the_model_itself_and_names_load_once_per_process():
+    model = load_model("classical")
+    assert resolve_model(InProcessExecutor().share_model(model)) is model
+    worker_model.cache_clear()
+    assert resolve_model("classical") is resolve_model("classical")
+    assert worker_model.cache_info().misses == 1
