@@ -19,7 +19,7 @@ from nucseg.models.registry import package_models_dir
 from nucseg.datasets.layouts import load_dataset
 from nucseg.io.atomic import atomic_directory
 from nucseg.postprocess.measure import median_nucleus_diameter
-from nucseg.models.folder import load_model_folder, read_model_config, rewrite_model_config
+from nucseg.models.folder import add_onnx_graph, load_model_folder, onnx_path, read_model_config, rewrite_model_config
 
 NAME = "dsb2018"
 
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_directory(target) as staging:
         shutil.copytree(args.model, staging, dirs_exist_ok=True)
         rewrite_model_config(staging, config)
+        if onnx_path(staging) is None:  # a folder written before model folders carried their ONNX graph
+            add_onnx_graph(staging)
         load_model_folder(staging)  # verifies checksum and architecture before it replaces anything
     print(f"packaged {args.model} as {target} (median nucleus diameter {config.median_diameter:.1f} px)")
     return 0

@@ -220,3 +220,20 @@ def test_weights_of_another_architecture(model_folder, tmp_path):
     error = one_line_error(load_model_folder, path)
     assert error.path == path / WEIGHTS_FILE and "do not fit architecture 'unet'" in str(error)
     assert "size mismatch" in str(error)
+
+
+def test_an_older_folder_without_onnx_gets_its_graph_and_checksum(model_folder, tmp_path):
+    import shutil
+
+    from nucseg.models.folder import add_onnx_graph, onnx_path
+
+    path, network, config = model_folder
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    (old / ONNX_FILE).unlink()
+    assert onnx_path(old) is None
+    written = add_onnx_graph(old)
+    assert onnx_path(old) == written and written.read_bytes() == (path / ONNX_FILE).read_bytes()
+    (old / ONNX_FILE).write_bytes(written.read_bytes()[:-10])  # damaged: the checksum no longer matches
+    error = one_line_error(onnx_path, old)
+    assert "ONNX graph does not match" in str(error)

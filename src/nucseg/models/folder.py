@@ -303,3 +303,23 @@ def onnx_path(path: str | Path) -> Path | None:
     if expected is None or file_sha256(graph) != expected:
         raise ModelError(graph, "ONNX graph does not match the checksum in config.json (file corrupt or altered)")
     return graph
+
+
+def add_onnx_graph(path: str | Path) -> Path:
+    """Write the ONNX graph of a model folder that has none (older folders), and record its checksum.
+
+    Raises
+    ------
+    ModelError
+        Not a loadable model folder.
+    """
+    from nucseg.models.onnx import export_onnx
+
+    path = Path(path)
+    loaded = load_model_folder(path)
+    export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels)
+    document = json.loads((path / CONFIG_FILE).read_text())
+    document["onnx_sha256"] = file_sha256(path / ONNX_FILE)
+    with atomic_write(path / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(document, indent=2) + "\n")
+    return path / ONNX_FILE
