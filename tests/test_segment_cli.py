@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
+from PIL import Image
 
 from nucseg.models import registry
 
@@ -138,3 +140,60 @@ def test_export_onnx(tmp_path, active_model_dir, capsys, dsb_samples):
     assert "exists" in capsys.readouterr().err
     assert main(["export", "--model", "classical", "--out", str(tmp_path / "c.onnx")]) == 2
     assert "no network" in capsys.readouterr().err
+
+
+def test_blue_only_dapi_is_segmented_as_the_gray_image(tmp_path):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    blue = np.zeros(gray.shape + (3,), np.uint8)
+    blue[:, :, 2] = gray
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(blue).save(tmp_path / "blue.png")
+    assert main(["segment", str(tmp_path / "gray.png"), str(tmp_path / "blue.png"), "--out", str(tmp_path / "out")]) == 0
+    gray_labels, blue_labels = (read_labels(tmp_path / "out" / f"{n}_labels.tif") for n in ("gray", "blue"))
+    assert gray_labels.max() > 10 and np.array_equal(blue_labels, gray_labels)
+
+
+def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_path, capsys):
+    dapi = read_image(_fixture_image("0280fa8f"))[:, :, 0].astype(np.uint16) * 200
+    rng = np.random.default_rng(0)
+    stack = np.stack([rng.integers(0, 4000, dapi.shape, dtype=np.uint16) for _ in range(3)] + [dapi])
+    tifffile.imwrite(tmp_path / "cells.tif", stack, imagej=True,
+                     metadata={"axes": "CYX", "Labels": ["actin", "GFP", "mito", "DAPI"]}, compression="lzw")
+    tifffile.imwrite(tmp_path / "dapi.tif", dapi)
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "cells.tif"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "4 channels (1 actin, 2 GFP, 3 mito, 4 DAPI)" in err and "--channel" in err
+    assert not (out / "cells_labels.tif").exists()
+    for choice in ("DAPI", "4"):
+        assert main(["segment", str(tmp_path / "cells.tif"), str(tmp_path / "dapi.tif"), "--out", str(out),
+                     "--channel", choice, "--overwrite"]) == 0
+        chosen, direct = read_labels(out / "cells_labels.tif"), read_labels(out / "dapi_labels.tif")
+        assert chosen.max() > 10 and np.array_equal(chosen, direct)
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A real PNG whose header (with a valid checksum) claims ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(_fixture_image("0280fa8f"), folder / "cells.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.bmp")
+    (folder / "notes.txt").write_text("imaging notes")
+    _png_claiming_size(folder / "bomb.png", 200_000, 200_000)
+    assert main(["segment", str(folder), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("skipped 2 file(s) that are not images") == 1 and "a.bmp, notes.txt" in err
+    bomb_lines = [line for line in err.splitlines() if "bomb.png" in line]
+    assert len(bomb_lines) == 1 and "decompression bomb" in bomb_lines[0] and "Traceback" not in err
+    assert (tmp_path / "out" / "cells_labels.tif").is_file()

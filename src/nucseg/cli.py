@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
-from nucseg.errors import NucsegError
+from nucseg.errors import NucsegError, require
 from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from nucseg.models import SIZE_DIVISOR
 from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
@@ -140,6 +140,7 @@ RESUME_EXTENSIONS = ("epochs", "time_limit_minutes")
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    require("torch", "torchvision", "tensorboard", "safetensors", "matplotlib", "yaml", "onnx", purpose="nucseg train")
     from nucseg.training.config import resolve_config
     from nucseg.training.loop import train
 
@@ -205,8 +206,15 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"tile side in pixels, a multiple of {SIZE_DIVISOR} (default {DEFAULT_TILE_SIZE}); smaller needs "
                              "less memory")
     parser.add_argument("--overlap", type=int, metavar="N", help=f"overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--device", default="cpu", metavar="DEVICE",
+                        help="where the network runs: 'cpu' (default; ONNX Runtime, no torch needed), 'cuda', 'cuda:N' "
+                             "or 'auto' (a GPU if there is one; needs torch: pip install \"nucseg[train]\")")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"],
                         help="what runs the network (default: the faster on this machine)")
+    parser.add_argument("--channel", metavar="N_OR_NAME",
+                        help="the channel that shows the nuclei, of multi-channel images: a number counted from 1 "
+                             "(as in Fiji) or a channel name stored in the file (OME/ImageJ); required for "
+                             "multi-channel microscopy images, which are never guessed")
     parser.add_argument("--channel-axis", type=int, metavar="N",
                         help="channel axis of multi-channel TIFFs that do not declare it, e.g. 0 for (C, H, W)")
     parser.add_argument("--overwrite", action="store_true",
@@ -253,6 +261,7 @@ def _run_segment(args: argparse.Namespace) -> int:
 
     from nucseg.batch.driver import segment_files
     from nucseg.datasets.locations import sample_image_paths
+    from nucseg.inference.model import load_model
     from nucseg.scale.dask import connect
     from nucseg.scale.executors import DaskExecutor
 
@@ -265,10 +274,11 @@ def _run_segment(args: argparse.Namespace) -> int:
         options["tta"] = True
     blockwise = {"auto": None, "always": True, "never": False}[args.blockwise]
     with connect(args.dask) if args.dask else nullcontext() as client:
-        report = segment_files(inputs, args.out, model=args.model,
+        model = args.model if args.device == "cpu" else load_model(args.model, device=args.device)
+        report = segment_files(inputs, args.out, model=model,
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
-                               overwrite=args.overwrite, channel_axis=args.channel_axis,
+                               overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
                                progress=sys.stderr.isatty(), blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr, **options)
     for image in report.images:
@@ -292,6 +302,7 @@ def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    require("torch", "safetensors", "onnx", purpose="nucseg export")
     from pathlib import Path
 
     from nucseg.inference.model import load_model, NetworkModel

@@ -7,6 +7,7 @@ without a traceback.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 
@@ -38,3 +39,33 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+#: The extra that installs each optional dependency (``pip install "nucseg[EXTRA]"``).
+EXTRAS = {"torch": "train", "torchvision": "train", "safetensors": "train", "tensorboard": "train",
+          "matplotlib": "train", "yaml": "train", "onnx": "train"}
+
+
+def require(*modules: str, purpose: str) -> None:
+    """Raise a one-line :class:`NucsegError` naming the extra to install when a module is missing.
+
+    Parameters
+    ----------
+    *modules
+        Top-level module names, e.g. ``"torch"``.
+    purpose
+        What needs them, e.g. ``"training"``: the message reads
+        ``"training needs torch, which is not installed: pip install 'nucseg[train]'"``.
+    """
+    missing = [name for name in modules if not _importable(name)]
+    if missing:
+        extras = sorted({EXTRAS.get(name, "train") for name in missing})
+        raise NucsegError(f"{purpose} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                          f"installed: pip install \"nucseg[{','.join(extras)}]\"")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as missing
+        return False

@@ -310,7 +310,8 @@ def test_find_images_in_folders_recursively(tmp_path):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(png)
     (tmp_path / "data" / "notes.txt").write_text("not an image")
-    images = find_images([tmp_path / "data"], exclude=tmp_path / "data" / "out")
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images .*: notes.txt$"):
+        images = find_images([tmp_path / "data"], exclude=tmp_path / "data" / "out")
     assert [image.name for image in images] == ["a/x", "b/x", "y"]
 
 

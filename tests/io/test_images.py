@@ -195,14 +195,23 @@ def test_tiff_gray(tmp_path, dtype):
     assert np.array_equal(image, array)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_tiff_rgb_and_rgba(tmp_path, dtype):
-    rgb = _random((20, 30, 3), dtype)
-    rgba = _random((20, 30, 4), dtype)
+def test_tiff_8bit_rgb_and_rgba_are_photographs(tmp_path):
+    rgb = _random((20, 30, 3), np.uint8)
+    rgba = _random((20, 30, 4), np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     tifffile.imwrite(tmp_path / "rgba.tiff", rgba, photometric="rgb", extrasamples=["unassalpha"])
     assert np.array_equal(read_image(tmp_path / "rgb.tif"), rgb)
     assert np.array_equal(read_image(tmp_path / "rgba.tiff"), rgba)
+    assert np.array_equal(read_image(tmp_path / "rgb.tif", channel=3), rgb[:, :, 2])
+
+
+def test_16bit_rgb_tiff_is_not_guessed(tmp_path):
+    rgb = _random((20, 30, 3), np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "rgb.tif")
+    _one_line_error(excinfo, tmp_path / "rgb.tif", "3 channels (1, 2, 3)", "--channel")
+    assert np.array_equal(read_image(tmp_path / "rgb.tif", channel=1), rgb[:, :, 0])
 
 
 def test_tiff_planar_rgb_is_channels_last(tmp_path):
@@ -213,10 +222,30 @@ def test_tiff_planar_rgb_is_channels_last(tmp_path):
 
 @pytest.mark.parametrize("kwargs", [{"imagej": True, "metadata": {"axes": "CYX"}},
                                     {"ome": True, "metadata": {"axes": "CYX"}}])
-def test_tiff_with_declared_channel_axis(tmp_path, kwargs):
+def test_tiff_with_declared_channel_axis_needs_a_channel(tmp_path, kwargs):
     stack = _random((2, 20, 30), np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", stack, **kwargs)
-    assert np.array_equal(read_image(tmp_path / "a.tif"), np.moveaxis(stack, 0, -1))
+    with pytest.raises(InputError) as excinfo:
+        read_image(tmp_path / "a.tif")
+    _one_line_error(excinfo, tmp_path / "a.tif", "2 channels", "--channel N (1 to 2)")
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel=2), stack[1])
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel="1"), stack[0])
+    with pytest.raises(InputError, match="out of range"):
+        read_image(tmp_path / "a.tif", channel=3)
+
+
+def test_a_4_channel_imagej_tiff_with_dapi_last_is_read_by_channel_name(tmp_path):
+    stack = _random((4, 20, 30), np.uint16)
+    names = ["actin", "GFP", "mito", "DAPI"]
+    tifffile.imwrite(tmp_path / "imagej.tif", stack, imagej=True, metadata={"axes": "CYX", "Labels": names})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", stack, ome=True, metadata={"axes": "CYX", "Channel": {"Name": names}})
+    for name in ("imagej.tif", "ome.ome.tif"):
+        with pytest.raises(InputError) as excinfo:
+            read_image(tmp_path / name)
+        _one_line_error(excinfo, tmp_path / name, "4 channels (1 actin, 2 GFP, 3 mito, 4 DAPI)", "--channel")
+        assert np.array_equal(read_image(tmp_path / name, channel="dapi"), stack[3])
+        with pytest.raises(InputError, match="no channel named 'Hoechst'"):
+            read_image(tmp_path / name, channel="Hoechst")
 
 
 def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
@@ -225,8 +254,8 @@ def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
     with pytest.raises(InputError) as excinfo:
         read_image(tmp_path / "a.tif")
     _one_line_error(excinfo, tmp_path / "a.tif", "does not declare its channel axis", "channel_axis")
-    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=0), np.moveaxis(stack, 0, -1))
-    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=-3), np.moveaxis(stack, 0, -1))
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=0, channel=3), stack[2])
+    assert np.array_equal(read_image(tmp_path / "a.tif", channel_axis=-3, channel=1), stack[0])
 
 
 def test_channel_axis_that_contradicts_the_file_is_an_error(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.preprocess.normalize import NormalizationConfig, normalize_percentile, percentile_range, prepare_image, to_channels
+from nucseg.preprocess.normalize import (NormalizationConfig, normalize_percentile, percentile_range, prepare_image,
+                                         single_colour_channel, to_channels)
 from nucseg.preprocess.resize import resize_image, resize_labels
 
 RNG = np.random.default_rng(7)
@@ -154,3 +155,16 @@ def test_percentile_range_is_per_channel_and_matches_normalization():
     assert percentile_range(image[..., 0])[0].shape == (1,)
     with pytest.raises(ValueError, match="percentiles"):
         percentile_range(image, low=50, high=10)
+
+
+def test_a_colour_image_with_content_in_one_channel_is_that_channel_as_gray(dsb_samples):
+    gray = dsb_samples["00071198"].image[:, :, 0]  # fluorescence, stored as gray RGBA
+    for channel in (1, 2):  # green-only GFP, blue-only DAPI
+        coloured = np.zeros(gray.shape + (3,), np.uint8)
+        coloured[:, :, channel] = gray
+        coloured[:, :, 0] = np.random.default_rng(channel).integers(0, 3, gray.shape)  # export noise stays empty
+        assert single_colour_channel(coloured) == channel
+        assert np.array_equal(to_channels(coloured, 3), np.repeat(gray[:, :, None], 3, axis=2))
+    he = dsb_samples["00ae65c1"].image[:, :, :3]  # H&E: every channel holds content
+    assert single_colour_channel(he) is None and np.array_equal(to_channels(he, 3), he)
+    assert single_colour_channel(np.repeat(gray[:, :, None], 3, axis=2)) is None  # gray as RGB stays as it is

@@ -37,6 +37,7 @@ import numpy as np
 
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
+from nucseg.io.channels import Channel
 from nucseg.io.atomic import atomic_write, OutputExistsError
 from nucseg.io.images import labels_dtype, read_image
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
@@ -218,6 +219,7 @@ def segment_large(
     executor: Executor | None = None,
     overwrite: bool = False,
     channel_axis: int | None = None,
+    channel: Channel = None,
     progress: bool = False,
     **segment_options: Any,
 ) -> BlockwiseReport:
@@ -251,6 +253,9 @@ def segment_large(
         Replace an existing output.
     channel_axis
         Channel axis of 3-D images that do not declare it.
+    channel
+        The channel to segment of a multi-channel image (1-based or a name;
+        see :mod:`nucseg.io.channels`).
     progress
         Progress bars on stderr.
     **segment_options
@@ -286,7 +291,7 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    source, description = _open_source(image, channel_axis)
+    source, description = _open_source(image, channel_axis, channel)
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
     _check_model(local_model, segment_options)
@@ -387,7 +392,8 @@ def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int,
     return path, chunk
 
 
-def _open_source(image: str | Path | np.ndarray, channel_axis: int | None) -> tuple[LazyImage | np.ndarray, str]:
+def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
+                 channel: Channel) -> tuple[LazyImage | np.ndarray, str]:
     """The image to read blocks from, and a description of it for the scratch group's settings."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
@@ -395,11 +401,11 @@ def _open_source(image: str | Path | np.ndarray, channel_axis: int | None) -> tu
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}"
     path = Path(image)
     if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
-        source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis)
+        source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
     else:
-        source = read_image(path, channel_axis=channel_axis)
+        source = read_image(path, channel_axis=channel_axis, channel=channel)
     stat = path.stat()
-    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns}"
+    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}"
 
 
 def _array_digest(image: np.ndarray) -> str:

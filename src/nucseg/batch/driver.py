@@ -37,6 +37,7 @@ from nucseg.batch.report import BatchReport, describe_failure, ImageReport, SUMM
 from nucseg.batch.whole import labels_of_report, output_paths, segment_file
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
+from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.lazy import image_shape, is_zarr
 from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
@@ -129,6 +130,7 @@ def segment_files(
     rle_path: str | Path | None = None,
     overwrite: bool = False,
     channel_axis: int | None = None,
+    channel: Channel = None,
     progress: bool = False,
     blockwise: bool | None = None,
     blockwise_above: int = DEFAULT_BLOCKWISE_ABOVE,
@@ -182,6 +184,11 @@ def segment_files(
         Replace existing outputs.
     channel_axis
         Channel axis of multi-channel TIFFs that do not declare it.
+    channel
+        The channel that shows the nuclei, of multi-channel images: a number
+        counted from 1 (as Fiji numbers channels) or a channel name stored in
+        the file (see :mod:`nucseg.io.channels`). A multi-channel microscopy
+        image without it fails with a line that lists its channels.
     progress
         Show progress bars (on stderr).
     blockwise
@@ -233,7 +240,6 @@ def segment_files(
         model = load_model(model)
     try:
         model.check_options(**segment_options)
-        model.prepare(backend=segment_options.get("backend"))  # a backend that cannot start fails once, here
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
     if any(item.blockwise for item in planned) and (overlay or measure):
@@ -252,9 +258,14 @@ def segment_files(
                                                    error=f"{existing[0]} exists (use --overwrite to replace it)")
         elif not item.blockwise:
             whole.append(item.image)
+    if len(reports) < len(planned):  # work to do: a backend that cannot start fails once, here
+        try:
+            model.prepare(backend=segment_options.get("backend"))
+        except ValueError as exc:
+            raise NucsegError(str(exc)) from None
     if whole:
         settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
-                    "channel_axis": channel_axis, "options": segment_options}
+                    "channel_axis": channel_axis, "channel": channel, "options": segment_options}
         shared = executor.share_model(model)
         results = executor.run(_segment_file_task, [(image, out_dir, shared, settings) for image in whole],
                                description="segmenting", progress=progress, collect_failures=True)
@@ -264,7 +275,8 @@ def segment_files(
         if item.blockwise and item.image.name not in reports:
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
-                zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, progress=progress,
+                zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
+                progress=progress,
                 options=segment_options)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
@@ -291,6 +303,7 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
     return segment_file(image, out_dir, model=resolve_model(model), overlay=settings["overlay"],
                         measure=settings["measure"], pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
+                        channel=settings["channel"],
                         **settings["options"])
 
 
@@ -305,6 +318,7 @@ def _segment_blockwise_image(
     zarr_labels: bool,
     overwrite: bool,
     channel_axis: int | None,
+    channel: Channel,
     progress: bool,
     options: dict[str, Any],
 ) -> ImageReport:
@@ -312,7 +326,8 @@ def _segment_blockwise_image(
     output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
     try:
         result = segment_large(image.path, output, model=model, executor=executor, block_size=block_size,
-                               margin=margin, overwrite=overwrite, channel_axis=channel_axis, progress=progress,
+                               margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
+                               progress=progress,
                                **options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)

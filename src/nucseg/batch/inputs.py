@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,14 +89,21 @@ def _folder_images(folder: Path, excluded: Path | None) -> list[ImageInput]:
     paired = paired_folders(folder)
     if paired is not None:
         folder = paired[0]  # paired images and masks: the images only
-    images = []
+    images, skipped = [], []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
-        if any(part.startswith(".") for part in relative.parts) or path.suffix.lower() not in IMAGE_SUFFIXES:
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
-        if not path.is_file() or (excluded is not None and path.resolve().is_relative_to(excluded)):
+        if excluded is not None and path.resolve().is_relative_to(excluded):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append(relative.as_posix())
             continue
         images.append(ImageInput(relative.with_suffix("").as_posix(), path))
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(f"{folder}: skipped {len(skipped)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): "
+                      f"{shown}", stacklevel=3)
     return images
 
 

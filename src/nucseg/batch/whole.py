@@ -12,6 +12,7 @@ import numpy as np
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
 from nucseg.inference.model import Model
+from nucseg.io.channels import Channel
 from nucseg.io.images import read_image, read_labels, write_labels, write_png
 from nucseg.postprocess.measure import measure_nuclei, write_measurements_csv
 from nucseg.visualize import outline_overlay
@@ -38,6 +39,7 @@ def _segment_one(
     pixel_size: float | None,
     overwrite: bool,
     channel_axis: int | None,
+    channel: Channel,
     options: Mapping[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
@@ -48,7 +50,7 @@ def _segment_one(
                            error=f"{existing[0]} exists (use --overwrite to replace it)")
     written: list[Path] = []
     try:
-        pixels = read_image(image.path, channel_axis=channel_axis)
+        pixels = read_image(image.path, channel_axis=channel_axis, channel=channel)
         result = model.segment(pixels, **options)
         labels, scale = result.labels, result.scale
         written.append(write_labels(paths["labels"], labels, overwrite=overwrite))
@@ -79,6 +81,7 @@ def segment_file(
     pixel_size: float | None = None,
     overwrite: bool = False,
     channel_axis: int | None = None,
+    channel: Channel = None,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
@@ -88,7 +91,8 @@ def segment_file(
     the tasks of :func:`nucseg.batch.driver.segment_files`.
     """
     return _segment_one(image, Path(out_dir), model, overlay=overlay, measure=measure, pixel_size=pixel_size,
-                        overwrite=overwrite, channel_axis=channel_axis, options=segment_options)
+                        overwrite=overwrite, channel_axis=channel_axis, channel=channel,
+                        options=segment_options)
 
 
 def _intensity_channels(image: np.ndarray, path: Path) -> np.ndarray:

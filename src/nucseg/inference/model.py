@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.errors import ModelError, NucsegError
+from nucseg.errors import ModelError, NucsegError, require
 from nucseg.inference import sizing
 from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read_model_config, verify_weights
@@ -548,6 +548,7 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
     config, _ = read_model_config(path)
     verify_weights(path)
     if device != "cpu":
+        require("torch", purpose=f"device {device!r}")
         from nucseg.models.networks import select_device
 
         device = str(select_device(device))

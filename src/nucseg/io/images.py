@@ -23,6 +23,7 @@ import numpy as np
 
 from nucseg.errors import first_line, InputError
 from nucseg.io.atomic import atomic_write
+from nucseg.io.channels import Channel, channel_index, select_channel, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def read_image(
     path: str | Path,
     *,
     channel_axis: int | None = None,
+    channel: Channel = None,
     palette_indices: bool = False,
 ) -> np.ndarray:
     """Read a PNG, JPEG or TIFF image.
@@ -55,6 +57,11 @@ def read_image(
         length-1 axes are dropped. If the file declares its channel axis, a
         different ``channel_axis`` is an error. Ignored for 2-D images and for
         PNG and JPEG, whose channels are always last.
+    channel
+        The channel to return, of a multi-channel image: a number counted
+        from 1 or a channel name stored in the file (see
+        :mod:`nucseg.io.channels`). A multi-channel image that is not plain
+        8-bit RGB(A) photography is refused without it.
     palette_indices
         Return the palette indices of a palette PNG (as for label images
         stored with a colour map) instead of its RGB(A) colours.
@@ -69,8 +76,9 @@ def read_image(
     Raises
     ------
     InputError
-        The file is missing, empty, truncated, of an unsupported format, or a
-        multi-channel TIFF without a stated channel axis.
+        The file is missing, empty, truncated, of an unsupported format, a
+        multi-channel TIFF without a stated channel axis, or a multi-channel
+        microscopy image without ``channel``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -80,14 +88,16 @@ def read_image(
         )
     _check_readable_file(path)
     if suffix in _TIFF_SUFFIXES:
-        image = _read_tiff(path, channel_axis)
+        image, photographic, names = _read_tiff(path, channel_axis)
     else:
         image = _read_pillow(path, palette_indices=palette_indices)
+        photographic, names = True, None
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    return image
+    count = image.shape[2] if image.ndim == 3 else 1
+    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic))
 
 
 def _check_readable_file(path: Path) -> None:
@@ -116,8 +126,9 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
                 return to_array(im)
     except UnidentifiedImageError:
         raise InputError(path, "not a readable image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError:
-        raise InputError(path, "image is too large for Pillow; convert it to TIFF") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"refused as a possible decompression bomb ({first_line(exc)}); if the image is "
+                               "genuine, convert it to a tiled TIFF") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
     return _read_png_16bit_colour(path, rawmode)
@@ -246,20 +257,27 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
         raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
 
 
-def _read_tiff(path: Path, channel_axis: int | None) -> np.ndarray:
+def _read_tiff(path: Path, channel_axis: int | None) -> tuple[np.ndarray, bool, list[str] | None]:
+    """The image (channels last), whether it is plain 8-bit RGB(A), and its channel names if stored."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            axes = series.axes
+            axes = tiff_series_axes(series.shape, series.axes)
             array = series.asarray()
+            roles = axis_roles(path, array.shape, axes, DECLARED_CHANNEL_AXES, channel_axis)
+            count = next((n for n, role in zip(array.shape, roles) if role == "c"), 1)
+            names = tiff_channel_names(tif, count) if count > 1 else None
+    except InputError:
+        raise
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
-    roles = axis_roles(path, array.shape, tiff_series_axes(array.shape, axes), DECLARED_CHANNEL_AXES, channel_axis)
+    channel_letter = next((axis for axis, role in zip(axes, roles) if role == "c"), "")
+    photographic = channel_letter == "S" and count in (3, 4) and array.dtype == np.uint8
     kept = [role for role in roles if role]
     array = array.reshape([n for n, role in zip(array.shape, roles) if role])
-    return np.transpose(array, [kept.index(axis) for axis in ("y", "x", "c") if axis in kept])
+    return np.transpose(array, [kept.index(axis) for axis in ("y", "x", "c") if axis in kept]), photographic, names
 
 
 def read_labels(path: str | Path) -> np.ndarray:

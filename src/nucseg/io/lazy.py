@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from nucseg.errors import first_line, InputError
+from nucseg.io.channels import Channel, channel_index, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -27,7 +29,8 @@ class LazyImage:
     shape
         (H, W) in pixels.
     channels
-        Number of channels, or 0 for a single-channel image.
+        Number of channels read, or 0 for a single-channel image (or one
+        channel chosen of several).
     dtype
         Pixel dtype.
     """
@@ -39,11 +42,14 @@ class LazyImage:
     _kind: str
     _array_path: str
     _axes: tuple[str, ...]  # per stored axis: "y", "x", "c", or "" for a length-1 axis that is dropped
+    _channel: int | None = None  # the one channel read (0-based), or None for all
+    _letters: str = ""  # the stored axes' letters (tifffile's, or Q for unnamed)
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """Pixels of ``image[rows, cols]``: shape (h, w) or (h, w, C), native dtype."""
-        selection = tuple({"y": rows, "x": cols, "c": slice(None)}.get(axis, 0) for axis in self._axes)
-        kept = [axis for axis in self._axes if axis]
+        channels = slice(None) if self._channel is None else self._channel
+        selection = tuple({"y": rows, "x": cols, "c": channels}.get(axis, 0) for axis in self._axes)
+        kept = [axis for axis in self._axes if axis and (axis != "c" or self._channel is None)]
         array = self._open()
         try:
             data = np.asarray(array[selection])
@@ -75,7 +81,7 @@ def is_zarr(path: str | Path) -> bool:
     return path.is_dir() and any((path / marker).is_file() for marker in _ZARR_MARKERS)
 
 
-def open_image(path: str | Path, *, channel_axis: int | None = None) -> LazyImage:
+def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Channel = None) -> LazyImage:
     """Open a TIFF or Zarr image for reading region by region.
 
     TIFFs follow the rules of :func:`nucseg.io.images.read_image` (length-1 axes
@@ -93,14 +99,32 @@ def open_image(path: str | Path, *, channel_axis: int | None = None) -> LazyImag
     channel_axis
         Channel axis of a 3-D image whose file does not declare it, counted
         after length-1 axes are dropped.
+    channel
+        The one channel to read of a multi-channel image (1-based, or a name
+        the TIFF's metadata states; see :mod:`nucseg.io.channels`). Needed for
+        any multi-channel image but 8-bit RGB(A) (a Zarr store states no
+        photometric interpretation: 8-bit with 3 or 4 channels counts as RGB(A)).
 
     Raises
     ------
     InputError
-        Missing or unreadable file, not 2-D with optional channels, or an
-        undeclared channel axis.
+        Missing or unreadable file, not 2-D with optional channels, an
+        undeclared channel axis, or no ``channel`` for a multi-channel
+        microscopy image.
     """
     path = Path(path)
+    image = _open_all_channels(path, channel_axis)
+    if image.channels == 0:
+        return image if channel is None else dataclasses.replace(
+            image, _channel=channel_index(path, channel, 1, None, photographic=False))
+    letter = next((axis for axis, role in zip(image._letters, image._axes) if role == "c"), "")
+    photographic = image.channels in (3, 4) and image.dtype == np.uint8 and (image._kind == "zarr" or letter == "S")
+    names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
+    index = channel_index(path, channel, image.channels, names, photographic=photographic)
+    return image if index is None else dataclasses.replace(image, channels=0, _channel=index)
+
+
+def _open_all_channels(path: Path, channel_axis: int | None) -> LazyImage:
     if not path.exists():
         raise InputError(path, "file does not exist")
     if is_zarr(path):
@@ -115,7 +139,14 @@ def open_image(path: str | Path, *, channel_axis: int | None = None) -> LazyImag
     kept_shape = [n for n, role in zip(shape, roles) if role]
     by_role = dict(zip([role for role in roles if role], kept_shape))
     return LazyImage(path, (by_role["y"], by_role["x"]), by_role.get("c", 0), np.dtype(dtype), kind, array_path,
-                     tuple(roles))
+                     tuple(roles), None, axes)
+
+
+def _tiff_names(path: Path, count: int) -> list[str] | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return tiff_channel_names(tif, count)
 
 
 def _tiff_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, str]:
@@ -168,11 +199,13 @@ def image_shape(path: str | Path, *, channel_axis: int | None = None) -> tuple[i
     """
     path = Path(path)
     if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
-        return open_image(path, channel_axis=channel_axis).shape
+        return _open_all_channels(path, channel_axis).shape
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             return im.height, im.width
+    except Image.DecompressionBombError as exc:
+        raise InputError(path, f"refused as a possible decompression bomb ({first_line(exc)})") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(path, f"cannot read image header ({first_line(exc)})") from None

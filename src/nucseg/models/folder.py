@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nucseg.errors import first_line, ModelError
+from nucseg.errors import first_line, ModelError, require
 from nucseg.io.atomic import atomic_directory, atomic_write
 from nucseg.preprocess.normalize import NormalizationConfig
 
@@ -132,6 +132,7 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
     The folder is assembled under a temporary name beside ``path`` and renamed
     into place, so a reader sees the old model or the new one, never a mix.
     """
+    require("torch", "safetensors", "onnx", purpose="saving a model folder")
     from safetensors.torch import save_file
 
     from nucseg.version import __version__
@@ -209,6 +210,8 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
     ModelError
         Missing, corrupt or foreign files; weights that do not fit the architecture.
     """
+    require("torch", "safetensors", purpose=f"loading the network of {path} (the torch backend, a GPU, training "
+                                            "or export)")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

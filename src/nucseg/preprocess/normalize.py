@@ -42,7 +42,10 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     """Convert an image to exactly ``channels`` channels, channels last.
 
     Gray images are replicated, RGBA loses its alpha channel (unless four
-    channels are asked for), RGB to one channel takes the mean. Other channel
+    channels are asked for), RGB to one channel takes the mean. A colour
+    image whose content is in one channel only (a DAPI image exported as
+    blue on black, a green-only GFP image: see :func:`single_colour_channel`)
+    is that channel, a gray fluorescence image. Other channel
     counts raise ``ValueError``: the caller must choose channels explicitly
     rather than have them guessed.
 
@@ -61,10 +64,12 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     if image.ndim != 3:
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {image.shape}")
     n = image.shape[2]
-    if n == channels:
-        return image
-    if n == 4:
+    if n == 4 and channels != 4:
         image, n = image[:, :, :3], 3
+    if n == 3:
+        colour = single_colour_channel(image)
+        if colour is not None:
+            image, n = image[:, :, colour:colour + 1], 1
     if n == channels:
         return image
     if n == 1:
@@ -72,6 +77,40 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     if n == 3 and channels == 1:
         return image.mean(axis=2, keepdims=True).astype(image.dtype)
     raise ValueError(f"cannot convert an image with {n} channels to {channels}; select channels explicitly")
+
+
+#: A colour channel whose bright end (99.9th percentile) is below this fraction of the brightest channel's holds
+#: no content: JPEG and export noise stay well below it, any stained colour image far above.
+EMPTY_CHANNEL_FRACTION = 0.05
+
+
+def single_colour_channel(image: np.ndarray) -> int | None:
+    """The one channel of an RGB image that holds all its content, or None.
+
+    Fluorescence is often exported as a colour image with the nuclei in one
+    channel (DAPI in blue, GFP in green) and the others black. Taken as a
+    colour photograph, it looks like nothing the network has seen.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, 3)
+
+    Returns
+    -------
+    int or None
+        The index of the only channel whose bright end exceeds
+        :data:`EMPTY_CHANNEL_FRACTION` of the brightest channel's; None when
+        two or more do (a colour image, or gray stored as RGB) or none does.
+    """
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 250_000)))
+    sample = np.asarray(image[::step, ::step], dtype=np.float32).reshape(-1, image.shape[2])
+    bright = np.percentile(sample, 99.9, axis=0)
+    if bright.max() <= 0:
+        return None
+    # integer images: a level or two of export noise is empty too, however dim the image
+    noise = 2 * np.iinfo(image.dtype).max / 255 if image.dtype.kind in "ui" else 0.0
+    full = np.flatnonzero(bright > max(EMPTY_CHANNEL_FRACTION * bright.max(), noise))
+    return int(full[0]) if full.size == 1 else None
 
 
 def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,112 @@
+"""Which channel of a multi-channel image holds the nuclei: chosen by the user, never guessed.
+
+A multi-channel microscopy image (an ImageJ or OME TIFF with a ``C`` axis, a
+16-bit RGB TIFF, a Zarr store with channels) is segmented on the one channel
+the user names with ``--channel N`` (counted from 1, as Fiji numbers them) or
+``--channel NAME`` (a channel name stored in the file's OME or ImageJ
+metadata). Without a choice it is refused in one line that lists the
+channels. Plain 8-bit RGB(A) photography (PNG, JPEG, RGB TIFF) is taken as
+it is: H&E and brightfield are colour images; a colour image whose content
+is one fluorescence channel is recognised by
+:func:`nucseg.preprocess.normalize.to_channels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.errors import InputError
+
+#: What ``--channel`` takes: a 1-based index or a channel name, or None (no choice).
+Channel = int | str | None
+
+
+def channel_index(path: Path | None, channel: Channel, count: int, names: Sequence[str] | None,
+                  *, photographic: bool) -> int | None:
+    """The 0-based index of the channel to segment, or None to keep every channel.
+
+    Single-channel images are taken as they are, whatever ``channel`` says: a
+    batch's choice is for its multi-channel images.
+
+    Parameters
+    ----------
+    path
+        The file, for messages.
+    channel
+        The user's choice: 1-based index, name, or None.
+    count
+        Number of channels of the image (1 for a single-channel image).
+    names
+        Channel names from the file's metadata, one per channel, or None.
+    photographic
+        Whether the image is plain 8-bit RGB(A) photography, which is taken
+        as it is when no channel is chosen.
+
+    Raises
+    ------
+    InputError
+        No choice for a multi-channel microscopy image, or a choice that names
+        no channel of the image.
+    """
+    listed = describe_channels(count, names)
+    if count == 1:  # nothing to choose: a batch's --channel is for its multi-channel images
+        return None
+    if channel is None:
+        if photographic:
+            return None
+        raise InputError(path, f"image has {count} channels ({listed}); choose the one that shows the nuclei with "
+                               f"--channel N (1 to {count}) or --channel NAME")
+    if isinstance(channel, str) and not channel.isdigit():
+        matches = [i for i, name in enumerate(names or []) if name.lower() == channel.lower()]
+        if len(matches) != 1:
+            raise InputError(path, f"no channel named {channel!r}; the image has {count} channel(s) ({listed})")
+        return matches[0]
+    index = int(channel)
+    if not 1 <= index <= count:
+        raise InputError(path, f"--channel {index} is out of range: the image has {count} channel(s) ({listed}), "
+                               "counted from 1")
+    return index - 1
+
+
+def describe_channels(count: int, names: Sequence[str] | None) -> str:
+    """``"1 DAPI, 2 GFP, 3 actin"``, or ``"1, 2, 3"`` without names."""
+    if names and len(names) == count:
+        return ", ".join(f"{i} {name}" for i, name in enumerate(names, start=1))
+    return ", ".join(str(i) for i in range(1, count + 1))
+
+
+def select_channel(image: np.ndarray, index: int | None) -> np.ndarray:
+    """``image[..., index]`` of a channels-last image, or ``image`` when ``index`` is None."""
+    return image if index is None else np.ascontiguousarray(image[..., index])
+
+
+def tiff_channel_names(tif, count: int) -> list[str] | None:
+    """Channel names that a TIFF's OME or ImageJ metadata states, one per channel, or None.
+
+    Parameters
+    ----------
+    tif : tifffile.TiffFile
+        The open file.
+    count
+        Number of channels of its first series.
+    """
+    names: list[str] = []
+    if tif.is_ome and tif.ome_metadata:
+        import xml.etree.ElementTree as ElementTree
+
+        try:
+            root = ElementTree.fromstring(tif.ome_metadata)
+        except ElementTree.ParseError:
+            root = None
+        if root is not None:
+            image = next((node for node in root.iter() if node.tag.endswith("}Image")), None)
+            channels = [] if image is None else [node for node in image.iter() if node.tag.endswith("}Channel")]
+            names = [node.get("Name", "") for node in channels]
+    elif tif.is_imagej and tif.imagej_metadata:
+        labels = tif.imagej_metadata.get("Labels")
+        names = list(labels) if isinstance(labels, (list, tuple)) else []
+    names = [str(name).strip() for name in names]
+    return names if len(names) == count and all(names) else None
