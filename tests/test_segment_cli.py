@@ -105,7 +105,7 @@ def test_usage_errors(tmp_path, capsys):
     assert exit_info.value.code == 2
     with pytest.raises(SystemExit) as exit_info:
         main(["segment", "--sample", "--out", str(tmp_path), "--diameter", "large"])
-    assert exit_info.value.code == 2 and "number of pixels or 'auto'" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "number of pixels, microns such as 8um, or 'auto'" in capsys.readouterr().err
 
 
 def test_summary_reports_the_scale_each_image_ran_at(tmp_path, active_model_dir, capsys):
@@ -197,3 +197,62 @@ def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(t
     bomb_lines = [line for line in err.splitlines() if "bomb.png" in line]
     assert len(bomb_lines) == 1 and "decompression bomb" in bomb_lines[0] and "Traceback" not in err
     assert (tmp_path / "out" / "cells_labels.tif").is_file()
+
+
+def _summary_rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "summary.csv", newline="") as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
+
+
+def test_the_pixel_size_of_an_ome_tiff_gives_microns_and_diameters_in_microns(tmp_path, capsys):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    tifffile.imwrite(tmp_path / "cells.ome.tif", gray, ome=True, metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    Image.fromarray(gray).save(tmp_path / "cells.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "cells.ome.tif"), "--out", str(out), "--measure"]) == 0
+    with open(out / "cells.ome_nuclei.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "area_um2" in rows[0] and "centroid_x_um" in rows[0] and "area_px" not in rows[0]
+    summary = _summary_rows(out)["cells.ome"]
+    assert float(summary["pixel_size_um"]) == 0.5 and float(summary["median_diameter_px"]) > 3
+    diameter_px = float(summary["median_diameter_px"])
+    for name, options in (("um", ["--diameter", f"{diameter_px * 0.5}um"]), ("px", ["--diameter", str(diameter_px)])):
+        assert main(["segment", str(tmp_path / "cells.ome.tif"), "--out", str(tmp_path / name), *options]) == 0
+    assert _summary_rows(tmp_path / "um")["cells.ome"]["scale"] == _summary_rows(tmp_path / "px")["cells.ome"]["scale"]
+    assert np.array_equal(read_labels(tmp_path / "um" / "cells.ome_labels.tif"),
+                          read_labels(tmp_path / "px" / "cells.ome_labels.tif"))
+    capsys.readouterr()
+    assert main(["segment", str(tmp_path / "cells.png"), "--out", str(tmp_path / "png"), "--diameter", "8um"]) == 1
+    assert "states no pixel size; give --pixel-size" in capsys.readouterr().err
+
+
+def test_a_zyx_stack_is_segmented_plane_by_plane_and_linked_into_3d_nuclei(tmp_path):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    stack = np.stack([gray, np.roll(gray, 1, axis=1), np.roll(gray, 2, axis=1)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "plane1.tif", stack[1])
+    out, linked = tmp_path / "out", tmp_path / "linked"
+    assert main(["segment", str(tmp_path / "stack.tif"), str(tmp_path / "plane1.tif"), "--out", str(out),
+                 "--measure"]) == 0
+    labels = tifffile.imread(out / "stack_labels.tif")
+    assert labels.shape == stack.shape
+    assert np.array_equal(labels[1], read_labels(out / "plane1_labels.tif"))  # each plane as the 2-D image
+    rows = _summary_rows_list(out)
+    assert [row["plane"] for row in rows if row["image"] == "stack"] == ["", "z=0", "z=1", "z=2"]
+    per_plane = [int(row["nuclei"]) for row in rows if row["image"] == "stack" and row["plane"]]
+    assert int(rows[0]["nuclei"]) == sum(per_plane) and min(per_plane) > 10
+    with open(out / "stack_nuclei.csv", newline="") as handle:
+        planes = [row["plane"] for row in csv.DictReader(handle)]
+    assert sorted(set(planes)) == ["z=0", "z=1", "z=2"] and len(planes) == sum(per_plane)
+
+    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(linked), "--stitch-threshold", "0.5"]) == 0
+    three_d = tifffile.imread(linked / "stack_labels.tif")
+    assert np.array_equal(three_d > 0, labels > 0)
+    nucleus = three_d[0][three_d[0] > 0][0]
+    assert np.count_nonzero(three_d[1] == nucleus) > 0  # the same nucleus, one pixel along, in the next plane
+    assert int(_summary_rows_list(linked)[0]["nuclei"]) < sum(per_plane)  # 3-D nuclei, each counted once
+
+
+def _summary_rows_list(out: Path) -> list[dict[str, str]]:
+    with open(out / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))

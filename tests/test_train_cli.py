@@ -166,3 +166,24 @@ def test_train_needs_out_or_resume(capsys):
         main(["train", "--data", str(FIXTURES)])
     assert caught.value.code == 2
     assert "one of the arguments --out --resume is required" in capsys.readouterr().err
+
+
+def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_model(tmp_path, model_dir):
+    from nucseg.models.folder import read_model_config, rewrite_model_config
+
+    initial = tmp_path / "initial"
+    import shutil
+
+    shutil.copytree(model_dir, initial)
+    config, _ = read_model_config(initial)
+    config.postprocess = {**config.postprocess, "min_size": 33, "foreground_threshold": 0.45}
+    rewrite_model_config(initial, config)
+    run = tmp_path / "mine"
+    assert main(["train", "--data", str(FIXTURES), "--out", str(run), "--init-from", str(initial), "--epochs", "1",
+                 "--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "4", "--num-workers", "0",
+                 "--device", "cpu"]) == 0
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["model"] == config.architecture and resolved["model_options"] == config.architecture_options
+    assert resolved["lr"] == 3e-4 and resolved["lr_schedule"] == "cosine" and resolved["warmup_epochs"] == 2
+    tuned = load_model_folder(run / "model").config.postprocess
+    assert tuned["min_size"] == 33 and tuned["foreground_threshold"] == 0.45  # kept, not reset to the defaults

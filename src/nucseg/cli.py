@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from nucseg.errors import NucsegError, require
 from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from nucseg.models import SIZE_DIVISOR
-from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
+from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, WHOLE_IMAGE_BYTES_PER_PIXEL
 
 EXIT_OK = 0
 EXIT_FAILURES = 1  # the command ran, but some inputs failed
@@ -189,7 +189,8 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--measure", action="store_true",
                         help="also write X_nuclei.csv: one row of measurements per nucleus")
     parser.add_argument("--pixel-size", type=float, metavar="UM",
-                        help="microns per pixel: measurements in um and um2 instead of pixels")
+                        help="microns per pixel (default: what an OME or ImageJ TIFF states): measurements in um and "
+                             "um2 instead of pixels")
     parser.add_argument("--rle", metavar="FILE", help="also write a Kaggle DSB2018 submission CSV (run-length encoded)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over 4 flips (4x slower, slightly smoother)")
@@ -197,9 +198,10 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--scale", type=float, metavar="F",
                       help="resize images by F before the network instead of sizing them automatically: "
                            "below 1 for nuclei larger than in training, 1 for native resolution")
-    size.add_argument("--diameter", type=_diameter, metavar="PX",
-                      help="typical nucleus diameter in pixels (sets the scale from the model's training "
-                           "diameter), or 'auto' (default for network models): a first pass measures the nuclei, "
+    size.add_argument("--diameter", type=_diameter, metavar="PX|UM",
+                      help="typical nucleus diameter in pixels, or in microns as 8um (with the pixel size of "
+                           "--pixel-size or of the file's metadata), which sets the scale from the model's training "
+                           "diameter; or 'auto' (default for network models): a first pass measures the nuclei, "
                            "and an image whose nuclei are clearly larger or smaller than in training runs again, "
                            "resized to match")
     parser.add_argument("--tile-size", type=int, metavar="N",
@@ -215,6 +217,9 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the channel that shows the nuclei, of multi-channel images: a number counted from 1 "
                              "(as in Fiji) or a channel name stored in the file (OME/ImageJ); required for "
                              "multi-channel microscopy images, which are never guessed")
+    parser.add_argument("--stitch-threshold", type=float, metavar="IOU",
+                        help="Z-stacks are segmented plane by plane; with this, nuclei of consecutive planes that "
+                             "overlap by at least this IoU (e.g. 0.5) are linked into 3-D nuclei")
     parser.add_argument("--channel-axis", type=int, metavar="N",
                         help="channel axis of multi-channel TIFFs that do not declare it, e.g. 0 for (C, H, W)")
     parser.add_argument("--overwrite", action="store_true",
@@ -222,20 +227,17 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     _add_scale_out_arguments(parser)
 
 
-def _side(pixels: int) -> str:
-    """``"8192 x 8192"`` for a square pixel count."""
-    side = int(round(pixels ** 0.5))
-    return f"{side} x {side}"
-
-
 def _diameter(text: str) -> float | str:
-    """``--diameter`` value: ``auto`` or a number of pixels (checked by the model)."""
-    if text == "auto":
+    """``--diameter`` value: ``auto``, a number of pixels, or microns (``8um``; checked by the model)."""
+    from nucseg.batch.whole import microns_of
+
+    if text == "auto" or microns_of(text) is not None:
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, microns such as 8um, or 'auto', "
+                                         f"got {text!r}") from None
 
 
 def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,9 +246,13 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
                            help="run on a Dask cluster: a scheduler address (tcp://host:8786), or 'local' / "
                                 "'local:N' for N single-threaded worker processes on this machine")
     scale_out.add_argument("--blockwise", choices=["auto", "always", "never"], default="auto",
-                           help="segment images block by block with bounded memory: 'auto' (default) for images "
-                                f"above {_side(DEFAULT_BLOCKWISE_ABOVE)} pixels and Zarr inputs; the labels of such an image are a tiled "
-                                "X_labels.tif (no overlay or measurements)")
+                           help="segment images block by block with bounded memory: 'auto' (default) for Zarr inputs "
+                                "and images whose whole-image run would need more than --max-memory; the labels of "
+                                "such an image are a tiled X_labels.tif (no overlay or measurements)")
+    scale_out.add_argument("--max-memory", type=float, metavar="GB",
+                           help=f"memory budget of a whole-image run in GB (estimated at "
+                                f"{WHOLE_IMAGE_BYTES_PER_PIXEL} bytes per pixel; default: a quarter of this machine's "
+                                "memory); larger images go block-wise")
     scale_out.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, metavar="N",
                            help=f"side of the blocks in pixels, a multiple of {BLOCK_SIZE_MULTIPLE} (default %(default)s)")
     scale_out.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="N",
@@ -279,8 +285,10 @@ def _run_segment(args: argparse.Namespace) -> int:
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                                overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
+                               stitch_threshold=args.stitch_threshold,
                                progress=sys.stderr.isatty(), blockwise=blockwise, block_size=args.block_size,
-                               margin=args.margin, zarr_labels=args.zarr, **options)
+                               margin=args.margin, zarr_labels=args.zarr,
+                               max_memory=None if args.max_memory is None else args.max_memory * 2**30, **options)
     for image in report.images:
         if image.status == "failed":
             print(f"nucseg: failed: {image.error}", file=sys.stderr)

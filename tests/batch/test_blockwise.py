@@ -379,3 +379,12 @@ def test_open_image_reads_zarr_arrays_and_ome_zarr_groups(tmp_path):
     (tmp_path / "image.png").write_bytes(b"")
     with pytest.raises(InputError, match="TIFF file or a Zarr store"):
         open_image(tmp_path / "image.png")
+
+
+def test_block_wise_is_chosen_by_estimated_memory_not_by_side_length():
+    from nucseg.scale.blocks import WHOLE_IMAGE_BYTES_PER_PIXEL, default_max_memory, needs_blocks
+
+    assert not needs_blocks(4096, 4096, 2 * 2**30)  # 1.8 GB estimated: fits in 2 GB
+    assert needs_blocks(8000, 8000, 2 * 2**30) and needs_blocks(8000, 8000, 6 * 2**30)  # 7 GB, as measured
+    assert not needs_blocks(8000, 8000, 8000 * 8000 * WHOLE_IMAGE_BYTES_PER_PIXEL)
+    assert 2**30 < default_max_memory() < 2**40

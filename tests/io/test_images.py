@@ -15,7 +15,7 @@ from PIL import Image
 
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
-from nucseg.io.images import read_image, read_labels, read_mask_crop, write_labels, write_png
+from nucseg.io.images import read_stack, read_image, read_labels, read_mask_crop, write_labels, write_png
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 RNG = np.random.default_rng(42)
@@ -272,11 +272,22 @@ def test_channel_axis_out_of_range(tmp_path):
     _one_line_error(excinfo, tmp_path / "a.tif", "out of range")
 
 
-def test_tiff_with_two_extra_axes_is_rejected(tmp_path):
-    tifffile.imwrite(tmp_path / "a.tif", _random((2, 3, 20, 30), np.uint8), metadata={"axes": "ZCYX"}, ome=True)
+def test_a_stack_is_refused_as_one_image_and_read_plane_by_plane_as_a_stack(tmp_path):
+    stack = _random((2, 3, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", stack, metadata={"axes": "ZCYX"}, ome=True)
     with pytest.raises(InputError) as excinfo:
         read_image(tmp_path / "a.tif", channel_axis=0)
-    _one_line_error(excinfo, tmp_path / "a.tif", "only 2-D images with one channel axis")
+    _one_line_error(excinfo, tmp_path / "a.tif", "is a Z-stack", "plane by plane")
+    read = read_stack(tmp_path / "a.tif", channel=2)
+    assert read.plane_axes == "Z" and read.plane_shape == (2,) and read.plane_names() == ["z=0", "z=1"]
+    assert np.array_equal(read.planes, stack[:, 1])
+    series = _random((2, 4, 20, 30), np.uint8)
+    tifffile.imwrite(tmp_path / "tz.tif", series, imagej=True, metadata={"axes": "TZYX"})
+    read = read_stack(tmp_path / "tz.tif")
+    assert read.plane_shape == (2, 4) and read.planes.shape == (8, 20, 30)
+    assert read.plane_names()[5] == "t=1,z=1" and np.array_equal(read.planes[5], series[1, 1])
+    one = read_stack(tmp_path / "a.tif", channel=1)
+    assert one.planes.shape == (2, 20, 30)
 
 
 def test_length_one_axes_are_dropped(tmp_path):

@@ -19,9 +19,9 @@ def test_rectangle_area_bbox_and_centroid():
     rectangle = table.rows[0]
     assert rectangle["label"] == 3
     assert rectangle["area_px"] == 200
-    assert (rectangle["min_row"], rectangle["min_col"], rectangle["max_row"], rectangle["max_col"]) == (10, 5, 20, 25)
-    assert rectangle["centroid_y"] == pytest.approx(14.5)
-    assert rectangle["centroid_x"] == pytest.approx(14.5)
+    assert (rectangle["min_row_px"], rectangle["min_col_px"], rectangle["max_row_px"], rectangle["max_col_px"]) == (10, 5, 20, 25)
+    assert rectangle["centroid_y_px"] == pytest.approx(14.5)
+    assert rectangle["centroid_x_px"] == pytest.approx(14.5)
     assert rectangle["solidity"] == pytest.approx(1.0)
     assert 50 <= rectangle["perimeter_px"] <= 60  # 60 on the pixel edges; estimators cut corners
     # second moments of a 10x20 box: variances (10^2 - 1)/12 and (20^2 - 1)/12
@@ -38,7 +38,7 @@ def test_disc_area_and_diameter():
     assert disc["perimeter_px"] == pytest.approx(2 * np.pi * 25, rel=0.05)
     assert disc["eccentricity"] < 0.1
     assert disc["solidity"] > 0.95
-    assert (disc["centroid_y"], disc["centroid_x"]) == (pytest.approx(60), pytest.approx(70))
+    assert (disc["centroid_y_px"], disc["centroid_x_px"]) == (pytest.approx(60), pytest.approx(70))
 
 
 def test_pixel_size_scales_areas_quadratically_and_lengths_linearly():
@@ -51,7 +51,7 @@ def test_pixel_size_scales_areas_quadratically_and_lengths_linearly():
         assert um["perimeter_um"] == pytest.approx(px["perimeter_px"] * 0.25, rel=1e-12)
         assert um["equivalent_diameter_um"] == pytest.approx(px["equivalent_diameter_px"] * 0.25, rel=1e-12)
         # positions stay in pixels; shape ratios have no unit
-        for name in ("centroid_y", "centroid_x", "min_row", "max_col", "eccentricity", "solidity"):
+        for name in ("centroid_y_px", "centroid_x_px", "min_row_px", "max_col_px", "eccentricity", "solidity"):
             assert um[name] == px[name]
 
 
@@ -88,7 +88,17 @@ def test_columns_match_rows_and_documented_order():
     table = measure_nuclei(_rectangle_and_disc(), np.zeros((100, 120, 3)), pixel_size=0.5)
     assert table.columns == measurement_columns(3, pixel_size=0.5)
     assert all(tuple(row) == table.columns for row in table.rows)
-    assert table.columns[:4] == ("label", "centroid_y", "centroid_x", "area_um2")
+    assert table.columns[:6] == ("label", "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um", "area_um2")
+    rectangle = table.rows[0]
+    assert rectangle["centroid_y_um"] == pytest.approx(rectangle["centroid_y_px"] * 0.5)
+
+
+def test_every_column_with_a_unit_names_it():
+    unitless = {"label", "eccentricity", "solidity"}
+    for pixel_size in (None, 0.325):
+        columns = measurement_columns(2, pixel_size=pixel_size)
+        named = [c for c in columns if c not in unitless and "intensity" not in c]
+        assert all(c.endswith(("_px", "_um", "_um2")) for c in named), columns
 
 
 def test_empty_labels_give_empty_table_with_columns():

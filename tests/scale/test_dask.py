@@ -14,6 +14,7 @@ from distributed import WorkerPlugin
 
 from nucseg.batch.driver import segment_files
 from nucseg.cli import main
+from nucseg.scale.blocks import WHOLE_IMAGE_BYTES_PER_PIXEL
 from nucseg.scale.executors import DaskExecutor
 from nucseg.io.atomic import remove_stale_temporaries
 from nucseg.scale.dask import connect
@@ -161,9 +162,9 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
     shutil.copy(DSB_DIR / NAMES[0] / "images" / f"{NAMES[0]}.png", folder / "small.png")
 
     on_cluster = segment_files([folder], tmp_path / "cluster", executor=DaskExecutor(client), model="classical",
-                              blockwise_above=512 * 512, block_size=512, margin=64)
+                              max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL, block_size=512, margin=64)
     in_process = segment_files([folder], tmp_path / "local", model="classical",
-                              blockwise_above=512 * 512, block_size=512, margin=64)
+                              max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL, block_size=512, margin=64)
 
     assert on_cluster.exit_code == 0 and on_cluster.n_ok == 2
     assert in_process.exit_code == 0 and in_process.n_ok == 2

@@ -429,3 +429,29 @@ def test_fine_tuning_from_a_different_network_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="differs from the one configured for training"):
         train(other, tmp_path / "fine", data=FIXTURES, progress=False, log=lambda message: None)
     assert not (tmp_path / "fine").exists()
+
+
+def test_split_names_grows_a_small_validation_side_until_it_holds_enough_nuclei():
+    names = [f"img{i:02d}" for i in range(10)]
+    plain = split_names(names, val_fraction=0.1, seed=0)
+    assert len(plain[1]) == 1
+    few = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 60 for name in names})
+    assert len(few[1]) == 4 and set(plain[1]) <= set(few[1])  # 4 x 60 >= 200, in the same seeded order
+    many = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 500 for name in names})
+    assert many == plain
+    capped = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 1 for name in names})
+    assert len(capped[1]) == 5  # never more than half the images
+
+
+def test_warm_up_raises_the_learning_rate_before_the_cosine_decay():
+    network = torch.nn.Linear(2, 2)
+    config = TINY.updated(lr_schedule="cosine", warmup_epochs=2, epochs=10, lr=1e-3, min_lr=1e-5)
+    optimizer = torch.optim.SGD(network.parameters(), lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3 / 3) and rates[0] < rates[1] < rates[2]  # a third, two thirds, all
+    assert rates[2] < 1e-3 and rates[2] > rates[3] > rates[4]  # of the cosine decay, which goes on

@@ -34,13 +34,14 @@ import numpy as np
 from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport, SUMMARY_FILE, write_summary_csv
-from nucseg.batch.whole import labels_of_report, output_paths, segment_file
+from nucseg.batch.whole import diameter_in_pixels, labels_of_report, output_paths, segment_file
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
+from nucseg.io.images import read_pixel_size
 from nucseg.io.lazy import image_shape, is_zarr
-from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_BLOCKWISE_ABOVE, DEFAULT_MARGIN
+from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory, needs_blocks
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
 
 
@@ -66,14 +67,16 @@ def plan_images(
     out_dir: str | Path,
     *,
     blockwise: bool | None = None,
-    blockwise_above: int = DEFAULT_BLOCKWISE_ABOVE,
+    max_memory: float | None = None,
     channel_axis: int | None = None,
 ) -> list[PlannedImage]:
     """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
 
     Zarr stores are inputs of their own (named by their stem) and always go
-    block-wise. With ``blockwise=None``, other images go block-wise when
-    their header says they have more than ``blockwise_above`` pixels.
+    block-wise. With ``blockwise=None``, other images go block-wise when a
+    whole-image run of the size their header states would need more than
+    ``max_memory`` bytes (:func:`nucseg.scale.blocks.needs_blocks`; None:
+    :func:`nucseg.scale.blocks.default_max_memory`).
 
     Raises
     ------
@@ -97,7 +100,7 @@ def plan_images(
                 height, width = image_shape(image.path, channel_axis=channel_axis)
             except InputError:  # unreadable: the in-memory path reports why
                 height = width = 0
-            large = height * width > blockwise_above
+            large = needs_blocks(height, width, default_max_memory() if max_memory is None else max_memory)
         else:
             large = blockwise
         planned.append(PlannedImage(image, large))
@@ -131,9 +134,10 @@ def segment_files(
     overwrite: bool = False,
     channel_axis: int | None = None,
     channel: Channel = None,
+    stitch_threshold: float | None = None,
     progress: bool = False,
     blockwise: bool | None = None,
-    blockwise_above: int = DEFAULT_BLOCKWISE_ABOVE,
+    max_memory: float | None = None,
     block_size: int | None = None,
     margin: int | None = None,
     zarr_labels: bool = False,
@@ -192,10 +196,12 @@ def segment_files(
     progress
         Show progress bars (on stderr).
     blockwise
-        True: every image block-wise; False: none; None: images above
-        ``blockwise_above`` pixels, and Zarr stores (see :func:`plan_images`).
-    blockwise_above
-        Pixel count above which ``blockwise=None`` segments an image block-wise.
+        True: every image block-wise; False: none; None: the images that a
+        whole-image run would need more than ``max_memory`` for, and Zarr
+        stores (see :func:`plan_images`).
+    max_memory
+        Memory budget of a whole-image run, bytes (None: a quarter of this
+        machine's memory).
     block_size, margin
         Block settings of :func:`nucseg.batch.blockwise.segment_large` (None: its defaults).
     zarr_labels
@@ -222,6 +228,8 @@ def segment_files(
     """
     started = time.perf_counter()
     check_batch_options(segment_options, pixel_size=pixel_size)
+    if stitch_threshold is not None and not 0.0 < stitch_threshold <= 1.0:
+        raise InputError(None, f"stitch threshold must be an IoU in (0, 1], got {stitch_threshold}")
     block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
     margin = DEFAULT_MARGIN if margin is None else margin
     try:
@@ -234,12 +242,12 @@ def segment_files(
     rle_path = None if rle_path is None else Path(rle_path)
     if rle_path is not None and rle_path.exists() and not overwrite:
         raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
-    planned = plan_images(inputs, out_dir, blockwise=blockwise, blockwise_above=blockwise_above,
+    planned = plan_images(inputs, out_dir, blockwise=blockwise, max_memory=max_memory,
                           channel_axis=channel_axis)
     if not isinstance(model, Model):
         model = load_model(model)
-    try:
-        model.check_options(**segment_options)
+    try:  # a diameter in microns becomes pixels per image; any number stands in for it here
+        model.check_options(**diameter_in_pixels(segment_options, 1.0, None))
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
     if any(item.blockwise for item in planned) and (overlay or measure):
@@ -265,7 +273,8 @@ def segment_files(
             raise NucsegError(str(exc)) from None
     if whole:
         settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
-                    "channel_axis": channel_axis, "channel": channel, "options": segment_options}
+                    "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
+                    "options": segment_options}
         shared = executor.share_model(model)
         results = executor.run(_segment_file_task, [(image, out_dir, shared, settings) for image in whole],
                                description="segmenting", progress=progress, collect_failures=True)
@@ -276,7 +285,7 @@ def segment_files(
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                progress=progress,
+                pixel_size=pixel_size, progress=progress,
                 options=segment_options)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
@@ -303,7 +312,7 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
     return segment_file(image, out_dir, model=resolve_model(model), overlay=settings["overlay"],
                         measure=settings["measure"], pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
-                        channel=settings["channel"],
+                        channel=settings["channel"], stitch_threshold=settings["stitch_threshold"],
                         **settings["options"])
 
 
@@ -319,12 +328,15 @@ def _segment_blockwise_image(
     overwrite: bool,
     channel_axis: int | None,
     channel: Channel,
+    pixel_size: float | None,
     progress: bool,
     options: dict[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
     output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
     try:
+        options = diameter_in_pixels(options, pixel_size if pixel_size is not None else read_pixel_size(image.path),
+                                     image.path)
         result = segment_large(image.path, output, model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
                                progress=progress,

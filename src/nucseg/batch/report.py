@@ -13,7 +13,8 @@ from nucseg.io.atomic import atomic_write
 SUMMARY_FILE = "summary.csv"
 
 
-SUMMARY_COLUMNS = ("image", "path", "status", "nuclei", "mean_area_px", "scale", "seconds", "error")
+SUMMARY_COLUMNS = ("image", "plane", "path", "status", "nuclei", "mean_area_px", "median_diameter_px", "pixel_size_um",
+                   "scale", "seconds", "error")
 
 
 @dataclass
@@ -30,6 +31,16 @@ class ImageReport:
         Number of nuclei found (None unless ok).
     mean_area
         Mean nucleus area in pixels (None unless ok; 0.0 without nuclei).
+    median_diameter
+        Median equivalent diameter of the nuclei found, pixels (None unless
+        ok with nuclei): the size automatic sizing saw, beside ``scale``.
+    pixel_size
+        Microns per pixel the measurements used: given, or stated by the file
+        (None when neither).
+    planes
+        For a Z-stack or time series: one report per plane, named ``z=3``,
+        ``t=0,z=3``, ... (the image's own report sums them: nuclei over all
+        planes, or 3-D nuclei when planes were linked). Empty for a 2-D image.
     scale
         Resize factor the network ran at (see ``diameter`` in
         :meth:`NetworkModel.segment`); None unless ok, and for models without a
@@ -51,6 +62,9 @@ class ImageReport:
     error: str = ""
     outputs: list[Path] = field(default_factory=list)
     scale: float | None = None
+    median_diameter: float | None = None
+    pixel_size: float | None = None
+    planes: list[ImageReport] = field(default_factory=list)
 
 
 @dataclass
@@ -125,14 +139,23 @@ def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool 
             writer = csv.writer(handle)
             writer.writerow(SUMMARY_COLUMNS)
             for image in report.images:
-                writer.writerow([
-                    image.name,
-                    str(image.path),
-                    image.status,
-                    "" if image.nuclei is None else image.nuclei,
-                    "" if image.mean_area is None else f"{image.mean_area:.1f}",
-                    "" if image.scale is None else f"{image.scale:.3f}",
-                    f"{image.seconds:.3f}",
-                    image.error,
-                ])
+                for row in [image, *image.planes]:  # a stack: the image, then each of its planes
+                    writer.writerow(_summary_row(image, row))
     return Path(path)
+
+
+def _summary_row(image: ImageReport, row: ImageReport) -> list:
+    """One line of ``summary.csv``: ``row`` is ``image`` itself or one of its planes."""
+    return [
+        image.name,
+        "" if row is image else row.name,
+        str(image.path),
+        row.status,
+        "" if row.nuclei is None else row.nuclei,
+        "" if row.mean_area is None else f"{row.mean_area:.1f}",
+        "" if row.median_diameter is None else f"{row.median_diameter:.1f}",
+        "" if row.pixel_size is None else f"{row.pixel_size:.4g}",
+        "" if row.scale is None else f"{row.scale:.3f}",
+        f"{row.seconds:.3f}" if row is image else "",
+        row.error,
+    ]

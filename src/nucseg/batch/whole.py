@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,8 +15,10 @@ from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
 from nucseg.inference.model import Model
 from nucseg.io.channels import Channel
-from nucseg.io.images import read_image, read_labels, write_labels, write_png
-from nucseg.postprocess.measure import measure_nuclei, write_measurements_csv
+from nucseg.errors import InputError
+from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
+from nucseg.postprocess.measure import NucleusTable, measure_nuclei, median_nucleus_diameter, write_measurements_csv
+from nucseg.postprocess.stitch import link_planes
 from nucseg.visualize import outline_overlay
 
 
@@ -40,6 +44,7 @@ def _segment_one(
     overwrite: bool,
     channel_axis: int | None,
     channel: Channel,
+    stitch_threshold: float | None,
     options: Mapping[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
@@ -50,25 +55,92 @@ def _segment_one(
                            error=f"{existing[0]} exists (use --overwrite to replace it)")
     written: list[Path] = []
     try:
-        pixels = read_image(image.path, channel_axis=channel_axis, channel=channel)
-        result = model.segment(pixels, **options)
-        labels, scale = result.labels, result.scale
-        written.append(write_labels(paths["labels"], labels, overwrite=overwrite))
-        if overlay:
-            written.append(write_png(paths["overlay"], outline_overlay(pixels, labels), overwrite=overwrite))
+        stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
+        if pixel_size is None:
+            pixel_size = read_pixel_size(image.path)
+        plane_options = diameter_in_pixels(options, pixel_size, image.path)
+        results = [model.segment(plane, **plane_options) for plane in stack.planes]
+        labels = np.stack([result.labels for result in results])
+        if stitch_threshold is not None and "Z" in stack.plane_axes:
+            labels = _linked(labels, stack, stitch_threshold)
+        written.append(write_labels(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
+                                    overwrite=overwrite, axes=stack.plane_axes + "YX"))
+        if overlay:  # of the middle plane for a stack
+            middle = len(results) // 2
+            written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
+                                     overwrite=overwrite))
         if measure:
-            table = measure_nuclei(labels, _intensity_channels(pixels, image.path), pixel_size=pixel_size)
-            written.append(write_measurements_csv(table, paths["nuclei"], overwrite=overwrite))
+            tables = [measure_nuclei(plane_labels, _intensity_channels(plane, image.path), pixel_size=pixel_size)
+                      for plane, plane_labels in zip(stack.planes, labels)]
+            written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
         for path in written:  # a failed image leaves no partial set of outputs
             path.unlink(missing_ok=True)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
-    areas = np.bincount(labels.ravel())[1:]
+    plane_reports = [_report(image.name, image.path, plane_labels, result.scale, pixel_size)
+                     for plane_labels, result in zip(labels, results)]
+    if not stack.plane_axes:
+        report = plane_reports[0]
+    else:
+        report = _report(image.name, image.path, labels, None, pixel_size)
+        if stitch_threshold is not None and "Z" in stack.plane_axes:  # 3-D nuclei: count each once
+            report.nuclei = int(np.count_nonzero(np.unique(labels)))
+        report.planes = [dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports,
+                                                                                     stack.plane_names())]
+    report.seconds, report.outputs = time.perf_counter() - started, written
+    return report
+
+
+def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixel_size: float | None) -> ImageReport:
+    """An ok report of labels of one plane, or (for a stack) of all its planes' nuclei together."""
+    planes = labels if labels.ndim == 3 else labels[None]
+    areas = np.concatenate([np.bincount(plane.ravel())[1:] for plane in planes])
     areas = areas[areas > 0]
-    return ImageReport(image.name, image.path, "ok", nuclei=int(areas.size),
-                       mean_area=float(areas.mean()) if areas.size else 0.0, scale=scale,
-                       seconds=time.perf_counter() - started, outputs=written)
+    return ImageReport(name, path, "ok", nuclei=int(areas.size), mean_area=float(areas.mean()) if areas.size else 0.0,
+                       scale=scale, median_diameter=median_nucleus_diameter(list(planes)), pixel_size=pixel_size)
+
+
+def _linked(labels: np.ndarray, stack: ImageStack, threshold: float) -> np.ndarray:
+    """The planes' labels with nuclei linked across Z (each time point on its own)."""
+    z_count = stack.plane_shape[stack.plane_axes.index("Z")]
+    by_time = labels.reshape((-1, z_count) + labels.shape[1:])
+    return np.concatenate([link_planes(series, threshold) for series in by_time])
+
+
+def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
+    """One table of every plane's nuclei, led by a ``plane`` column (``z=3``; none for a 2-D image)."""
+    if not stack.plane_axes:
+        return tables[0]
+    rows = [{"plane": name, **row} for name, table in zip(stack.plane_names(), tables) for row in table.rows]
+    return NucleusTable(("plane", *tables[0].columns), rows)
+
+
+def diameter_in_pixels(options: Mapping[str, Any], pixel_size: float | None, path: Path | None) -> dict[str, Any]:
+    """``options`` with a ``diameter`` in microns (``"8um"``) turned into pixels with ``pixel_size``.
+
+    Raises
+    ------
+    InputError
+        A diameter in microns for an image whose pixel size is not known.
+    """
+    options = dict(options)
+    microns = microns_of(options.get("diameter"))
+    if microns is not None:
+        if pixel_size is None:
+            raise InputError(path, f"--diameter {options['diameter']} is in microns, but the image states no pixel "
+                                   "size; give --pixel-size")
+        options["diameter"] = microns / pixel_size
+    return options
+
+
+def microns_of(diameter: Any) -> float | None:
+    """The microns of a diameter written ``"8um"`` or ``"8µm"``; None for anything else."""
+    if isinstance(diameter, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(um|µm|micron|microns)\s*", diameter)
+        if match and float(match.group(1)) > 0:
+            return float(match.group(1))
+    return None
 
 
 def segment_file(
@@ -82,6 +154,7 @@ def segment_file(
     overwrite: bool = False,
     channel_axis: int | None = None,
     channel: Channel = None,
+    stitch_threshold: float | None = None,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
@@ -92,7 +165,7 @@ def segment_file(
     """
     return _segment_one(image, Path(out_dir), model, overlay=overlay, measure=measure, pixel_size=pixel_size,
                         overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                        options=segment_options)
+                        stitch_threshold=stitch_threshold, options=segment_options)
 
 
 def _intensity_channels(image: np.ndarray, path: Path) -> np.ndarray:

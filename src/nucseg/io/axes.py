@@ -23,14 +23,33 @@ def tiff_series_axes(shape: tuple[int, ...], axes: str) -> str:
     return axes if len(axes) == len(shape) else "Q" * (len(shape) - 2) + "YX"
 
 
+#: Axis letters of planes: Z-stacks and time series, as ImageJ and OME metadata declare them.
+PLANE_AXES = "TZ"
+
+
 def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: str,
-                channel_axis: int | None) -> list[str]:
-    """Per stored axis: "y", "x", "c" or "" (dropped length-1 axis), as :func:`nucseg.io.images.read_image` decides."""
+               channel_axis: int | None, *, planes: bool = False) -> list[str]:
+    """Per stored axis: "y", "x", "c", "t", "z" or "" (dropped length-1 axis).
+
+    With ``planes``, declared T and Z axes (:data:`PLANE_AXES`) are planes,
+    roles "t" and "z", and the rules below apply to the rest; without, a
+    stack is refused in one line. ``channel_axis`` counts the axes that are
+    kept and not planes.
+    """
     kept = [i for i, (n, axis) in enumerate(zip(shape, axes)) if n > 1 or axis in "YX"]
     described = f"shape {tuple(shape)} (axes {axes})" if set(axes) != {"Q"} else f"shape {tuple(shape)}"
-    if len(kept) not in (2, 3):
-        raise InputError(path, f"image of {described}: only 2-D images with one channel axis are supported")
+    stacked = [i for i in kept if axes[i] in PLANE_AXES]
+    if stacked and not planes:
+        kinds = " and ".join({"Z": "Z-stack", "T": "time series"}[axes[i]] for i in stacked)
+        raise InputError(path, f"image of {described} is a {kinds}; nucseg segment segments it plane by plane "
+                               "(from Python: nucseg.io.images.read_stack)")
     roles = [""] * len(shape)
+    for i in stacked:
+        roles[i] = axes[i].lower()
+    kept = [i for i in kept if i not in stacked]
+    if len(kept) not in (2, 3):
+        raise InputError(path, f"image of {described}: only 2-D images with at most one channel axis (and Z or T axes "
+                               "that the file declares) are supported")
     if len(kept) == 2:
         roles[kept[0]], roles[kept[1]] = "y", "x"
         return roles

@@ -88,7 +88,7 @@ def read_image(
         )
     _check_readable_file(path)
     if suffix in _TIFF_SUFFIXES:
-        image, photographic, names = _read_tiff(path, channel_axis)
+        image, photographic, names, _ = _read_tiff(path, channel_axis)
     else:
         image = _read_pillow(path, palette_indices=palette_indices)
         photographic, names = True, None
@@ -257,8 +257,10 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
         raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
 
 
-def _read_tiff(path: Path, channel_axis: int | None) -> tuple[np.ndarray, bool, list[str] | None]:
-    """The image (channels last), whether it is plain 8-bit RGB(A), and its channel names if stored."""
+def _read_tiff(path: Path, channel_axis: int | None, *,
+               planes: bool = False) -> tuple[np.ndarray, bool, list[str] | None, str]:
+    """The image, axes ordered (T, Z,) Y, X(, C); whether it is plain 8-bit RGB(A); its channel names if
+    stored; its plane axes ("", "Z", "T" or "TZ")."""
     import tifffile
 
     try:
@@ -266,7 +268,7 @@ def _read_tiff(path: Path, channel_axis: int | None) -> tuple[np.ndarray, bool, 
             series = tif.series[0]
             axes = tiff_series_axes(series.shape, series.axes)
             array = series.asarray()
-            roles = axis_roles(path, array.shape, axes, DECLARED_CHANNEL_AXES, channel_axis)
+            roles = axis_roles(path, array.shape, axes, DECLARED_CHANNEL_AXES, channel_axis, planes=planes)
             count = next((n for n, role in zip(array.shape, roles) if role == "c"), 1)
             names = tiff_channel_names(tif, count) if count > 1 else None
     except InputError:
@@ -277,7 +279,60 @@ def _read_tiff(path: Path, channel_axis: int | None) -> tuple[np.ndarray, bool, 
     photographic = channel_letter == "S" and count in (3, 4) and array.dtype == np.uint8
     kept = [role for role in roles if role]
     array = array.reshape([n for n, role in zip(array.shape, roles) if role])
-    return np.transpose(array, [kept.index(axis) for axis in ("y", "x", "c") if axis in kept]), photographic, names
+    order = [axis for axis in ("t", "z", "y", "x", "c") if axis in kept]
+    plane_axes = "".join(axis.upper() for axis in order if axis in "tz")
+    return np.transpose(array, [kept.index(axis) for axis in order]), photographic, names, plane_axes
+
+
+@dataclass(frozen=True)
+class ImageStack:
+    """An image's planes: a Z-stack, a time series, or both; a 2-D image is one plane.
+
+    Attributes
+    ----------
+    planes : ndarray, shape (P, H, W) or (P, H, W, C)
+        Every plane, in the file's order (T slowest), channels last.
+    plane_shape
+        The sizes of the plane axes: ``(T, Z)``, ``(Z,)``, ``(T,)`` or ``()``
+        for a 2-D image, whose product is P.
+    plane_axes
+        Their letters: ``"TZ"``, ``"Z"``, ``"T"`` or ``""``.
+    """
+
+    planes: np.ndarray
+    plane_shape: tuple[int, ...]
+    plane_axes: str
+
+    def plane_names(self) -> list[str]:
+        """``"z=3"``, ``"t=0,z=3"``, ... for every plane (``""`` for the one plane of a 2-D image)."""
+        return [",".join(f"{axis.lower()}={i}" for axis, i in zip(self.plane_axes, index))
+                for index in np.ndindex(*self.plane_shape)] if self.plane_axes else [""]
+
+
+def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Channel = None) -> ImageStack:
+    """Read an image with all its planes: TIFF Z-stacks and time series that declare their Z and T axes
+    (ImageJ hyperstacks, OME-TIFF), and 2-D images of every format as one plane.
+
+    ``channel_axis`` and ``channel`` are as for :func:`read_image`, per plane.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF_SUFFIXES:
+        image = read_image(path, channel_axis=channel_axis, channel=channel)
+        return ImageStack(image[None], (), "")
+    _check_readable_file(path)
+    array, photographic, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
+    plane_shape = array.shape[:len(plane_axes)]
+    planes = array.reshape((-1, *array.shape[len(plane_axes):]))
+    if planes.ndim == 4 and planes.shape[3] == 1:
+        planes = planes[..., 0]
+    count = planes.shape[3] if planes.ndim == 4 else 1
+    planes = select_channel(planes, channel_index(path, channel, count, names, photographic=photographic))
+    return ImageStack(planes, tuple(int(n) for n in plane_shape), plane_axes)
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -317,18 +372,21 @@ def labels_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.uint16) if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
 
 
-def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True, axes: str = "YX") -> Path:
     """Write an instance label image as a compressed TIFF, atomically.
 
     Parameters
     ----------
     path
         Output file; should end in ``.tif`` or ``.tiff``.
-    labels : ndarray of int or bool, shape (H, W)
+    labels : ndarray of int or bool, shape (H, W), or a stack such as (Z, H, W)
         0 for background, 1..N for objects. Stored as uint16, or uint32 when a
         label exceeds 65,535 (zlib-compressed TIFF).
     overwrite
         If False, refuse to replace an existing file (:class:`OutputExistsError`).
+    axes
+        The axis letters of a stack (``"ZYX"``, ``"TZYX"``), stored in the file
+        so that readers (tifffile, Fiji) see its planes.
 
     Raises
     ------
@@ -338,8 +396,8 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
     import tifffile
 
     labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+    if labels.ndim != len(axes) or labels.ndim < 2:
+        raise ValueError(f"labels of shape {labels.shape} do not match axes {axes!r}")
     if labels.dtype.kind not in "iub":
         raise ValueError(f"labels must be an integer array, got dtype {labels.dtype}")
     if labels.size and labels.min() < 0:
@@ -348,7 +406,8 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
         raise ValueError(f"labels must be at most {np.iinfo(np.uint32).max}, got {labels.max()}")
     data = labels.astype(labels_dtype(labels), copy=False)
     with atomic_write(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack",
+                         **({"metadata": {"axes": axes}} if labels.ndim > 2 else {}))
     return Path(path)
 
 
@@ -374,3 +433,53 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     with atomic_write(path, overwrite=overwrite) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return Path(path)
+
+
+#: Microns per unit of the length units that OME and ImageJ metadata use.
+_MICRONS_PER_UNIT = {"um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                     "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def read_pixel_size(path: str | Path) -> float | None:
+    """The pixel size that a TIFF's OME or ImageJ metadata states, in microns; None if it states none.
+
+    OME-TIFF: ``PhysicalSizeX`` in ``PhysicalSizeXUnit`` (µm by default).
+    ImageJ/Fiji TIFF: the ``XResolution`` tag (pixels per unit) with the
+    ``unit`` of the ImageJ description (micron, µm, nm, mm). Other files
+    (and a resolution without a length unit, as in most PNGs and JPEGs)
+    give None.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in _TIFF_SUFFIXES:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_ome and tif.ome_metadata:
+                return _ome_pixel_size(tif.ome_metadata)
+            if tif.is_imagej and tif.imagej_metadata:
+                unit = str(tif.imagej_metadata.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
+                tag = tif.pages.first.tags.get("XResolution")
+                if unit in _MICRONS_PER_UNIT and tag is not None:
+                    numerator, denominator = tag.value
+                    if numerator > 0 and denominator > 0:
+                        return float(denominator / numerator * _MICRONS_PER_UNIT[unit])
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(path, f"cannot read TIFF metadata ({first_line(exc)})") from None
+    return None
+
+
+def _ome_pixel_size(ome_xml: str) -> float | None:
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((node for node in root.iter() if node.tag.endswith("}Pixels")), None)
+    if pixels is None or pixels.get("PhysicalSizeX") is None:
+        return None
+    unit = pixels.get("PhysicalSizeXUnit", "µm").strip().lower()
+    size = float(pixels.get("PhysicalSizeX"))
+    return size * _MICRONS_PER_UNIT[unit] if unit in _MICRONS_PER_UNIT and size > 0 else None

@@ -1,11 +1,11 @@
 """Per-nucleus measurements: position, size, shape and intensity.
 
 :func:`measure_nuclei` gives one row per nucleus of a label image, computed
-with ``skimage.measure.regionprops_table``. Sizes are in pixels, or in
-microns when the pixel size is known; the unit is part of the column name
-(``area_px`` or ``area_um2``) so that a table never hides its unit. Positions
-(centroid and bounding box) are always pixel coordinates, to find the
-nucleus in the image.
+with ``skimage.measure.regionprops_table``. Every column that has a unit
+names it (``area_px`` or ``area_um2``), so that a table never hides its
+unit. Sizes are in pixels, or in microns when the pixel size is known;
+positions are pixel coordinates (to find the nucleus in the image), and, with
+a pixel size, the centroid in microns too.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ def measurement_columns(channels: int = 0, *, pixel_size: float | None = None) -
     """Column names of :func:`measure_nuclei` for ``channels`` intensity channels (0: no image)."""
     size_unit, area_unit = ("px", "px") if pixel_size is None else ("um", "um2")
     columns = [
-        "label", "centroid_y", "centroid_x",
+        "label", "centroid_y_px", "centroid_x_px",
+        *(("centroid_y_um", "centroid_x_um") if pixel_size is not None else ()),
         f"area_{area_unit}", f"perimeter_{size_unit}", f"equivalent_diameter_{size_unit}",
         "eccentricity", "solidity",
-        "min_row", "min_col", "max_row", "max_col",
+        "min_row_px", "min_col_px", "max_row_px", "max_col_px",
     ]
     columns += [f"mean_intensity_{c}" for c in range(channels)]
     columns += [f"max_intensity_{c}" for c in range(channels)]
@@ -88,8 +89,10 @@ def measure_nuclei(
 
         ``label``
             the nucleus id in ``labels``;
-        ``centroid_y``, ``centroid_x``
+        ``centroid_y_px``, ``centroid_x_px``
             centre of mass, pixel coordinates (row, column);
+        ``centroid_y_um``, ``centroid_x_um``
+            the same in microns from the image's top-left corner (with ``pixel_size`` only);
         ``area_px`` / ``area_um2``
             number of pixels, or area in µm²;
         ``perimeter_px`` / ``perimeter_um``
@@ -100,7 +103,7 @@ def measure_nuclei(
             of the ellipse with the same second moments, 0 (circle) to 1;
         ``solidity``
             area / convex hull area, 0 to 1;
-        ``min_row``, ``min_col``, ``max_row``, ``max_col``
+        ``min_row_px``, ``min_col_px``, ``max_row_px``, ``max_col_px``
             bounding box in pixels, max exclusive (``labels[min_row:max_row, min_col:max_col]``);
         ``mean_intensity_<c>``, ``max_intensity_<c>``
             per channel ``c`` of ``image`` (only with ``image``), in image units.
@@ -133,19 +136,22 @@ def measure_nuclei(
 
     table = regionprops_table(labels, properties=_SHAPE_PROPERTIES)
     scale = 1.0 if pixel_size is None else float(pixel_size)
+    size_unit, area_unit = ("px", "px") if pixel_size is None else ("um", "um2")
     values = {
         "label": table["label"],
-        "centroid_y": table["centroid-0"],
-        "centroid_x": table["centroid-1"],
-        columns[3]: table["area"] * scale**2 if pixel_size is not None else table["area"].astype(np.int64),
-        columns[4]: table["perimeter"] * scale,
-        columns[5]: table["equivalent_diameter_area"] * scale,
+        "centroid_y_px": table["centroid-0"],
+        "centroid_x_px": table["centroid-1"],
+        "centroid_y_um": table["centroid-0"] * scale,
+        "centroid_x_um": table["centroid-1"] * scale,
+        f"area_{area_unit}": table["area"] * scale**2 if pixel_size is not None else table["area"].astype(np.int64),
+        f"perimeter_{size_unit}": table["perimeter"] * scale,
+        f"equivalent_diameter_{size_unit}": table["equivalent_diameter_area"] * scale,
         "eccentricity": table["eccentricity"],
         "solidity": table["solidity"],
-        "min_row": table["bbox-0"],
-        "min_col": table["bbox-1"],
-        "max_row": table["bbox-2"],
-        "max_col": table["bbox-3"],
+        "min_row_px": table["bbox-0"],
+        "min_col_px": table["bbox-1"],
+        "max_row_px": table["bbox-2"],
+        "max_col_px": table["bbox-3"],
     }
     if channels:
         intensities = regionprops_table(labels, image, properties=("intensity_mean", "intensity_max"))

@@ -38,8 +38,26 @@ from dataclasses import dataclass
 import numpy as np
 
 
-#: Images with more pixels than this are segmented block-wise unless told otherwise (8192 x 8192).
-DEFAULT_BLOCKWISE_ABOVE = 8192 * 8192
+#: Peak memory of segmenting a whole image in one piece, bytes per pixel (the image, its normalized copy, the
+#: blended probabilities, a resized copy for automatic sizing, the watershed): an 8000 x 8000 RGB image peaked
+#: at 7 GB, 4096 x 4096 at 1.6 GB (ONNX Runtime). A block of 2048 pixels with its margins needs about 1.5 GB.
+WHOLE_IMAGE_BYTES_PER_PIXEL = 110
+
+
+def default_max_memory() -> int:
+    """The memory budget of one whole-image run by default, bytes: a quarter of this machine's memory (8 GB if unknown)."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        total = 32 * 2**30
+    return int(total // 4)
+
+
+def needs_blocks(height: int, width: int, max_memory: float) -> bool:
+    """Whether a whole-image run of a ``height`` x ``width`` image would need more than ``max_memory`` bytes."""
+    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL > max_memory
 #: Default side of the square core blocks, in pixels.
 DEFAULT_BLOCK_SIZE = 2048
 

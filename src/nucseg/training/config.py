@@ -38,7 +38,9 @@ class TrainConfig:
     epochs
         Maximum number of epochs.
     samples_per_epoch
-        Random crops per epoch; None means one per training image.
+        Random crops per epoch; None means one per training image, and at
+        least :data:`MIN_STEPS_PER_EPOCH` batches (so that a handful of
+        annotated images still makes epochs of real training).
     batch_size
         Crops per optimisation step.
     crop_size
@@ -74,6 +76,10 @@ class TrainConfig:
         ``"plateau"``: ReduceLROnPlateau on the monitored validation metric
         (``lr_patience``, ``lr_factor``, down to ``min_lr``). ``"cosine"``:
         cosine decay from ``lr`` to ``min_lr`` over ``epochs``, then ``min_lr``.
+    warmup_epochs
+        With the cosine schedule: the learning rate rises linearly over this
+        many first epochs (``lr / (warmup_epochs + 1)``, ...), so that a trained
+        network is not wrecked by the first steps of fine-tuning.
     lr_patience, lr_factor, min_lr
         Settings of the learning-rate schedule (see ``lr_schedule``).
     ema_decay
@@ -107,8 +113,10 @@ class TrainConfig:
     init_from
         Start from the weights of this model (a model folder, or a shipped
         model's name such as ``"dsb2018"``) instead of a fresh network: fine-tuning.
-        The network settings (``model``, ``model_options``, ``target``) must
-        describe the same network.
+        The network settings (``model``, ``model_options``, ``target``), the
+        normalization and ``resize_to`` are then taken from that model, and
+        :data:`FINE_TUNING` sets a lower learning rate with warm-up; every
+        setting a preset, config file or flag names still wins.
     augment
         Augmentation settings; see :class:`nucseg.training.augment.AugmentConfig`.
     """
@@ -131,6 +139,7 @@ class TrainConfig:
     touching_gap: int = 2
     kind_weights: dict[str, float] = field(default_factory=dict)
     lr_schedule: str = "plateau"
+    warmup_epochs: int = 0
     lr_patience: int = 6
     lr_factor: float = 0.5
     min_lr: float = 1e-5
@@ -216,6 +225,8 @@ class TrainConfig:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (or 'cuda:N'), got {self.device!r}")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule 'cosine'")
         if self.ema_decay is not None and not (_is_number(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be a number in (0, 1) or none, got {self.ema_decay!r}")
         if self.optimizer not in ("adam", "adamw"):
@@ -251,7 +262,8 @@ class TrainConfig:
 _NUMBER_SETTINGS: dict[str, tuple[str, float]] = {
     "epochs": ("int", 1), "samples_per_epoch": ("int?", 1), "batch_size": ("int", 1), "crop_size": ("int", 32),
     "resize_to": ("int?", 32), "lr": ("float", 0.0), "weight_decay": ("float", 0.0), "lr_patience": ("int", 0),
-    "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "early_stopping_patience": ("int", 1),
+    "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "warmup_epochs": ("int", 0),
+    "early_stopping_patience": ("int", 1),
     "time_limit_minutes": ("float?", 0.0), "grad_clip": ("float", 0.0), "val_fraction": ("float", 0.0),
     "touching_weight": ("float", 0.0), "touching_gap": ("int", 1),
     "seed": ("int", 0), "num_workers": ("int", 0), "snapshot_images": ("int", 0),
@@ -329,10 +341,39 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+#: A run's batches per epoch when ``samples_per_epoch`` is None: at least this many.
+MIN_STEPS_PER_EPOCH = 16
+#: Settings for fine-tuning a trained network (``init_from``), below every preset, file and flag: a learning rate
+#: a tenth of the default with warm-up and cosine decay. At the default 3e-3 from the first step, 8 annotated
+#: images took a trained network's validation pixel IoU from 0.53 to 0.16.
+FINE_TUNING = {"lr": 3e-4, "lr_schedule": "cosine", "warmup_epochs": 2, "min_lr": 1e-5}
+
+
+def initial_model_settings(name_or_path: str) -> dict[str, Any]:
+    """The settings fine-tuning from ``name_or_path`` takes from that model: network, target, normalization.
+
+    Raises
+    ------
+    ModelError
+        No such model folder or shipped model.
+    """
+    from nucseg.models.folder import read_model_config
+    from nucseg.models.registry import resolve_model_path
+
+    model_config, _ = read_model_config(resolve_model_path(name_or_path))
+    return {"model": model_config.architecture, "model_options": dict(model_config.architecture_options),
+            "target": model_config.target, "resize_to": model_config.resize_to,
+            "low_percentile": model_config.normalization.low_percentile,
+            "high_percentile": model_config.normalization.high_percentile}
+
+
 def resolve_config(
     *, preset: str | None = None, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """Defaults, then preset, then config file, then overrides (None values ignored).
+    """Defaults, then fine-tuning settings, then preset, then config file, then overrides (None values ignored).
+
+    Fine-tuning settings (:data:`FINE_TUNING` and the network of the model,
+    see :func:`initial_model_settings`) apply when a layer names ``init_from``.
 
     Each layer replaces the settings it names (``augment`` setting by
     setting). The layers are combined first and checked together, so a later
@@ -355,6 +396,9 @@ def resolve_config(
     if config_file is not None:
         layers.append((Path(config_file), load_config_file(config_file)))
     layers.append(("command-line options", {k: v for k, v in (overrides or {}).items() if v is not None}))
+    init_from = next((layer["init_from"] for _, layer in reversed(layers) if layer.get("init_from")), None)
+    if init_from is not None:  # below every named layer: what they name still wins
+        layers.insert(0, (f"the model {init_from!r} to fine-tune", {**FINE_TUNING, **initial_model_settings(init_from)}))
 
     data = TrainConfig().to_dict()
     class_weights_given = False

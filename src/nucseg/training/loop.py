@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from nucseg.training.config import TrainConfig
+from nucseg.training.config import MIN_STEPS_PER_EPOCH, TrainConfig
 from nucseg.datasets.layouts import load_dataset
 from nucseg.datasets.sample import Sample
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
-from nucseg.models.folder import ModelConfig, save_model
+from nucseg.models.folder import ModelConfig, read_model_config, save_model
 from nucseg.models.networks import build_model, select_device
 from nucseg.training.data import CropDataset, EpochSampler, normalization_of, prepare_samples, split_names
 from nucseg.training.loss import segmentation_loss
@@ -152,7 +152,9 @@ def train(
     else:
         if not resume:
             try:
+                nuclei = {s.name: int(np.count_nonzero(np.unique(s.labels))) for s in samples}
                 train_names, val_names = split_names([s.name for s in samples], val_fraction=config.val_fraction,
+                                                     nuclei=nuclei,
                                                      seed=config.seed)
             except ValueError as exc:
                 raise InputError(data or images_dir, f"{exc} (or give a validation dataset with --val-data)") from None
@@ -180,7 +182,8 @@ def train(
 
     median_diameter = median_nucleus_diameter([s.labels for s in train_samples])
     train_prepared = prepare_samples(train_samples, config)
-    samples_per_epoch = config.samples_per_epoch or len(train_prepared)
+    samples_per_epoch = config.samples_per_epoch or max(len(train_prepared),
+                                                        config.batch_size * MIN_STEPS_PER_EPOCH)
     sampler = EpochSampler(samples_per_epoch)
     loader = torch.utils.data.DataLoader(
         CropDataset(train_prepared, config), batch_size=config.batch_size, sampler=sampler,
@@ -358,7 +361,8 @@ def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: i
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     """The learning-rate schedule of ``config.lr_schedule``, stepped once per epoch.
 
-    ``plateau`` steps with the monitored metric; ``cosine`` without argument.
+    ``plateau`` steps with the monitored metric; ``cosine`` without argument,
+    after ``warmup_epochs`` of linear warm-up.
     """
     if config.lr_schedule == "plateau":
         mode = "min" if config.monitor == "loss" else "max"
@@ -368,7 +372,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 
     def factor(epochs_done: int) -> float:
         progress = min(epochs_done / config.epochs, 1.0)  # flat at min_lr after the last epoch
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        warmup = min(1.0, (epochs_done + 1) / (config.warmup_epochs + 1))
+        return warmup * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -397,8 +402,14 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
+    """Post-processing settings of the run: the initial model's tuned ones when fine-tuning, else the defaults."""
     from nucseg.postprocess.watershed import PostprocessConfig
 
+    if config.init_from is not None:
+        from nucseg.models.registry import resolve_model_path
+
+        initial, _ = read_model_config(resolve_model_path(config.init_from))
+        return PostprocessConfig.from_dict(initial.postprocess).to_dict()
     return PostprocessConfig().to_dict()
 
 

@@ -1,0 +1,89 @@
+"""Fine-tuning on a handful of a user's images: the shipped model before and after, on other images of the same set.
+
+Usage::
+
+    python benchmarks/bench_finetune.py [--data gbm40_he] [--minutes 14] [--out runs/bench_finetune]
+
+Draws, by seed 0, 10 images of the dataset to fine-tune on and 10 others to
+score on (``--data`` is a paired-layout set under the data root, by default
+``gbm40_he``: H&E glioblastoma, unlike anything in DSB2018). Scores the
+shipped ``dsb2018`` model on the 10 test images, fine-tunes it with the
+README's command (``nucseg train --data MINE --out RUN --init-from dsb2018``,
+defaults for small sets included: the fine-tuning learning rate and warm-up,
+at least 16 batches an epoch, a validation split with enough nuclei) under a
+time limit, and scores the result on the same test images. The test images
+take no part in training or in choosing the epoch. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.datasets.layouts import list_dataset, load_dataset
+from nucseg.datasets.locations import dataset_path
+from nucseg.evaluation.report import evaluate_model
+from nucseg.inference.model import load_model
+
+N_TUNE = 10
+N_TEST = 10
+
+
+def paired_folder(files, folder: Path) -> Path:
+    """A paired-layout folder of links to ``files`` (images/ and masks/)."""
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    for item in files:
+        (folder / "images" / item.image_path.name).symlink_to(item.image_path.resolve())
+        mask = item.mask_paths[0]
+        (folder / "masks" / mask.name).symlink_to(mask.resolve())
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="gbm40_he", help="dataset name under the data root, or a folder")
+    parser.add_argument("--minutes", type=float, default=14.0,
+                        help="time limit of the fine-tuning run (checked after each epoch: 14 keeps it under 15)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_finetune"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    root = Path(args.data) if Path(args.data).is_dir() else dataset_path(args.data)
+    files = list_dataset(root)
+    order = np.random.default_rng(args.seed).permutation(len(files))
+    tune = [files[i] for i in order[:N_TUNE]]
+    test_names = [files[i].name for i in order[N_TUNE:N_TUNE + N_TEST]]
+    test = load_dataset(root, names=test_names, progress=False)
+    before = evaluate_model(load_model("dsb2018"), test, name="dsb2018", progress=False)
+    if args.out.exists():
+        raise SystemExit(f"bench_finetune: {args.out} exists; remove it or give another --out")
+    with tempfile.TemporaryDirectory() as work:
+        mine = paired_folder(tune, Path(work) / "mine")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "nucseg.cli", "train", "--data", str(mine), "--out", str(args.out),
+                        "--init-from", "dsb2018", "--epochs", str(args.epochs), "--time-limit", str(args.minutes),
+                        "--device", "cpu"], check=True)
+        minutes = (time.perf_counter() - started) / 60
+    after = evaluate_model(load_model(args.out / "model"), test, name="fine-tuned", progress=False)
+    print(f"{root.name}: fine-tuned on {N_TUNE} images, scored on {N_TEST} others (seed {args.seed}); "
+          f"training took {minutes:.1f} min\n")
+    print("| model | DSB score | AP@0.5 | AP@0.75 | F1@0.5 |")
+    print("|---|---:|---:|---:|---:|")
+    for label, report in (("dsb2018 (before)", before), ("fine-tuned (after)", after)):
+        scores = report.overall
+        print(f"| {label} | {scores.dsb_score:.3f} | {scores.ap50:.3f} | {scores.ap75:.3f} | {scores.f1_50:.3f} |")
+    print(f"\nAP@0.5 {before.overall.ap50:.3f} -> {after.overall.ap50:.3f} "
+          f"({after.overall.ap50 - before.overall.ap50:+.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
