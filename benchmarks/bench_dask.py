@@ -79,7 +79,8 @@ def run_batch(images: list[Path], work: Path, model: str, workers_list: list[int
     started = time.perf_counter()
     report = segment_files(images, work / "single", model=model)
     seconds = time.perf_counter() - started
-    rows.append(("single process (`segment_files`, in-process executor)", "-", seconds, len(images) / seconds, report.n_ok))
+    rows.append(("single process (`segment_files`, in-process executor)", "-", seconds, len(images) / seconds,
+                 report.n_ok))
     for workers in workers_list:
         started = time.perf_counter()
         with connect(f"local:{workers}", dashboard_address=None, quiet=True) as client:

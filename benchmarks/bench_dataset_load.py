@@ -4,9 +4,10 @@ Usage::
 
     nice python benchmarks/bench_dataset_load.py [DATASET] [--workers N]
 
-``DATASET`` defaults to ``dsb2018/stage1_train`` of the data root (``../shared/data`` or ``$NUCSEG_DATA_DIR``). The decode
-cache goes to a fresh temporary folder, removed afterwards, so that the first
-load really decodes every PNG. Prints a markdown table.
+``DATASET`` defaults to ``dsb2018/stage1_train`` of the data root
+(``../shared/data`` or ``$NUCSEG_DATA_DIR``). The decode cache goes to a fresh
+temporary folder, removed afterwards, so that the first load really decodes
+every PNG. Prints a markdown table.
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ def test_blue_only_dapi_is_segmented_as_the_gray_image(tmp_path):
     blue[:, :, 2] = gray
     Image.fromarray(gray).save(tmp_path / "gray.png")
     Image.fromarray(blue).save(tmp_path / "blue.png")
-    assert main(["segment", str(tmp_path / "gray.png"), str(tmp_path / "blue.png"), "--out", str(tmp_path / "out")]) == 0
+    inputs = [str(tmp_path / "gray.png"), str(tmp_path / "blue.png")]
+    assert main(["segment", *inputs, "--out", str(tmp_path / "out")]) == 0
     gray_labels, blue_labels = (read_labels(tmp_path / "out" / f"{n}_labels.tif") for n in ("gray", "blue"))
     assert gray_labels.max() > 10 and np.array_equal(blue_labels, gray_labels)
 
@@ -256,3 +257,29 @@ def test_a_zyx_stack_is_segmented_plane_by_plane_and_linked_into_3d_nuclei(tmp_p
 def _summary_rows_list(out: Path) -> list[dict[str, str]]:
     with open(out / "summary.csv", newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def test_automatic_sizing_says_when_nuclei_are_beyond_its_range(tmp_path, capsys):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    Image.fromarray(gray).resize((96, 96), Image.BILINEAR).save(tmp_path / "tiny_nuclei.png")
+    Image.fromarray(gray).save(tmp_path / "usual.png")
+    assert main(["segment", str(tmp_path / "tiny_nuclei.png"), str(tmp_path / "usual.png"),
+                 "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "too far from the training size" in line]
+    assert len(lines) == 1 and "tiny_nuclei.png" in lines[0] and "--diameter" in lines[0]
+    assert float(_summary_rows(tmp_path / "out")["tiny_nuclei"]["scale"]) == 1.5  # the limit it stopped at
+
+
+def test_block_wise_images_get_measurements_and_an_overview_too(tmp_path):
+    image = np.tile(read_image(_fixture_image("0280fa8f"))[..., :3], (2, 2, 1))
+    tifffile.imwrite(tmp_path / "mosaic.tif", image, photometric="rgb", tile=(256, 256))
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "mosaic.tif"), "--out", str(out), "--blockwise", "always",
+                 "--block-size", "256", "--margin", "32", "--measure", "--overlay", "--pixel-size", "0.5"]) == 0
+    labels = read_labels(out / "mosaic_labels.tif")
+    with open(out / "mosaic_nuclei.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(np.unique(labels)) - 1 > 20 and "area_um2" in rows[0]
+    assert np.asarray(Image.open(out / "mosaic_overlay.png")).shape == (512, 512, 3)
+    assert _summary_rows(out)["mosaic"]["pixel_size_um"] == "0.5"

@@ -14,7 +14,8 @@ from nucseg.datasets.layouts import load_dataset
 from nucseg.datasets.sample import Sample
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_image
-from nucseg.visualize import display_image, GAP, outline_colors, outline_overlay, prediction_snapshot, sample_grid, save_sample_grid
+from nucseg.visualize import (display_image, GAP, outline_colors, outline_overlay, prediction_snapshot, sample_grid,
+                              save_sample_grid)
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 FLUORESCENCE = "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21"  # 256 x 256

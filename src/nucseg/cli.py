@@ -205,9 +205,10 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                            "and an image whose nuclei are clearly larger or smaller than in training runs again, "
                            "resized to match")
     parser.add_argument("--tile-size", type=int, metavar="N",
-                        help=f"tile side in pixels, a multiple of {SIZE_DIVISOR} (default {DEFAULT_TILE_SIZE}); smaller needs "
-                             "less memory")
-    parser.add_argument("--overlap", type=int, metavar="N", help=f"overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
+                        help=f"tile side in pixels, a multiple of {SIZE_DIVISOR} (default {DEFAULT_TILE_SIZE}); "
+                             "smaller needs less memory")
+    parser.add_argument("--overlap", type=int, metavar="N",
+                        help=f"overlap of neighbouring tiles in pixels (default {DEFAULT_OVERLAP})")
     parser.add_argument("--device", default="cpu", metavar="DEVICE",
                         help="where the network runs: 'cpu' (default; ONNX Runtime, no torch needed), 'cuda', 'cuda:N' "
                              "or 'auto' (a GPU if there is one; needs torch: pip install \"nucseg[train]\")")
@@ -248,15 +249,18 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
     scale_out.add_argument("--blockwise", choices=["auto", "always", "never"], default="auto",
                            help="segment images block by block with bounded memory: 'auto' (default) for Zarr inputs "
                                 "and images whose whole-image run would need more than --max-memory; the labels of "
-                                "such an image are a tiled X_labels.tif (no overlay or measurements)")
+                                "such an image are a tiled X_labels.tif; --measure measures it block by block, "
+                                "--overlay draws an overview of it")
     scale_out.add_argument("--max-memory", type=float, metavar="GB",
                            help=f"memory budget of a whole-image run in GB (estimated at "
                                 f"{WHOLE_IMAGE_BYTES_PER_PIXEL} bytes per pixel; default: a quarter of this machine's "
                                 "memory); larger images go block-wise")
     scale_out.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, metavar="N",
-                           help=f"side of the blocks in pixels, a multiple of {BLOCK_SIZE_MULTIPLE} (default %(default)s)")
+                           help=f"side of the blocks in pixels, a multiple of {BLOCK_SIZE_MULTIPLE} "
+                                "(default %(default)s)")
     scale_out.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="N",
-                           help="context read around every block in pixels (default %(default)s); more than the largest "
+                           help="context read around every block in pixels (default %(default)s); more than the "
+                                "largest "
                                 "nucleus")
     scale_out.add_argument("--zarr", action="store_true",
                            help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")

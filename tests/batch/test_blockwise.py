@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from PIL import Image
 from scipy import ndimage as ndi
 
 from nucseg.batch.blockwise import segment_large
@@ -388,3 +389,27 @@ def test_block_wise_is_chosen_by_estimated_memory_not_by_side_length():
     assert needs_blocks(8000, 8000, 2 * 2**30) and needs_blocks(8000, 8000, 6 * 2**30)  # 7 GB, as measured
     assert not needs_blocks(8000, 8000, 8000 * 8000 * WHOLE_IMAGE_BYTES_PER_PIXEL)
     assert 2**30 < default_max_memory() < 2**40
+
+
+def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path, dsb_samples, monkeypatch):
+    import nucseg.batch.blockwise as blockwise
+    from nucseg.postprocess.measure import measure_nuclei
+    from nucseg.visualize import outline_overlay
+
+    image = np.tile(dsb_samples["0280fa8f"].image[..., :3], (3, 3, 1))  # 768 x 768: 3 x 3 blocks of 256
+    monkeypatch.setattr(blockwise, "OVERVIEW_SIDE", 256)
+    report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256, margin=32,
+                           measurements_path=tmp_path / "nuclei.csv", overlay_path=tmp_path / "overview.png",
+                           pixel_size=0.5)
+    labels = zarr.open_array(report.output, mode="r")[:]
+    whole = measure_nuclei(labels, image, pixel_size=0.5)
+    import csv
+
+    with open(tmp_path / "nuclei.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(whole) == report.nuclei > 20
+    assert all(int(row["label"]) == expected["label"] and
+               all(float(row[c]) == pytest.approx(expected[c], rel=1e-5) for c in whole.columns)
+               for row, expected in zip(rows, whole.rows))
+    overview = np.asarray(Image.open(tmp_path / "overview.png"))
+    assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))

@@ -1,4 +1,4 @@
-"""Tests of nucseg.datasets.layouts (with sample, cache, kinds): layouts, validation messages, the decode cache, image_kind."""
+"""Tests of nucseg.datasets.layouts, sample, cache and kinds: layouts, messages, the decode cache, image_kind."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ from skimage.segmentation import find_boundaries
 from nucseg.cli import main
 from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
-from nucseg.evaluation.folder import CSV_COLUMNS, evaluate_folder, find_prediction, format_summary, write_csv, write_json
+from nucseg.evaluation.folder import (CSV_COLUMNS, evaluate_folder, find_prediction, format_summary, write_csv,
+                                      write_json)
 from nucseg.io.images import write_labels, write_png
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"

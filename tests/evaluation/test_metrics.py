@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.evaluation.metrics import dice, dsb_score, DSB_THRESHOLDS, image_scores, iou, iou_matrix, match_instances, pixel_accuracy, summarize
+from nucseg.evaluation.metrics import (dice, dsb_score, DSB_THRESHOLDS, image_scores, iou, iou_matrix, match_instances,
+                                       pixel_accuracy, summarize)
 
 KAGGLE_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 

@@ -18,7 +18,8 @@ from nucseg.datasets.kinds import image_kind
 from nucseg.io.images import write_labels
 from nucseg.evaluation.metrics import dsb_score, image_scores, summarize
 from nucseg.models.folder import ModelConfig, save_model
-from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, METRIC_COLUMNS, scores_by_kind, validation_names
+from nucseg.evaluation.report import (evaluate_model, format_markdown, load_validation_samples, METRIC_COLUMNS,
+                                      scores_by_kind, validation_names)
 
 DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "eval_validation.py"

@@ -11,7 +11,8 @@ import torch
 
 from nucseg.errors import ModelError
 from nucseg.io.atomic import OutputExistsError
-from nucseg.models.folder import CONFIG_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder, ModelConfig, ONNX_FILE, read_model_config, save_model, WEIGHTS_FILE
+from nucseg.models.folder import (CONFIG_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder,
+                                  ModelConfig, ONNX_FILE, read_model_config, save_model, WEIGHTS_FILE)
 from nucseg.models.networks import build_model
 from nucseg.preprocess.normalize import NormalizationConfig
 

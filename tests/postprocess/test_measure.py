@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, measure_nuclei, measurement_columns, median_nucleus_diameter, NucleusTable, size_factor, write_measurements_csv
+from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, measure_nuclei, measurement_columns,
+                                        median_nucleus_diameter, NucleusTable, size_factor, write_measurements_csv)
 
 
 def _rectangle_and_disc() -> np.ndarray:
@@ -19,7 +20,8 @@ def test_rectangle_area_bbox_and_centroid():
     rectangle = table.rows[0]
     assert rectangle["label"] == 3
     assert rectangle["area_px"] == 200
-    assert (rectangle["min_row_px"], rectangle["min_col_px"], rectangle["max_row_px"], rectangle["max_col_px"]) == (10, 5, 20, 25)
+    box = ("min_row_px", "min_col_px", "max_row_px", "max_col_px")
+    assert tuple(rectangle[name] for name in box) == (10, 5, 20, 25)
     assert rectangle["centroid_y_px"] == pytest.approx(14.5)
     assert rectangle["centroid_x_px"] == pytest.approx(14.5)
     assert rectangle["solidity"] == pytest.approx(1.0)
@@ -88,7 +90,8 @@ def test_columns_match_rows_and_documented_order():
     table = measure_nuclei(_rectangle_and_disc(), np.zeros((100, 120, 3)), pixel_size=0.5)
     assert table.columns == measurement_columns(3, pixel_size=0.5)
     assert all(tuple(row) == table.columns for row in table.rows)
-    assert table.columns[:6] == ("label", "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um", "area_um2")
+    assert table.columns[:6] == ("label", "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um",
+                                 "area_um2")
     rectangle = table.rows[0]
     assert rectangle["centroid_y_um"] == pytest.approx(rectangle["centroid_y_px"] * 0.5)
 

@@ -6,7 +6,8 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from nucseg.postprocess.watershed import add_unseeded_components, fill_small_holes, instances_from_probabilities, PostprocessConfig, remove_small_labels, split_by_distance
+from nucseg.postprocess.watershed import (add_unseeded_components, fill_small_holes, instances_from_probabilities,
+                                          PostprocessConfig, remove_small_labels, split_by_distance)
 
 
 def _nuclei(shape=(96, 128)) -> np.ndarray:

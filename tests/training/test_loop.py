@@ -1,4 +1,4 @@
-"""Tests of nucseg.training.loop (with data, loss, validation): tiny runs on the real DSB2018 fixtures, their artefacts, and resuming."""
+"""Tests of nucseg.training.loop, data, loss and validation: tiny runs on the DSB2018 fixtures, artefacts, resuming."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def test_run_writes_every_artefact(full_run):
         assert image.width >= 3 * 256 and image.height >= 2 * 256
 
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["config.json", "network.onnx", "weights.safetensors"]
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["config.json", "network.onnx",
+                                                                      "weights.safetensors"]
     assert not list(run_dir.rglob(".*.tmp*")), "temporary files left behind"
 
 

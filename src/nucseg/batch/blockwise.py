@@ -39,12 +39,18 @@ from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import atomic_write, OutputExistsError
-from nucseg.io.images import labels_dtype, read_image
+from nucseg.io.images import labels_dtype, read_image, write_png
+from nucseg.postprocess.measure import NucleusTable, measure_nuclei, write_measurements_csv
+from nucseg.visualize import outline_overlay
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
-from nucseg.scale.blocks import Block, BLOCK_SIZE_MULTIPLE, BlockGrid, check_block_settings, covered_objects, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core, renumbering_tables, select_owned_objects
+from nucseg.scale.blocks import (Block, BLOCK_SIZE_MULTIPLE, BlockGrid, check_block_settings, covered_objects,
+                                 DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core,
+                                 renumbering_tables, select_owned_objects)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
 
+#: Longest side of the overview overlay of a block-wise image, pixels.
+OVERVIEW_SIDE = 4096
 #: Pixels sampled over the whole image for its intensity percentiles (network models).
 NORMALIZATION_SAMPLES = 4_000_000
 
@@ -160,6 +166,52 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
     return int(np.count_nonzero(labels)), conflicts
 
 
+def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
+                  pixel_size: float | None) -> NucleusTable:
+    """Measurements of the stitched nuclei that ``block`` owns, in image coordinates."""
+    import zarr
+
+    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.read])
+    owned = select_owned_objects(labels, block)
+    labels = np.where(owned.labels > 0, labels, 0)
+    pixels = _pixels(source, block.read)
+    table = measure_nuclei(labels, pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels,
+                           pixel_size=pixel_size)
+    top, left = block.read[0].start, block.read[1].start
+    shifts = {"centroid_y_px": top, "min_row_px": top, "max_row_px": top,
+              "centroid_x_px": left, "min_col_px": left, "max_col_px": left}
+    if pixel_size is not None:
+        shifts.update({"centroid_y_um": top * pixel_size, "centroid_x_um": left * pixel_size})
+    for row in table.rows:
+        for column, shift in shifts.items():
+            row[column] += shift
+    return table
+
+
+def _overview_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
+                   step: int) -> tuple[np.ndarray, np.ndarray]:
+    """The block's core, every ``step``-th pixel: (image, labels)."""
+    import zarr
+
+    rows, cols = block.core
+    first_row, first_col = (-rows.start) % step, (-cols.start) % step  # stay on the global grid of the overview
+    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.core])[first_row::step, first_col::step]
+    return _pixels(source, block.core)[first_row::step, first_col::step], labels
+
+
+def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step: int) -> np.ndarray:
+    """The outline overlay of the shrunk image, assembled from the blocks' pieces."""
+    height, width = (-(-n // step) for n in grid.shape)
+    sample = pieces[0][0]
+    image = np.zeros((height, width) + sample.shape[2:], dtype=sample.dtype)
+    labels = np.zeros((height, width), dtype=np.uint32)
+    for block, (pixels, block_labels) in zip(grid, pieces):
+        top, left = -(-block.core[0].start // step), -(-block.core[1].start // step)
+        image[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
+        labels[top:top + block_labels.shape[0], left:left + block_labels.shape[1]] = block_labels
+    return outline_overlay(image, labels)
+
+
 # ---------------------------------------------------------------------- driver
 
 
@@ -220,6 +272,9 @@ def segment_large(
     overwrite: bool = False,
     channel_axis: int | None = None,
     channel: Channel = None,
+    measurements_path: str | Path | None = None,
+    overlay_path: str | Path | None = None,
+    pixel_size: float | None = None,
     progress: bool = False,
     **segment_options: Any,
 ) -> BlockwiseReport:
@@ -256,6 +311,15 @@ def segment_large(
     channel
         The channel to segment of a multi-channel image (1-based or a name;
         see :mod:`nucseg.io.channels`).
+    measurements_path
+        Also write the per-nucleus measurements of
+        :func:`nucseg.postprocess.measure.measure_nuclei` here (CSV), measured
+        block by block: each nucleus in the block that owns it, whole.
+    overlay_path
+        Also write an overview PNG of the outlines, the image shrunk to at
+        most :data:`OVERVIEW_SIDE` pixels on its longer side.
+    pixel_size
+        Microns per pixel for the measurements.
     progress
         Progress bars on stderr.
     **segment_options
@@ -318,19 +382,31 @@ def segment_large(
     name = output_path.name
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     executor.run(_segment_task,
-              [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
-               for block in todo],
-              description=f"segmenting blocks of {name}", progress=progress)
+                 [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
+                  for block in todo],
+                 description=f"segmenting blocks of {name}", progress=progress)
     keeps = executor.run(_deduplicate_task, [(str(scratch), grid, block) for block in grid],
-                      description=f"finding duplicates in {name}", progress=progress)
+                         description=f"finding duplicates in {name}", progress=progress)
     renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
     assembled, chunk = _create_labels_array(scratch, shape, block_size, nuclei)
     totals = executor.run(_assemble_task,
-                       [(str(scratch), str(assembled), grid, block,
-                         {other.index: renumbering[other.index] for other in grid.neighbours(block)})
-                        for block in grid],
-                       description=f"stitching {name}", progress=progress)
+                          [(str(scratch), str(assembled), grid, block,
+                            {other.index: renumbering[other.index] for other in grid.neighbours(block)})
+                           for block in grid],
+                          description=f"stitching {name}", progress=progress)
+    if measurements_path is not None:
+        tables = executor.run(_measure_task, [(str(assembled), _task_input(source, block.read), block, pixel_size)
+                                              for block in grid],
+                              description=f"measuring the nuclei of {name}", progress=progress)
+        rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
+        write_measurements_csv(NucleusTable(tables[0].columns, rows), measurements_path, overwrite=overwrite)
+    if overlay_path is not None:
+        step = max(1, -(-max(shape) // OVERVIEW_SIDE))
+        pieces = executor.run(_overview_task, [(str(assembled), _task_input(source, block.core), block, step)
+                                               for block in grid],
+                              description=f"drawing an overview of {name}", progress=progress)
+        write_png(overlay_path, _overview(grid, pieces, step), overwrite=overwrite)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})

@@ -23,7 +23,6 @@ the others go on.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,8 @@ from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.images import read_pixel_size
 from nucseg.io.lazy import image_shape, is_zarr
-from nucseg.scale.blocks import check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory, needs_blocks
+from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
+                                 needs_blocks)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
 
 
@@ -179,7 +179,8 @@ def segment_files(
     executor
         Where the tasks run (:mod:`nucseg.scale.executors`); None: in this process.
     overlay, measure
-        Also write outline overlays / per-nucleus measurements (whole images only).
+        Also write outline overlays / per-nucleus measurements (of a block-wise
+        image: measured block by block, and an overview overlay of the shrunk image).
     pixel_size
         Microns per pixel for the measurements (areas in µm², lengths in µm).
     rle_path
@@ -250,16 +251,15 @@ def segment_files(
         model.check_options(**diameter_in_pixels(segment_options, 1.0, None))
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
-    if any(item.blockwise for item in planned) and (overlay or measure):
-        warnings.warn("block-wise images get a label image only, no overlay or measurements", stacklevel=2)
     executor = InProcessExecutor() if executor is None else executor
     out_dir.mkdir(parents=True, exist_ok=True)
 
     reports: dict[str, ImageReport] = {}
     whole: list[ImageInput] = []
     for item in planned:
-        paths = ([blockwise_output_path(out_dir, item.image.name, zarr=zarr_labels)] if item.blockwise
-                 else list(output_paths(out_dir, item.image.name, overlay=overlay, measure=measure).values()))
+        paths = list(output_paths(out_dir, item.image.name, overlay=overlay, measure=measure).values())
+        if item.blockwise:
+            paths[0] = blockwise_output_path(out_dir, item.image.name, zarr=zarr_labels)
         existing = [path for path in paths if path.exists()]
         if existing and not overwrite:
             reports[item.image.name] = ImageReport(item.image.name, item.image.path, "skipped",
@@ -285,7 +285,7 @@ def segment_files(
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                pixel_size=pixel_size, progress=progress,
+                pixel_size=pixel_size, overlay=overlay, measure=measure, progress=progress,
                 options=segment_options)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
@@ -329,21 +329,27 @@ def _segment_blockwise_image(
     channel_axis: int | None,
     channel: Channel,
     pixel_size: float | None,
+    overlay: bool,
+    measure: bool,
     progress: bool,
     options: dict[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
     output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
+    extras = output_paths(out_dir, image.name, overlay=overlay, measure=measure)
     try:
-        options = diameter_in_pixels(options, pixel_size if pixel_size is not None else read_pixel_size(image.path),
-                                     image.path)
+        if pixel_size is None:
+            pixel_size = read_pixel_size(image.path)
+        options = diameter_in_pixels(options, pixel_size, image.path)
         result = segment_large(image.path, output, model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                               progress=progress,
+                               measurements_path=extras.get("nuclei"), overlay_path=extras.get("overlay"),
+                               pixel_size=pixel_size, progress=progress,
                                **options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started
         return report
     return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
-                       scale=result.scale, seconds=time.perf_counter() - started, outputs=[output])
+                       scale=result.scale, seconds=time.perf_counter() - started, pixel_size=pixel_size,
+                       outputs=[output, *(path for key, path in extras.items() if key != "labels")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from nucseg.inference.model import Model
 from nucseg.io.channels import Channel
 from nucseg.errors import InputError
 from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
-from nucseg.postprocess.measure import NucleusTable, measure_nuclei, median_nucleus_diameter, write_measurements_csv
+from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_nucleus_diameter,
+                                        write_measurements_csv)
 from nucseg.postprocess.stitch import link_planes
 from nucseg.visualize import outline_overlay
 
@@ -60,6 +62,7 @@ def _segment_one(
             pixel_size = read_pixel_size(image.path)
         plane_options = diameter_in_pixels(options, pixel_size, image.path)
         results = [model.segment(plane, **plane_options) for plane in stack.planes]
+        _warn_if_sizing_clipped(results, image.path)
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
             labels = _linked(labels, stack, stitch_threshold)
@@ -114,6 +117,17 @@ def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
         return tables[0]
     rows = [{"plane": name, **row} for name, table in zip(stack.plane_names(), tables) for row in table.rows]
     return NucleusTable(("plane", *tables[0].columns), rows)
+
+
+def _warn_if_sizing_clipped(results: list, path: Path) -> None:
+    """Say when automatic sizing stopped at a limit of its range: a diameter should be given instead."""
+    clipped = [r.size_estimate for r in results if r.size_estimate is not None and r.size_estimate.clipped]
+    if clipped:
+        estimate = clipped[0]
+        low, high = AUTO_SCALE_LIMITS
+        warnings.warn(f"{path}: nuclei measured about {estimate.measured_diameter:.0f} px across, too far from the "
+                      f"training size for automatic sizing (factors {low:g} to {high:g}); it ran at "
+                      f"{estimate.factor:g}: give --diameter for this image", stacklevel=2)
 
 
 def diameter_in_pixels(options: Mapping[str, Any], pixel_size: float | None, path: Path | None) -> dict[str, Any]:

@@ -75,7 +75,10 @@ def _visible_entries(folder: Path) -> list[os.DirEntry]:
 
 
 def paired_folders(root: Path) -> tuple[Path, Path] | None:
-    """(images, masks) folders of a paired-layout dataset at ``root``, or None: the one rule, for training and batch input."""
+    """(images, masks) folders of a paired-layout dataset at ``root``, or None.
+
+    The one rule, for training data and for batch inputs alike.
+    """
     for images_name, masks_name in _PAIRED_FOLDER_NAMES:
         if (root / images_name).is_dir() and (root / masks_name).is_dir():
             return root / images_name, root / masks_name

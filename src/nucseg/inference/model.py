@@ -23,6 +23,7 @@ backend, a GPU, or a model folder that holds no ONNX graph.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,8 @@ from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.postprocess.measure import size_factor
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-from nucseg.preprocess.normalize import NormalizationConfig, normalize_with_range, percentile_range, prepare_image, to_channels
+from nucseg.preprocess.normalize import (NormalizationConfig, normalize_with_range, percentile_range, prepare_image,
+                                         to_channels)
 
 #: Backend names of :meth:`NetworkModel.segment`.
 BACKENDS = ("torch", "onnxruntime")
@@ -62,11 +64,15 @@ class SegmentationResult:
     scale
         Resize factor the network ran at (1.0: native resolution); None for
         a model without a network.
+    size_estimate
+        What automatic sizing found (:class:`nucseg.inference.sizing.SizeEstimate`),
+        when it ran.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None = None
     scale: float | None = None
+    size_estimate: sizing.SizeEstimate | None = None
 
 
 class Model:
@@ -383,13 +389,18 @@ class NetworkModel(Model):
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
                        intensity_range=intensity_range)
         image = _check_image(image)
-        result = None
+        estimate = None
         if factor is None:
             options = self._first_pass_options(image, options)
-            factor, result = sizing.estimate_factor(
+            estimate = sizing.estimate_factor(
                 image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
-        if result is None or factor != 1.0:
+            factor = estimate.factor
+        if estimate is not None and estimate.first_pass is not None and factor == 1.0:
+            result = estimate.first_pass
+        else:
             result = self._segment_at(image, factor, post_config, options)
+        if estimate is not None:
+            result.size_estimate = dataclasses.replace(estimate, first_pass=None)
         return result
 
     def estimate_scale(
@@ -416,9 +427,8 @@ class NetworkModel(Model):
         image = _check_image(image)
         post_config = self._postprocess_config(postprocess)
         options = self._first_pass_options(image, options)
-        factor, _ = sizing.estimate_factor(
-            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
-        return factor
+        return sizing.estimate_factor(
+            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter).factor
 
     def _first_pass_options(self, image: np.ndarray, options: Mapping[str, Any]) -> dict[str, Any]:
         """``options`` with the whole image's intensity range when sizing segments its centre only.

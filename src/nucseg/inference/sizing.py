@@ -14,11 +14,12 @@ whole nuclei.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from nucseg.postprocess.measure import size_factor
+from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, median_nucleus_diameter, size_factor
 
 #: ``diameter`` value that sizes each image automatically.
 AUTO_DIAMETER = "auto"
@@ -42,12 +43,38 @@ def centre_quarter(image: np.ndarray) -> np.ndarray:
     return image[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2]
 
 
+@dataclass
+class SizeEstimate:
+    """What automatic sizing found.
+
+    Attributes
+    ----------
+    factor
+        The resize factor it picked (1.0 when none is needed or nothing was found).
+    measured_diameter
+        Median diameter of the first pass's nuclei, pixels (None when it found none).
+    clipped
+        Whether the factor that would match them lies outside
+        :data:`nucseg.postprocess.measure.AUTO_SCALE_LIMITS`, so ``factor``
+        stopped at a limit: the nuclei are too far from the training size for
+        automatic sizing, and a ``diameter`` should be given.
+    first_pass
+        The whole image's native-resolution result, or None when only the
+        centre quarter was segmented.
+    """
+
+    factor: float
+    measured_diameter: float | None
+    clipped: bool
+    first_pass: Any | None
+
+
 def estimate_factor(
     image: np.ndarray,
     segment_native: Callable[[np.ndarray], Any],
     training_diameter: float | None,
-) -> tuple[float, Any | None]:
-    """The resize factor automatic sizing picks for ``image``, and the first pass when it can be reused.
+) -> SizeEstimate:
+    """What automatic sizing finds for ``image``.
 
     Parameters
     ----------
@@ -58,20 +85,20 @@ def estimate_factor(
         native resolution; returns an object with ``labels``.
     training_diameter
         Median nucleus diameter of the training images, pixels.
-
-    Returns
-    -------
-    factor : float
-        1.0 when no nucleus was found or none is needed.
-    first_pass
-        The whole image's native-resolution result, or None when only the
-        centre quarter was segmented.
     """
     from skimage.segmentation import clear_border
 
+    first_pass = None
+    labels = None
     if sized_on_crop(image):
         labels = clear_border(segment_native(centre_quarter(image)).labels)
-        if np.count_nonzero(np.unique(labels)) >= AUTO_SIZE_MIN_NUCLEI:
-            return size_factor(labels, training_diameter), None
-    result = segment_native(image)
-    return size_factor(result.labels, training_diameter), result
+        if np.count_nonzero(np.unique(labels)) < AUTO_SIZE_MIN_NUCLEI:
+            labels = None
+    if labels is None:
+        first_pass = segment_native(image)
+        labels = first_pass.labels
+    measured = median_nucleus_diameter([labels])
+    low, high = AUTO_SCALE_LIMITS
+    clipped = bool(measured and training_diameter and not low <= training_diameter / measured <= high)
+    return SizeEstimate(size_factor(labels, training_diameter), measured, clipped, first_pass)
+

@@ -45,7 +45,7 @@ WHOLE_IMAGE_BYTES_PER_PIXEL = 110
 
 
 def default_max_memory() -> int:
-    """The memory budget of one whole-image run by default, bytes: a quarter of this machine's memory (8 GB if unknown)."""
+    """The default memory budget of one whole-image run, bytes: a quarter of this machine's memory (8 GB if unknown)."""
     import os
 
     try:

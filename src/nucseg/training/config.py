@@ -117,6 +117,10 @@ class TrainConfig:
         normalization and ``resize_to`` are then taken from that model, and
         :data:`FINE_TUNING` sets a lower learning rate with warm-up; every
         setting a preset, config file or flag names still wins.
+    tune_thresholds
+        At the end of the run, tune the saved model's post-processing
+        thresholds on the validation images (``nucseg tune`` on the run's
+        split); on by default when fine-tuning.
     augment
         Augmentation settings; see :class:`nucseg.training.augment.AugmentConfig`.
     """
@@ -157,6 +161,7 @@ class TrainConfig:
     amp: bool = True
     device: str = "auto"
     init_from: str | None = None
+    tune_thresholds: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -346,7 +351,7 @@ MIN_STEPS_PER_EPOCH = 16
 #: Settings for fine-tuning a trained network (``init_from``), below every preset, file and flag: a learning rate
 #: a tenth of the default with warm-up and cosine decay. At the default 3e-3 from the first step, 8 annotated
 #: images took a trained network's validation pixel IoU from 0.53 to 0.16.
-FINE_TUNING = {"lr": 3e-4, "lr_schedule": "cosine", "warmup_epochs": 2, "min_lr": 1e-5}
+FINE_TUNING = {"lr": 3e-4, "lr_schedule": "cosine", "warmup_epochs": 2, "min_lr": 1e-5, "tune_thresholds": True}
 
 
 def initial_model_settings(name_or_path: str) -> dict[str, Any]:
@@ -398,7 +403,8 @@ def resolve_config(
     layers.append(("command-line options", {k: v for k, v in (overrides or {}).items() if v is not None}))
     init_from = next((layer["init_from"] for _, layer in reversed(layers) if layer.get("init_from")), None)
     if init_from is not None:  # below every named layer: what they name still wins
-        layers.insert(0, (f"the model {init_from!r} to fine-tune", {**FINE_TUNING, **initial_model_settings(init_from)}))
+        fine_tuning = {**FINE_TUNING, **initial_model_settings(init_from)}
+        layers.insert(0, (f"the model {init_from!r} to fine-tune", fine_tuning))
 
     data = TrainConfig().to_dict()
     class_weights_given = False

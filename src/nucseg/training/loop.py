@@ -244,6 +244,8 @@ def train(
         writer.close()
     if history:
         _plot_curves(history, run_dir / "curves.png")
+    if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir():
+        _tune_saved_model(run_dir / MODEL_DIR, val_samples, log)
     best = progress_state.best_metric
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
                        float("nan") if best is None else float(best), history)
@@ -356,6 +358,20 @@ def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: i
             "torch_rng": torch.get_rng_state(), "history": progress_state.history,
             "best_metric": progress_state.best_metric, "best_epoch": progress_state.best_epoch,
             "stale_epochs": progress_state.stale_epochs}
+
+
+def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None]) -> None:
+    """Tune the post-processing thresholds of the run's best model on its validation images (``nucseg tune``)."""
+    from nucseg.evaluation.tuning import save_tuning, tune_postprocess
+    from nucseg.inference.model import load_model
+
+    result = tune_postprocess(load_model(model_dir), val_samples)
+    _, weights_sha256 = read_model_config(model_dir)
+    save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
+                expected_weights_sha256=weights_sha256)
+    changes = ", ".join(f"{name} {before} -> {after}" for name, (before, after) in result.changed.items())
+    log(f"thresholds tuned on the {len(val_samples)} validation images: DSB score {result.initial_score:.4f} -> "
+        f"{result.score:.4f} ({changes or 'unchanged'})")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
