@@ -290,7 +290,7 @@ def _run_segment(args: argparse.Namespace) -> int:
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                                overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
                                stitch_threshold=args.stitch_threshold,
-                               progress=sys.stderr.isatty(), blockwise=blockwise, block_size=args.block_size,
+                               progress=True, blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr,
                                max_memory=None if args.max_memory is None else args.max_memory * 2**30, **options)
     for image in report.images:

@@ -32,3 +32,14 @@ def test_in_process_tasks_get_the_model_itself_and_names_load_once_per_process()
     worker_model.cache_clear()
     assert resolve_model("classical") is resolve_model("classical")
     assert worker_model.cache_info().misses == 1
+
+
+def test_progress_goes_to_logs_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):
+    import nucseg.scale.executors as executors
+
+    monkeypatch.setattr(executors, "LOG_INTERVAL", 0.0)
+    assert list(executors.progress_of(iter(range(4)), "segmenting blocks of slide.tif", 4, True)) == [0, 1, 2, 3]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"nucseg: segmenting blocks of slide.tif: {n} of 4 done (0 s)" for n in (1, 2, 3)]
+    assert list(executors.progress_of(range(3), "quiet", 3, False)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""

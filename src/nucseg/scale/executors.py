@@ -22,7 +22,9 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +76,10 @@ class Executor:
         description
             Label of the progress bar and of the task names.
         progress
-            Show a progress bar (tqdm, on stderr) that advances as calls finish.
+            Report progress on stderr as calls finish: a progress bar on a
+            terminal; elsewhere (a log file, a batch system) a line such as
+            ``nucseg: segmenting blocks of slide.tif: 12 of 64 done`` at most
+            every :data:`LOG_INTERVAL` seconds.
         collect_failures
             False: the first call that raises cancels the others and its
             exception is raised here. True: a call that raises gives a
@@ -90,10 +95,8 @@ class InProcessExecutor(Executor):
         return model
 
     def run(self, function, arguments, *, description, progress=False, collect_failures=False):
-        from tqdm import tqdm
-
         results = []
-        for args in tqdm(arguments, desc=description, unit="task", disable=not progress, leave=False):
+        for args in progress_of(arguments, description, len(arguments), progress):
             if not collect_failures:
                 results.append(function(*args))
                 continue
@@ -128,7 +131,6 @@ class DaskExecutor(Executor):
 
     def run(self, function, arguments, *, description, progress=False, collect_failures=False):
         from dask.distributed import as_completed
-        from tqdm import tqdm
 
         token = secrets.token_hex(4)
         prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", description)[:40]
@@ -137,8 +139,7 @@ class DaskExecutor(Executor):
         results: dict[int, Any] = {}
         index = {future.key: i for i, future in enumerate(futures)}
         try:
-            for future in tqdm(as_completed(futures), total=len(futures), desc=description, unit="task",
-                               disable=not progress, leave=False):
+            for future in progress_of(as_completed(futures), description, len(futures), progress):
                 try:
                     results[index[future.key]] = future.result()
                 except Exception as exc:  # the task raised, or died with its worker
@@ -151,6 +152,29 @@ class DaskExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client!r})"
+
+
+#: Seconds between two progress lines when stderr is not a terminal.
+LOG_INTERVAL = 30.0
+
+
+def progress_of(items: Iterable, description: str, total: int, enabled: bool) -> Iterator:
+    """``items``, with progress on stderr: a tqdm bar on a terminal, else a line every :data:`LOG_INTERVAL` s."""
+    if not enabled:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=description, total=total, unit="task", leave=False)
+        return
+    started = last = time.monotonic()
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.monotonic()
+        if now - last >= LOG_INTERVAL and done < total:
+            print(f"nucseg: {description}: {done} of {total} done ({now - started:.0f} s)", file=sys.stderr, flush=True)
+            last = now
 
 
 @functools.lru_cache(maxsize=4)
