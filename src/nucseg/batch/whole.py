@@ -61,7 +61,11 @@ def _segment_one(
         if pixel_size is None:
             pixel_size = read_pixel_size(image.path)
         plane_options = diameter_in_pixels(options, pixel_size, image.path)
-        results = [model.segment(plane, **plane_options) for plane in stack.planes]
+        results = []
+        for plane in stack.planes:
+            result = model.segment(plane, **plane_options)
+            result.probabilities = None  # not needed further; those of a whole stack need not fit in memory
+            results.append(result)
         _warn_if_sizing_clipped(results, image.path)
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
