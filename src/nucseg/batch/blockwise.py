@@ -4,12 +4,13 @@ The image is read lazily (:mod:`nucseg.io.lazy`) and cut into blocks with
 margins whose objects are stitched by ownership (:mod:`nucseg.scale.blocks`,
 which states the rules).
 
-The work runs in three passes of independent tasks, on a
-executor (:mod:`nucseg.scale.executors`: in this process or on Dask): *segment* (each block to
-its kept objects, stored in a scratch Zarr group beside the output, one
-chunk per block), *deduplicate* (each block against its earlier
+The work runs in passes of independent tasks, on an executor
+(:mod:`nucseg.scale.executors`: in this process or on Dask): *segment* (each
+block to its kept objects, stored in a scratch Zarr group beside the output,
+one chunk per block), *deduplicate* (each block against its earlier
 neighbours), *assemble* (each output chunk from the kept objects of the
-3 x 3 blocks around it). A task holds at most one read region of the image
+3 x 3 blocks around it), and on request *measure* (the nuclei each block
+owns) and *overview* (every n-th pixel of each block's core). A task holds at most one read region of the image
 and a few block-sized label arrays, so the memory per worker is bounded by
 the block size, not by the image size. The scratch group makes a run
 resumable: blocks segmented by a killed run are not segmented again.
