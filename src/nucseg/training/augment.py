@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nucseg.preprocess.resize import resize_image, resize_labels
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -132,12 +134,9 @@ def random_crop(
     x = int(rng.integers(0, image.shape[1] - region + 1))
     image = image[y : y + region, x : x + region]
     labels = labels[y : y + region, x : x + region]
-    if region != crop_size:
-        from skimage.transform import resize
-
-        image = resize(image, (crop_size, crop_size) + image.shape[2:], order=1, anti_aliasing=scale < 1,
-                       preserve_range=True)
-        labels = resize(labels, (crop_size, crop_size), order=0, anti_aliasing=False, preserve_range=True)
+    if region != crop_size:  # the one resizer of nucseg: bilinear, anti-aliased when shrinking; labels by nearest
+        image = resize_image(image, (crop_size, crop_size))
+        labels = resize_labels(labels, (crop_size, crop_size))
     return image.astype(np.float32, copy=False), labels.astype(np.int32, copy=False)
 
 
