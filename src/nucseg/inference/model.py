@@ -391,9 +391,7 @@ class NetworkModel(Model):
         image = _check_image(image)
         estimate = None
         if factor is None:
-            options = self._first_pass_options(image, options)
-            estimate = sizing.estimate_factor(
-                image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
+            estimate, options = self._size(image, post_config, options)
             factor = estimate.factor
         if estimate is not None and estimate.first_pass is not None and factor == 1.0:
             result = estimate.first_pass
@@ -424,22 +422,23 @@ class NetworkModel(Model):
             As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
             ``tta``, ``backend``, ``intensity_range``).
         """
-        image = _check_image(image)
-        post_config = self._postprocess_config(postprocess)
-        options = self._first_pass_options(image, options)
-        return sizing.estimate_factor(
-            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter).factor
+        estimate, _ = self._size(_check_image(image), self._postprocess_config(postprocess), options)
+        return estimate.factor
 
-    def _first_pass_options(self, image: np.ndarray, options: Mapping[str, Any]) -> dict[str, Any]:
-        """``options`` with the whole image's intensity range when sizing segments its centre only.
+    def _size(self, image: np.ndarray, post_config: PostprocessConfig,
+              options: Mapping[str, Any]) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
+        """Automatic sizing's first pass, and the options for the pass after it.
 
-        The crop is normalized as the whole image is, and the second pass
-        reuses the range instead of computing the same percentiles again.
+        When sizing segments the centre only, the crop is normalized as the
+        whole image is, and the options gain that intensity range, so that the
+        second pass reuses it instead of computing the same percentiles again.
         """
         options = dict(options)
         if options.get("intensity_range") is None and sizing.sized_on_crop(image):
             options["intensity_range"] = self.intensity_range(image)
-        return options
+        estimate = sizing.estimate_factor(
+            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
+        return estimate, options
 
     def intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel intensities of ``image`` that normalization maps to 0 and 1, shape (channels,) each.
@@ -555,8 +554,8 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
         return ClassicalModel()
     path = resolve_model_path(name_or_path)
     name = name_or_path if isinstance(name_or_path, str) and name_or_path in REGISTERED_MODELS else None
-    config, _ = read_model_config(path)
-    verify_weights(path)
+    config, weights_sha256 = read_model_config(path)
+    verify_weights(path, weights_sha256)
     if device != "cpu":
         require("torch", purpose=f"device {device!r}")
         from nucseg.models.networks import select_device

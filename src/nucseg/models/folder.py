@@ -217,11 +217,8 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
 
     path = Path(path)
     config, expected_sha = read_model_config(path)
+    verify_weights(path, expected_sha if verify_checksum else None)
     weights_path = path / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelError(path, f"weights file {WEIGHTS_FILE} is missing")
-    if verify_checksum and expected_sha is not None and file_sha256(weights_path) != expected_sha:
-        raise ModelError(weights_path, "weights checksum does not match config.json (file corrupt or altered)")
     try:
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -273,8 +270,16 @@ def _recorded_checksums(path: Path) -> dict[str, str]:
     return {key: document[key] for key in ("weights_sha256", "onnx_sha256") if isinstance(document.get(key), str)}
 
 
-def verify_weights(path: str | Path) -> None:
-    """Check that the weights file exists and matches its recorded checksum (no torch needed).
+def verify_weights(path: str | Path, expected_sha256: str | None) -> None:
+    """Check that the weights file exists and matches ``expected_sha256`` (no torch needed).
+
+    Parameters
+    ----------
+    path
+        The model folder.
+    expected_sha256
+        The checksum ``config.json`` records (:func:`read_model_config`); None
+        checks only that the file exists.
 
     Raises
     ------
@@ -282,11 +287,10 @@ def verify_weights(path: str | Path) -> None:
         Missing weights, or a checksum that does not match.
     """
     path = Path(path)
-    _, expected = read_model_config(path)
     weights_path = path / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ModelError(path, f"weights file {WEIGHTS_FILE} is missing")
-    if expected is not None and file_sha256(weights_path) != expected:
+    if expected_sha256 is not None and file_sha256(weights_path) != expected_sha256:
         raise ModelError(weights_path, "weights checksum does not match config.json (file corrupt or altered)")
 
 
