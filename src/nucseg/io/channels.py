@@ -71,6 +71,36 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
     return index - 1
 
 
+def is_photographic(count: int, dtype: np.dtype, *, rgb_samples: bool, any_depth: bool = False) -> bool:
+    """Whether an image of ``count`` channels is plain RGB(A) photography, taken as it is.
+
+    ``rgb_samples``: the file stores the channels as the samples of RGB pixels
+    (a TIFF's ``S`` axis, a PNG or JPEG), or states nothing about them (a Zarr
+    array); an ImageJ/OME ``C`` axis holds microscopy channels instead.
+    Only 8-bit images count, unless ``any_depth`` (PNG and JPEG, whose colour
+    images are photographs at any depth).
+    """
+    return rgb_samples and count in (3, 4) and (any_depth or np.dtype(dtype) == np.uint8)
+
+
+def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
+                   names: Sequence[str] | None, *, rgb_samples: bool, any_depth: bool = False) -> np.ndarray:
+    """``image`` with a length-1 channel axis dropped and the channel of :func:`channel_index` selected.
+
+    Parameters
+    ----------
+    image : ndarray, shape (..., H, W) or (..., H, W, C)
+        Channels last, after ``spatial_ndim`` other axes (2 for an image, 3 for a stack of planes).
+    rgb_samples, any_depth
+        As for :func:`is_photographic`.
+    """
+    if image.ndim == spatial_ndim + 1 and image.shape[-1] == 1:
+        image = image[..., 0]
+    count = image.shape[-1] if image.ndim == spatial_ndim + 1 else 1
+    photographic = is_photographic(count, image.dtype, rgb_samples=rgb_samples, any_depth=any_depth)
+    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic))
+
+
 def describe_channels(count: int, names: Sequence[str] | None) -> str:
     """``"1 DAPI, 2 GFP, 3 actin"``, or ``"1, 2, 3"`` without names."""
     if names and len(names) == count:

@@ -23,7 +23,7 @@ import numpy as np
 
 from nucseg.errors import first_line, InputError
 from nucseg.io.atomic import atomic_write
-from nucseg.io.channels import Channel, channel_index, select_channel, tiff_channel_names
+from nucseg.io.channels import Channel, chosen_channel, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 if TYPE_CHECKING:
@@ -87,17 +87,15 @@ def read_image(
             path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
         )
     _check_readable_file(path)
-    if suffix in _TIFF_SUFFIXES:
-        image, photographic, names, _ = _read_tiff(path, channel_axis)
-    else:
+    pillow = suffix not in _TIFF_SUFFIXES
+    if pillow:
         image = _read_pillow(path, palette_indices=palette_indices)
-        photographic, names = True, None
+        rgb_samples, names = True, None
+    else:
+        image, rgb_samples, names, _ = _read_tiff(path, channel_axis)
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    count = image.shape[2] if image.ndim == 3 else 1
-    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic))
+    return chosen_channel(path, image, 2, channel, names, rgb_samples=rgb_samples, any_depth=pillow)
 
 
 def _check_readable_file(path: Path) -> None:
@@ -259,8 +257,8 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
 
 def _read_tiff(path: Path, channel_axis: int | None, *,
                planes: bool = False) -> tuple[np.ndarray, bool, list[str] | None, str]:
-    """The image, axes ordered (T, Z,) Y, X(, C); whether it is plain 8-bit RGB(A); its channel names if
-    stored; its plane axes ("", "Z", "T" or "TZ")."""
+    """The image, axes ordered (T, Z,) Y, X(, C); whether its channels are RGB samples (``S``, not an
+    ImageJ/OME ``C`` axis); its channel names if stored; its plane axes ("", "Z", "T" or "TZ")."""
     import tifffile
 
     try:
@@ -275,13 +273,12 @@ def _read_tiff(path: Path, channel_axis: int | None, *,
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
-    channel_letter = next((axis for axis, role in zip(axes, roles) if role == "c"), "")
-    photographic = channel_letter == "S" and count in (3, 4) and array.dtype == np.uint8
+    rgb_samples = next((axis for axis, role in zip(axes, roles) if role == "c"), "") == "S"
     kept = [role for role in roles if role]
     array = array.reshape([n for n, role in zip(array.shape, roles) if role])
     order = [axis for axis in ("t", "z", "y", "x", "c") if axis in kept]
     plane_axes = "".join(axis.upper() for axis in order if axis in "tz")
-    return np.transpose(array, [kept.index(axis) for axis in order]), photographic, names, plane_axes
+    return np.transpose(array, [kept.index(axis) for axis in order]), rgb_samples, names, plane_axes
 
 
 @dataclass(frozen=True)
@@ -325,13 +322,10 @@ def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Ch
         image = read_image(path, channel_axis=channel_axis, channel=channel)
         return ImageStack(image[None], (), "")
     _check_readable_file(path)
-    array, photographic, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
+    array, rgb_samples, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
     plane_shape = array.shape[:len(plane_axes)]
     planes = array.reshape((-1, *array.shape[len(plane_axes):]))
-    if planes.ndim == 4 and planes.shape[3] == 1:
-        planes = planes[..., 0]
-    count = planes.shape[3] if planes.ndim == 4 else 1
-    planes = select_channel(planes, channel_index(path, channel, count, names, photographic=photographic))
+    planes = chosen_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples)
     return ImageStack(planes, tuple(int(n) for n in plane_shape), plane_axes)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.errors import first_line, InputError
-from nucseg.io.channels import Channel, channel_index, tiff_channel_names
+from nucseg.io.channels import Channel, channel_index, is_photographic, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
@@ -118,7 +118,7 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
         return image if channel is None else dataclasses.replace(
             image, _channel=channel_index(path, channel, 1, None, photographic=False))
     letter = next((axis for axis, role in zip(image._letters, image._axes) if role == "c"), "")
-    photographic = image.channels in (3, 4) and image.dtype == np.uint8 and (image._kind == "zarr" or letter == "S")
+    photographic = is_photographic(image.channels, image.dtype, rgb_samples=image._kind == "zarr" or letter == "S")
     names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
     index = channel_index(path, channel, image.channels, names, photographic=photographic)
     return image if index is None else dataclasses.replace(image, channels=0, _channel=index)
