@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from nucseg.batch.whole import intensity_channels
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
@@ -167,8 +168,8 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
     return int(np.count_nonzero(labels)), conflicts
 
 
-def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
-                  pixel_size: float | None) -> NucleusTable:
+def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
+                  image_path: Path | None) -> NucleusTable:
     """Measurements of the stitched nuclei that ``block`` owns, in image coordinates."""
     import zarr
 
@@ -176,8 +177,7 @@ def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block
     owned = select_owned_objects(labels, block)
     labels = np.where(owned.labels > 0, labels, 0)
     pixels = _pixels(source, block.read)
-    table = measure_nuclei(labels, pixels[..., :3] if pixels.ndim == 3 and pixels.shape[2] == 4 else pixels,
-                           pixel_size=pixel_size)
+    table = measure_nuclei(labels, intensity_channels(pixels, image_path), pixel_size=pixel_size)
     top, left = block.read[0].start, block.read[1].start
     shifts = {"centroid_y_px": top, "min_row_px": top, "max_row_px": top,
               "centroid_x_px": left, "min_col_px": left, "max_col_px": left}
@@ -397,8 +397,9 @@ def segment_large(
                            for block in grid],
                           description=f"stitching {name}", progress=progress)
     if measurements_path is not None:
-        tables = executor.run(_measure_task, [(str(assembled), _task_input(source, block.read), block, pixel_size)
-                                              for block in grid],
+        image_path = None if isinstance(image, np.ndarray) else Path(image)
+        tables = executor.run(_measure_task, [(str(assembled), _task_input(source, block.read), block, pixel_size,
+                                               image_path) for block in grid],
                               description=f"measuring the nuclei of {name}", progress=progress)
         rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
         write_measurements_csv(NucleusTable(tables[0].columns, rows), measurements_path, overwrite=overwrite)

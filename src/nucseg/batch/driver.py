@@ -33,12 +33,11 @@ import numpy as np
 from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport, SUMMARY_FILE, write_summary_csv
-from nucseg.batch.whole import diameter_in_pixels, labels_of_report, output_paths, segment_file
+from nucseg.batch.whole import diameter_in_pixels, labels_of_report, output_paths, physical_settings, segment_file
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
-from nucseg.io.images import read_pixel_size
 from nucseg.io.lazy import image_shape, is_zarr
 from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
                                  needs_blocks)
@@ -94,13 +93,14 @@ def plan_images(
             raise InputError(path, f"has the same output name {path.stem!r} as another input")
         names.add(path.stem)
     planned = [PlannedImage(ImageInput(path.stem, path), True) for path in zarr_inputs]
+    max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
         if blockwise is None:
             try:
                 height, width = image_shape(image.path, channel_axis=channel_axis)
             except InputError:  # unreadable: the in-memory path reports why
                 height = width = 0
-            large = needs_blocks(height, width, default_max_memory() if max_memory is None else max_memory)
+            large = needs_blocks(height, width, max_memory)
         else:
             large = blockwise
         planned.append(PlannedImage(image, large))
@@ -110,6 +110,15 @@ def plan_images(
 def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False) -> Path:
     """Label image of a block-wise segmented image: ``X_labels.tif``, or ``X_labels.zarr``."""
     return Path(out_dir) / f"{name}_labels.{'zarr' if zarr else 'tif'}"
+
+
+def _outputs(out_dir: Path, name: str, *, blockwise: bool, overlay: bool, measure: bool,
+             zarr_labels: bool) -> dict[str, Path]:
+    """The output files of one image (:func:`nucseg.batch.whole.output_paths`; block-wise labels may be Zarr)."""
+    paths = output_paths(out_dir, name, overlay=overlay, measure=measure)
+    if blockwise:
+        paths["labels"] = blockwise_output_path(out_dir, name, zarr=zarr_labels)
+    return paths
 
 
 def check_batch_options(segment_options: Mapping[str, Any], *, pixel_size: float | None) -> None:
@@ -257,10 +266,9 @@ def segment_files(
     reports: dict[str, ImageReport] = {}
     whole: list[ImageInput] = []
     for item in planned:
-        paths = list(output_paths(out_dir, item.image.name, overlay=overlay, measure=measure).values())
-        if item.blockwise:
-            paths[0] = blockwise_output_path(out_dir, item.image.name, zarr=zarr_labels)
-        existing = [path for path in paths if path.exists()]
+        paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, overlay=overlay, measure=measure,
+                         zarr_labels=zarr_labels)
+        existing = [path for path in paths.values() if path.exists()]
         if existing and not overwrite:
             reports[item.image.name] = ImageReport(item.image.name, item.image.path, "skipped",
                                                    error=f"{existing[0]} exists (use --overwrite to replace it)")
@@ -335,21 +343,17 @@ def _segment_blockwise_image(
     options: dict[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
-    output = blockwise_output_path(out_dir, image.name, zarr=zarr_labels)
-    extras = output_paths(out_dir, image.name, overlay=overlay, measure=measure)
+    paths = _outputs(out_dir, image.name, blockwise=True, overlay=overlay, measure=measure, zarr_labels=zarr_labels)
     try:
-        if pixel_size is None:
-            pixel_size = read_pixel_size(image.path)
-        options = diameter_in_pixels(options, pixel_size, image.path)
-        result = segment_large(image.path, output, model=model, executor=executor, block_size=block_size,
+        pixel_size, options = physical_settings(image.path, pixel_size, options)
+        result = segment_large(image.path, paths["labels"], model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                               measurements_path=extras.get("nuclei"), overlay_path=extras.get("overlay"),
-                               pixel_size=pixel_size, progress=progress,
-                               **options)
+                               measurements_path=paths.get("nuclei"), overlay_path=paths.get("overlay"),
+                               pixel_size=pixel_size, progress=progress, **options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started
         return report
     return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
                        scale=result.scale, seconds=time.perf_counter() - started, pixel_size=pixel_size,
-                       outputs=[output, *(path for key, path in extras.items() if key != "labels")])
+                       outputs=list(paths.values()))

@@ -58,9 +58,7 @@ def _segment_one(
     written: list[Path] = []
     try:
         stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
-        if pixel_size is None:
-            pixel_size = read_pixel_size(image.path)
-        plane_options = diameter_in_pixels(options, pixel_size, image.path)
+        pixel_size, plane_options = physical_settings(image.path, pixel_size, options)
         results = []
         for plane in stack.planes:
             result = model.segment(plane, **plane_options)
@@ -77,7 +75,7 @@ def _segment_one(
             written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
                                      overwrite=overwrite))
         if measure:
-            tables = [measure_nuclei(plane_labels, _intensity_channels(plane, image.path), pixel_size=pixel_size)
+            tables = [measure_nuclei(plane_labels, intensity_channels(plane, image.path), pixel_size=pixel_size)
                       for plane, plane_labels in zip(stack.planes, labels)]
             written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
@@ -134,6 +132,20 @@ def _warn_if_sizing_clipped(results: list, path: Path) -> None:
                       f"{estimate.factor:g}: give --diameter for this image", stacklevel=2)
 
 
+def physical_settings(path: Path, pixel_size: float | None,
+                      options: Mapping[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """The pixel size of an image (the one given, else what its file states) and the segment options for it.
+
+    Raises
+    ------
+    InputError
+        As :func:`diameter_in_pixels`, or unreadable metadata.
+    """
+    if pixel_size is None:
+        pixel_size = read_pixel_size(path)
+    return pixel_size, diameter_in_pixels(options, pixel_size, path)
+
+
 def diameter_in_pixels(options: Mapping[str, Any], pixel_size: float | None, path: Path | None) -> dict[str, Any]:
     """``options`` with a ``diameter`` in microns (``"8um"``) turned into pixels with ``pixel_size``.
 
@@ -186,9 +198,12 @@ def segment_file(
                         stitch_threshold=stitch_threshold, options=segment_options)
 
 
-def _intensity_channels(image: np.ndarray, path: Path) -> np.ndarray:
-    """The image channels to measure intensities on: a PNG's alpha channel is dropped."""
-    if image.ndim == 3 and image.shape[2] in (2, 4) and path.suffix.lower() == ".png":
+def intensity_channels(image: np.ndarray, path: Path | None) -> np.ndarray:
+    """The image channels to measure intensities on: a PNG's alpha channel is dropped.
+
+    ``path`` is the file ``image`` was read from (None for an array given as it is).
+    """
+    if image.ndim == 3 and image.shape[2] in (2, 4) and path is not None and path.suffix.lower() == ".png":
         return image[:, :, :-1]
     return image
 
