@@ -260,8 +260,7 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
                                 "(default %(default)s)")
     scale_out.add_argument("--margin", type=int, default=DEFAULT_MARGIN, metavar="N",
                            help="context read around every block in pixels (default %(default)s); more than the "
-                                "largest "
-                                "nucleus")
+                                "largest nucleus")
     scale_out.add_argument("--zarr", action="store_true",
                            help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")
 

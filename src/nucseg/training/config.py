@@ -1,8 +1,9 @@
 """Training configuration: every setting of ``nucseg train`` in one dataclass.
 
-A :class:`TrainConfig` is built from defaults, then a preset (``--preset``),
-then a YAML/JSON file (``--config``), then command-line flags, each layer
-overriding the last. The resolved config is saved as ``config.yaml`` in the
+A :class:`TrainConfig` is built from defaults, then (when fine-tuning) the
+settings of the initial model and :data:`FINE_TUNING`, then a preset
+(``--preset``), then a YAML/JSON file (``--config``), then command-line flags,
+each layer overriding the last (:func:`resolve_config`). The resolved config is saved as ``config.yaml`` in the
 run folder and inside every model folder, so any run can be repeated.
 """
 
