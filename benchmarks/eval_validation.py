@@ -1,4 +1,4 @@
-"""Accuracy of models on the validation images held out by a training run.
+"""Accuracy of models on the validation (or test) images held out by a training run.
 
 Segments the validation images named in a model folder's ``config.json``
 (``split.validation``, written by ``nucseg train``) with each model, and
@@ -12,6 +12,13 @@ Usage::
         --split-from runs/dsb2018/model \\
         --model dsb2018=runs/dsb2018/model --model seed=runs/seed/model --model classical=classical \\
         [--split-part train] [--kind brightfield] [--json validation.json] [--device cpu] [--scale 1]
+
+For a model trained on several datasets (a ``datasets`` config) ``--data`` is
+left out: the images come from its datasets, and the scores are printed per
+dataset too. The test scores of the README come from::
+
+    nice python benchmarks/eval_validation.py --split-from runs/nuclei/model --split-part test \
+        --model nuclei=runs/nuclei/model --model dsb2018=dsb2018
 
 Without ``--split-from`` every image of ``--data`` is used; ``--split-part
 train`` scores the split's training images instead, and ``--kind`` keeps one
@@ -34,17 +41,20 @@ from pathlib import Path
 from nucseg.datasets.kinds import image_kind, IMAGE_KINDS
 from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import NucsegError
-from nucseg.evaluation.report import evaluate_model, format_markdown, load_validation_samples, SPLIT_PARTS
+from nucseg.datasets.mixture import NAME_SEPARATOR
+from nucseg.evaluation.report import (evaluate_model, format_markdown, load_validation_samples, report_subset,
+                                      SPLIT_PARTS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", required=True, help="annotated dataset (DSB2018 or paired layout)")
+    parser.add_argument("--data", help="annotated dataset (DSB2018 or paired layout); not for a model trained on "
+                                       "several datasets")
     parser.add_argument("--split-from", metavar="MODEL_DIR",
                         help="model folder whose stored validation split selects the images")
     parser.add_argument("--split-part", choices=SPLIT_PARTS, default="validation",
-                        help="with --split-from: score the split's validation images (default) or its training "
-                             "images")
+                        help="with --split-from: score the split's validation images (default), its test images "
+                             "or its training images")
     parser.add_argument("--kind", choices=IMAGE_KINDS, help="only the images of this kind")
     parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL",
                         help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
@@ -71,6 +81,14 @@ def parse_models(entries: Sequence[str]) -> dict[str, str]:
     return models
 
 
+def dataset_positions(names: Sequence[str]) -> dict[str, list[int]]:
+    """``{dataset: positions}`` of ``<dataset>/<image>`` names (one group for plain names)."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        groups.setdefault(name.partition(NAME_SEPARATOR)[0] if NAME_SEPARATOR in name else "", []).append(index)
+    return groups
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from nucseg.inference.model import ClassicalModel, load_model
     from nucseg.io.atomic import atomic_write
@@ -81,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.split_part != "validation" and not args.split_from:
             raise NucsegError(f"--split-part {args.split_part} needs --split-from (the model folder that stores "
                               "the split)")
+        if args.data is None and not args.split_from:
+            raise NucsegError("give --data, or --split-from a model folder trained on several datasets")
         if args.json and Path(args.json).exists() and not args.overwrite:
             raise NucsegError(f"{args.json}: exists (use --overwrite to replace it)")
         loaded = {name: load_model(model, device=args.device) for name, model in models.items()}
@@ -112,9 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eval_validation: error: {exc}", file=sys.stderr)
         return 2
     sizing = "automatic sizing" if args.scale is None else f"fixed scale {args.scale:g}"
-    print(f"Validation accuracy on {source}, from {args.data} (device {args.device}, {sizing}"
+    origin = args.data or "the datasets of the model's training config"
+    print(f"Accuracy on {source}, from {origin} (device {args.device}, {sizing}"
           f"{', TTA' if args.tta else ''}):\n")
     print(format_markdown(reports))
+    datasets = dataset_positions(next(iter(reports.values())).image_names)
+    if len(datasets) > 1:
+        for dataset, indices in datasets.items():
+            print(f"\n{dataset} ({len(indices)} images):\n")
+            print(format_markdown({name: report_subset(report, indices) for name, report in reports.items()},
+                                  by_kind=False))
     if args.json:
         document = {"data": str(args.data), "split_from": args.split_from, "device": args.device, "tta": args.tta,
                     "scale": args.scale,

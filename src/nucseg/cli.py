@@ -118,7 +118,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     settings.add_argument("--model", help="network: unet or mobilenetv2_unet")
     settings.add_argument("--encoder-weights", choices=["imagenet", "none"],
                           help="mobilenetv2_unet encoder start: ImageNet weights or random")
-    settings.add_argument("--target", choices=["three_class", "binary"], help="training target")
+    settings.add_argument("--target", choices=["three_class", "three_class_distance", "binary"],
+                          help="training target (three_class_distance adds a distance map that seeds the watershed)")
     settings.add_argument("--epochs", type=int, help="maximum number of epochs")
     settings.add_argument("--batch-size", type=int, help="crops per optimisation step")
     settings.add_argument("--crop-size", type=int, help="side of the square training crops (multiple of 32)")
@@ -162,9 +163,13 @@ def _run_train(args: argparse.Namespace) -> int:
                               f"may extend it); drop {', '.join(given)}")
         config = None
     else:
-        if args.data is None and args.images is None:
-            raise NucsegError("give the training data with --data DATASET or --images DIR --masks DIR")
         config = resolve_config(preset=args.preset, config_file=args.config, overrides=overrides)
+        given_data = args.data is not None or args.images is not None
+        if config.datasets and (given_data or args.val_data):
+            raise NucsegError("the config lists its datasets (datasets:); drop --data/--images/--val-data")
+        if not config.datasets and not given_data:
+            raise NucsegError("give the training data with --data DATASET or --images DIR --masks DIR "
+                              "(or a --config that lists datasets)")
     result = train(config, args.resume or args.out, data=args.data, images_dir=args.images, masks_dir=args.masks,
                    val_data=args.val_data, resume=bool(args.resume), extend=extend if args.resume else None)
     print(f"best epoch {result.best_epoch} of {result.epochs_run}: "
@@ -325,7 +330,8 @@ def _run_export(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if not isinstance(model, NetworkModel):
         raise NucsegError(f"model {model.name!r} has no network to export")
-    path = export_onnx(model.network, args.out, in_channels=model.config.in_channels, overwrite=args.overwrite)
+    path = export_onnx(model.network, args.out, in_channels=model.config.in_channels, classes=model.config.classes,
+                       overwrite=args.overwrite)
     norm = model.config.normalization
     print(f"wrote {path}: ONNX opset {ONNX_OPSET}, input 'image' float32 (N, {model.config.in_channels}, H, W) "
           f"with H, W multiples of 32, each channel scaled so its {norm.low_percentile:g} and "

@@ -52,6 +52,21 @@ def test_three_class_splits_touching_nuclei():
     assert all(iou > 0.85 for iou in _best_ious(true, pred))
 
 
+def test_distance_map_seeds_touching_nuclei_that_the_boundary_class_does_not_part():
+    from nucseg.training.targets import distance_target
+
+    true = np.zeros((60, 80), dtype=np.int32)
+    true[disk((30, 30), 12, shape=true.shape)] = 1
+    true[disk((30, 48), 12, shape=true.shape)] = 2  # overlaps the first: they share a 16-pixel contact line
+    # Classes predicted as if the pair were one nucleus: no boundary line between them.
+    probabilities = _three_class((true > 0).astype(np.int32))
+    assert instances_from_probabilities(probabilities).max() == 1
+    with_distance = np.concatenate([probabilities, ndi.gaussian_filter(distance_target(true), 1.0)[None]])
+    pred = instances_from_probabilities(with_distance)
+    assert pred.max() == 2
+    assert all(iou > 0.85 for iou in _best_ious(true, pred))
+
+
 def test_three_class_float64_and_noisy_maps():
     true = _nuclei()
     rng = np.random.default_rng(0)
@@ -128,7 +143,7 @@ def test_thresholds_are_applied():
     "probabilities",
     [
         np.zeros((3, 8), dtype=np.float32),
-        np.zeros((4, 8, 8), dtype=np.float32),
+        np.zeros((5, 8, 8), dtype=np.float32),
         np.zeros((1, 8, 8), dtype=np.float32),
         np.zeros((3, 8, 8), dtype=np.uint8),
         np.full((3, 8, 8), np.nan, dtype=np.float32),

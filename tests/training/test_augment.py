@@ -205,3 +205,17 @@ def test_random_intensity_inversion_and_identity():
 def test_invalid_settings_are_rejected(changes):
     with pytest.raises(ValueError, match=next(iter(changes)).removesuffix("_min").removesuffix("_max")):
         AugmentConfig(**changes)
+
+
+def test_stain_jitter_changes_colour_crops_and_leaves_gray_ones_alone():
+    from nucseg.training.augment import random_stain
+
+    rng = np.random.default_rng(0)
+    he_like = np.stack([np.full((32, 32), 0.8), np.full((32, 32), 0.5), np.full((32, 32), 0.75)], axis=2)
+    he_like[8:20, 8:20] = (0.35, 0.2, 0.55)  # a purple nucleus on pink stroma
+    config = dataclasses.replace(NO_AUGMENTATION, stain_jitter=0.2)
+    jittered = random_intensity(he_like, rng, config)
+    assert jittered.shape == he_like.shape and np.abs(jittered - he_like).max() > 0.01
+    assert np.abs(random_stain(he_like, np.random.default_rng(1), 0.0) - he_like).max() < 0.01  # unmixing round-trips
+    gray = np.repeat(he_like.mean(axis=2, keepdims=True), 3, axis=2)
+    assert np.array_equal(random_intensity(gray, np.random.default_rng(0), config), gray.astype(np.float32))

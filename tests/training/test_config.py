@@ -179,3 +179,31 @@ def test_updated_and_from_dict():
         TrainConfig.from_dict({"nonsense": 1})
     with pytest.raises(ValueError, match="must be a mapping"):
         TrainConfig.from_dict(["epochs", 3])
+
+
+@pytest.mark.parametrize("datasets, message", [
+    ([{"weight": 1.0}], "needs a path"),
+    ([{"path": "a", "weight": 0}], "positive number"),
+    ([{"path": "a", "colour": "red"}], "unknown dataset setting"),
+    ([{"path": "x/a"}, {"path": "y/a"}], "both named 'a'"),
+    ([{"path": "a", "name": "p/q"}], "without '/'"),
+])
+def test_datasets_are_checked(datasets, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(datasets=datasets)
+
+
+def test_test_fraction_leaves_images_to_train_on():
+    assert TrainConfig(test_fraction=0.1, val_fraction=0.1).test_fraction == 0.1
+    with pytest.raises(ValueError, match="test_fraction"):
+        TrainConfig(test_fraction=0.5, val_fraction=0.5)
+
+
+def test_shipped_recipes_resolve():
+    from pathlib import Path
+
+    configs = Path(__file__).parents[2] / "configs"
+    for name in ("nuclei.yaml", "nuclei_three_class.yaml"):
+        config = TrainConfig.from_dict(yaml.safe_load((configs / name).read_text()))
+        assert len(config.datasets) == 4 and config.test_fraction > 0
+    assert TrainConfig.from_dict(yaml.safe_load((configs / "nuclei.yaml").read_text())).target == "three_class_distance"

@@ -21,7 +21,7 @@ from nucseg.datasets.kinds import image_kind
 from nucseg.errors import InputError
 from nucseg.models.folder import load_model_folder
 from nucseg.models.networks import build_model
-from nucseg.training.data import CropDataset, EpochSampler, prepare_samples, sampling_weights, split_names
+from nucseg.training.data import CropDataset, EpochSampler, prepare_samples, sampling_weights, split_dataset
 from nucseg.training.loop import make_scheduler, train
 from nucseg.training.loss import segmentation_loss
 
@@ -113,7 +113,7 @@ def test_training_reduces_the_loss(full_run, dsb_samples):
     split = json.loads((result.run_dir / "split.json").read_text())
     samples = [sample for sample in dsb_samples.values() if sample.name in split["train"]]
     dataset = CropDataset(prepare_samples(samples, config), config)
-    images, targets, _ = map(torch.stack, zip(*(dataset[(0, index)] for index in range(8))))
+    images, targets, _, _ = map(torch.stack, zip(*(dataset[(0, index)] for index in range(8))))
 
     def batch_loss(network):
         network = copy.deepcopy(network).train()  # batch statistics, as during training
@@ -173,7 +173,7 @@ def test_model_folder_holds_the_best_network(full_run):
     assert config.validation["epoch"] == result.best_epoch
     assert config.validation["dsb_score"] == pytest.approx(result.best_metric)
     split = json.loads((result.run_dir / "split.json").read_text())
-    assert config.split == {"train": split["train"], "validation": split["validation"]}
+    assert config.split == {"train": split["train"], "validation": split["validation"], "test": []}
     assert config.postprocess  # the thresholds the validation scores were computed with
 
 
@@ -314,27 +314,54 @@ def test_a_single_image_cannot_be_split(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_split_names():
+def sides(split):
+    return split.train, split.validation
+
+
+def test_split_dataset():
     names = [f"img{i:02d}" for i in range(20)]
-    train_names, val_names = split_names(names[::-1], val_fraction=0.25, seed=3)
+    train_names, val_names = sides(split_dataset(names[::-1], val_fraction=0.25, seed=3))
     assert len(val_names) == 5 and sorted(train_names + val_names) == names
     assert train_names == sorted(train_names) and val_names == sorted(val_names)
-    assert split_names(names, val_fraction=0.25, seed=3) == (train_names, val_names)
-    assert split_names(names, val_fraction=0.25, seed=4) != (train_names, val_names)
-    assert [len(side) for side in split_names(["a", "b"], val_fraction=0.01, seed=0)] == [1, 1]
-    assert [len(side) for side in split_names(["a", "b"], val_fraction=0.99, seed=0)] == [1, 1]
+    assert sides(split_dataset(names, val_fraction=0.25, seed=3)) == (train_names, val_names)
+    assert sides(split_dataset(names, val_fraction=0.25, seed=4)) != (train_names, val_names)
+    assert [len(side) for side in sides(split_dataset(["a", "b"], val_fraction=0.01, seed=0))] == [1, 1]
+    assert [len(side) for side in sides(split_dataset(["a", "b"], val_fraction=0.99, seed=0))] == [1, 1]
     with pytest.raises(ValueError, match="at least two images"):
-        split_names(["a"], val_fraction=0.5, seed=0)
+        split_dataset(["a"], val_fraction=0.5, seed=0)
+
+
+def test_split_dataset_holds_out_a_test_side_of_at_least_three_images():
+    names = [f"img{i:02d}" for i in range(13)]
+    split = split_dataset(names, val_fraction=0.1, test_fraction=0.1, seed=0)
+    assert len(split.test) == 3 and len(split.validation) == 1 and len(split.train) == 9
+    assert sorted(split.train + split.validation + split.test) == names
+    assert not set(split.test) & set(split.validation)
+    # Adding a test side leaves the validation side of the same seed where it was without one... in order:
+    # the test side takes the first names of the seeded order, so validation starts after it.
+    larger = split_dataset([f"img{i:03d}" for i in range(100)], val_fraction=0.1, test_fraction=0.2, seed=1)
+    assert [len(larger.train), len(larger.validation), len(larger.test)] == [70, 10, 20]
+
+
+def test_split_dataset_keeps_the_initial_models_training_images_on_the_training_side():
+    names = [f"img{i:02d}" for i in range(40)]
+    seen = names[:34]
+    split = split_dataset(names, val_fraction=0.1, test_fraction=0.1, seed=0, train_only=seen)
+    assert set(split.validation + split.test) <= set(names[34:])
+    assert len(split.test) == 3 and len(split.validation) == 3  # too few unseen images: shared, test half
+    assert set(seen) <= set(split.train)
+    with pytest.raises(ValueError, match="none is left"):
+        split_dataset(names[:5], val_fraction=0.2, seed=0, train_only=names[:5])
 
 
 def test_crop_dataset_items_are_reproducible(dsb_samples):
     dataset = CropDataset(prepare_samples(list(dsb_samples.values()), TINY), TINY)
-    image, target, pixel_weights = dataset[(3, 5)]
+    image, target, pixel_weights, _ = dataset[(3, 5)]
     assert image.shape == (3, 64, 64) and image.dtype == torch.float32
     assert target.shape == (64, 64) and target.dtype == torch.int64
     assert set(target.unique().tolist()) <= {0, 1, 2}
     assert pixel_weights.shape == (64, 64) and bool((pixel_weights == 1).all())  # touching_weight 0: all equal
-    again_image, again_target, _ = dataset[(3, 5)]
+    again_image, again_target, _, _ = dataset[(3, 5)]
     assert torch.equal(image, again_image) and torch.equal(target, again_target)
     assert not torch.equal(image, dataset[(4, 5)][0])  # the next epoch sees other crops
     sampler = EpochSampler(3)
@@ -347,7 +374,7 @@ def test_crop_dataset_weights_touching_pixels(dsb_samples):
     dataset = CropDataset(prepare_samples(list(dsb_samples.values()), config), config)
     found_touching = False
     for index in range(16):
-        image, target, pixel_weights = dataset[(0, index)]
+        image, target, pixel_weights, _ = dataset[(0, index)]
         assert set(pixel_weights.unique().tolist()) <= {1.0, 5.0}
         heavy = pixel_weights == 5.0
         found_touching |= bool(heavy.any())
@@ -434,13 +461,13 @@ def test_fine_tuning_from_a_different_network_is_a_clear_error(tmp_path):
 
 def test_split_names_grows_a_small_validation_side_until_it_holds_enough_nuclei():
     names = [f"img{i:02d}" for i in range(10)]
-    plain = split_names(names, val_fraction=0.1, seed=0)
+    plain = sides(split_dataset(names, val_fraction=0.1, seed=0))
     assert len(plain[1]) == 1
-    few = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 60 for name in names})
+    few = sides(split_dataset(names, val_fraction=0.1, seed=0, nuclei={name: 60 for name in names}))
     assert len(few[1]) == 4 and set(plain[1]) <= set(few[1])  # 4 x 60 >= 200, in the same seeded order
-    many = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 500 for name in names})
+    many = sides(split_dataset(names, val_fraction=0.1, seed=0, nuclei={name: 500 for name in names}))
     assert many == plain
-    capped = split_names(names, val_fraction=0.1, seed=0, nuclei={name: 1 for name in names})
+    capped = sides(split_dataset(names, val_fraction=0.1, seed=0, nuclei={name: 1 for name in names}))
     assert len(capped[1]) == 5  # never more than half the images
 
 

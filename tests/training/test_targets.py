@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.training.targets import binary_target, make_target, TARGET_CLASSES, three_class_target, touching_mask
+from nucseg.models.outputs import TARGETS
+from nucseg.training.targets import binary_target, distance_target, make_target, three_class_target, touching_mask
 
 
 def two_touching_squares() -> np.ndarray:
@@ -63,7 +64,7 @@ def test_make_target_dispatches_and_rejects_unknown_kinds():
     labels = two_touching_squares()
     np.testing.assert_array_equal(make_target(labels, "three_class"), three_class_target(labels))
     np.testing.assert_array_equal(make_target(labels, "binary"), binary_target(labels))
-    assert all(make_target(labels, kind).max() == TARGET_CLASSES[kind] - 1 for kind in TARGET_CLASSES)
+    assert all(make_target(labels, kind).max() == TARGETS[kind].classes - 1 for kind in TARGETS)
     with pytest.raises(ValueError, match="unknown target 'distance'.*three_class, binary"):
         make_target(labels, "distance")
 
@@ -122,3 +123,24 @@ def test_touching_mask_on_real_fixtures(dsb_samples):
             window = sample.labels[max(row - 2, 0):row + 3, max(col - 2, 0):col + 3]
             assert len(np.unique(window[window > 0])) >= 2
     assert marked > 0  # the fixtures hold touching nuclei
+
+
+def test_distance_target_is_one_at_each_centre_and_falls_to_the_shared_edge():
+    labels = np.zeros((20, 30), dtype=np.int32)
+    labels[5:15, 3:13] = 1  # two touching squares
+    labels[5:15, 13:23] = 2
+    distance = distance_target(labels)
+    assert distance.dtype == np.float32 and distance.shape == labels.shape
+    assert np.all(distance[labels == 0] == 0)
+    assert all(np.isclose(distance[labels == index].max(), 1.0) for index in (1, 2))
+    # Where the two nuclei touch, each one's distance is at its smallest: a valley between two peaks.
+    row = distance[10]
+    assert row[12] < row[8] and row[13] < row[17] and row[12] == row[3]
+    assert np.all(distance[labels > 0] > 0)
+
+
+def test_distance_target_of_a_nucleus_cut_by_the_image_border_is_highest_at_the_border():
+    labels = np.zeros((10, 10), dtype=np.int32)
+    labels[:4, 2:8] = 3  # cut by the top border, which is not its edge
+    distance = distance_target(labels)
+    assert distance[0, 4] == distance[:4, 4].max() > distance[3, 4]

@@ -173,6 +173,27 @@ def evaluate_model(
     )
 
 
+def report_subset(report: ModelReport, indices: Sequence[int], *, name: str | None = None) -> ModelReport:
+    """The report of some of its images (by position), e.g. one dataset of a mixture.
+
+    Seconds are shared out in proportion to the number of images.
+    """
+    indices = list(indices)
+    if not indices:
+        raise ValueError("no images in the subset")
+    scores = [report.image_scores[i] for i in indices]
+    kinds = tuple(report.image_kinds[i] for i in indices) if report.image_kinds else ()
+    return ModelReport(
+        name=name or report.name,
+        overall=summarize(scores),
+        by_kind=scores_by_kind(kinds, scores) if kinds else {},
+        image_names=tuple(report.image_names[i] for i in indices),
+        image_kinds=kinds,
+        image_scores=tuple(scores),
+        seconds=report.seconds * len(indices) / len(report.image_scores),
+    )
+
+
 def dataset_image_kinds(
     root: str | Path | None = None,
     *,
@@ -194,7 +215,7 @@ def dataset_image_kinds(
 
 
 #: The parts of a split that a model folder stores.
-SPLIT_PARTS = ("train", "validation")
+SPLIT_PARTS = ("train", "validation", "test")
 
 
 def validation_names(model_dir: str | Path, *, part: str = "validation") -> list[str]:
@@ -205,7 +226,7 @@ def validation_names(model_dir: str | Path, *, part: str = "validation") -> list
     model_dir
         Model folder written by ``nucseg train``.
     part
-        ``"validation"`` (``split.validation``) or ``"train"`` (``split.train``).
+        ``"validation"`` (``split.validation``), ``"test"`` or ``"train"``.
 
     Raises
     ------
@@ -244,14 +265,16 @@ def load_validation_samples(
         (``nucseg train`` writes it).
     root, images_dir, masks_dir
         The dataset the model was trained on, as for
-        :func:`nucseg.datasets.layouts.load_dataset`.
+        :func:`nucseg.datasets.layouts.load_dataset`. None for a model trained
+        on a mixture (its config's ``datasets``): the images are then loaded
+        from those datasets, named ``<dataset>/<image>``.
     cache_dir
         Decoded-sample cache, as for :func:`nucseg.datasets.layouts.load_dataset`.
     progress
         Show a progress bar while decoding.
     part
-        ``"train"`` loads the split's training images instead (to compare a
-        model's scores on the images it learned from).
+        ``"test"`` loads the split's test images; ``"train"`` its training
+        images (to compare a model's scores on the images it learned from).
 
     Returns
     -------
@@ -269,6 +292,16 @@ def load_validation_samples(
     from nucseg.errors import InputError
 
     names = validation_names(model_dir, part=part)
+    if root is None and images_dir is None:
+        from nucseg.datasets.mixture import dataset_folders, load_mixture
+        from nucseg.models.folder import read_model_config
+
+        datasets = read_model_config(model_dir)[0].training.get("datasets") or []
+        if not datasets:
+            raise InputError(None, f"{Path(model_dir)} was trained on one dataset; give it (--data)")
+        loaded = load_mixture(dataset_folders(datasets), names, progress=progress)
+        by_name = {sample.name: sample for samples in loaded.values() for sample in samples}
+        return [by_name[name] for name in names]
     available = {files.name for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
     missing = [name for name in names if name not in available]
     if missing:

@@ -185,7 +185,7 @@ def search_thresholds(
     for p, t in zip(probabilities, true_labels):
         if p.shape[1:] != np.shape(t):
             raise ValueError(f"probabilities of shape {p.shape} do not fit labels of shape {np.shape(t)}")
-    three_class = n_classes.pop() == 3
+    three_class = n_classes.pop() >= 3  # three classes, with or without a distance map
     # Nearest to the model's own first, so that of equal scores the smallest change wins.
     min_sizes = tuple(sorted(set(grid.min_size) | {initial.min_size}, key=lambda s: (abs(s - initial.min_size), s)))
     trials: list[Trial] = []

@@ -59,8 +59,9 @@ class SegmentationResult:
         0 background, nuclei 1..N.
     probabilities : ndarray of float32, shape (C, H, W), or None
         Softmax class probabilities at the image's resolution (C = 3:
-        background, interior, boundary; C = 2: background, nucleus); None
-        for a model without a network.
+        background, interior, boundary; C = 2: background, nucleus; C = 4:
+        the three classes, then the predicted distance map, see
+        :mod:`nucseg.models.outputs`); None for a model without a network.
     scale
         Resize factor the network ran at (1.0: native resolution); None for
         a model without a network.
@@ -192,7 +193,7 @@ class NetworkModel(Model):
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         if backend not in self._runners:
             if backend == "torch":
-                self._runners[backend] = TorchRunner(self.network)
+                self._runners[backend] = TorchRunner(self.network, classes=self.config.classes)
             else:
                 if self.device != "cpu":
                     raise ValueError("the onnxruntime backend runs on CPU; load the model with device='cpu'")
@@ -201,7 +202,8 @@ class NetworkModel(Model):
                     if graph is None:
                         from nucseg.models.onnx import onnx_bytes
 
-                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels)
+                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels,
+                                           classes=self.config.classes)
                     self._runners[backend] = OnnxRunner(graph)
                 except ImportError as exc:
                     raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "

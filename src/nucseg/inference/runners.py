@@ -1,7 +1,8 @@
 """Backends that run a network on a batch of tiles.
 
 Both have one interface, :data:`Runner`: a float32 batch ``(N, C_in, h, w)``
-of normalized tiles in, softmax probabilities ``(N, C, h, w)`` out.
+of normalized tiles in, output maps ``(N, C, h, w)`` out: class probabilities, then
+any distance map (:mod:`nucseg.models.outputs`).
 
 :class:`OnnxRunner`
     ONNX Runtime (``CPUExecutionProvider``) on the model folder's ONNX graph
@@ -42,12 +43,16 @@ class TorchRunner:
         the network as it is). Several times faster for these convolutional
         networks on CPU; results are the same up to float rounding. None: on
         CPU only.
+    classes
+        Leading output channels that are classes (softmax); the others get a
+        sigmoid. None: all are classes.
     """
 
-    def __init__(self, network: Any, *, channels_last: bool | None = None):
+    def __init__(self, network: Any, *, channels_last: bool | None = None, classes: int | None = None):
         import torch
 
         self.network = network
+        self.classes = classes
         self.device = next(network.parameters()).device
         if channels_last is None:
             channels_last = self.device.type == "cpu"
@@ -59,11 +64,12 @@ class TorchRunner:
         import torch
 
         from nucseg.models.networks import eval_mode
+        from nucseg.models.outputs import output_maps
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         x = x.contiguous(memory_format=self.memory_format)
         with torch.inference_mode(), eval_mode(self.network):
-            probabilities = torch.softmax(self.network(x), dim=1)
+            probabilities = output_maps(self.network(x), self.classes)
         return probabilities.float().cpu().numpy()
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from nucseg.errors import first_line, ModelError, require
 from nucseg.io.atomic import atomic_directory, atomic_write
+from nucseg.models.outputs import output_layout
 from nucseg.preprocess.normalize import NormalizationConfig
 
 FORMAT_NAME = "nucseg-model"
@@ -93,6 +94,12 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT_NAME, **dataclasses.asdict(self)}
 
+    @property
+    def classes(self) -> int | None:
+        """Leading output channels that are class probabilities when maps follow them, else None
+        (the ``classes`` argument of :func:`nucseg.models.outputs.output_maps`)."""
+        return output_layout(self.target).split_at
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
@@ -145,7 +152,7 @@ def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: boo
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
         document = config.to_dict()
         document["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
-        export_onnx(network, tmp / ONNX_FILE, in_channels=config.in_channels)
+        export_onnx(network, tmp / ONNX_FILE, in_channels=config.in_channels, classes=config.classes)
         document["onnx_sha256"] = file_sha256(tmp / ONNX_FILE)
         (tmp / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path
@@ -324,7 +331,8 @@ def add_onnx_graph(path: str | Path) -> Path:
 
     path = Path(path)
     loaded = load_model_folder(path)
-    export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels)
+    export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels,
+                classes=loaded.config.classes)
     document = json.loads((path / CONFIG_FILE).read_text())
     document["onnx_sha256"] = file_sha256(path / ONNX_FILE)
     with atomic_write(path / CONFIG_FILE) as tmp:

@@ -1,4 +1,4 @@
-"""Exporting a network to ONNX, with a softmax, so that the graph outputs probabilities."""
+"""Exporting a network to ONNX, with its output activations, so that the graph outputs probabilities and maps."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from nucseg.io.atomic import atomic_write
 from nucseg.models import SIZE_DIVISOR
 from nucseg.models.networks import eval_mode
+from nucseg.models.outputs import output_maps
 
 
 #: ONNX opset of :func:`export_onnx`.
@@ -18,17 +19,18 @@ ONNX_OPSET = 17
 
 
 class _Probabilities(torch.nn.Module):
-    """A network followed by a softmax over classes."""
+    """A network followed by :func:`nucseg.models.outputs.output_maps`."""
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: torch.nn.Module, classes: int | None):
         super().__init__()
         self.network = network
+        self.classes = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network(x), dim=1)
+        return output_maps(self.network(x), self.classes)
 
 
-def export_onnx(network: torch.nn.Module, path: str | Path, *, in_channels: int = 3,
+def export_onnx(network: torch.nn.Module, path: str | Path, *, in_channels: int = 3, classes: int | None = None,
                 overwrite: bool = True) -> Path:
     """Export a network to ONNX, with a softmax, so that the file outputs probabilities.
 
@@ -47,22 +49,26 @@ def export_onnx(network: torch.nn.Module, path: str | Path, *, in_channels: int 
         Output ``.onnx`` file.
     in_channels
         Input channels of the network.
+    classes
+        Leading output channels that are classes (softmax); the others get a
+        sigmoid (:func:`nucseg.models.outputs.output_maps`). None: all are classes.
     overwrite
         If False, refuse to replace an existing file (``FileExistsError``).
     """
     with atomic_write(path, overwrite=overwrite) as tmp:
-        _export(network, tmp, in_channels=in_channels)
+        _export(network, tmp, in_channels=in_channels, classes=classes)
     return Path(path)
 
 
-def onnx_bytes(network: torch.nn.Module, *, in_channels: int = 3) -> bytes:
+def onnx_bytes(network: torch.nn.Module, *, in_channels: int = 3, classes: int | None = None) -> bytes:
     """The ONNX graph of :func:`export_onnx`, serialized in memory."""
     buffer = io.BytesIO()
-    _export(network, buffer, in_channels=in_channels)
+    _export(network, buffer, in_channels=in_channels, classes=classes)
     return buffer.getvalue()
 
 
-def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_channels: int) -> None:
+def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_channels: int,
+            classes: int | None) -> None:
     # torch >= 2.9 defaults to the torch.export-based exporter, which needs the
     # onnxscript package; the TorchScript exporter needs nothing beyond torch
     # and handles these plain convolutional networks exactly.
@@ -72,7 +78,7 @@ def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_cha
     with warnings.catch_warnings(), eval_mode(network), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            _Probabilities(network),
+            _Probabilities(network, classes),
             (example,),
             target if isinstance(target, io.BytesIO) else str(target),
             dynamo=False,

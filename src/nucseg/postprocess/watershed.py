@@ -7,13 +7,19 @@ The network predicts, for every pixel, the probability of each class:
     edge of every nucleus, including the line where two nuclei touch).
 ``binary`` target, ``C == 2``
     0 background, 1 nucleus.
+``three_class_distance`` target, ``C == 4``
+    the three classes, then (not a probability) the normalized distance to
+    the nucleus edge, 1 at a nucleus's centre (:mod:`nucseg.models.outputs`).
 
 :func:`instances_from_probabilities` turns such a map into an instance label
 image. For three classes, every connected blob of confident interior seeds one
 nucleus, and a marker-controlled watershed on the interior probability grows
 the seeds over the whole foreground, so that touching nuclei are cut along the
-predicted boundary. For two classes, nuclei are the connected components of
-the foreground, optionally split by a watershed on their distance transform.
+predicted boundary. With a distance map, the seeds are the blobs of high
+predicted distance instead and the flood follows the distance map: touching
+nuclei meet in its valley even where the boundary class has a gap. For two
+classes, nuclei are the connected components of the foreground, optionally
+split by a watershed on their distance transform.
 
 Everything is vectorised over objects (look-up tables built with
 ``np.bincount``), so the cost grows with the number of pixels, not with
@@ -31,6 +37,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+#: Channel of the distance map in the output of ``three_class_distance`` models.
+DISTANCE = 3
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,9 @@ class PostprocessConfig:
         A pixel is nucleus when p(interior) + p(boundary) (three classes) or
         p(nucleus) (two classes) is above this probability, in [0, 1).
     marker_threshold
-        Three classes only: pixels with p(interior) above this probability,
-        in [0, 1), seed nuclei; each connected blob of them seeds one nucleus.
+        Three classes only: pixels with p(interior) (or, with a distance map,
+        the predicted distance) above this value, in [0, 1), seed nuclei; each
+        connected blob of them seeds one nucleus.
     min_marker_size
         Three classes only: seeds smaller than this many pixels are dropped
         (their foreground still goes to a neighbouring nucleus, or becomes a
@@ -128,8 +137,9 @@ def instances_from_probabilities(
     Parameters
     ----------
     probabilities : ndarray of float, shape (C, H, W)
-        Class probabilities summing to 1 over C. C == 3: background, interior,
-        boundary. C == 2: background, nucleus.
+        Class probabilities summing to 1 over the classes. C == 3: background,
+        interior, boundary. C == 2: background, nucleus. C == 4: the three
+        classes, then the distance map in [0, 1].
     config
         Thresholds and size limits, see :class:`PostprocessConfig`.
 
@@ -141,16 +151,16 @@ def instances_from_probabilities(
     Raises
     ------
     ValueError
-        Not a (C, H, W) array with C in {2, 3}, or NaN / infinite values.
+        Not a (C, H, W) array with C in {2, 3, 4}, or NaN / infinite values.
     """
     probabilities = np.asarray(probabilities)
-    if probabilities.ndim != 3 or probabilities.shape[0] not in (2, 3):
-        raise ValueError(f"probabilities must have shape (C, H, W) with C = 2 or 3, got {probabilities.shape}")
+    if probabilities.ndim != 3 or probabilities.shape[0] not in (2, 3, 4):
+        raise ValueError(f"probabilities must have shape (C, H, W) with C = 2, 3 or 4, got {probabilities.shape}")
     if probabilities.dtype.kind != "f":
         raise ValueError(f"probabilities must be floating point, got {probabilities.dtype}")
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities contain NaN or infinite values")
-    if probabilities.shape[0] == 3:
+    if probabilities.shape[0] >= 3:
         labels = _instances_three_class(probabilities, config)
     else:
         labels = _instances_binary(probabilities, config)
@@ -163,17 +173,18 @@ def _instances_three_class(probabilities: np.ndarray, config: PostprocessConfig)
     interior = probabilities[INTERIOR]
     foreground = (interior + probabilities[BOUNDARY]) > config.foreground_threshold
     foreground = fill_small_holes(foreground, config.max_hole_size)
-    seeds, _ = ndi.label((interior > config.marker_threshold) & foreground)
+    seed_map = probabilities[DISTANCE] if probabilities.shape[0] > DISTANCE else interior
+    seeds, _ = ndi.label((seed_map > config.marker_threshold) & foreground)
     seeds = remove_small_labels(seeds, config.min_marker_size)
     markers = add_unseeded_components(seeds, foreground)
     if not markers.any():
         return markers
-    # Flooding in order of decreasing p(interior) fills the confident interior
-    # first, so neighbouring seeds meet on the predicted boundary line. Only
-    # the bounding box of the foreground is flooded, which matters for sparse
-    # fields in large images.
+    # Flooding in order of decreasing p(interior) (or distance) fills the
+    # confident interior first, so neighbouring seeds meet on the predicted
+    # boundary line. Only the bounding box of the foreground is flooded, which
+    # matters for sparse fields in large images.
     box = _bounding_box(foreground)
-    markers[box] = watershed(-interior[box], _marker_edges(markers[box]), mask=foreground[box])
+    markers[box] = watershed(-seed_map[box], _marker_edges(markers[box]), mask=foreground[box])
     return markers
 
 

@@ -45,6 +45,12 @@ class AugmentConfig:
     invert_probability
         Probability of inverting intensities (dark nuclei on bright background
         become bright on dark, and back).
+    stain_jitter
+        Colour crops only: H&E stain variation (Tellez et al. 2018). The crop
+        is unmixed into haematoxylin, eosin and DAB optical densities
+        (:func:`skimage.color.rgb2hed`), each is scaled by a factor in
+        ``[1 - stain_jitter, 1 + stain_jitter]`` and shifted by up to
+        ``stain_jitter`` (times its mean), and mixed back. 0 disables it.
     """
 
     flips: bool = True
@@ -60,6 +66,7 @@ class AugmentConfig:
     blur_sigma_max: float = 1.2
     color_probability: float = 0.3
     invert_probability: float = 0.15
+    stain_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("flips", "rotations"):
@@ -71,11 +78,13 @@ class AugmentConfig:
                 raise ValueError(f"augment {name}_min and {name}_max must satisfy 0 < min <= max, "
                                  f"got {low!r}, {high!r}")
         for name in ("brightness", "contrast", "noise_max", "blur_sigma_max", "blur_probability",
-                     "color_probability", "invert_probability"):
+                     "color_probability", "invert_probability", "stain_jitter"):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or (name.endswith("probability") and value > 1):
                 raise ValueError(f"augment {name} must be a non-negative number"
                                  f"{' at most 1' if name.endswith('probability') else ''}, got {value!r}")
+        if self.stain_jitter >= 1:
+            raise ValueError(f"augment stain_jitter must be below 1 (a relative change), got {self.stain_jitter!r}")
         if self.contrast >= 1:
             raise ValueError(f"augment contrast must be below 1 (a relative change), got {self.contrast!r}")
         if self.blur_probability > 0 and self.blur_sigma_max < 0.3:
@@ -159,6 +168,8 @@ def random_intensity(image: np.ndarray, rng: np.random.Generator, config: Augmen
     """Random colour, inversion, gamma, contrast, brightness, blur and noise on a normalized (H, W, C) image."""
     image = image.astype(np.float32, copy=True)
     channels = image.shape[2]
+    if config.stain_jitter and channels == 3 and not _is_gray(image):
+        image = random_stain(image, rng, config.stain_jitter)
     if channels > 1 and rng.random() < config.color_probability:
         if rng.random() < 0.5:
             image = image[:, :, rng.permutation(channels)]
@@ -181,6 +192,33 @@ def random_intensity(image: np.ndarray, rng: np.random.Generator, config: Augmen
     if config.noise_max:
         image += rng.normal(0.0, float(rng.uniform(0, config.noise_max)), size=image.shape).astype(np.float32)
     return image.astype(np.float32, copy=False)
+
+
+def random_stain(image: np.ndarray, rng: np.random.Generator, jitter: float) -> np.ndarray:
+    """H&E stain variation of a normalized RGB crop (see ``AugmentConfig.stain_jitter``).
+
+    Parameters
+    ----------
+    image : ndarray of float, shape (H, W, 3)
+        Normalized RGB, about [0, 1].
+    jitter
+        Relative scale and shift range of each stain's optical density.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W, 3)
+    """
+    from skimage.color import hed2rgb, rgb2hed
+
+    densities = rgb2hed(np.clip(image, 0.0, 1.0))
+    scale = rng.uniform(1 - jitter, 1 + jitter, size=3)
+    shift = rng.uniform(-jitter, jitter, size=3) * np.abs(densities.reshape(-1, 3).mean(axis=0))
+    return hed2rgb(densities * scale + shift).astype(np.float32)
+
+
+def _is_gray(image: np.ndarray) -> bool:
+    """Whether all channels of an (H, W, C) image are equal (a gray image stacked to RGB)."""
+    return bool(np.all(image == image[:, :, :1]))
 
 
 def augment_crop(

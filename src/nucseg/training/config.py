@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nucseg.datasets.mixture import dataset_key
 from nucseg.training.augment import AugmentConfig
 from nucseg.errors import InputError
 
@@ -34,8 +35,14 @@ class TrainConfig:
     encoder_weights
         ``"imagenet"`` or ``None``; only for ``mobilenetv2_unet``.
     target
-        ``"three_class"`` (interior + boundary, separates touching nuclei) or
-        ``"binary"`` (the seed's foreground/background).
+        ``"three_class"`` (interior + boundary, separates touching nuclei),
+        ``"three_class_distance"`` (the same, plus a regressed distance map
+        that seeds the watershed) or ``"binary"`` (the seed's
+        foreground/background); see :mod:`nucseg.models.outputs`.
+    distance_weight
+        ``three_class_distance`` only: weight of the distance map's loss
+        (binary cross-entropy against :func:`nucseg.training.targets.distance_target`)
+        beside the class loss.
     epochs
         Maximum number of epochs.
     samples_per_epoch
@@ -97,8 +104,22 @@ class TrainConfig:
         ``"pixel_iou"``, ``"pixel_accuracy"`` or ``"loss"`` (lower is better).
     grad_clip
         Maximum global gradient norm (0 disables clipping).
+    datasets
+        Train on several datasets at once: a list of ``{"path": ..., "weight": ..., "name": ...}``
+        mappings (``weight`` defaults to 1, ``name`` to the folder's name, and
+        names the dataset in splits and reports; a relative ``path`` that does not
+        exist from the working directory is looked up in the data root,
+        :func:`nucseg.datasets.locations.data_root`). Each dataset is split on
+        its own (``val_fraction``, ``test_fraction``), and a training crop comes
+        from dataset *d* with probability ``weight_d / sum(weights)``, whatever
+        its number of images. Empty: the dataset given to :func:`nucseg.training.loop.train`.
     val_fraction
         Fraction of the images held out for validation (seeded split).
+    test_fraction
+        Fraction of every dataset's images held out as a test split, which
+        no epoch or threshold is chosen on (at least :data:`MIN_TEST_IMAGES`
+        when above 0). The test names are stored in the model folder; score
+        them with ``nucseg evaluate --split test``.
     seed
         Seed of the split, initialization and augmentation.
     num_workers
@@ -130,6 +151,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)
     encoder_weights: str | None = None
     target: str = "three_class"
+    distance_weight: float = 1.0
     epochs: int = 100
     samples_per_epoch: int | None = None
     batch_size: int = 8
@@ -153,7 +175,9 @@ class TrainConfig:
     time_limit_minutes: float | None = None
     monitor: str = "dsb_score"
     grad_clip: float = 1.0
+    datasets: list[dict[str, Any]] = field(default_factory=list)
     val_fraction: float = 0.1
+    test_fraction: float = 0.0
     seed: int = 0
     num_workers: int = 2
     snapshot_images: int = 4
@@ -178,7 +202,7 @@ class TrainConfig:
 
         from nucseg.datasets.kinds import IMAGE_KINDS
         from nucseg.models.networks import REGISTRY
-        from nucseg.training.targets import TARGET_CLASSES
+        from nucseg.models.outputs import TARGETS
 
         for name, (kind, minimum) in _NUMBER_SETTINGS.items():
             _check_number(name, getattr(self, name), kind, minimum)
@@ -201,14 +225,15 @@ class TrainConfig:
         if self.encoder_weights is not None and "encoder_weights" not in parameters:
             raise ValueError(f"encoder_weights {self.encoder_weights!r} does not apply to model {self.model!r} "
                              "(set encoder_weights to none: --encoder-weights none)")
-        if self.target not in TARGET_CLASSES:
-            raise ValueError(f"target must be one of {sorted(TARGET_CLASSES)}, got {self.target!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        classes = TARGETS[self.target].classes
         if self.class_weights is not None and (
             not isinstance(self.class_weights, (list, tuple))
-            or len(self.class_weights) != TARGET_CLASSES[self.target]
+            or len(self.class_weights) != classes
             or not all(_is_number(w) and w >= 0 for w in self.class_weights)
         ):
-            raise ValueError(f"class_weights needs {TARGET_CLASSES[self.target]} non-negative numbers for target "
+            raise ValueError(f"class_weights needs {classes} non-negative numbers for target "
                              f"{self.target!r}, got {self.class_weights!r}")
         if not isinstance(self.kind_weights, dict) or not all(
             kind in IMAGE_KINDS and _is_number(weight) and weight > 0 for kind, weight in self.kind_weights.items()
@@ -243,6 +268,10 @@ class TrainConfig:
             raise ValueError(f"unknown monitor {self.monitor!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1) and leave images for training beside val_fraction, "
+                             f"got {self.test_fraction}")
+        _check_datasets(self.datasets)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-compatible dictionary."""
@@ -271,13 +300,40 @@ _NUMBER_SETTINGS: dict[str, tuple[str, float]] = {
     "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "warmup_epochs": ("int", 0),
     "early_stopping_patience": ("int", 1),
     "time_limit_minutes": ("float?", 0.0), "grad_clip": ("float", 0.0), "val_fraction": ("float", 0.0),
-    "touching_weight": ("float", 0.0), "touching_gap": ("int", 1),
+    "touching_weight": ("float", 0.0), "touching_gap": ("int", 1), "distance_weight": ("float", 0.0),
+    "test_fraction": ("float", 0.0),
     "seed": ("int", 0), "num_workers": ("int", 0), "snapshot_images": ("int", 0),
     "low_percentile": ("float", 0.0), "high_percentile": ("float", 0.0),
 }
 
 #: Class weights that go with each target when no layer of :func:`resolve_config` sets them.
-DEFAULT_CLASS_WEIGHTS: dict[str, list[float] | None] = {"three_class": [1.0, 1.0, 2.0], "binary": None}
+DEFAULT_CLASS_WEIGHTS: dict[str, list[float] | None] = {"three_class": [1.0, 1.0, 2.0], "binary": None,
+                                                         "three_class_distance": [1.0, 1.0, 2.0]}
+
+#: Smallest test split of a dataset when ``test_fraction`` is above 0.
+MIN_TEST_IMAGES = 3
+
+
+def _check_datasets(datasets: Any) -> None:
+    if not isinstance(datasets, list):
+        raise ValueError(f"datasets must be a list of {{path: ..., weight: ...}} mappings, got {datasets!r}")
+    names = set()
+    for entry in datasets:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+            raise ValueError(f"every entry of datasets needs a path, got {entry!r}")
+        unknown = sorted(set(entry) - {"path", "weight", "name"})
+        if unknown:
+            raise ValueError(f"unknown dataset setting(s) {', '.join(unknown)} in {entry!r} "
+                             "(known: path, weight, name)")
+        weight = entry.get("weight", 1.0)
+        if not _is_number(weight) or weight <= 0:
+            raise ValueError(f"dataset weight must be a positive number, got {weight!r} for {entry['path']!r}")
+        name = dataset_key(entry)
+        if not name or "/" in name:
+            raise ValueError(f"a dataset name must be a non-empty word without '/', got {name!r}")
+        if name in names:
+            raise ValueError(f"two datasets are both named {name!r}; their images could not be told apart")
+        names.add(name)
 
 
 def _is_number(value: Any) -> bool:

@@ -36,16 +36,15 @@ import torch
 from torch import nn
 
 from nucseg.training.config import MIN_STEPS_PER_EPOCH, TrainConfig
-from nucseg.datasets.layouts import load_dataset
 from nucseg.datasets.sample import Sample
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.folder import ModelConfig, read_model_config, save_model
 from nucseg.models.networks import build_model, select_device
-from nucseg.training.data import CropDataset, EpochSampler, normalization_of, prepare_samples, split_names
+from nucseg.training.data import CropDataset, EpochSampler, load_training_data, normalization_of, prepare_samples
 from nucseg.training.loss import segmentation_loss
-from nucseg.training.targets import TARGET_CLASSES
+from nucseg.models.outputs import output_layout
 from nucseg.training.validation import validate, ValidationResult
 
 CHECKPOINT_VERSION = 1
@@ -144,30 +143,13 @@ def train(
     if state is None and config.init_from is not None:
         load_initial_weights(parts.network, config.init_from)
 
-    samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
-    if val_data is not None:
-        val_samples = load_dataset(val_data, progress=progress)
-        train_samples = samples
-        split = {"train": [s.name for s in samples], "validation": [s.name for s in val_samples]}
-    else:
-        if not resume:
-            try:
-                nuclei = {s.name: int(np.count_nonzero(np.unique(s.labels))) for s in samples}
-                train_names, val_names = split_names([s.name for s in samples], val_fraction=config.val_fraction,
-                                                     nuclei=nuclei,
-                                                     seed=config.seed)
-            except ValueError as exc:
-                raise InputError(data or images_dir, f"{exc} (or give a validation dataset with --val-data)") from None
-            split = {"train": train_names, "validation": val_names}
-        by_name = {s.name: s for s in samples}
-        missing = [n for n in split["train"] + split["validation"] if n not in by_name]
-        if missing:
-            raise InputError(data, f"sample {missing[0]!r} of the run's split is missing from the dataset")
-        train_samples = [by_name[n] for n in split["train"]]
-        val_samples = [by_name[n] for n in split["validation"]]
-
-    split["source"] = {key: None if value is None else str(Path(value).resolve()) for key, value in
-                       (("data", data), ("images_dir", images_dir), ("masks_dir", masks_dir), ("val_data", val_data))}
+    initial_train = _initial_training_names(config.init_from) if state is None else ()
+    loaded = load_training_data(config, data=data, images_dir=images_dir, masks_dir=masks_dir, val_data=val_data,
+                                saved_split=split if resume else None, initial_train=initial_train,
+                                progress=progress)
+    split, train_samples, val_samples = loaded.split, loaded.train, loaded.validation
+    if initial_train:
+        log(f"the {len(set(initial_train))} training images of {config.init_from} stay on the training side")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
@@ -208,7 +190,7 @@ def train(
             sampler.set_epoch(epoch)
             losses = _train_one_epoch(parts, loader, config, device, description=f"epoch {epoch}/{config.epochs}",
                                       progress=progress)
-            result = validate(parts.evaluated, val_samples, config, postprocess)
+            result = validate(parts.evaluated, val_samples, config, postprocess, groups=loaded.groups)
             monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
                          "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}[config.monitor]
             lr = parts.optimizer.param_groups[0]["lr"]
@@ -220,6 +202,8 @@ def train(
                    "val_loss": result.loss, "val_pixel_iou": result.pixel_iou,
                    "val_pixel_accuracy": result.pixel_accuracy, "val_dsb_score": result.dsb_score,
                    "val_ap50": result.ap50, "lr": lr, "seconds": time.time() - started}
+            for dataset, scores in result.by_dataset.items():
+                row[f"val_dsb_score_{dataset}"], row[f"val_ap50_{dataset}"] = scores["dsb_score"], scores["ap50"]
             history.append(row)
             improved = progress_state.record(epoch, monitored, config.monitor)
             _log_epoch(writer, row, result, val_samples, snapshot_indices, run_dir, epoch)
@@ -293,7 +277,7 @@ def _setup_training(config: TrainConfig, device: torch.device, *, fresh: bool) -
     if config.encoder_weights is not None and fresh:
         options["encoder_weights"] = config.encoder_weights
     try:
-        network = build_model(config.model, in_channels=3, out_channels=TARGET_CLASSES[config.target],
+        network = build_model(config.model, in_channels=3, out_channels=output_layout(config.target).channels,
                               **options).to(device)
     except (TypeError, ValueError) as exc:
         raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
@@ -331,11 +315,12 @@ def _train_one_epoch(parts: _TrainingParts, loader, config: TrainConfig, device:
     parts.network.train()
     losses = []
     bar = tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False)
-    for images, targets, pixel_weights in bar:
+    for images, targets, pixel_weights, distance in bar:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         pixel_weights = pixel_weights.to(device, non_blocking=True)
+        distance = distance.to(device, non_blocking=True) if distance.numel() else None
         with torch.autocast(device.type, enabled=parts.use_amp):
-            loss = segmentation_loss(parts.network(images), targets, config, pixel_weights)
+            loss = segmentation_loss(parts.network(images), targets, config, pixel_weights, distance)
         parts.optimizer.zero_grad(set_to_none=True)
         parts.scaler.scale(loss).backward()
         if config.grad_clip > 0:
@@ -397,6 +382,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
 def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
     """Copy the weights of a model folder (or shipped model name) into ``network`` for fine-tuning.
 
+    The networks must match, except that ``network`` may have more output
+    channels (a ``three_class`` model fine-tuned for ``three_class_distance``):
+    the output layer's trained channels are copied and the new ones keep
+    their fresh initialization.
+
     Raises
     ------
     ModelError
@@ -409,23 +399,49 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
 
     path = resolve_model_path(name_or_path)
     source = load_model_folder(path)
+    state = source.network.state_dict()
+    own = network.state_dict()
+    for key, value in state.items():
+        wanted = own.get(key)
+        if wanted is not None and wanted.shape != value.shape and wanted.shape[1:] == value.shape[1:] \
+                and wanted.shape[0] > value.shape[0]:
+            widened = wanted.clone()
+            widened[:value.shape[0]] = value
+            state[key] = widened
     try:
-        network.load_state_dict(source.network.state_dict(), strict=True)
+        network.load_state_dict(state, strict=True)
     except RuntimeError:
         described = f"{source.config.architecture} {source.config.architecture_options}, {source.config.target}"
         raise InputError(path, f"its network ({described}) differs from the one configured for training; "
                                "set model, model_options and target to match it") from None
 
 
+def _initial_training_names(init_from: str | None) -> list[str]:
+    """The images the initial model was trained on (its stored ``split.train``); empty without one."""
+    if init_from is None:
+        return []
+    from nucseg.models.registry import resolve_model_path
+
+    initial, _ = read_model_config(resolve_model_path(init_from))
+    return [str(name) for name in initial.split.get("train", [])]
+
+
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
-    """Post-processing settings of the run: the initial model's tuned ones when fine-tuning, else the defaults."""
+    """Post-processing settings of the run: the initial model's tuned ones when fine-tuning, else the defaults.
+
+    A fine-tuned model with another target than its initial model (three-class
+    to distance map) keeps the initial model's settings except the seed threshold.
+    """
     from nucseg.postprocess.watershed import PostprocessConfig
 
     if config.init_from is not None:
         from nucseg.models.registry import resolve_model_path
 
         initial, _ = read_model_config(resolve_model_path(config.init_from))
-        return PostprocessConfig.from_dict(initial.postprocess).to_dict()
+        settings = PostprocessConfig.from_dict(initial.postprocess).to_dict()
+        if initial.target != config.target:  # the seeds come from another map: its threshold means something else
+            settings["marker_threshold"] = PostprocessConfig().marker_threshold
+        return settings
     return PostprocessConfig().to_dict()
 
 
@@ -436,13 +452,13 @@ def model_config_for(config: TrainConfig, *, split: dict, validation: dict, post
         architecture=config.model,
         architecture_options={k: v for k, v in config.model_options.items() if k != "encoder_weights"},
         in_channels=3,
-        out_channels=TARGET_CLASSES[config.target],
+        out_channels=output_layout(config.target).channels,
         target=config.target,
         normalization=normalization_of(config),
         resize_to=config.resize_to,
         postprocess=postprocess,
         training=config.to_dict(),
-        split={"train": list(split["train"]), "validation": list(split["validation"])},
+        split={part: list(split.get(part, [])) for part in ("train", "validation", "test")},
         validation=validation,
         median_diameter=median_diameter,
         name=name,
