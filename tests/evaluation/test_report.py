@@ -16,6 +16,7 @@ from nucseg.inference.classical import segment_classical
 from nucseg.cli import main as nucseg_main
 from nucseg.datasets.kinds import image_kind
 from nucseg.io.images import write_labels
+from nucseg.errors import InputError, ModelError
 from nucseg.evaluation.metrics import dsb_score, image_scores, summarize
 from nucseg.models.folder import ModelConfig, save_model
 from nucseg.evaluation.report import (evaluate_model, format_markdown, load_validation_samples, METRIC_COLUMNS,
@@ -142,8 +143,12 @@ def test_load_validation_samples_uses_the_stored_names(tmp_path, dsb_samples):
     assert validation_names(path, part="train") == [dsb_samples["00ae65c1"].name]
     assert [s.name for s in load_validation_samples(path, DSB_DIR, cache_dir=False, part="train")] == [
         dsb_samples["00ae65c1"].name]
-    with pytest.raises(ValueError, match="part must be one of"):
+    with pytest.raises(ModelError, match="stores no test split"):
         validation_names(path, part="test")
+    with pytest.raises(ValueError, match="part must be one of"):
+        validation_names(path, part="holdout")
+    with pytest.raises(InputError, match="trained on one dataset; give it"):
+        load_validation_samples(path)
 
 
 def test_eval_validation_benchmark_on_the_training_part_and_one_kind(tmp_path, dsb_samples, capsys, monkeypatch):
@@ -154,7 +159,7 @@ def test_eval_validation_benchmark_on_the_training_part_and_one_kind(tmp_path, d
                               "--kind", "fluorescence", "--model", "c=classical"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "the 2 fluorescence train images of the split" in captured.out
+    assert "the 2 fluorescence train images of the split" in captured.out and "Accuracy on" in captured.out
     assert [row[:2] for row in _table(captured.out.split("\n\n", 1)[1], 0)[1:]] == [["c", "2"]]
 
 

@@ -1,0 +1,45 @@
+"""A napari reader of nucseg outputs: ``NAME_labels.tif`` opens as the image beside it plus its labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from nucseg.io.images import read_image, read_labels
+
+LABELS_SUFFIX = "_labels.tif"
+#: Image files looked for beside the labels (in the folder of the labels, then its parent), in this order.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
+    """npe2 reader hook: a reader for ``*_labels.tif`` files, None for anything else."""
+    paths = [path] if isinstance(path, str) else list(path)
+    if not paths or not all(str(p).endswith(LABELS_SUFFIX) for p in paths):
+        return None
+    return read_outputs
+
+
+def read_outputs(path: str | list[str]) -> list[tuple]:
+    """Layers of nucseg outputs: for each labels file, its image (when found beside it) and a Labels layer."""
+    layers: list[tuple] = []
+    for labels_path in [path] if isinstance(path, str) else path:
+        labels_path = Path(labels_path)
+        name = labels_path.name[: -len(LABELS_SUFFIX)]
+        image_path = source_image(labels_path)
+        if image_path is not None:
+            image = read_image(image_path)
+            layers.append((image, {"name": name, "rgb": image.ndim == 3 and image.shape[2] in (3, 4)}, "image"))
+        layers.append((read_labels(labels_path), {"name": f"{name} nuclei"}, "labels"))
+    return layers
+
+
+def source_image(labels_path: Path) -> Path | None:
+    """The image a labels file was made from: ``NAME.<ext>`` beside it, or in the folder above it."""
+    name = labels_path.name[: -len(LABELS_SUFFIX)]
+    for folder in (labels_path.parent, labels_path.parent.parent):
+        for suffix in IMAGE_SUFFIXES:
+            candidate = folder / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None

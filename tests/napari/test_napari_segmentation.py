@@ -1,0 +1,58 @@
+"""Tests of nucseg.napari.segmentation, reader and samples: what the widget does, without Qt or napari."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucseg.errors import InputError
+from nucseg.inference.model import load_model
+from nucseg.io.images import read_image, write_labels
+from nucseg.napari.reader import get_reader, read_outputs
+from nucseg.napari.samples import brightfield_sample, fluorescence_sample, histology_sample
+from nucseg.napari.segmentation import layer_image, segment_layer
+
+
+def test_napari_layer_image_takes_gray_rgb_or_a_chosen_plane():
+    gray, rgb, planes = np.zeros((8, 9)), np.zeros((8, 9, 3)), np.arange(2 * 8 * 9).reshape(2, 8, 9)
+    assert layer_image(gray, rgb=False) is not None and layer_image(rgb, rgb=True).shape == (8, 9, 3)
+    assert np.array_equal(layer_image(planes, rgb=False, channel=1), planes[1])
+    with pytest.raises(InputError, match="has 2 planes .* choose the nuclear channel"):
+        layer_image(planes, rgb=False, name="dapi+actin")
+    with pytest.raises(InputError, match="has no channel 2"):
+        layer_image(planes, rgb=False, channel=2)
+    with pytest.raises(InputError, match="is 4-D"):
+        layer_image(np.zeros((2, 2, 8, 9)), rgb=False)
+
+
+def test_napari_segment_layer_measures_every_nucleus_as_layer_features():
+    image = fluorescence_sample()[0][0]
+    result = segment_layer(image, load_model("classical"), rgb=image.ndim == 3)
+    assert result.labels.shape == image.shape[:2] and result.labels.max() == len(result.table) > 10
+    features = result.features
+    assert np.array_equal(features["index"], np.arange(1, result.labels.max() + 1))
+    assert all(len(column) == len(result.table) for column in features.values())
+    assert "area_px" in features and np.all(features["area_px"] > 0)
+
+
+def test_napari_samples_are_the_shipped_images():
+    for sample in (fluorescence_sample, histology_sample, brightfield_sample):
+        [(data, meta)] = sample()
+        assert data.ndim in (2, 3) and data.shape[0] > 100 and meta["name"]
+
+
+def test_napari_reader_opens_labels_with_the_image_beside_them(tmp_path):
+    from PIL import Image
+
+    image = read_image(__import__("nucseg.datasets.locations", fromlist=["x"]).sample_image_paths()[0])
+    Image.fromarray(image).save(tmp_path / "cells.png")
+    labels = np.zeros(image.shape[:2], dtype=np.int32)
+    labels[10:20, 10:20] = 1
+    write_labels(tmp_path / "out" / "cells_labels.tif", labels)
+    assert get_reader(str(tmp_path / "cells.png")) is None
+    reader = get_reader(str(tmp_path / "out" / "cells_labels.tif"))
+    layers = reader(str(tmp_path / "out" / "cells_labels.tif"))
+    assert [kind for _, _, kind in layers] == ["image", "labels"]
+    assert np.array_equal(layers[1][0], labels) and layers[0][0].shape == image.shape
+    alone = read_outputs(str(tmp_path / "out" / "cells_labels.tif").replace("cells", "cells"))
+    assert len(alone) == 2
