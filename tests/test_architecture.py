@@ -10,7 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "nucseg"
 #: The stages, lowest first: a module may import from its own stage and the ones before it.
 LAYERS = ("errors", "version", "io", "preprocess", "datasets", "models", "postprocess", "inference", "visualize",
-          "evaluation", "training", "scale", "batch", "cli", "napari")
+          "evaluation", "training", "scale", "batch", "export", "cli", "napari")
 MAX_MODULE_LINES = 600
 
 

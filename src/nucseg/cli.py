@@ -312,9 +312,12 @@ def _run_segment(args: argparse.Namespace) -> int:
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME_OR_PATH", help="model folder or 'dsb2018' (default)")
-    parser.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default: onnx)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="output file, e.g. model.onnx")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--format", choices=["onnx", "bioimageio"], default="onnx",
+                        help="onnx: the network as one .onnx file (the default); bioimageio: a BioImage Model Zoo "
+                             "package (a folder, or a .zip)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="output file or folder, e.g. model.onnx, "
+                                                                     "nuclei_bioimageio.zip")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -327,6 +330,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if Path(args.out).exists() and not args.overwrite:
         raise OutputExistsError(args.out, "exists (use --overwrite to replace it)")
+    if args.format == "bioimageio":
+        return _export_bioimageio(args)
     model = load_model(args.model)
     if not isinstance(model, NetworkModel):
         raise NucsegError(f"model {model.name!r} has no network to export")
@@ -337,6 +342,20 @@ def _run_export(args: argparse.Namespace) -> int:
           f"with H, W multiples of 32, each channel scaled so its {norm.low_percentile:g} and "
           f"{norm.high_percentile:g} percentiles are 0 and 1; output 'probabilities' float32 "
           f"(N, {model.config.out_channels}, H, W)")
+    return EXIT_OK
+
+
+def _export_bioimageio(args: argparse.Namespace) -> int:
+    require("bioimageio.spec", purpose="nucseg export --format bioimageio")
+    from nucseg.export.bioimageio import export_bioimageio, model_licence
+    from nucseg.models.folder import read_model_config
+    from nucseg.models.registry import DEFAULT_MODEL, resolve_model_path
+
+    model_dir = resolve_model_path(args.model or DEFAULT_MODEL)
+    path = export_bioimageio(model_dir, args.out, overwrite=args.overwrite)
+    config, _ = read_model_config(model_dir)
+    print(f"wrote {path}: bioimage.io model package (spec 0.5; TorchScript, PyTorch state dict and ONNX weights; "
+          f"licence {model_licence(config)}); check it with: bioimageio test {path}")
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from nucseg.models.outputs import output_maps
 ONNX_OPSET = 17
 
 
-class _Probabilities(torch.nn.Module):
+class WithOutputMaps(torch.nn.Module):
     """A network followed by :func:`nucseg.models.outputs.output_maps`."""
 
     def __init__(self, network: torch.nn.Module, classes: int | None):
@@ -78,7 +78,7 @@ def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_cha
     with warnings.catch_warnings(), eval_mode(network), torch.no_grad():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            _Probabilities(network, classes),
+            WithOutputMaps(network, classes),
             (example,),
             target if isinstance(target, io.BytesIO) else str(target),
             dynamo=False,

@@ -43,4 +43,47 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
     if not path.exists():
         raise ModelError(path, f"no such model folder, and not a registered model name "
                                f"({', '.join(REGISTERED_MODELS)})")
+    if path.is_file() and path.name in PACKAGE_DESCRIPTIONS:  # the rdf.yaml of an unpacked bioimage.io package
+        path = path.parent
+    if path.is_file() and path.suffix.lower() == ".zip":
+        path = unpacked_package(path)
+    if path.is_dir() and not (path / "config.json").is_file() and any((path / n).is_file()
+                                                                       for n in PACKAGE_DESCRIPTIONS):
+        raise ModelError(path, "is a bioimage.io package that nucseg did not write (it holds no nucseg "
+                               "config.json); nucseg loads its own exports only")
     return path
+
+
+#: File names of a bioimage.io package's description.
+PACKAGE_DESCRIPTIONS = ("rdf.yaml", "bioimageio.yaml")
+
+
+def unpacked_package(archive: Path) -> Path:
+    """The folder a zipped model package (``nucseg export --format bioimageio --out X.zip``) unpacks to.
+
+    Unpacked once into the cache (``$NUCSEG_CACHE_DIR/packages/<checksum>``), atomically.
+
+    Raises
+    ------
+    ModelError
+        Not a readable zip file.
+    """
+    import hashlib
+    import zipfile
+
+    from nucseg.datasets.cache import default_cache_dir
+    from nucseg.io.atomic import atomic_directory
+
+    digest = hashlib.sha256()
+    with open(archive, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    target = default_cache_dir() / "packages" / digest.hexdigest()[:16]
+    if target.is_dir():
+        return target
+    try:
+        with zipfile.ZipFile(archive) as bundle, atomic_directory(target) as staging:
+            bundle.extractall(staging)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(archive, f"cannot unpack the model package ({exc})") from None
+    return target

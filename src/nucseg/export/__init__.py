@@ -1,0 +1,1 @@
+"""Exporting models to the formats other tools read (the BioImage Model Zoo)."""

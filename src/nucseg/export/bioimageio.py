@@ -1,0 +1,323 @@
+"""A nucseg model as a BioImage Model Zoo package (bioimage.io model spec 0.5).
+
+:func:`export_bioimageio` writes a package that bioimage.io tools (bioimageio.core,
+deepImageJ, ilastik, QuPath) read: ``rdf.yaml`` built and validated with
+``bioimageio.spec``; TorchScript, PyTorch state-dict (with the architecture's
+source) and ONNX weights, each ending in the output activations, so every
+format outputs the maps nucseg post-processes; a test input and output;
+a cover; the model card as documentation. The package folder is also a nucseg
+model folder (``config.json``, ``weights.safetensors``, ``network.onnx`` ride
+along as attachments), so ``nucseg segment --model PACKAGE`` loads it back.
+
+The network's input is the image with every channel scaled to its
+percentiles (the ``scale_range`` preprocessing, as nucseg normalizes);
+gray images must be given as three equal channels. The output holds the
+class probabilities (and the distance map) that nucseg's watershed turns
+into nuclei: see the documentation written with the package.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nucseg.errors import ModelError
+from nucseg.io.atomic import atomic_directory
+from nucseg.models.folder import CONFIG_FILE, ModelConfig, ONNX_FILE, WEIGHTS_FILE
+from nucseg.models.outputs import output_layout
+
+#: Channel names of the output, by target (class probabilities first, then maps).
+OUTPUT_CHANNELS = {"three_class": ["background", "interior", "boundary"], "binary": ["background", "nucleus"],
+                   "three_class_distance": ["background", "interior", "boundary", "distance"]}
+#: Licences of the datasets nucseg trains on (SPDX where there is one); a model inherits the strictest.
+DATASET_LICENCES = {"dsb2018": "CC0-1.0", "stage1_train": "CC0-1.0", "monuseg_train_he": "CC-BY-NC-SA-4.0",
+                    "gbm40_he": "none stated", "isbi2009_fluo": "none stated"}
+ARCHITECTURE_FILE = "nucseg_unet.py"
+TEST_SIZE = 256
+
+
+def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a bioimage.io model package of a nucseg model folder.
+
+    Parameters
+    ----------
+    model_dir
+        A nucseg model folder (a ``unet`` network).
+    out
+        The package: a folder, or a ``.zip`` file.
+    overwrite
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    ModelError
+        The model cannot be exported (another architecture), or the description does not validate.
+    """
+    import torch
+    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+
+    from nucseg.models.folder import load_model_folder
+
+    loaded = load_model_folder(model_dir)
+    if loaded.config.architecture != "unet":
+        raise ModelError(model_dir, f"only unet models can be exported to bioimage.io, not "
+                                    f"{loaded.config.architecture!r}")
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as scratch:
+        work = Path(scratch)
+        description = _describe(loaded, Path(model_dir), work, torch)
+        if out.suffix == ".zip":
+            if out.exists() and not overwrite:
+                raise FileExistsError(out)
+            save_bioimageio_package(description, output_path=work / "package.zip")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(work / "package.zip"), out)
+        else:
+            with atomic_directory(out, overwrite=overwrite) as staging:
+                save_bioimageio_package_as_folder(description, output_path=staging)
+    return out
+
+
+def _describe(loaded, model_dir: Path, work: Path, torch):
+    from bioimageio.spec.model import v0_5 as spec
+
+    config: ModelConfig = loaded.config
+    layout = output_layout(config.target)
+    from nucseg.models.onnx import WithOutputMaps
+
+    wrapper = WithOutputMaps(loaded.network, layout.split_at).eval()
+
+    test_input, test_output = _test_tensors(wrapper, config, torch)
+    np.save(work / "test_input.npy", test_input)
+    np.save(work / "test_output.npy", test_output)
+    cover = _cover(test_input, test_output, config, work / "cover.png")
+    torch.jit.trace(wrapper, torch.from_numpy(_normalized(test_input, config))).save(str(work / "weights.torchscript"))
+    torch.save(wrapper.state_dict(), work / "weights.pt")
+    (work / ARCHITECTURE_FILE).write_text(architecture_source())
+    (work / "README.md").write_text(model_card(config))
+    for name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE):
+        shutil.copy(model_dir / name, work / name)
+
+    norm = config.normalization
+    input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in ("r", "g", "b")]),
+                  spec.SpaceInputAxis(id=spec.AxisId("y"), size=spec.ParameterizedSize(min=64, step=32)),
+                  spec.SpaceInputAxis(id=spec.AxisId("x"), size=spec.ParameterizedSize(min=64, step=32))]
+    inputs = [spec.InputTensorDescr(
+        id=spec.TensorId("image"), axes=input_axes,
+        description="image, channels r, g, b (gray images as three equal channels), any intensity range",
+        test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+        preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
+            axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=norm.low_percentile,
+            max_percentile=norm.high_percentile))],
+    )]
+    channels = OUTPUT_CHANNELS[config.target]
+    output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels]),
+                   spec.SpaceOutputAxis(id=spec.AxisId("y"), size=spec.SizeReference(
+                       tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("y"))),
+                   spec.SpaceOutputAxis(id=spec.AxisId("x"), size=spec.SizeReference(
+                       tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("x")))]
+    outputs = [spec.OutputTensorDescr(
+        id=spec.TensorId("probabilities"), axes=output_axes,
+        description="per-pixel class probabilities (softmax over " + ", ".join(channels[:layout.classes]) + ")"
+                    + (", then the normalized distance to the nucleus edge (sigmoid)" if layout.distance else ""),
+        test_tensor=spec.FileDescr(source=work / "test_output.npy"),
+    )]
+    options = {"in_channels": config.in_channels, "out_channels": config.out_channels,
+               **config.architecture_options, "classes": layout.split_at}
+    torch_version = spec.Version(torch.__version__.split("+")[0])
+    weights = spec.WeightsDescr(
+        pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+            source=work / "weights.pt", pytorch_version=torch_version,
+            architecture=spec.ArchitectureFromFileDescr(source=work / ARCHITECTURE_FILE, callable="NucsegUNet",
+                                                        kwargs=options)),
+        torchscript=spec.TorchscriptWeightsDescr(source=work / "weights.torchscript", pytorch_version=torch_version,
+                                                 parent="pytorch_state_dict"),
+        onnx=spec.OnnxWeightsDescr(source=work / ONNX_FILE, opset_version=_onnx_opset(),
+                                   parent="pytorch_state_dict"),
+    )
+    name = config.name or model_dir.name
+    return spec.ModelDescr(
+        name=f"nucseg {name}",
+        description=f"Nucleus segmentation: nucseg's {name!r} U-Net ({config.target.replace('_', ' ')}), "
+                    f"for fluorescence, brightfield and H&E images",
+        authors=[spec.Author(name="nucseg developers")],
+        cite=[spec.CiteEntry(text="Caicedo et al. 2019, Nucleus segmentation across imaging experiments: "
+                                  "the 2018 Data Science Bowl. Nature Methods 16, 1247-1253",
+                             doi=spec.Doi("10.1038/s41592-019-0612-7")),
+              spec.CiteEntry(text="Ronneberger, Fischer and Brox 2015, U-Net: convolutional networks for "
+                                  "biomedical image segmentation. MICCAI", doi=spec.Doi("10.1007/978-3-319-24574-4_28"))],
+        license=spec.LicenseId(model_licence(config)),
+        documentation=spec.FileDescr(source=work / "README.md"),
+        covers=[spec.FileDescr(source=cover)],
+        tags=["nuclei", "instance-segmentation", "unet", "fluorescence", "histology", "2d", "pytorch", "nucseg"],
+        inputs=inputs,
+        outputs=outputs,
+        weights=weights,
+        attachments=[spec.FileDescr(source=work / n) for n in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE)],
+        config={"nucseg": {"model_folder": "the attached config.json, weights.safetensors and network.onnx",
+                           "postprocess": config.postprocess, "target": config.target}},
+    )
+
+
+def _onnx_opset() -> int:
+    from nucseg.models.onnx import ONNX_OPSET
+
+    return ONNX_OPSET
+
+
+def _normalized(raw: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """The network input of a raw (1, 3, H, W) test tensor: nucseg's percentile normalization, per channel."""
+    from nucseg.preprocess.normalize import normalize_percentile
+
+    norm = config.normalization
+    image = np.moveaxis(raw[0], 0, -1)
+    scaled = normalize_percentile(image, low=norm.low_percentile, high=norm.high_percentile)
+    return np.ascontiguousarray(np.moveaxis(scaled, -1, 0)[None], dtype=np.float32)
+
+
+def _test_tensors(wrapper, config: ModelConfig, torch) -> tuple[np.ndarray, np.ndarray]:
+    """A crop of the shipped fluorescence sample as raw input, and the network's output on it."""
+    from nucseg.datasets.locations import sample_image_paths
+    from nucseg.io.images import read_image
+    from nucseg.preprocess.normalize import to_channels
+
+    path = next(p for p in sample_image_paths() if p.name.startswith("fluorescence_"))
+    image = to_channels(read_image(path), 3)[:TEST_SIZE, :TEST_SIZE]
+    raw = np.ascontiguousarray(np.moveaxis(image.astype(np.float32), -1, 0)[None])
+    with torch.no_grad():
+        output = wrapper(torch.from_numpy(_normalized(raw, config))).numpy()
+    return raw, output.astype(np.float32)
+
+
+def _cover(raw: np.ndarray, output: np.ndarray, config: ModelConfig, path: Path) -> Path:
+    """A 2:1 cover: the test input beside its nuclei's outlines."""
+    from nucseg.io.images import write_png
+    from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
+    from nucseg.visualize import outline_overlay
+
+    image = np.moveaxis(raw[0], 0, -1).astype(np.uint8)
+    labels = instances_from_probabilities(output[0], PostprocessConfig.from_dict(config.postprocess))
+    return write_png(path, np.concatenate([image, outline_overlay(image, labels)], axis=1))
+
+
+def model_licence(config: ModelConfig) -> str:
+    """The licence of a model's weights: CC-BY-NC-SA-4.0 if it saw MoNuSeg (non-commercial), else BSD-3-Clause."""
+    datasets = _training_datasets(config)
+    return "CC-BY-NC-SA-4.0" if any(DATASET_LICENCES.get(d) == "CC-BY-NC-SA-4.0" for d in datasets) \
+        else "BSD-3-Clause"
+
+
+def _training_datasets(config: ModelConfig) -> list[str]:
+    from nucseg.datasets.mixture import dataset_key
+
+    entries = config.training.get("datasets") or []
+    if entries:
+        return [dataset_key(entry) for entry in entries]
+    names = config.split.get("train", [])
+    return ["dsb2018"] if names and all(len(n) == 64 for n in names) else ["(one dataset, not named)"]
+
+
+def model_card(config: ModelConfig) -> str:
+    """The package's documentation: what the model is, its data and licences, its scores, how to use its output."""
+    layout = output_layout(config.target)
+    datasets = _training_datasets(config)
+    scores = {k: v for k, v in config.validation.items() if isinstance(v, (int, float))}
+    lines = [
+        f"# nucseg model {config.name or ''}".rstrip(),
+        "",
+        f"A U-Net ({config.architecture_options}) that finds cell nuclei in 2-D microscopy images "
+        "(fluorescence, brightfield, H&E histology). Exported by nucseg "
+        f"{config.nucseg_version or ''} from its model folder (attached: config.json, weights.safetensors, "
+        "network.onnx; `nucseg segment --model THIS_PACKAGE` uses it directly).",
+        "",
+        "## Input",
+        "",
+        "An image as a (batch, channel, y, x) float32 tensor with three channels (r, g, b; a gray image as three "
+        f"equal channels); every channel is scaled so that its {config.normalization.low_percentile:g} and "
+        f"{config.normalization.high_percentile:g} percentiles become 0 and 1 (the `scale_range` "
+        "preprocessing). y and x: multiples of 32, at least 64. The model was trained on nuclei about "
+        f"{config.median_diameter or 0:.0f} pixels across (median); nucseg rescales other images automatically.",
+        "",
+        "## Output",
+        "",
+        f"Per pixel: the softmax probabilities of {', '.join(OUTPUT_CHANNELS[config.target][:layout.classes])}"
+        + (", then the predicted distance to the nucleus edge divided by its largest value in that nucleus "
+           "(sigmoid, 1 at a nucleus's centre)" if layout.distance else "") + ".",
+        "",
+        "## From output to nuclei",
+        "",
+        "nucseg's post-processing (`nucseg.postprocess.watershed.instances_from_probabilities`): foreground where "
+        "p(interior) + p(boundary) exceeds `foreground_threshold`; seeds are the connected blobs where "
+        + ("the distance map" if layout.distance else "p(interior)") + " exceeds `marker_threshold` (seeds "
+        "smaller than `min_marker_size` pixels dropped); a marker-controlled watershed on "
+        + ("the distance map" if layout.distance else "p(interior)") + " grows them over the foreground; nuclei "
+        "smaller than `min_size` pixels are removed. This model's tuned settings:",
+        "",
+        "```json",
+        json.dumps(config.postprocess, indent=1),
+        "```",
+        "",
+        "## Training data and licences",
+        "",
+        *[f"- {d}: {DATASET_LICENCES.get(d, 'see the dataset')}" for d in datasets],
+        "",
+        f"Weights licence: {model_licence(config)}"
+        + (" (MoNuSeg's CC BY-NC-SA 4.0 is non-commercial: so is this model)."
+           if model_licence(config).startswith("CC-BY-NC") else "."),
+        "",
+        "## Validation",
+        "",
+        "Scores on the validation images of the training run, at the saved epoch (the split is in config.json; "
+        "the nucseg README gives the test scores, on images no choice was made on, and the commands that "
+        "reproduce them):",
+        "",
+        *[f"- {name}: {value:.4g}" for name, value in scores.items()],
+        "",
+        "The package itself was checked with `bioimageio test` (the test input gives the test output with every "
+        "weight format).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def architecture_source() -> str:
+    """A self-contained Python file defining ``NucsegUNet``: the U-Net followed by its output activations."""
+    from nucseg.models import networks
+
+    blocks = "\n\n".join(inspect.getsource(getattr(networks, name)) for name in ("ConvBlock", "UpBlock", "UNet"))
+    return f'''"""nucseg's U-Net, self-contained for the BioImage Model Zoo (exported by nucseg; BSD-3-Clause code)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+{blocks}
+
+class NucsegUNet(nn.Module):
+    """The U-Net followed by a softmax over the class channels and a sigmoid over the maps after them."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, base_channels: int = 8, depth: int = 4,
+                 classes: int | None = None):
+        super().__init__()
+        self.network = UNet(in_channels, out_channels, base_channels=base_channels, depth=depth)
+        self.classes = classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = self.network(x)
+        if self.classes is None:
+            return torch.softmax(outputs, dim=1)
+        return torch.cat([torch.softmax(outputs[:, :self.classes], dim=1),
+                          torch.sigmoid(outputs[:, self.classes:])], dim=1)
+'''
