@@ -141,7 +141,7 @@ RESUME_EXTENSIONS = ("epochs", "time_limit_minutes")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    require("torch", "torchvision", "tensorboard", "safetensors", "matplotlib", "yaml", "onnx", purpose="nucseg train")
+    require("torch", "torchvision", "tensorboard", "safetensors", "yaml", "onnx", purpose="nucseg train")
     from nucseg.training.config import resolve_config
     from nucseg.training.loop import train
 
@@ -191,6 +191,8 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="NAME_OR_PATH",
                         help="model folder, or 'dsb2018' (the shipped model, default) or 'classical'")
     parser.add_argument("--overlay", action="store_true", help="also write X_overlay.png: outlines on the image")
+    parser.add_argument("--report", action="store_true",
+                        help="also write report.html: a quality-control page of the batch (flagged images first)")
     parser.add_argument("--measure", action="store_true",
                         help="also write X_nuclei.csv: one row of measurements per nucleus")
     parser.add_argument("--pixel-size", type=float, metavar="UM",
@@ -304,7 +306,25 @@ def _run_segment(args: argparse.Namespace) -> int:
         print(f"nucseg: skipped {report.n_skipped} image(s) whose outputs exist (use --overwrite to replace them)",
               file=sys.stderr)
     print(report.format_summary())
+    if args.report:
+        from nucseg.batch.qc_report import write_qc_report
+
+        print(f"wrote {write_qc_report(args.out)}")
     return EXIT_FAILURES if report.n_failed else EXIT_OK
+
+
+# ------------------------------------------------------------------------- report
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="the --out folder of a nucseg segment run")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from nucseg.batch.qc_report import write_qc_report
+
+    print(f"wrote {write_qc_report(args.out_dir)}")
+    return EXIT_OK
 
 
 # ------------------------------------------------------------------------- export
@@ -424,6 +444,8 @@ def _run_tune(args: argparse.Namespace) -> int:
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "show": ("draw sample images with their nucleus outlines into one PNG", _add_show_arguments, _run_show),
+    "report": ("write report.html, a quality-control page, for a segment output folder", _add_report_arguments,
+               _run_report),
     "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
                  _add_evaluate_arguments, _run_evaluate),
     "train": ("train a segmentation model on an annotated dataset", _add_train_arguments, _run_train),

@@ -43,7 +43,7 @@ def first_line(exc: BaseException) -> str:
 
 #: The extra that installs each optional dependency (``pip install "nucseg[EXTRA]"``).
 EXTRAS = {"torch": "train", "torchvision": "train", "safetensors": "train", "tensorboard": "train",
-          "matplotlib": "train", "yaml": "train", "onnx": "train", "bioimageio.spec": "bioimageio",
+          "yaml": "train", "onnx": "train", "bioimageio.spec": "bioimageio",
           "bioimageio.core": "bioimageio"}
 
 

@@ -14,7 +14,7 @@ SUMMARY_FILE = "summary.csv"
 
 
 SUMMARY_COLUMNS = ("image", "plane", "path", "status", "nuclei", "mean_area_px", "median_diameter_px", "pixel_size_um",
-                   "scale", "seconds", "error")
+                   "scale", "quality", "flag", "flag_reason", "seconds", "error")
 
 
 @dataclass
@@ -45,6 +45,11 @@ class ImageReport:
         Resize factor the network ran at (see ``diameter`` in
         :meth:`NetworkModel.segment`); None unless ok, and for models without a
         network.
+    quality, flag, flag_reason
+        The quality estimate (:class:`nucseg.inference.quality.Quality`):
+        score in [0, 1] (None without a calibrated model), ``ok`` / ``check``
+        / ``unknown`` (blank unless ok), and why an image is to be checked.
+        For a stack: the lowest score of its planes.
     seconds
         Wall time spent on the image: reading, segmenting, writing.
     error
@@ -65,6 +70,9 @@ class ImageReport:
     median_diameter: float | None = None
     pixel_size: float | None = None
     planes: list[ImageReport] = field(default_factory=list)
+    quality: float | None = None
+    flag: str = ""
+    flag_reason: str = ""
 
 
 @dataclass
@@ -107,6 +115,11 @@ class BatchReport:
         return self._count("skipped")
 
     @property
+    def n_flagged(self) -> int:
+        """Images segmented but flagged ``check``."""
+        return sum(1 for image in self.images if image.flag == "check")
+
+    @property
     def n_nuclei(self) -> int:
         return sum(image.nuclei or 0 for image in self.images)
 
@@ -117,8 +130,9 @@ class BatchReport:
 
     def format_summary(self) -> str:
         """One line: images, nuclei, failures, skipped, seconds."""
+        flagged = f", {self.n_flagged} to check (flag in the summary)" if self.n_flagged else ""
         return (f"{self.n_ok} of {len(self.images)} images segmented, {self.n_nuclei} nuclei, "
-                f"{self.n_failed} failed, {self.n_skipped} skipped, {self.seconds:.1f} s; "
+                f"{self.n_failed} failed, {self.n_skipped} skipped{flagged}, {self.seconds:.1f} s; "
                 f"summary in {self.summary_path}")
 
 
@@ -156,6 +170,9 @@ def _summary_row(image: ImageReport, row: ImageReport) -> list:
         "" if row.median_diameter is None else f"{row.median_diameter:.1f}",
         "" if row.pixel_size is None else f"{row.pixel_size:.4g}",
         "" if row.scale is None else f"{row.scale:.3f}",
+        "" if row.quality is None else f"{row.quality:.3f}",
+        row.flag,
+        row.flag_reason,
         f"{row.seconds:.3f}" if row is image else "",
         row.error,
     ]

@@ -83,12 +83,14 @@ def _segment_one(
             path.unlink(missing_ok=True)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
-    plane_reports = [_report(image.name, image.path, plane_labels, result.scale, pixel_size)
+    plane_reports = [_with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), result)
                      for plane_labels, result in zip(labels, results)]
     if not stack.plane_axes:
         report = plane_reports[0]
     else:
         report = _report(image.name, image.path, labels, None, pixel_size)
+        worst = min(plane_reports, key=lambda plane: 2.0 if plane.quality is None else plane.quality)
+        report.quality, report.flag, report.flag_reason = worst.quality, worst.flag, worst.flag_reason
         if stitch_threshold is not None and "Z" in stack.plane_axes:  # 3-D nuclei: count each once
             report.nuclei = int(np.count_nonzero(np.unique(labels)))
         report.planes = [dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports,
@@ -104,6 +106,14 @@ def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixe
     areas = areas[areas > 0]
     return ImageReport(name, path, "ok", nuclei=int(areas.size), mean_area=float(areas.mean()) if areas.size else 0.0,
                        scale=scale, median_diameter=median_nucleus_diameter(list(planes)), pixel_size=pixel_size)
+
+
+def _with_quality(report: ImageReport, result) -> ImageReport:
+    """``report`` with the quality estimate of its segmentation result, when the model gave one."""
+    if result.quality is not None:
+        report.quality, report.flag, report.flag_reason = (result.quality.score, result.quality.flag,
+                                                           result.quality.reason)
+    return report
 
 
 def _linked(labels: np.ndarray, stack: ImageStack, threshold: float) -> np.ndarray:

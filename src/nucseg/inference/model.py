@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from nucseg.errors import ModelError, NucsegError, require
-from nucseg.inference import sizing
+from nucseg.inference import quality, sizing
 from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read_model_config, verify_weights
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
@@ -68,12 +68,16 @@ class SegmentationResult:
     size_estimate
         What automatic sizing found (:class:`nucseg.inference.sizing.SizeEstimate`),
         when it ran.
+    quality
+        How far to trust the result (:class:`nucseg.inference.quality.Quality`);
+        None for the classical model.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None = None
     scale: float | None = None
     size_estimate: sizing.SizeEstimate | None = None
+    quality: quality.Quality | None = None
 
 
 class Model:
@@ -401,7 +405,22 @@ class NetworkModel(Model):
             result = self._segment_at(image, factor, post_config, options)
         if estimate is not None:
             result.size_estimate = dataclasses.replace(estimate, first_pass=None)
+        result.quality = self.assess_quality(image, result)
         return result
+
+    def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality:
+        """The quality estimate of ``result``, a segmentation of ``image`` (:mod:`nucseg.inference.quality`)."""
+        from nucseg.datasets.kinds import image_kind
+        from nucseg.models.outputs import output_layout
+
+        calibration = quality.QualityCalibration.from_dict(self.config.quality) if self.config.quality else None
+        clipped = result.size_estimate is not None and result.size_estimate.clipped
+        features = quality.quality_features(
+            result.labels, result.probabilities, image_kind=image_kind(image),
+            training_diameter=self.training_diameter, sizing_clipped=clipped,
+            training_kinds=calibration.training_kinds if calibration else (),
+            classes=output_layout(self.config.target).classes)
+        return quality.assess(features, calibration)
 
     def estimate_scale(
         self,

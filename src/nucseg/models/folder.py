@@ -71,6 +71,9 @@ class ModelConfig:
         ``segment(diameter=...)`` rescale images whose nuclei are larger or smaller.
     name
         Short model name (e.g. ``"dsb2018"``).
+    quality
+        The fitted quality model (:class:`nucseg.inference.quality.QualityCalibration`
+        as a dictionary); empty when the model was not calibrated.
     nucseg_version, format_version
         Versions that wrote the folder.
     """
@@ -88,6 +91,7 @@ class ModelConfig:
     validation: dict[str, float] = field(default_factory=dict)
     median_diameter: float | None = None
     name: str = ""
+    quality: dict[str, Any] = field(default_factory=dict)
     nucseg_version: str = ""
     format_version: int = FORMAT_VERSION
 

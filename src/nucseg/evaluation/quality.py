@@ -1,0 +1,94 @@
+"""Fitting and measuring the quality estimate of :mod:`nucseg.inference.quality` against real accuracy.
+
+:func:`fit_calibration` fits the estimate's weights to per-image AP@0.5 of
+annotated images (a model's validation images); :func:`quality_relation`
+measures, on other images, how well the score ranks images by their accuracy
+and how much worse the flagged ones are. ``benchmarks/calibrate_quality.py``
+drives both and writes the calibration into a model folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from nucseg.inference.quality import assess, FLAG_CHECK, QUALITY_FEATURES, QualityCalibration
+
+#: Images whose estimated AP@0.5 is below this are flagged ``check``.
+DEFAULT_THRESHOLD = 0.5
+#: Ridge penalty of the fit, on standardized features: few images, correlated features.
+RIDGE = 1.0
+
+
+def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[float], *,
+                    training_kinds: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD,
+                    fitted_on: str = "") -> QualityCalibration:
+    """Least-squares (ridge) weights that predict each image's AP@0.5 from its quality features.
+
+    Parameters
+    ----------
+    features
+        Per image, the values of :data:`nucseg.inference.quality.QUALITY_FEATURES`.
+    ap50
+        Per image, its AP@0.5 against the annotation.
+    training_kinds
+        Image kinds the model was trained on (the ``unseen_kind`` feature).
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 images, or lengths that differ.
+    """
+    if len(features) != len(ap50) or len(features) < 3:
+        raise ValueError(f"need 3 or more images with features and AP@0.5, got {len(features)} and {len(ap50)}")
+    x = np.array([[row[name] for name in QUALITY_FEATURES] for row in features], dtype=np.float64)
+    y = np.asarray(ap50, dtype=np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    varies = std > 1e-9  # a feature constant on the fit images gets no weight
+    z = np.zeros_like(x)
+    z[:, varies] = (x[:, varies] - mean[varies]) / std[varies]
+    gram = z.T @ z + RIDGE * np.eye(z.shape[1])
+    beta = np.linalg.solve(gram, z.T @ (y - y.mean()))
+    weights = np.where(varies, beta / np.where(varies, std, 1.0), 0.0)
+    intercept = float(y.mean() - weights @ mean)
+    return QualityCalibration(intercept, {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
+                              float(threshold), sorted(training_kinds), fitted_on)
+
+
+@dataclass(frozen=True)
+class QualityRelation:
+    """How a quality score relates to real accuracy on a set of images.
+
+    Attributes
+    ----------
+    images, flagged
+        Number of images, and of those flagged ``check``.
+    spearman
+        Spearman rank correlation of score and AP@0.5 (nan when either is constant).
+    mean_ap50_flagged, mean_ap50_ok
+        Mean AP@0.5 of the flagged and of the other images (nan when there are none).
+    """
+
+    images: int
+    flagged: int
+    spearman: float
+    mean_ap50_flagged: float
+    mean_ap50_ok: float
+
+
+def quality_relation(features: Sequence[Mapping[str, float]], ap50: Sequence[float],
+                     calibration: QualityCalibration) -> QualityRelation:
+    """Score ``features`` with ``calibration`` and compare the scores and flags with ``ap50``."""
+    from scipy.stats import spearmanr
+
+    qualities = [assess(row, calibration) for row in features]
+    scores = np.array([q.score for q in qualities], dtype=np.float64)
+    y = np.asarray(ap50, dtype=np.float64)
+    flagged = np.array([q.flag == FLAG_CHECK for q in qualities])
+    constant = np.ptp(scores) == 0 or np.ptp(y) == 0
+    rho = float("nan") if constant else float(spearmanr(scores, y).statistic)
+    return QualityRelation(len(y), int(flagged.sum()), rho,
+                           float(y[flagged].mean()) if flagged.any() else float("nan"),
+                           float(y[~flagged].mean()) if (~flagged).any() else float("nan"))

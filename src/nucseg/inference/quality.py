@@ -1,0 +1,174 @@
+"""How far to trust one image's segmentation: a score in [0, 1] and a flag, with the reason in words.
+
+The score is a linear model of signs that a segmentation went wrong, each
+measured from the network's own output (no ground truth needed):
+
+``ambiguous``
+    share of the nucleus-like pixels (p(nucleus) > 0.25) whose most likely
+    class has probability below 0.75: the network could not decide;
+``entropy``
+    mean class entropy (base ``C``, 0 to 1) inside the predicted nuclei;
+``irregular``
+    1 - the median fill of the nuclei's bounding boxes divided by an
+    ellipse's (pi / 4): outlined texture is ragged, nuclei are round;
+``size_offset``
+    |log2| of the measured nucleus diameter over the training diameter;
+``sizing_clipped``
+    1 when automatic sizing stopped at a limit of its range;
+``no_nuclei``
+    1 when nothing was found;
+``unseen_kind``
+    1 when the image's kind (fluorescence, brightfield, histology) is not one
+    the model was trained on;
+``area_spread``
+    coefficient of variation of the nuclei's areas.
+
+The weights are fitted per model, on validation images, against the
+per-image AP@0.5 (``benchmarks/calibrate_quality.py``), and stored in the
+model folder's ``config.json`` (``quality``): :class:`QualityCalibration`.
+A model without a calibration gives no score (flag ``unknown``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+#: The features, in the order of the calibration's weights.
+QUALITY_FEATURES = ("ambiguous", "entropy", "irregular", "size_offset", "sizing_clipped", "no_nuclei",
+                    "unseen_kind", "area_spread")
+#: What each feature means, for the flag's reason.
+REASONS = {
+    "ambiguous": "many pixels of uncertain class",
+    "entropy": "uncertain nuclei",
+    "irregular": "ragged shapes (texture outlined as nuclei?)",
+    "size_offset": "nuclei far from the training size",
+    "sizing_clipped": "automatic sizing at its limit: give --diameter",
+    "no_nuclei": "no nuclei found",
+    "unseen_kind": "an image kind the model was not trained on",
+    "area_spread": "very uneven nucleus sizes",
+}
+FLAG_OK, FLAG_CHECK, FLAG_UNKNOWN = "ok", "check", "unknown"
+
+
+@dataclass(frozen=True)
+class QualityCalibration:
+    """The fitted quality model of one network (stored as ``quality`` in its ``config.json``).
+
+    Attributes
+    ----------
+    intercept, weights
+        score = clip(intercept + sum(weights[f] * feature[f]), 0, 1): an estimate of the image's AP@0.5.
+    threshold
+        Images scoring below it are flagged ``check``.
+    training_kinds
+        Image kinds of the model's training images.
+    fitted_on
+        What the weights were fitted on, for the record.
+    """
+
+    intercept: float
+    weights: dict[str, float]
+    threshold: float
+    training_kinds: list[str] = field(default_factory=list)
+    fitted_on: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QualityCalibration:
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown quality setting(s) {', '.join(unknown)}")
+        calibration = cls(**data)
+        strange = sorted(set(calibration.weights) - set(QUALITY_FEATURES))
+        if strange:
+            raise ValueError(f"unknown quality feature(s) {', '.join(strange)}")
+        return calibration
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality estimate of one segmentation.
+
+    Attributes
+    ----------
+    score
+        Estimated AP@0.5 in [0, 1]; None without a calibration.
+    flag
+        ``ok``, ``check`` (score below the model's threshold) or ``unknown``.
+    reason
+        Why an image is flagged: its two features that cost the most, in words ("" when ok).
+    features
+        Every feature's value (:data:`QUALITY_FEATURES`).
+    """
+
+    score: float | None
+    flag: str
+    reason: str
+    features: dict[str, float]
+
+
+def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, image_kind: str,
+                     training_diameter: float | None, training_kinds: Sequence[str] = (),
+                     sizing_clipped: bool = False, classes: int = 3) -> dict[str, float]:
+    """The features of :data:`QUALITY_FEATURES` for one segmentation.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    probabilities : ndarray of float, shape (C, H, W), or None
+        The maps the labels were built from (class probabilities first).
+    image_kind
+        :func:`nucseg.datasets.kinds.image_kind` of the image.
+    training_diameter
+        Median training nucleus diameter in pixels (None: no size feature).
+    classes
+        Leading class channels of ``probabilities``.
+    """
+    features = dict.fromkeys(QUALITY_FEATURES, 0.0)
+    count = int(labels.max())
+    features["no_nuclei"] = float(count == 0)
+    features["sizing_clipped"] = float(sizing_clipped)
+    features["unseen_kind"] = float(bool(training_kinds) and image_kind not in training_kinds)
+    if probabilities is not None:
+        classes_p = probabilities[:classes]
+        nucleus = 1.0 - classes_p[0]
+        candidates = nucleus > 0.25
+        if candidates.any():
+            features["ambiguous"] = float((classes_p.max(axis=0)[candidates] < 0.75).mean())
+        inside = labels > 0
+        if inside.any():
+            p = np.clip(classes_p[:, inside], 1e-7, 1.0)
+            features["entropy"] = float((-(p * np.log(p)).sum(axis=0) / np.log(classes)).mean())
+    if count:
+        areas = np.bincount(labels.ravel())[1:]
+        present = areas > 0
+        boxes = ndi.find_objects(labels)
+        box_areas = np.array([(b[0].stop - b[0].start) * (b[1].stop - b[1].start) if b else 1 for b in boxes])
+        fill = areas[present] / box_areas[present]
+        features["irregular"] = float(max(0.0, 1.0 - np.median(fill) / (np.pi / 4)))
+        features["area_spread"] = float(areas[present].std() / max(areas[present].mean(), 1.0))
+        if training_diameter:
+            diameter = float(np.median(np.sqrt(4 * areas[present] / np.pi)))
+            features["size_offset"] = float(abs(np.log2(max(diameter, 1.0) / training_diameter)))
+    return features
+
+
+def assess(features: Mapping[str, float], calibration: QualityCalibration | None) -> Quality:
+    """Score and flag one image's features with a model's calibration (``unknown`` without one)."""
+    if calibration is None:
+        return Quality(None, FLAG_UNKNOWN, "the model has no quality calibration", dict(features))
+    contributions = {name: calibration.weights.get(name, 0.0) * features[name] for name in QUALITY_FEATURES}
+    score = float(np.clip(calibration.intercept + sum(contributions.values()), 0.0, 1.0))
+    if score >= calibration.threshold:
+        return Quality(score, FLAG_OK, "", dict(features))
+    worst = sorted((value, name) for name, value in contributions.items() if value < 0)[:2]
+    reason = "; ".join(REASONS[name] for _, name in worst) or "low estimated accuracy"
+    return Quality(score, FLAG_CHECK, reason, dict(features))

@@ -1,0 +1,74 @@
+"""Tests of nucseg.evaluation.quality and nucseg.inference.quality: features, fit, score, flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nucseg.evaluation.quality import fit_calibration, quality_relation
+from nucseg.inference.quality import assess, QUALITY_FEATURES, quality_features, QualityCalibration
+
+
+def _discs(count=6, radius=8, shape=(96, 96)):
+    from skimage.draw import disk
+
+    labels = np.zeros(shape, dtype=np.int32)
+    for i in range(count):
+        labels[disk((16 + 30 * (i // 3), 16 + 30 * (i % 3)), radius, shape=shape)] = i + 1
+    return labels
+
+
+def _confident(labels):
+    probabilities = np.zeros((3,) + labels.shape, dtype=np.float32)
+    probabilities[0] = labels == 0
+    probabilities[1] = labels > 0
+    return probabilities
+
+
+def test_confident_round_nuclei_of_the_training_size_look_good():
+    labels = _discs()
+    good = quality_features(labels, _confident(labels), image_kind="fluorescence", training_diameter=16.0,
+                            training_kinds=["fluorescence"])
+    assert set(good) == set(QUALITY_FEATURES)
+    assert good["ambiguous"] == 0 and good["entropy"] < 0.01 and good["irregular"] < 0.1
+    assert good["size_offset"] < 0.2 and good["unseen_kind"] == 0 and good["no_nuclei"] == 0
+    murky = np.full((3,) + labels.shape, 1 / 3, dtype=np.float32)
+    bad = quality_features(np.zeros_like(labels), murky, image_kind="histology", training_diameter=16.0,
+                           training_kinds=["fluorescence"])
+    assert bad["ambiguous"] == 1 and bad["no_nuclei"] == 1 and bad["unseen_kind"] == 1
+
+
+def test_ragged_shapes_count_as_irregular():
+    rings = _discs(radius=10)
+    rings[_discs(radius=7) > 0] = 0  # thin rings: outlined texture rather than filled nuclei
+    features = quality_features(rings, None, image_kind="histology", training_diameter=16.0)
+    assert features["irregular"] > quality_features(_discs(), None, image_kind="histology",
+                                                   training_diameter=16.0)["irregular"] + 0.3
+
+
+def test_fitted_score_ranks_images_by_their_accuracy():
+    rng = np.random.default_rng(1)
+    rows, ap50 = [], []
+    for _ in range(60):
+        row = {name: float(rng.random()) for name in QUALITY_FEATURES}
+        rows.append(row)
+        ap50.append(float(np.clip(0.95 - 0.6 * row["ambiguous"] - 0.3 * row["irregular"]
+                                  + rng.normal(0, 0.03), 0, 1)))
+    calibration = fit_calibration(rows[:40], ap50[:40], training_kinds=["fluorescence"])
+    assert calibration.weights["ambiguous"] < -0.3 and abs(calibration.weights["unseen_kind"]) < 0.1
+    relation = quality_relation(rows[40:], ap50[40:], calibration)
+    assert relation.spearman > 0.8 and relation.images == 20
+    assert relation.flagged == 0 or relation.mean_ap50_flagged < relation.mean_ap50_ok
+    assert QualityCalibration.from_dict(calibration.to_dict()) == calibration
+
+
+def test_a_low_score_is_flagged_with_the_reasons_that_cost_most():
+    calibration = QualityCalibration(0.9, {"ambiguous": -0.8, "irregular": -0.1}, 0.5)
+    features = dict.fromkeys(QUALITY_FEATURES, 0.0) | {"ambiguous": 0.7, "irregular": 0.5}
+    quality = assess(features, calibration)
+    assert quality.flag == "check" and quality.score == pytest.approx(0.29)
+    assert quality.reason.startswith("many pixels of uncertain class")
+    assert assess(dict.fromkeys(QUALITY_FEATURES, 0.0), calibration).flag == "ok"
+    assert assess(features, None).flag == "unknown" and assess(features, None).score is None
+    with pytest.raises(ValueError, match="unknown quality feature"):
+        QualityCalibration.from_dict({"intercept": 1, "weights": {"colour": 1}, "threshold": 0.5})
