@@ -39,7 +39,7 @@ def test_package_default_model_names_the_copy_and_records_its_training_diameter(
     tool = load_tool("package_default_model")
     monkeypatch.setattr(tool, "package_models_dir", lambda: tmp_path / "package")
     (tmp_path / "package").mkdir()
-    assert tool.main([str(trained_looking_model), "--data", str(FIXTURES)]) == 0
+    assert tool.main([str(trained_looking_model), "--name", "dsb2018", "--data", str(FIXTURES)]) == 0
     packaged = load_model_folder(tmp_path / "package" / "dsb2018")
     source = load_model_folder(trained_looking_model)
     train = load_dataset(FIXTURES, names=source.config.split["train"], cache_dir=False)

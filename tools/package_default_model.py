@@ -1,10 +1,11 @@
-"""Copy a trained model folder into the package as the shipped default model.
+"""Copy a trained model folder into the package as a shipped model.
 
-    python tools/package_default_model.py runs/dsb2018/model --data ../shared/data/dsb2018/stage1_train
+    python tools/package_default_model.py runs/nuclei/model --name nuclei
+    python tools/package_default_model.py runs/dsb2018/model --name dsb2018 --data ../shared/data/dsb2018/stage1_train
 
-Names the model ``dsb2018`` and records the median nucleus diameter of its
-training images when the folder lacks it (models trained before nucseg
-recorded it). The weights are copied byte for byte; their checksum is kept and
+Names the model and records the median nucleus diameter of its training
+images when the folder lacks it (models trained before nucseg recorded it;
+``--data`` is then the dataset it was trained on). The weights are copied byte for byte; their checksum is kept and
 verified. Afterwards run ``nucseg tune --model src/nucseg/data/models/dsb2018
 --data DATA --split-from-model`` to tune the post-processing thresholds.
 """
@@ -21,22 +22,27 @@ from nucseg.io.atomic import atomic_directory
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.folder import add_onnx_graph, load_model_folder, onnx_path, read_model_config, rewrite_model_config
 
-NAME = "dsb2018"
+from nucseg.models.registry import REGISTERED_MODELS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="trained model folder, e.g. runs/dsb2018/model")
-    parser.add_argument("--data", required=True, help="the dataset the model was trained on")
+    parser.add_argument("--name", required=True, choices=[n for n in REGISTERED_MODELS if n != "classical"],
+                        help="the shipped model it becomes")
+    parser.add_argument("--data", help="the dataset the model was trained on (only for a folder that records no "
+                                       "median nucleus diameter)")
     args = parser.parse_args(argv)
 
     config, _ = read_model_config(args.model)
     if config.median_diameter is None:
+        if args.data is None:
+            parser.error("the model records no median nucleus diameter: give --data, the dataset it was trained on")
         train_samples = load_dataset(args.data, names=config.split["train"])
         config = dataclasses.replace(config, median_diameter=median_nucleus_diameter([s.labels for s in train_samples]))
-    config = dataclasses.replace(config, name=NAME)
+    config = dataclasses.replace(config, name=args.name)
 
-    target = package_models_dir() / NAME
+    target = package_models_dir() / args.name
     with atomic_directory(target) as staging:
         shutil.copytree(args.model, staging, dirs_exist_ok=True)
         rewrite_model_config(staging, config)

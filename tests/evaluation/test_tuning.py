@@ -95,6 +95,17 @@ def test_finds_the_marker_threshold_that_splits_touching_nuclei():
     assert result.initial_score == 0.0  # at 0.5 the bands join each pair into one seed
 
 
+def test_image_weights_decide_which_image_the_thresholds_fit():
+    disks, foreground = _disks_with_distractors()
+    pairs, touching = _touching_pairs()
+    maps = [_three_class(foreground * 0.9, foreground * 0.1), touching]
+    only_pairs = search_thresholds(maps, [disks, pairs], weights=[0.0, 1.0], grid=SMALL_GRID)
+    assert only_pairs.score == pytest.approx(search_thresholds([touching], [pairs], grid=SMALL_GRID).score)
+    equal = search_thresholds(maps, [disks, pairs], grid=SMALL_GRID)
+    assert equal.score == pytest.approx(search_thresholds(maps, [disks, pairs], weights=[2.0, 2.0],
+                                                          grid=SMALL_GRID).score)
+
+
 def test_binary_maps_tune_the_foreground_threshold_only():
     labels, foreground = _disks_with_distractors()
     probabilities = np.stack([1.0 - foreground, foreground]).astype(np.float32)

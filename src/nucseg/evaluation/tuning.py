@@ -143,6 +143,7 @@ def search_thresholds(
     *,
     initial: PostprocessConfig = PostprocessConfig(),
     grid: TuningGrid = TuningGrid(),
+    weights: Sequence[float] | None = None,
     progress: bool = False,
 ) -> TuningResult:
     """Search the post-processing settings with the best mean DSB2018 score.
@@ -158,6 +159,9 @@ def search_thresholds(
         (``max_hole_size``, ``split_binary``, ...) are kept from it.
     grid
         Candidate values, see :class:`TuningGrid`.
+    weights
+        Weight of each image in the mean (None: equal), e.g. ``1 / images of
+        its dataset`` so that every dataset of a mixture counts alike.
     progress
         Show a progress bar of the candidates.
 
@@ -199,7 +203,7 @@ def search_thresholds(
                                             min_marker_size=initial.min_marker_size)
         key = tuple(dataclasses.replace(candidate, min_size=0).to_dict().values())
         if key not in scored:
-            scores = _scores_by_min_size(probabilities, true_labels, candidate, min_sizes)
+            scores = _scores_by_min_size(probabilities, true_labels, candidate, min_sizes, weights)
             trials.extend(Trial(dataclasses.replace(candidate, min_size=size), float(score))
                           for size, score in zip(min_sizes, scores))
             best = int(np.argmax(scores))  # the first of equal scores
@@ -248,17 +252,19 @@ def _scores_by_min_size(
     true_labels: Sequence[np.ndarray],
     config: PostprocessConfig,
     min_sizes: Sequence[int],
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Mean DSB2018 score over the images of ``config`` at each of ``min_sizes``; float64 (len(min_sizes),)."""
+    """(Weighted) mean DSB2018 score over the images of ``config`` at each of ``min_sizes``; float64 (len(min_sizes),)."""
     totals = np.zeros(len(min_sizes))
     unfiltered = dataclasses.replace(config, min_size=0)
-    for probability, truth in zip(probabilities, true_labels):
+    weights = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)
+    for probability, truth, weight in zip(probabilities, true_labels, weights):
         labels = instances_from_probabilities(probability, unfiltered)
         matrix = iou_matrix(truth, labels)
         sizes = np.bincount(labels.ravel())[matrix.pred_ids]
         for i, min_size in enumerate(min_sizes):
-            totals[i] += dsb_score_of_matrix(_keep_predictions(matrix, sizes >= min_size))
-    return totals / len(probabilities)
+            totals[i] += weight * dsb_score_of_matrix(_keep_predictions(matrix, sizes >= min_size))
+    return totals / weights.sum()
 
 
 def _keep_predictions(matrix: IoUMatrix, keep: np.ndarray) -> IoUMatrix:
@@ -279,6 +285,7 @@ def tune_postprocess(
     samples: Sequence,
     *,
     grid: TuningGrid = TuningGrid(),
+    weights: Sequence[float] | None = None,
     progress: bool = False,
 ) -> TuningResult:
     """Tune a network model's post-processing settings on annotated images.
@@ -293,6 +300,8 @@ def tune_postprocess(
         training images (see :func:`nucseg.evaluation.report.load_validation_samples`).
     grid
         Candidate values, see :class:`TuningGrid`.
+    weights
+        Weight of each sample in the mean score (see :func:`search_thresholds`).
     progress
         Show progress bars.
 
@@ -324,7 +333,7 @@ def tune_postprocess(
     for sample in tqdm(samples, desc="predicting", unit="img", disable=not progress):
         probabilities.append(model.segment(sample.image).probabilities)
     result = search_thresholds(probabilities, [s.labels for s in samples], initial=model.postprocess_config,
-                               grid=grid, progress=progress)
+                               grid=grid, weights=weights, progress=progress)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 

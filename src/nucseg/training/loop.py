@@ -229,7 +229,7 @@ def train(
     if history:
         _plot_curves(history, run_dir / "curves.png")
     if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir():
-        _tune_saved_model(run_dir / MODEL_DIR, val_samples, log)
+        _tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
     best = progress_state.best_metric
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
                        float("nan") if best is None else float(best), history)
@@ -345,12 +345,17 @@ def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: i
             "stale_epochs": progress_state.stale_epochs}
 
 
-def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None]) -> None:
-    """Tune the post-processing thresholds of the run's best model on its validation images (``nucseg tune``)."""
+def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None], *,
+                      groups: Sequence[str] | None = None) -> None:
+    """Tune the post-processing thresholds of the run's best model on its validation images (``nucseg tune``).
+
+    With ``groups`` (the dataset of each image of a mixture), every dataset weighs alike in the score.
+    """
     from nucseg.evaluation.tuning import save_tuning, tune_postprocess
     from nucseg.inference.model import load_model
 
-    result = tune_postprocess(load_model(model_dir), val_samples)
+    weights = None if groups is None else [1.0 / groups.count(group) for group in groups]
+    result = tune_postprocess(load_model(model_dir), val_samples, weights=weights)
     _, weights_sha256 = read_model_config(model_dir)
     save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
                 expected_weights_sha256=weights_sha256)
