@@ -385,8 +385,10 @@ def _export_bioimageio(args: argparse.Namespace) -> int:
 def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="model folder; its config.json gets the best thresholds")
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument("--data", metavar="DATASET", help="annotated validation dataset (DSB2018 or paired layout)")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--data", metavar="DATASET", help="annotated validation dataset (DSB2018 or paired layout); "
+                                                        "not needed with --split-from-model for a model trained "
+                                                        "on several datasets")
     data.add_argument("--images", metavar="DIR", help="folder of validation images (paired layout; needs --masks)")
     parser.add_argument("--masks", metavar="DIR", help="folder of masks matched to --images by file name")
     parser.add_argument("--split-from-model", action="store_true",
@@ -407,17 +409,26 @@ def _run_tune(args: argparse.Namespace) -> int:
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
+    if args.data is None and args.images is None and not args.split_from_model:
+        raise NucsegError("give the validation images with --data or --images/--masks (or --split-from-model)")
     model = load_model(args.model)
     if not isinstance(model, NetworkModel):
         raise ModelError(None, f"model {model.name!r} has no network, so no post-processing thresholds to tune")
     _, weights_sha256 = read_model_config(model.path)
     progress = sys.stderr.isatty()
-    source = dataset_name(args.data or args.images)
-    if args.split_from_model:
+    weights = None
+    if args.split_from_model and args.data is None and args.images is None:  # a model trained on several datasets
+        samples = load_validation_samples(model.path, progress=progress)
+        groups = [sample.name.split("/")[0] for sample in samples]
+        weights = [1.0 / groups.count(group) for group in groups]  # every dataset counts alike
+        data = f"the validation split stored in the model ({len(samples)} images of {len(set(groups))} datasets)"
+    elif args.split_from_model:
+        source = dataset_name(args.data or args.images)
         samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
                                           progress=progress)
         data = f"{source} (validation split stored in the model, {len(samples)} images)"
     else:
+        source = dataset_name(args.data or args.images)
         samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
         data = f"{source} (all {len(samples)} images)"
     training = set(model.config.split.get("train", []))
@@ -425,7 +436,7 @@ def _run_tune(args: argparse.Namespace) -> int:
     if seen:
         print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
               "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
-    result = tune_postprocess(model, samples, progress=progress)
+    result = tune_postprocess(model, samples, weights=weights, progress=progress)
     print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.score:.4f} "
           f"({len(result.trials)} settings scored in {result.seconds:.0f} s)")
     for name, (before, after) in result.changed.items():

@@ -121,3 +121,11 @@ def test_fine_tuning_a_three_class_model_for_the_distance_target_keeps_its_class
     after = load_model_folder(tuned.model_dir).network.state_dict()["head.weight"]
     assert after.shape[0] == 4 and before.shape[0] == 3
     assert torch.allclose(after[:3], before, atol=1e-4)  # a vanishing learning rate: the trained rows were copied
+
+
+def test_tune_reads_a_mixture_models_validation_split_from_its_datasets(mixture_run, capsys):
+    from nucseg.cli import main
+
+    assert main(["tune", "--model", str(mixture_run.model_dir), "--split-from-model", "--dry-run"]) == 0
+    assert "images of 2 datasets" in capsys.readouterr().out
+    assert main(["tune", "--model", str(mixture_run.model_dir)]) != 0  # neither data nor the stored split
