@@ -33,6 +33,7 @@ def test_napari_segment_layer_measures_every_nucleus_as_layer_features():
     assert np.array_equal(features["index"], np.arange(1, result.labels.max() + 1))
     assert all(len(column) == len(result.table) for column in features.values())
     assert "area_px" in features and np.all(features["area_px"] > 0)
+    assert result.quality is None and "unknown" in result.quality_text  # the classical model has no estimate
 
 
 def test_napari_samples_are_the_shipped_images():

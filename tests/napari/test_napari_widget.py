@@ -59,6 +59,7 @@ def test_napari_widget_segments_a_sample_as_nucseg_segment_does(viewer, tmp_path
     assert labels.max() > 10
     features = viewer.layers[name].features
     assert len(features) == labels.max() and "area_px" in features.columns
+    assert "quality" in widget.status.text()  # the image's quality flag
 
     source = next(p for p in sample_image_paths() if p.name.startswith("fluorescence_"))
     assert nucseg_main(["segment", str(source), "--out", str(tmp_path / "cli")]) == 0

@@ -15,6 +15,7 @@ import numpy as np
 
 from nucseg.errors import InputError
 from nucseg.inference.model import Model
+from nucseg.inference.quality import Quality
 from nucseg.postprocess.measure import measure_nuclei, NucleusTable
 
 
@@ -32,12 +33,23 @@ class LayerSegmentation:
         Resize factor the network ran at (None for the classical model).
     seconds
         Time spent segmenting and measuring.
+    quality
+        How far to trust it (:class:`nucseg.inference.quality.Quality`; None for the classical model).
     """
 
     labels: np.ndarray
     table: NucleusTable
     scale: float | None
     seconds: float
+    quality: Quality | None = None
+
+    @property
+    def quality_text(self) -> str:
+        """The quality flag in words: ``quality 0.82 (ok)``, or ``check: <reason>``."""
+        if self.quality is None or self.quality.score is None:
+            return "quality: unknown (the model has no quality calibration)"
+        text = f"quality {self.quality.score:.2f} ({self.quality.flag})"
+        return text if not self.quality.reason else f"{text}: {self.quality.reason}"
 
     @property
     def features(self) -> dict[str, np.ndarray]:
@@ -117,4 +129,4 @@ def segment_layer(
     result = model.segment(image, **options)
     intensities = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image  # alpha is not intensity
     table = measure_nuclei(result.labels, intensities)
-    return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started)
+    return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started, result.quality)

@@ -170,7 +170,7 @@ class SegmentWidget(QWidget):
         self.save_button.setEnabled(True)
         scale = "" if result.scale is None else f", ran at scale {result.scale:.2f}"
         self.status.setText(f"{len(result.table)} nuclei in {layer.name} ({model_name}{scale}, "
-                            f"{result.seconds:.1f} s)")
+                            f"{result.seconds:.1f} s); {result.quality_text}")
 
     def _finished(self) -> None:
         self.segment_button.setEnabled(True)
