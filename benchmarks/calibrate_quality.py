@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---:|---:|---:|---:|---:|")
     for title, rows in sets.items():
         print(describe(title, rows, calibration))
-    held_out = [r for title, rows in sets.items() if not title.startswith("validation") for r in rows]
+    held_out = [r for title, rows in sets.items() if title == "test split" or title.startswith("unseen") for r in rows]
     if held_out:
         print(describe("all held-out images", held_out, calibration))
     print("\nweights: " + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.weights.items())

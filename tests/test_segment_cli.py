@@ -78,7 +78,7 @@ def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     code = main(["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith("nucseg: error: ") and "'dsb2018' is not installed" in err and len(err.splitlines()) == 1
+    assert err.startswith("nucseg: error: ") and "'nuclei' is not installed" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "summary.csv").exists()
 
 

@@ -131,7 +131,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     settings.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     settings.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
     settings.add_argument("--init-from", metavar="MODEL",
-                          help="fine-tune: start from this model's weights (a model folder, or 'dsb2018')")
+                          help="fine-tune: start from this model's weights (a model folder, or a shipped model: "
+                               "'nuclei', 'dsb2018')")
     settings.add_argument("--time-limit", type=float, dest="time_limit_minutes",
                           help="stop after the epoch that passes this many minutes")
 
@@ -189,7 +190,8 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder: X_labels.tif per image X, and summary.csv")
     parser.add_argument("--model", metavar="NAME_OR_PATH",
-                        help="model folder, or 'dsb2018' (the shipped model, default) or 'classical'")
+                        help="model folder or package, or a shipped model: 'nuclei' (the default), 'dsb2018' "
+                             "(DSB2018 data only) or 'classical'")
     parser.add_argument("--overlay", action="store_true", help="also write X_overlay.png: outlines on the image")
     parser.add_argument("--report", action="store_true",
                         help="also write report.html: a quality-control page of the batch (flagged images first)")
@@ -331,7 +333,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="NAME_OR_PATH", help="model folder or 'dsb2018' (default)")
+    parser.add_argument("--model", metavar="NAME_OR_PATH", help="model folder, or a shipped model ('nuclei', the default, or 'dsb2018')")
     parser.add_argument("--format", choices=["onnx", "bioimageio"], default="onnx",
                         help="onnx: the network as one .onnx file (the default); bioimageio: a BioImage Model Zoo "
                              "package (a folder, or a .zip)")

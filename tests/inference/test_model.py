@@ -64,17 +64,19 @@ def test_load_model_from_a_folder(model_dir):
 
 
 def test_load_model_by_name_from_the_package_folder(monkeypatch, tmp_path, model_dir):
-    shutil.copytree(model_dir, tmp_path / "dsb2018")
+    for name in ("nuclei", "dsb2018"):
+        shutil.copytree(model_dir, tmp_path / name)
     monkeypatch.setattr(registry, "package_models_dir", lambda: tmp_path)
-    for model in (load_model(), load_model("dsb2018")):
+    assert registry.DEFAULT_MODEL == "nuclei"
+    for model, name in ((load_model(), "nuclei"), (load_model("nuclei"), "nuclei"), (load_model("dsb2018"), "dsb2018")):
         assert isinstance(model, NetworkModel)
-        assert model.name == "dsb2018" and model.path == tmp_path / "dsb2018"
+        assert model.name == name and model.path == tmp_path / name
 
 
 def test_missing_default_model_is_an_error_not_a_fallback(monkeypatch, tmp_path):
     monkeypatch.setattr(registry, "package_models_dir", lambda: tmp_path)
-    for name in (None, "dsb2018"):
-        with pytest.raises(ModelError, match="'dsb2018' is not installed"):
+    for name, shown in ((None, "nuclei"), ("nuclei", "nuclei"), ("dsb2018", "dsb2018")):
+        with pytest.raises(ModelError, match=f"'{shown}' is not installed"):
             load_model(name)
 
 

@@ -65,13 +65,13 @@ def test_napari_widget_segments_a_sample_as_nucseg_segment_does(viewer, tmp_path
     assert nucseg_main(["segment", str(source), "--out", str(tmp_path / "cli")]) == 0
     assert np.array_equal(labels, read_labels(tmp_path / "cli" / f"{source.stem}_labels.tif"))
 
-    saved = widget.save_measurements(tmp_path / "nuclei.csv")
-    assert saved is not None and len(saved.read_text().splitlines()) == labels.max() + 1
     if SCREENSHOT:
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         from PIL import Image
 
         Image.fromarray(viewer.screenshot(canvas_only=False, flash=False)).save(SCREENSHOT)
+    saved = widget.save_measurements(tmp_path / "nuclei.csv")
+    assert saved is not None and len(saved.read_text().splitlines()) == labels.max() + 1
 
 
 def test_napari_widget_reports_errors_in_one_line(viewer, monkeypatch):

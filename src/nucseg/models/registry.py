@@ -10,13 +10,15 @@ from nucseg.errors import ModelError
 
 #: Registered model names and what they are.
 REGISTERED_MODELS = {
-    "dsb2018": "U-Net trained on the Kaggle DSB2018 stage-1 images (shipped with nucseg)",
+    "nuclei": "U-Net for fluorescence, brightfield and H&E: dsb2018 fine-tuned on DSB2018, MoNuSeg, GBM40 and "
+              "ISBI 2009 (shipped with nucseg; non-commercial: MoNuSeg is CC BY-NC-SA 4.0)",
+    "dsb2018": "U-Net trained on the Kaggle DSB2018 stage-1 images alone, the seed's data (shipped with nucseg)",
     "classical": "classical baseline: Otsu threshold, distance transform, watershed (no network)",
 }
 
 
 #: The model used when none is named.
-DEFAULT_MODEL = "dsb2018"
+DEFAULT_MODEL = "nuclei"
 
 
 def package_models_dir() -> Path:
