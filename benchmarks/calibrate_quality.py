@@ -27,7 +27,6 @@ import json
 import sys
 from collections.abc import Sequence
 
-import numpy as np
 
 from nucseg.datasets.kinds import image_kind
 from nucseg.datasets.layouts import load_dataset

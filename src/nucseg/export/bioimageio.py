@@ -63,7 +63,6 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
     ModelError
         The model cannot be exported (another architecture), or the description does not validate.
     """
-    import torch
     from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
 
     from nucseg.models.folder import load_model_folder
@@ -75,7 +74,7 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as scratch:
         work = Path(scratch)
-        description = _describe(loaded, Path(model_dir), work, torch)
+        description = _describe(loaded, Path(model_dir), work)
         if out.suffix == ".zip":
             if out.exists() and not overwrite:
                 raise FileExistsError(out)
@@ -88,7 +87,9 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
     return out
 
 
-def _describe(loaded, model_dir: Path, work: Path, torch):
+def _describe(loaded, model_dir: Path, work: Path):
+    """The package's description, with every file it names written into ``work``."""
+    import torch
     from bioimageio.spec.model import v0_5 as spec
 
     config: ModelConfig = loaded.config
@@ -97,7 +98,7 @@ def _describe(loaded, model_dir: Path, work: Path, torch):
 
     wrapper = WithOutputMaps(loaded.network, layout.split_at).eval()
 
-    test_input, test_output = _test_tensors(wrapper, config, torch)
+    test_input, test_output = _test_tensors(wrapper, config)
     np.save(work / "test_input.npy", test_input)
     np.save(work / "test_output.npy", test_output)
     cover = _cover(test_input, test_output, config, work / "cover.png")
@@ -185,8 +186,10 @@ def _normalized(raw: np.ndarray, config: ModelConfig) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(scaled, -1, 0)[None], dtype=np.float32)
 
 
-def _test_tensors(wrapper, config: ModelConfig, torch) -> tuple[np.ndarray, np.ndarray]:
+def _test_tensors(wrapper, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
     """A crop of the shipped fluorescence sample as raw input, and the network's output on it."""
+    import torch
+
     from nucseg.datasets.locations import sample_image_paths
     from nucseg.io.images import read_image
     from nucseg.preprocess.normalize import to_channels

@@ -265,7 +265,6 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
         else:
             split = saved_split
         samples = [s for dataset_samples in by_dataset.values() for s in dataset_samples]
-        origin = folders
     else:
         samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
         origin = data or images_dir
