@@ -239,9 +239,9 @@ def model_card(config: ModelConfig) -> str:
         f"# nucseg model {config.name or ''}".rstrip(),
         "",
         f"A U-Net ({config.architecture_options}) that finds cell nuclei in 2-D microscopy images "
-        "(fluorescence, brightfield, H&E histology). Exported by nucseg "
-        f"{config.nucseg_version or ''} from its model folder (attached: config.json, weights.safetensors, "
-        "network.onnx; `nucseg segment --model THIS_PACKAGE` uses it directly).",
+        f"(fluorescence, brightfield, H&E histology), written by nucseg {config.nucseg_version or ''}. Its nucseg "
+        "model folder is config.json, weights.safetensors and network.onnx (a bioimage.io package exported with "
+        "`nucseg export --format bioimageio` carries them too): `nucseg segment --model FOLDER_OR_PACKAGE`.",
         "",
         "## Input",
         "",
