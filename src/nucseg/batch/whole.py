@@ -15,6 +15,7 @@ import numpy as np
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
 from nucseg.inference.model import Model
+from nucseg.inference.quality import Quality
 from nucseg.io.channels import Channel
 from nucseg.errors import InputError
 from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
@@ -59,9 +60,10 @@ def _segment_one(
     try:
         stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
         pixel_size, plane_options = physical_settings(image.path, pixel_size, options)
-        results = []
+        results, qualities = [], []
         for plane in stack.planes:
             result = model.segment(plane, **plane_options)
+            qualities.append(model.assess_quality(plane, result))
             result.probabilities = None  # not needed further; those of a whole stack need not fit in memory
             results.append(result)
         _warn_if_sizing_clipped(results, image.path)
@@ -83,8 +85,8 @@ def _segment_one(
             path.unlink(missing_ok=True)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
-    plane_reports = [_with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), result)
-                     for plane_labels, result in zip(labels, results)]
+    plane_reports = [_with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
+                     for plane_labels, result, quality in zip(labels, results, qualities)]
     if not stack.plane_axes:
         report = plane_reports[0]
     else:
@@ -108,11 +110,10 @@ def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixe
                        scale=scale, median_diameter=median_nucleus_diameter(list(planes)), pixel_size=pixel_size)
 
 
-def _with_quality(report: ImageReport, result) -> ImageReport:
-    """``report`` with the quality estimate of its segmentation result, when the model gave one."""
-    if result.quality is not None:
-        report.quality, report.flag, report.flag_reason = (result.quality.score, result.quality.flag,
-                                                           result.quality.reason)
+def _with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
+    """``report`` with a quality estimate, when the model gave one."""
+    if quality is not None:
+        report.quality, report.flag, report.flag_reason = quality.score, quality.flag, quality.reason
     return report
 
 

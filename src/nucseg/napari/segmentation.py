@@ -129,4 +129,5 @@ def segment_layer(
     result = model.segment(image, **options)
     intensities = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image  # alpha is not intensity
     table = measure_nuclei(result.labels, intensities)
-    return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started, result.quality)
+    return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started,
+                             model.assess_quality(image, result))
