@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 from nucseg.datasets.kinds import image_kind
 from nucseg.datasets.layouts import load_dataset
+from nucseg.datasets.mixture import NAME_SEPARATOR, split_qualified
 from nucseg.evaluation.metrics import image_scores
 from nucseg.evaluation.quality import fit_calibration, quality_relation
 from nucseg.evaluation.report import load_validation_samples
@@ -53,7 +54,7 @@ def measured(model, samples) -> list[dict]:
     rows = []
     for sample in samples:
         result = model.segment(sample.image)
-        rows.append({"name": sample.name, "kind": image_kind(sample.image), "features": result.quality.features,
+        rows.append({"name": sample.name, "kind": image_kind(sample.image), "features": model.assess_quality(sample.image, result).features,
                      "ap50": image_scores(sample.labels, result.labels).ap50})
     return rows
 
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.split.get("test"):
         test_rows = measured(model, load_validation_samples(args.model, args.data, part="test"))
         sets["test split"] = test_rows
-        for dataset in sorted({r["name"].split("/")[0] for r in test_rows if "/" in r["name"]}):
+        for dataset in sorted({split_qualified(r["name"])[0] for r in test_rows if NAME_SEPARATOR in r["name"]}):
             sets[f"test: {dataset}"] = [r for r in test_rows if r["name"].startswith(f"{dataset}/")]
     for folder in args.unseen:
         sets[f"unseen: {folder.rstrip('/').split('/')[-1]}"] = measured(model, load_dataset(folder))

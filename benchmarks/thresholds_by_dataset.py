@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from nucseg.datasets.mixture import split_qualified
 from nucseg.evaluation.metrics import dsb_score
 from nucseg.evaluation.report import load_validation_samples
 from nucseg.evaluation.tuning import search_thresholds
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     model = load_model(args.model)
     samples = load_validation_samples(args.model)
-    groups = [s.name.split("/")[0] for s in samples]
+    groups = [split_qualified(s.name)[0] for s in samples]
     results = [model.segment(s.image) for s in samples]
     maps, labels = [r.probabilities for r in results], [s.labels for s in samples]
     for group in dict.fromkeys(groups):

@@ -333,7 +333,8 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", metavar="NAME_OR_PATH", help="model folder, or a shipped model ('nuclei', the default, or 'dsb2018')")
+    parser.add_argument("--model", metavar="NAME_OR_PATH",
+                        help="model folder, or a shipped model ('nuclei', the default, or 'dsb2018')")
     parser.add_argument("--format", choices=["onnx", "bioimageio"], default="onnx",
                         help="onnx: the network as one .onnx file (the default); bioimageio: a BioImage Model Zoo "
                              "package (a folder, or a .zip)")
@@ -420,9 +421,11 @@ def _run_tune(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty()
     weights = None
     if args.split_from_model and args.data is None and args.images is None:  # a model trained on several datasets
+        from nucseg.datasets.mixture import equal_dataset_weights, split_qualified
+
         samples = load_validation_samples(model.path, progress=progress)
-        groups = [sample.name.split("/")[0] for sample in samples]
-        weights = [1.0 / groups.count(group) for group in groups]  # every dataset counts alike
+        groups = [split_qualified(sample.name)[0] for sample in samples]
+        weights = equal_dataset_weights(groups)
         data = f"the validation split stored in the model ({len(samples)} images of {len(set(groups))} datasets)"
     elif args.split_from_model:
         source = dataset_name(args.data or args.images)

@@ -45,3 +45,10 @@ def test_load_mixture_renames_and_selects(tmp_path):
     assert list(only) == ["b"] and [s.name for s in only["b"]] == wanted
     with pytest.raises(InputError, match="belongs to no configured dataset"):
         load_mixture(folders, ["c/x"])
+
+
+def test_equal_dataset_weights_give_every_dataset_the_same_total():
+    from nucseg.datasets.mixture import equal_dataset_weights
+
+    weights = equal_dataset_weights(["a", "b", "a", "a"])
+    assert weights == [1 / 3, 1.0, 1 / 3, 1 / 3] and sum(w for w, d in zip(weights, "abaa") if d == "a") == 1.0

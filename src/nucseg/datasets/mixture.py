@@ -63,6 +63,15 @@ def split_qualified(name: str) -> tuple[str, str]:
     return dataset, image
 
 
+def equal_dataset_weights(datasets: Sequence[str]) -> list[float]:
+    """Per image, 1 / the number of images of its dataset (``datasets``: each image's), so that in a
+    weighted mean over the images every dataset counts alike."""
+    counts: dict[str, int] = {}
+    for dataset in datasets:
+        counts[dataset] = counts.get(dataset, 0) + 1
+    return [1.0 / counts[dataset] for dataset in datasets]
+
+
 def load_mixture(
     datasets: Mapping[str, str | Path],
     names: Sequence[str] | None = None,

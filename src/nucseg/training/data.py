@@ -254,11 +254,11 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
         by_dataset = load_mixture(folders, progress=progress)
         if saved_split is None:
             split = {"train": [], "validation": [], "test": [], "datasets": folders}
+            # An initial model trained on a mixture names its images <dataset>/<image>; one trained on a
+            # single dataset names them bare.
+            initial = set(initial_train)
             for dataset, samples in by_dataset.items():
-                qualified_initial = {name for name in initial_train if name.startswith(f"{dataset}/")}
-                bare_initial = {name for name in initial_train if "/" not in name}
-                train_only = [s.name for s in samples if s.name in qualified_initial
-                              or split_qualified(s.name)[1] in bare_initial]
+                train_only = [s.name for s in samples if s.name in initial or split_qualified(s.name)[1] in initial]
                 part = _split_samples(samples, config, train_only, folders[dataset])
                 for side, names in part.to_dict().items():
                     split[side].extend(names)

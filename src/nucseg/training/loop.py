@@ -354,7 +354,9 @@ def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Calla
     from nucseg.evaluation.tuning import save_tuning, tune_postprocess
     from nucseg.inference.model import load_model
 
-    weights = None if groups is None else [1.0 / groups.count(group) for group in groups]
+    from nucseg.datasets.mixture import equal_dataset_weights
+
+    weights = None if groups is None else equal_dataset_weights(groups)
     result = tune_postprocess(load_model(model_dir), val_samples, weights=weights)
     _, weights_sha256 = read_model_config(model_dir)
     save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
