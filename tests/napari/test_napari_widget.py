@@ -36,7 +36,7 @@ def _dock(viewer):
     return widget
 
 
-def _wait(widget, qtbot_or_none=None, timeout=120.0):
+def _wait(widget, timeout=120.0):
     from qtpy.QtWidgets import QApplication
 
     deadline = time.time() + timeout
