@@ -17,8 +17,10 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 from nucseg.errors import NucsegError, require
+from nucseg.evaluation import MIN_KIND_IMAGES
 from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from nucseg.models import SIZE_DIVISOR
+from nucseg.postprocess import SIZE_FRAMES
 from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, WHOLE_IMAGE_BYTES_PER_PIXEL
 
 EXIT_OK = 0
@@ -397,6 +399,14 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-from-model", action="store_true",
                         help="tune only on the validation images named in the model's config.json "
                              "(split.validation): --data is then the dataset the model was trained on")
+    parser.add_argument("--by-kind", action="store_true",
+                        help="also give each image kind (fluorescence, brightfield, histology) with at least "
+                             f"{MIN_KIND_IMAGES} tuning images its own settings, used for images of that kind; "
+                             "without it, one setting for every image")
+    parser.add_argument("--size-frame", choices=SIZE_FRAMES, default=None,
+                        help="count the minimum nucleus and seed sizes in the image's pixels or at the scale the "
+                             "network ran at (automatic sizing's factor), so that one value fits small and large "
+                             "nuclei (default: as the model does)")
     parser.add_argument("--dry-run", action="store_true", help="search and print the result; write nothing")
 
 
@@ -441,13 +451,21 @@ def _run_tune(args: argparse.Namespace) -> int:
     if seen:
         print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
               "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
-    result = tune_postprocess(model, samples, weights=weights, progress=progress)
-    print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.score:.4f} "
+    result = tune_postprocess(model, samples, weights=weights, by_kind=args.by_kind, size_frame=args.size_frame,
+                              progress=progress)
+    print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.final_score:.4f} "
           f"({len(result.trials)} settings scored in {result.seconds:.0f} s)")
     for name, (before, after) in result.changed.items():
         print(f"  {name}: {before} -> {after}")
     if not result.changed:
         print("  the model's settings are the best found")
+    for kind, found in result.by_kind.items():
+        changes = ", ".join(f"{name} {after}" for name, (_, after) in found.changed.items()) or "no change"
+        print(f"  {kind} images ({found.n_images}): DSB2018 score {found.initial_score:.4f} -> {found.score:.4f} "
+              f"with their own settings ({changes})")
+    if model.postprocess_by_kind and not result.by_kind:
+        print(f"  the model's settings per image kind ({', '.join(model.postprocess_by_kind)}) give way to the one "
+              "setting for every image (use --by-kind to tune them)")
     if args.dry_run:
         print(f"{model.path / 'config.json'} not written (--dry-run)")
     else:

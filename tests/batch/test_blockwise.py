@@ -413,3 +413,28 @@ def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path
                for row, expected in zip(rows, whole.rows))
     overview = np.asarray(Image.open(tmp_path / "overview.png"))
     assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
+
+
+def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, dsb_samples, active_model_dir):
+    import json
+    import shutil
+
+    from nucseg.inference.model import load_model
+    from nucseg.postprocess.watershed import PostprocessConfig
+
+    folder = tmp_path / "model"
+    shutil.copytree(active_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["postprocess_by_kind"] = {"fluorescence": PostprocessConfig(min_size=10**6).to_dict()}
+    (folder / "config.json").write_text(json.dumps(config))
+    model = load_model(folder)
+    dark = dsb_samples["00071198"].image[..., :3]  # fluorescence
+    stained = dsb_samples["00ae65c1"].image[:256, :256, :3]  # histology
+    # 2 x 3 blocks of 256; the centre block (1, 1) is histology, so no block uses the fluorescence settings
+    image = np.concatenate([np.concatenate([dark, stained, dark], axis=1)] * 2, axis=0)
+    report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=256, margin=32, scale=1.0)
+    assert report.grid_shape == (2, 3)
+    assert read_labels(tmp_path / "labels.tif")[:256, :256].max() > 0  # a fluorescence block, general settings
+    image[:, 256:512] = np.concatenate([dark] * 2, axis=0)  # now the centre block is fluorescence: nothing kept
+    assert segment_large(image, tmp_path / "dark.zarr", model=model, block_size=256, margin=32,
+                         scale=1.0).nuclei == 0

@@ -106,6 +106,20 @@ def test_image_weights_decide_which_image_the_thresholds_fit():
                                                           grid=SMALL_GRID).score)
 
 
+def test_sizes_at_network_scale_are_tuned_in_the_network_frame():
+    labels, foreground = _disks_with_distractors()
+    probabilities = _three_class(foreground * 0.9, foreground * 0.1)
+    # The network ran at 0.5: a nucleus of 113 image pixels had 28 network pixels, a speck of 25 had 6.
+    result = search_thresholds([probabilities], [labels], scales=[0.5],
+                               initial=PostprocessConfig(size_frame="network"))
+    assert result.score == 1.0
+    assert result.config.size_frame == "network"
+    assert 25 < result.config.at_scale(0.5).min_size <= np.bincount(labels.ravel())[1:].min()
+    assert 6 < result.config.min_size <= 28
+    with pytest.raises(ValueError, match="scales"):
+        search_thresholds([probabilities], [labels], scales=[0.5, 1.0])
+
+
 def test_binary_maps_tune_the_foreground_threshold_only():
     labels, foreground = _disks_with_distractors()
     probabilities = np.stack([1.0 - foreground, foreground]).astype(np.float32)
@@ -231,6 +245,38 @@ def test_tune_postprocess_goes_through_segment(tmp_path, dsb_samples, fake_proba
     assert result.score > result.initial_score
     assert fake_probabilities[:2] == [s.name for s in samples]
     assert model.postprocess_config == PostprocessConfig()  # the loaded model is not changed
+
+
+def test_tune_postprocess_by_kind_gives_each_kind_with_enough_images_its_own_settings(
+        tmp_path, dsb_samples, fake_probabilities, monkeypatch):
+    monkeypatch.setattr("nucseg.evaluation.tuning.MIN_KIND_IMAGES", 2)
+    path = _tiny_model(tmp_path / "model")
+    model = load_model(path)
+    fluorescence = [dsb_samples["00071198"], dsb_samples["0280fa8f"]]
+    histology = dsb_samples["00ae65c1"]
+    result = tune_postprocess(model, [*fluorescence, histology], grid=SMALL_GRID, by_kind=True)
+    assert set(result.by_kind) == {"fluorescence"}  # one histology image is too few for settings of its own
+    own = result.by_kind["fluorescence"]
+    assert own.n_images == 2
+    assert own.score == pytest.approx(tune_postprocess(model, fluorescence, grid=SMALL_GRID).score)
+    expected = np.mean([dsb_score(s.labels, instances_from_probabilities(_fixture_maps(s.labels), own.config))
+                        for s in fluorescence] + [dsb_score(histology.labels, instances_from_probabilities(
+                            _fixture_maps(histology.labels), result.config))])
+    assert result.final_score == pytest.approx(expected)
+
+    save_tuning(path, result, data="fixtures")
+    tuned = load_model(path)
+    assert tuned.postprocess_for(fluorescence[0].image) == own.config
+    assert tuned.postprocess_for(histology.image) == tuned.postprocess_config == result.config
+    assert read_model_config(path)[0].validation["tuning"]["by_kind"] == {
+        "fluorescence": {"n_images": 2, "dsb_score": own.score}}
+    kind_config = dataclasses.replace(own.config, min_size=0)  # an explicit override applies on top of the kind's
+    labels = tuned.segment(fluorescence[0].image, postprocess={"min_size": 0}).labels
+    assert np.array_equal(labels, instances_from_probabilities(_fixture_maps(fluorescence[0].labels), kind_config))
+
+    one_setting = tune_postprocess(tuned, fluorescence, grid=SMALL_GRID)  # a tuning without kinds clears them
+    save_tuning(path, one_setting, data="fixtures")
+    assert load_model(path).postprocess_by_kind == {}
 
 
 def test_tune_postprocess_rejects_the_classical_model(dsb_samples):

@@ -450,3 +450,35 @@ def test_segment_files_with_the_classical_model_and_checks_options_first(tmp_pat
         segment_files(_small_inputs()[:1], tmp_path / "out2", model="classical", tta=True)
     assert not (tmp_path / "out2").exists()
 
+
+
+def _with_settings_by_kind(source: Path, folder: Path, by_kind: dict) -> Path:
+    import json
+
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["postprocess_by_kind"] = by_kind
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_settings_by_image_kind_apply_to_images_of_that_kind(tmp_path, active_model_dir, dsb_samples):
+    from nucseg.postprocess.watershed import PostprocessConfig
+
+    nothing = PostprocessConfig(min_size=10**6).to_dict()
+    model = load_model(_with_settings_by_kind(active_model_dir, tmp_path / "model", {"fluorescence": nothing}))
+    fluorescence, histology = dsb_samples["00071198"].image, dsb_samples["00ae65c1"].image
+    assert model.postprocess_for(fluorescence) == PostprocessConfig(min_size=10**6)
+    assert model.postprocess_for(histology) == model.postprocess_config == model.postprocess_for(None)
+    assert model.segment(fluorescence).labels.max() == 0
+    assert model.segment(histology).labels.max() > 0
+    assert model.segment(fluorescence, postprocess={"min_size": 0}).labels.max() > 0  # overrides go on top
+    blue_only = np.zeros(fluorescence.shape[:2] + (3,), dtype=np.uint8)
+    blue_only[..., 2] = fluorescence[..., 0]  # a DAPI export: gray fluorescence to the network, kind included
+    assert model.postprocess_for(blue_only) == PostprocessConfig(min_size=10**6)
+
+
+def test_settings_by_kind_must_name_known_kinds(tmp_path, active_model_dir):
+    folder = _with_settings_by_kind(active_model_dir, tmp_path / "model", {"confocal": {}})
+    with pytest.raises(ModelError, match="unknown image kinds confocal"):
+        load_model(folder)

@@ -235,3 +235,32 @@ def test_same_result_as_a_plain_marker_watershed():
     expected = remove_small_labels(watershed(-interior, markers, mask=foreground), config.min_size)
     assert expected.max() == 8
     np.testing.assert_array_equal(instances_from_probabilities(probabilities, config), expected)
+
+
+def test_sizes_at_network_scale_become_image_pixels_at_each_scale():
+    labels = _nuclei()
+    labels[disk((85, 110), 2, shape=labels.shape)] = 9  # 13 pixels
+    probabilities = _three_class(labels, sigma=0.5)
+    network = PostprocessConfig(min_size=50, min_marker_size=8, size_frame="network")
+    # The network ran on the image shrunk by 0.5: 50 network pixels are 200 image pixels.
+    at_half = network.at_scale(0.5)
+    assert (at_half.min_size, at_half.min_marker_size, at_half.size_frame) == (200, 32, "image")
+    assert network.at_scale(2.0).min_marker_size == 2
+    assert PostprocessConfig(min_marker_size=0, size_frame="network").at_scale(4.0).min_marker_size == 0
+    image_frame = PostprocessConfig(min_size=50)
+    assert image_frame.at_scale(0.5) is image_frame
+    kept = instances_from_probabilities(probabilities, network, scale=4.0)  # min_size 3 image pixels
+    dropped = instances_from_probabilities(probabilities, network, scale=0.25)  # min_size 800: every disc
+    assert kept.max() == 6
+    assert dropped.max() == 0
+    assert np.array_equal(instances_from_probabilities(probabilities, network, scale=0.5),
+                          instances_from_probabilities(probabilities, at_half))
+
+
+def test_size_frame_is_checked_and_round_trips():
+    with pytest.raises(ValueError, match="size_frame"):
+        PostprocessConfig(size_frame="microns")
+    config = PostprocessConfig(size_frame="network")
+    assert PostprocessConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="scale"):
+        config.at_scale(0.0)

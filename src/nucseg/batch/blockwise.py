@@ -431,12 +431,19 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
                               scratch: Path, attributes: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
     """The segment options with automatic sizing replaced by one factor, and that factor.
 
-    The factor is estimated on the centre block and stored in the scratch
-    group, so that a resumed run keeps it. Returns ``(options, None)`` for
-    models without a network.
+    The factor is estimated on the centre block and stored in the scratch group, so that a resumed
+    run keeps it. A model's settings per image kind are chosen once too, by the centre block's kind,
+    so that every block is cut alike. Returns ``(options, None)`` for models without a network.
     """
     if not model.has_network:
         return options, None
+    rows, cols = grid.grid_shape
+    centre = grid.block(rows // 2, cols // 2)
+    centre_pixels = None
+    if model.postprocess_by_kind:
+        centre_pixels = _pixels(_task_input(source, centre.read), centre.read)
+        overrides = options.get("postprocess") or {}
+        options = {**options, "postprocess": {**model.postprocess_for(centre_pixels).to_dict(), **overrides}}
     factor = model.fixed_scale(options)
     if factor is not None:
         return options, factor
@@ -444,10 +451,9 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     if "scale" in attributes:
         factor = float(attributes["scale"])
     else:
-        rows, cols = grid.grid_shape
-        centre = grid.block(rows // 2, cols // 2)
-        pixels = _pixels(_task_input(source, centre.read), centre.read)
-        factor = model.estimate_scale(pixels, intensity_range=intensity_range, **fixed)
+        if centre_pixels is None:
+            centre_pixels = _pixels(_task_input(source, centre.read), centre.read)
+        factor = model.estimate_scale(centre_pixels, intensity_range=intensity_range, **fixed)
         _write_attributes(scratch, {"scale": factor})
     return {**fixed, "scale": factor}, factor
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from nucseg.errors import InputError, ModelError
+from nucseg.evaluation import MIN_KIND_IMAGES
 from nucseg.evaluation.metrics import dsb_score_of_matrix, iou_matrix, IoUMatrix
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 
@@ -43,6 +44,7 @@ from nucseg.postprocess.watershed import instances_from_probabilities, Postproce
 TUNED_SETTINGS = ("foreground_threshold", "marker_threshold", "min_marker_size", "min_size")
 #: Key of :attr:`nucseg.models.folder.ModelConfig.validation` that records the tuning.
 VALIDATION_KEY = "tuning"
+
 # Refined thresholds stay this far from 0 and 1 (both ends are degenerate).
 _THRESHOLD_MARGIN = 0.01
 
@@ -117,6 +119,13 @@ class TuningResult:
         Every setting scored, in search order.
     seconds
         Wall time: network inference plus search.
+    by_kind
+        With per-kind tuning: ``{image kind: its own result}`` for the kinds
+        with enough tuning images (:data:`MIN_KIND_IMAGES`); their images use
+        those settings, the others ``config``.
+    combined_score
+        With per-kind tuning: the mean score over all tuning images, each with
+        the settings of its kind (else None; ``score`` is that mean).
     """
 
     config: PostprocessConfig
@@ -126,6 +135,13 @@ class TuningResult:
     n_images: int
     trials: tuple[Trial, ...]
     seconds: float = 0.0
+    by_kind: dict[str, "TuningResult"] = dataclasses.field(default_factory=dict)
+    combined_score: float | None = None
+
+    @property
+    def final_score(self) -> float:
+        """The mean score over all tuning images with the settings that :func:`save_tuning` writes."""
+        return self.score if self.combined_score is None else self.combined_score
 
     @property
     def changed(self) -> dict[str, tuple[Any, Any]]:
@@ -144,6 +160,7 @@ def search_thresholds(
     initial: PostprocessConfig = PostprocessConfig(),
     grid: TuningGrid = TuningGrid(),
     weights: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
     progress: bool = False,
 ) -> TuningResult:
     """Search the post-processing settings with the best mean DSB2018 score.
@@ -162,6 +179,9 @@ def search_thresholds(
     weights
         Weight of each image in the mean (None: equal), e.g. ``1 / images of
         its dataset`` so that every dataset of a mixture counts alike.
+    scales
+        Resize factor the network ran at for each image (None: 1), which
+        sizes at network scale (``initial.size_frame == "network"``) need.
     progress
         Show a progress bar of the candidates.
 
@@ -189,6 +209,9 @@ def search_thresholds(
     for p, t in zip(probabilities, true_labels):
         if p.shape[1:] != np.shape(t):
             raise ValueError(f"probabilities of shape {p.shape} do not fit labels of shape {np.shape(t)}")
+    scales = [1.0] * len(probabilities) if scales is None else [float(scale) for scale in scales]
+    if len(scales) != len(probabilities):
+        raise ValueError(f"{len(probabilities)} probability maps but {len(scales)} scales")
     three_class = n_classes.pop() >= 3  # three classes, with or without a distance map
     # Nearest to the model's own first, so that of equal scores the smallest change wins.
     min_sizes = tuple(sorted(set(grid.min_size) | {initial.min_size}, key=lambda s: (abs(s - initial.min_size), s)))
@@ -203,7 +226,7 @@ def search_thresholds(
                                             min_marker_size=initial.min_marker_size)
         key = tuple(dataclasses.replace(candidate, min_size=0).to_dict().values())
         if key not in scored:
-            scores = _scores_by_min_size(probabilities, true_labels, candidate, min_sizes, weights)
+            scores = _scores_by_min_size(probabilities, true_labels, candidate, min_sizes, weights, scales)
             trials.extend(Trial(dataclasses.replace(candidate, min_size=size), float(score))
                           for size, score in zip(min_sizes, scores))
             best = int(np.argmax(scores))  # the first of equal scores
@@ -253,17 +276,22 @@ def _scores_by_min_size(
     config: PostprocessConfig,
     min_sizes: Sequence[int],
     weights: Sequence[float] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> np.ndarray:
     """(Weighted) mean DSB2018 score over the images of ``config`` at each of ``min_sizes``; float64 (len(min_sizes),)."""
     totals = np.zeros(len(min_sizes))
     unfiltered = dataclasses.replace(config, min_size=0)
     weights = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)
-    for probability, truth, weight in zip(probabilities, true_labels, weights):
-        labels = instances_from_probabilities(probability, unfiltered)
+    scales = [1.0] * len(probabilities) if scales is None else scales
+    for probability, truth, weight, scale in zip(probabilities, true_labels, weights, scales):
+        if weight == 0:
+            continue
+        labels = instances_from_probabilities(probability, unfiltered, scale=scale)
         matrix = iou_matrix(truth, labels)
         sizes = np.bincount(labels.ravel())[matrix.pred_ids]
         for i, min_size in enumerate(min_sizes):
-            totals[i] += weight * dsb_score_of_matrix(_keep_predictions(matrix, sizes >= min_size))
+            in_image = dataclasses.replace(config, min_size=min_size).at_scale(scale).min_size
+            totals[i] += weight * dsb_score_of_matrix(_keep_predictions(matrix, sizes >= in_image))
     return totals / weights.sum()
 
 
@@ -286,6 +314,8 @@ def tune_postprocess(
     *,
     grid: TuningGrid = TuningGrid(),
     weights: Sequence[float] | None = None,
+    by_kind: bool = False,
+    size_frame: str | None = None,
     progress: bool = False,
 ) -> TuningResult:
     """Tune a network model's post-processing settings on annotated images.
@@ -302,6 +332,15 @@ def tune_postprocess(
         Candidate values, see :class:`TuningGrid`.
     weights
         Weight of each sample in the mean score (see :func:`search_thresholds`).
+    by_kind
+        Also tune the images of each kind (:func:`nucseg.datasets.kinds.image_kind`)
+        on their own, for the kinds with at least :data:`MIN_KIND_IMAGES`
+        images (``TuningResult.by_kind``).
+    size_frame
+        Count ``min_size`` and ``min_marker_size`` in the image's pixels
+        (``"image"``) or at the network's scale (``"network"``, see
+        :class:`~nucseg.postprocess.watershed.PostprocessConfig`); None: as the
+        model does. The search starts from the model's settings read in that frame.
     progress
         Show progress bars.
 
@@ -319,7 +358,9 @@ def tune_postprocess(
     """
     from tqdm.auto import tqdm
 
+    from nucseg.datasets.kinds import image_kind
     from nucseg.inference.model import load_model, NetworkModel
+    from nucseg.preprocess.normalize import to_channels
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -329,12 +370,38 @@ def tune_postprocess(
     if not samples:
         raise InputError(None, "no images to tune on")
     start = time.perf_counter()
-    probabilities = []
+    probabilities, scales = [], []
     for sample in tqdm(samples, desc="predicting", unit="img", disable=not progress):
-        probabilities.append(model.segment(sample.image).probabilities)
-    result = search_thresholds(probabilities, [s.labels for s in samples], initial=model.postprocess_config,
-                               grid=grid, weights=weights, progress=progress)
-    return dataclasses.replace(result, seconds=time.perf_counter() - start)
+        result = model.segment(sample.image)
+        probabilities.append(result.probabilities)
+        scales.append(1.0 if result.scale is None else result.scale)
+    labels = [s.labels for s in samples]
+    weights = [1.0] * len(samples) if weights is None else [float(w) for w in weights]
+    initial = model.postprocess_config
+    if size_frame is not None:
+        initial = dataclasses.replace(initial, size_frame=size_frame)
+    overall = search_thresholds(probabilities, labels, initial=initial, grid=grid, weights=weights, scales=scales,
+                                progress=progress)
+    if not by_kind:
+        return dataclasses.replace(overall, seconds=time.perf_counter() - start)
+    kinds = [image_kind(to_channels(s.image, 3)) for s in samples]
+    own: dict[str, TuningResult] = {}
+    for kind in sorted(set(kinds)):
+        if kinds.count(kind) < MIN_KIND_IMAGES:
+            continue
+        kind_weights = [w if k == kind else 0.0 for w, k in zip(weights, kinds)]
+        start_from = dataclasses.replace(model.postprocess_by_kind.get(kind, model.postprocess_config),
+                                         size_frame=initial.size_frame)
+        found = search_thresholds(probabilities, labels, initial=start_from, grid=grid, weights=kind_weights,
+                                  scales=scales, progress=progress)
+        own[kind] = dataclasses.replace(found, n_images=kinds.count(kind))
+    combined = 0.0
+    for kind in set(kinds):
+        config = own[kind].config if kind in own else overall.config
+        kind_weights = [w if k == kind else 0.0 for w, k in zip(weights, kinds)]
+        mean = _scores_by_min_size(probabilities, labels, config, [config.min_size], kind_weights, scales)[0]
+        combined += float(mean) * sum(kind_weights) / sum(weights)
+    return dataclasses.replace(overall, seconds=time.perf_counter() - start, by_kind=own, combined_score=combined)
 
 
 def save_tuning(
@@ -346,9 +413,10 @@ def save_tuning(
 ) -> Path:
     """Write the tuned settings into a model folder's ``config.json``, atomically.
 
-    ``postprocess`` becomes ``result.config`` and
-    ``validation["tuning"]`` records the scores before and after, the data
-    and the number of images. Everything else, including the weights file and
+    ``postprocess`` becomes ``result.config``, ``postprocess_by_kind`` the
+    settings of ``result.by_kind`` (emptied by a tuning without kinds: its
+    settings are for every image), and ``validation["tuning"]`` records the
+    scores before and after, the data and the number of images. Everything else, including the weights file and
     its recorded checksum, stays as it was.
 
     Parameters
@@ -385,10 +453,14 @@ def save_tuning(
     validation = dict(config.validation)
     validation[VALIDATION_KEY] = {
         "dsb_score_before": result.initial_score,
-        "dsb_score_after": result.score,
+        "dsb_score_after": result.final_score,
         "n_images": result.n_images,
         "data": data,
         "postprocess_before": result.initial_config.to_dict(),
+        **({"postprocess_by_kind_before": config.postprocess_by_kind} if config.postprocess_by_kind else {}),
+        **({"by_kind": {kind: {"n_images": r.n_images, "dsb_score": r.score}
+                        for kind, r in result.by_kind.items()}} if result.by_kind else {}),
     }
-    tuned = dataclasses.replace(config, postprocess=result.config.to_dict(), validation=validation)
+    tuned = dataclasses.replace(config, postprocess=result.config.to_dict(), validation=validation,
+                                postprocess_by_kind={kind: r.config.to_dict() for kind, r in result.by_kind.items()})
     return rewrite_model_config(model_dir, tuned)  # re-verifies the weights against their checksum

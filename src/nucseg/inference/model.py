@@ -4,14 +4,15 @@
 
     import nucseg
 
-    model = nucseg.load_model()               # the shipped DSB2018 model
+    model = nucseg.load_model()               # the shipped default model, "nuclei"
     result = model.segment(image)             # SegmentationResult
     result.labels                             # (H, W) int32, 0 background, 1..N nuclei
 
 :func:`load_model` accepts a model folder (see :mod:`nucseg.models.folder`) or a
-registered name (:mod:`nucseg.models.registry`): ``"dsb2018"`` (the trained
-model shipped with nucseg, the default) or ``"classical"`` (the Otsu /
-distance-transform watershed baseline, no network). Images go in raw, in
+registered name (:mod:`nucseg.models.registry`): ``"nuclei"`` (the default,
+trained on fluorescence and H&E), ``"dsb2018"`` (trained on the DSB2018 data
+alone) or ``"classical"`` (the Otsu / distance-transform watershed baseline,
+no network). Images go in raw, in
 any dtype and with any usual channel layout; they are normalized exactly as
 the model's training images were
 (:func:`nucseg.preprocess.normalize.prepare_image` with the model's settings).
@@ -25,112 +26,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nucseg.datasets.kinds import IMAGE_KINDS
 from nucseg.errors import ModelError, NucsegError, require
 from nucseg.inference import quality, sizing
+from nucseg.inference.base import check_image, kind_of, Model, SEGMENT_OPTIONS, SegmentationResult
 from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read_model_config, verify_weights
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.postprocess.measure import size_factor
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-from nucseg.preprocess.normalize import (NormalizationConfig, normalize_with_range, percentile_range, prepare_image,
+from nucseg.preprocess.normalize import (normalize_with_range, percentile_range, prepare_image,
                                          to_channels)
 
 #: Backend names of :meth:`NetworkModel.segment`.
 BACKENDS = ("torch", "onnxruntime")
 #: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``).
 DEFAULT_CPU_BACKEND = "onnxruntime"
-#: The options every :meth:`Model.segment` accepts.
-SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
-
-
-@dataclass
-class SegmentationResult:
-    """What :meth:`Model.segment` returns.
-
-    Attributes
-    ----------
-    labels : ndarray of int32, shape (H, W)
-        0 background, nuclei 1..N.
-    probabilities : ndarray of float32, shape (C, H, W), or None
-        Softmax class probabilities at the image's resolution (C = 3:
-        background, interior, boundary; C = 2: background, nucleus; C = 4:
-        the three classes, then the predicted distance map, see
-        :mod:`nucseg.models.outputs`); None for a model without a network.
-    scale
-        Resize factor the network ran at (1.0: native resolution); None for
-        a model without a network.
-    size_estimate
-        What automatic sizing found (:class:`nucseg.inference.sizing.SizeEstimate`),
-        when it ran.
-    """
-
-    labels: np.ndarray
-    probabilities: np.ndarray | None = None
-    scale: float | None = None
-    size_estimate: sizing.SizeEstimate | None = None
-
-
-class Model:
-    """A segmentation model: raw image in, :class:`SegmentationResult` out.
-
-    Get one from :func:`load_model`. Subclasses: :class:`NetworkModel`,
-    :class:`ClassicalModel`.
-
-    Attributes
-    ----------
-    name
-        Registered name, or the model folder's name.
-    path
-        The model folder, or None for the classical baseline.
-    has_network
-        Whether a network runs (and so ``scale``, ``diameter`` and automatic sizing apply).
-    normalization
-        How the model normalizes raw images (None: the model adapts to each
-        image itself). Block-wise segmentation normalizes every block with the
-        whole image's percentiles when this is set.
-    resize_to
-        Square side every image is resized to before the network, or None.
-    """
-
-    name: str
-    path: Path | None
-    has_network: bool = False
-    normalization: NormalizationConfig | None = None
-    resize_to: int | None = None
-
-    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
-        """Segment one raw image; see :meth:`NetworkModel.segment`."""
-        raise NotImplementedError
-
-    def check_options(self, **options: Any) -> None:
-        """Raise ``ValueError`` or :class:`ModelError` for options :meth:`segment` would reject."""
-        raise NotImplementedError
-
-    def prepare(self, *, backend: str | None = None) -> None:
-        """Start what :meth:`segment` needs (a network backend), so that a failure shows once, up front."""
-
-    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
-        """The resize factor ``options`` fix for every image; None: automatic sizing, or no network."""
-        return None
-
-    def estimate_scale(self, image: np.ndarray, **options: Any) -> float | None:
-        """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
-        return None
-
-    def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality | None:
-        """How far to trust ``result``, a :meth:`segment` of ``image`` (None for a model without a network)."""
-        return None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
-
-
 class NetworkModel(Model):
     """A trained network with its configuration (see :mod:`nucseg.models.folder`).
 
@@ -157,8 +73,14 @@ class NetworkModel(Model):
         self.resize_to = config.resize_to
         try:
             self.postprocess_config = PostprocessConfig.from_dict(config.postprocess)
-        except (TypeError, ValueError) as exc:
+            self.postprocess_by_kind = {kind: PostprocessConfig.from_dict(settings)
+                                        for kind, settings in config.postprocess_by_kind.items()}
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ModelError(self.path, f"invalid postprocess settings in config.json ({exc})") from None
+        unknown = sorted(set(self.postprocess_by_kind) - set(IMAGE_KINDS))
+        if unknown:
+            raise ModelError(self.path, f"postprocess_by_kind in config.json names unknown image kinds "
+                                        f"{', '.join(unknown)}; known: {', '.join(IMAGE_KINDS)}")
         self._network = None
         self._runners: dict[str, Any] = {}
 
@@ -288,10 +210,25 @@ class NetworkModel(Model):
         self.resolve_scale(scale, diameter)
         self._postprocess_config(postprocess)
 
-    def _postprocess_config(self, overrides: Mapping[str, Any] | None):
-        if not overrides:
+    def postprocess_for(self, image: np.ndarray | None = None) -> PostprocessConfig:
+        """The model's post-processing settings for ``image``: those of its kind, if the model has them.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W) or (H, W, C), optional
+            Raw image (:func:`nucseg.datasets.kinds.image_kind` tells its kind);
+            None, or an image of other than 1, 3 or 4 channels (which has no
+            kind): the general settings.
+        """
+        if image is None or not self.postprocess_by_kind or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
             return self.postprocess_config
-        return PostprocessConfig.from_dict({**self.postprocess_config.to_dict(), **overrides})
+        return self.postprocess_by_kind.get(kind_of(image), self.postprocess_config)
+
+    def _postprocess_config(self, overrides: Mapping[str, Any] | None, image: np.ndarray | None = None):
+        base = self.postprocess_for(image)
+        if not overrides:
+            return base
+        return PostprocessConfig.from_dict({**base.to_dict(), **overrides})
 
     def probabilities(
         self,
@@ -308,7 +245,7 @@ class NetworkModel(Model):
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
         from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
 
-        image = _check_image(image)
+        image = check_image(image)
         if intensity_range is None:
             prepared = prepare_image(image, self.config.normalization)
         else:  # the percentiles of the larger image that ``image`` is a part of
@@ -391,10 +328,10 @@ class NetworkModel(Model):
             probabilities they were built from; the factor the network ran at.
         """
         factor = self.resolve_scale(scale, diameter)
-        post_config = self._postprocess_config(postprocess)
+        image = check_image(image)
+        post_config = self._postprocess_config(postprocess, image)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
                        intensity_range=intensity_range)
-        image = _check_image(image)
         estimate = None
         if factor is None:
             estimate, options = self._size(image, post_config, options)
@@ -413,13 +350,12 @@ class NetworkModel(Model):
         Not part of :meth:`segment` (about 5 % of its time), which tuning,
         evaluation and block-wise runs call without needing it.
         """
-        from nucseg.datasets.kinds import image_kind
         from nucseg.models.outputs import output_layout
 
         calibration = quality.QualityCalibration.from_dict(self.config.quality) if self.config.quality else None
         clipped = result.size_estimate is not None and result.size_estimate.clipped
         features = quality.quality_features(
-            result.labels, result.probabilities, image_kind=image_kind(image),
+            result.labels, result.probabilities, image_kind=kind_of(image),
             training_diameter=self.training_diameter, sizing_clipped=clipped,
             training_kinds=calibration.training_kinds if calibration else (),
             classes=output_layout(self.config.target).classes)
@@ -446,7 +382,8 @@ class NetworkModel(Model):
             As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
             ``tta``, ``backend``, ``intensity_range``).
         """
-        estimate, _ = self._size(_check_image(image), self._postprocess_config(postprocess), options)
+        image = check_image(image)
+        estimate, _ = self._size(image, self._postprocess_config(postprocess, image), options)
         return estimate.factor
 
     def _size(self, image: np.ndarray, post_config: PostprocessConfig,
@@ -472,7 +409,7 @@ class NetworkModel(Model):
         ``image`` normalized as the whole is.
         """
         normalization = self.config.normalization
-        return percentile_range(to_channels(_check_image(image), normalization.channels),
+        return percentile_range(to_channels(check_image(image), normalization.channels),
                                 low=normalization.low_percentile, high=normalization.high_percentile)
 
     def scale_for_labels(self, labels: np.ndarray) -> float:
@@ -487,7 +424,8 @@ class NetworkModel(Model):
     def _segment_at(self, image: np.ndarray, factor: float, post_config: PostprocessConfig,
                     options: Mapping[str, Any]) -> SegmentationResult:
         probabilities = self.probabilities(image, scale=factor, **options)
-        return SegmentationResult(instances_from_probabilities(probabilities, post_config), probabilities, factor)
+        labels = instances_from_probabilities(probabilities, post_config, scale=factor)
+        return SegmentationResult(labels, probabilities, factor)
 
 
 class ClassicalModel(Model):
@@ -534,16 +472,7 @@ class ClassicalModel(Model):
         if unknown:
             raise TypeError(f"unexpected option(s) {', '.join(unknown)}")
         self.check_options(**options)
-        return SegmentationResult(segment_classical(_check_image(image)))
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
-    if image.dtype.kind not in "uifb":
-        raise ValueError(f"image must hold numbers, got dtype {image.dtype}")
-    return image
+        return SegmentationResult(segment_classical(check_image(image)))
 
 
 def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -> Model:
@@ -552,8 +481,8 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
     Parameters
     ----------
     name_or_path
-        ``"dsb2018"`` (the trained model shipped with nucseg), ``"classical"``
-        (the baseline without a network), or the path of a model folder
+        ``"nuclei"`` (the default), ``"dsb2018"`` (trained on DSB2018 alone),
+        ``"classical"`` (the baseline without a network), or the path of a model folder
         written by ``nucseg train``. None means :data:`DEFAULT_MODEL`. A string
         equal to a registered name is that name; write ``./dsb2018`` for a
         folder of that name.

@@ -60,6 +60,10 @@ class ModelConfig:
         None to run at native resolution (tiled).
     postprocess
         :class:`nucseg.postprocess.watershed.PostprocessConfig` as a dictionary.
+    postprocess_by_kind
+        ``{image kind: settings}``: complete settings (as ``postprocess``) that
+        replace ``postprocess`` for images of that kind
+        (:func:`nucseg.datasets.kinds.image_kind`); other kinds use ``postprocess``.
     training
         The resolved :class:`nucseg.training.config.TrainConfig` of the run, as a dictionary.
     split
@@ -86,6 +90,7 @@ class ModelConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     resize_to: int | None = None
     postprocess: dict[str, Any] = field(default_factory=dict)
+    postprocess_by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     split: dict[str, list[str]] = field(default_factory=dict)
     validation: dict[str, float] = field(default_factory=dict)

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from nucseg.postprocess import SIZE_FRAMES
+
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 #: Channel of the distance map in the output of ``three_class_distance`` models.
 DISTANCE = 3
@@ -75,6 +77,12 @@ class PostprocessConfig:
         Two classes with ``split_binary`` only: minimum distance in pixels
         between two seeds (peaks of the distance transform), roughly the
         radius of the smallest nucleus that should be split off.
+    size_frame
+        Where ``min_size`` and ``min_marker_size`` are counted: ``"image"``,
+        pixels of the image as given; ``"network"``, pixels at the scale the
+        network ran at (automatic sizing's factor), so that one setting fits
+        small and large nuclei alike. :meth:`at_scale` turns the latter into
+        the former for one image.
     """
 
     foreground_threshold: float = 0.5
@@ -84,6 +92,7 @@ class PostprocessConfig:
     max_hole_size: int = 0
     split_binary: bool = False
     split_min_distance: int = 5
+    size_frame: str = "image"
 
     def __post_init__(self) -> None:
         # Values are checked, then stored as plain Python types so that to_dict() is JSON-serializable.
@@ -103,6 +112,35 @@ class PostprocessConfig:
         if not isinstance(self.split_binary, (bool, np.bool_)):
             raise ValueError(f"postprocess split_binary must be true or false, got {self.split_binary!r}")
         object.__setattr__(self, "split_binary", bool(self.split_binary))
+        if self.size_frame not in SIZE_FRAMES:
+            raise ValueError(f"postprocess size_frame must be one of {', '.join(SIZE_FRAMES)}, got {self.size_frame!r}")
+
+    def at_scale(self, scale: float) -> PostprocessConfig:
+        """These settings for an image the network ran on at ``scale``, sizes in the image's pixels.
+
+        With ``size_frame == "network"``, ``min_size`` and ``min_marker_size``
+        are divided by ``scale ** 2`` (an area in network pixels is that many
+        image pixels times ``scale ** 2``), rounded, seeds kept at 1 pixel or
+        more; ``"image"`` settings come back as they are.
+
+        Parameters
+        ----------
+        scale
+            Resize factor the network ran at (> 1: the image was enlarged).
+
+        Returns
+        -------
+        PostprocessConfig
+            With ``size_frame == "image"``.
+        """
+        if self.size_frame == "image":
+            return self
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive number, got {scale}")
+        area = float(scale) ** 2
+        return dataclasses.replace(self, size_frame="image", min_size=round(self.min_size / area),
+                                   min_marker_size=max(1, round(self.min_marker_size / area)) if self.min_marker_size
+                                   else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``{name: value}`` dict of JSON types."""
@@ -131,6 +169,8 @@ class PostprocessConfig:
 def instances_from_probabilities(
     probabilities: np.ndarray,
     config: PostprocessConfig = PostprocessConfig(),
+    *,
+    scale: float = 1.0,
 ) -> np.ndarray:
     """Instance labels from per-pixel class probabilities.
 
@@ -142,6 +182,10 @@ def instances_from_probabilities(
         classes, then the distance map in [0, 1].
     config
         Thresholds and size limits, see :class:`PostprocessConfig`.
+    scale
+        Resize factor the network ran at, for sizes given at network scale
+        (:meth:`PostprocessConfig.at_scale`); the probabilities themselves are
+        at the image's resolution.
 
     Returns
     -------
@@ -160,6 +204,7 @@ def instances_from_probabilities(
         raise ValueError(f"probabilities must be floating point, got {probabilities.dtype}")
     if not np.isfinite(probabilities).all():
         raise ValueError("probabilities contain NaN or infinite values")
+    config = config.at_scale(scale)
     if probabilities.shape[0] >= 3:
         labels = _instances_three_class(probabilities, config)
     else:

@@ -1,0 +1,118 @@
+"""What every model shares: the :class:`Model` interface and the :class:`SegmentationResult` it returns.
+
+:mod:`nucseg.inference.model` holds the models themselves and :func:`~nucseg.inference.model.load_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nucseg.datasets.kinds import image_kind
+from nucseg.inference import quality, sizing
+from nucseg.preprocess.normalize import NormalizationConfig, to_channels
+
+
+#: The options every :meth:`Model.segment` accepts.
+SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
+
+
+@dataclass
+class SegmentationResult:
+    """What :meth:`Model.segment` returns.
+
+    Attributes
+    ----------
+    labels : ndarray of int32, shape (H, W)
+        0 background, nuclei 1..N.
+    probabilities : ndarray of float32, shape (C, H, W), or None
+        Softmax class probabilities at the image's resolution (C = 3:
+        background, interior, boundary; C = 2: background, nucleus; C = 4:
+        the three classes, then the predicted distance map, see
+        :mod:`nucseg.models.outputs`); None for a model without a network.
+    scale
+        Resize factor the network ran at (1.0: native resolution); None for
+        a model without a network.
+    size_estimate
+        What automatic sizing found (:class:`nucseg.inference.sizing.SizeEstimate`),
+        when it ran.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    scale: float | None = None
+    size_estimate: sizing.SizeEstimate | None = None
+
+
+class Model:
+    """A segmentation model: raw image in, :class:`SegmentationResult` out.
+
+    Get one from :func:`load_model`. Subclasses: :class:`NetworkModel`,
+    :class:`ClassicalModel`.
+
+    Attributes
+    ----------
+    name
+        Registered name, or the model folder's name.
+    path
+        The model folder, or None for the classical baseline.
+    has_network
+        Whether a network runs (and so ``scale``, ``diameter`` and automatic sizing apply).
+    normalization
+        How the model normalizes raw images (None: the model adapts to each
+        image itself). Block-wise segmentation normalizes every block with the
+        whole image's percentiles when this is set.
+    resize_to
+        Square side every image is resized to before the network, or None.
+    """
+
+    name: str
+    path: Path | None
+    has_network: bool = False
+    normalization: NormalizationConfig | None = None
+    resize_to: int | None = None
+
+    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
+        """Segment one raw image; see :meth:`NetworkModel.segment`."""
+        raise NotImplementedError
+
+    def check_options(self, **options: Any) -> None:
+        """Raise ``ValueError`` or :class:`ModelError` for options :meth:`segment` would reject."""
+        raise NotImplementedError
+
+    def prepare(self, *, backend: str | None = None) -> None:
+        """Start what :meth:`segment` needs (a network backend), so that a failure shows once, up front."""
+
+    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
+        """The resize factor ``options`` fix for every image; None: automatic sizing, or no network."""
+        return None
+
+    def estimate_scale(self, image: np.ndarray, **options: Any) -> float | None:
+        """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
+        return None
+
+    def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality | None:
+        """How far to trust ``result``, a :meth:`segment` of ``image`` (None for a model without a network)."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
+
+
+def kind_of(image: np.ndarray) -> str:
+    """The kind of a raw image as the network sees it (a blue-only DAPI export is gray fluorescence)."""
+    return image_kind(to_channels(image, 3))
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array, if it can be segmented: shape (H, W) or (H, W, C) of numbers; else ``ValueError``."""
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
+    if image.dtype.kind not in "uifb":
+        raise ValueError(f"image must hold numbers, got dtype {image.dtype}")
+    return image
