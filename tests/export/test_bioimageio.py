@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import yaml
@@ -78,6 +80,10 @@ def test_model_card_names_data_licences_and_post_processing():
     config, _ = read_model_config(resolve_model_path(DEFAULT_MODEL))
     card = model_card(config)
     assert "## Training data and licences" in card and "## Validation" in card and "marker_threshold" in card
+    assert all(f'"{kind}"' in card for kind in config.postprocess_by_kind)  # the settings per image kind
+    assert "at the scale the network ran at" in card  # what its sizes count
+    plain = dataclasses.replace(config, postprocess_by_kind={}, postprocess={"min_size": 10})
+    assert "image kind" not in model_card(plain) and "network ran at" not in model_card(plain)
 
 
 def test_a_package_nucseg_did_not_write_is_refused_in_one_line(tmp_path):

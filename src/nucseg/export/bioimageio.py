@@ -264,12 +264,13 @@ def model_card(config: ModelConfig) -> str:
         + ("the distance map" if layout.distance else "p(interior)") + " exceeds `marker_threshold` (seeds "
         "smaller than `min_marker_size` pixels dropped); a marker-controlled watershed on "
         + ("the distance map" if layout.distance else "p(interior)") + " grows them over the foreground; nuclei "
-        "smaller than `min_size` pixels are removed. This model's tuned settings:",
+        "smaller than `min_size` pixels are removed" + _size_frame_note(config) + ". This model's tuned settings:",
         "",
         "```json",
         json.dumps(config.postprocess, indent=1),
         "```",
         "",
+        *_settings_by_kind_lines(config),
         "## Training data and licences",
         "",
         *[f"- {d}: {DATASET_LICENCES.get(d, 'see the dataset')}" for d in datasets],
@@ -291,6 +292,22 @@ def model_card(config: ModelConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _size_frame_note(config: ModelConfig) -> str:
+    settings = [config.postprocess, *config.postprocess_by_kind.values()]
+    if not any(part.get("size_frame") == "network" for part in settings):
+        return ""
+    return (" (with `size_frame` \"network\", both sizes are pixels at the scale the network ran at: divide them by "
+            "the resize factor squared for an image's own pixels)")
+
+
+def _settings_by_kind_lines(config: ModelConfig) -> list[str]:
+    if not config.postprocess_by_kind:
+        return []
+    return ["Images of these kinds (`nucseg.datasets.kinds.image_kind`: fluorescence, brightfield or histology, "
+            "told from the pixels) use settings of their own; other kinds use the ones above:", "", "```json",
+            json.dumps(config.postprocess_by_kind, indent=1), "```", ""]
 
 
 def architecture_source() -> str:
