@@ -284,3 +284,15 @@ def test_block_wise_images_get_measurements_and_an_overview_too(tmp_path):
     assert len(rows) == len(np.unique(labels)) - 1 > 20 and "area_um2" in rows[0]
     assert np.asarray(Image.open(out / "mosaic_overlay.png")).shape == (512, 512, 3)
     assert _summary_rows(out)["mosaic"]["pixel_size_um"] == "0.5"
+
+
+def test_a_large_image_reports_its_tiles(tmp_path, active_model_dir, capsys):
+    from nucseg.io.images import write_png
+
+    image = np.tile(read_image(sample_image_paths()[0]), (2, 2, 1))[:600, :600]
+    write_png(tmp_path / "large.png", image)
+    code = main(["segment", str(tmp_path / "large.png"), "--out", str(tmp_path / "out"), "--model",
+                 str(active_model_dir), "--tile-size", "256", "--scale", "1"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "tiles" in line]
+    assert lines and lines[-1].startswith("nucseg: large.png, pass 1: 9 of 9 tiles")

@@ -138,6 +138,14 @@ def test_batch_size_does_not_change_the_result(dsb_samples):
     np.testing.assert_allclose(one, five, atol=1e-6)
 
 
+def test_on_tile_reports_every_network_call(dsb_samples):
+    image = _brightfield(dsb_samples)[:300, :400]  # 128-px tiles, 32 overlap: 3 x 4 tiles
+    runner = TorchRunner(DarkBlobNetwork())
+    calls = []
+    predict_tiled(runner, image, tile_size=128, overlap=32, batch_size=5, on_tile=lambda *c: calls.append(c))
+    assert calls == [(5, 12), (10, 12), (12, 12)]
+
+
 # --------------------------------------------------------------------------- TTA
 
 

@@ -43,3 +43,22 @@ def test_progress_goes_to_logs_as_lines_when_stderr_is_not_a_terminal(monkeypatc
     assert lines == [f"nucseg: segmenting blocks of slide.tif: {n} of 4 done (0 s)" for n in (1, 2, 3)]
     assert list(executors.progress_of(range(3), "quiet", 3, False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+
+
+def test_tile_progress_logs_each_pass_of_a_large_image_and_nothing_for_small_ones(monkeypatch, capsys):
+    import nucseg.scale.executors as executors
+
+    monkeypatch.setattr(executors, "LOG_INTERVAL", 0.0)
+    report = executors.TileProgress("slide.tif")
+    for done in range(1, 3):  # a 2-tile first pass (automatic sizing): silent
+        report(done, 2)
+    for done in range(1, 5):
+        report(done, 4)
+    assert report.passes == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"nucseg: slide.tif, pass 2: {n} of 4 tiles (0 s)" for n in (1, 2, 3, 4)]
+    monkeypatch.setattr(executors, "LOG_INTERVAL", 3600.0)
+    later = executors.TileProgress("slide.tif")
+    for done in range(1, 5):
+        later(done, 4)
+    assert capsys.readouterr().err.splitlines() == ["nucseg: slide.tif, pass 1: 4 of 4 tiles (0 s)"]  # the end only

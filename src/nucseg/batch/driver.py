@@ -282,7 +282,9 @@ def segment_files(
     if whole:
         settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
                     "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
-                    "options": segment_options}
+                    "options": segment_options,
+                    # tiles are reported where stderr is the user's: not from the workers of a cluster
+                    "progress": progress and isinstance(executor, InProcessExecutor)}
         shared = executor.share_model(model)
         results = executor.run(_segment_file_task, [(image, out_dir, shared, settings) for image in whole],
                                description="segmenting", progress=progress, collect_failures=True)
@@ -321,7 +323,7 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
                         measure=settings["measure"], pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
                         channel=settings["channel"], stitch_threshold=settings["stitch_threshold"],
-                        **settings["options"])
+                        progress=settings["progress"], **settings["options"])
 
 
 def _segment_blockwise_image(

@@ -22,6 +22,7 @@ from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stac
 from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_nucleus_diameter,
                                         write_measurements_csv)
 from nucseg.postprocess.stitch import link_planes
+from nucseg.scale.executors import TileProgress
 from nucseg.visualize import outline_overlay
 
 
@@ -49,6 +50,7 @@ def _segment_one(
     channel: Channel,
     stitch_threshold: float | None,
     options: Mapping[str, Any],
+    progress: bool = False,
 ) -> ImageReport:
     started = time.perf_counter()
     paths = output_paths(out_dir, image.name, overlay=overlay, measure=measure)
@@ -60,6 +62,8 @@ def _segment_one(
     try:
         stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
         pixel_size, plane_options = physical_settings(image.path, pixel_size, options)
+        if progress:
+            plane_options = {**plane_options, "on_tile": TileProgress(image.path.name)}
         results, qualities = [], []
         for plane in stack.planes:
             result = model.segment(plane, **plane_options)
@@ -196,17 +200,20 @@ def segment_file(
     channel_axis: int | None = None,
     channel: Channel = None,
     stitch_threshold: float | None = None,
+    progress: bool = False,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
 
     Never raises for a bad image: the returned report says ``failed`` and
     why (``skipped`` if an output exists and not ``overwrite``). Used by
-    the tasks of :func:`nucseg.batch.driver.segment_files`.
+    the tasks of :func:`nucseg.batch.driver.segment_files`. ``progress``:
+    report the network tiles of a large image on stderr
+    (:class:`nucseg.scale.executors.TileProgress`).
     """
     return _segment_one(image, Path(out_dir), model, overlay=overlay, measure=measure, pixel_size=pixel_size,
                         overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                        stitch_threshold=stitch_threshold, options=segment_options)
+                        stitch_threshold=stitch_threshold, options=segment_options, progress=progress)
 
 
 def intensity_channels(image: np.ndarray, path: Path | None) -> np.ndarray:

@@ -25,7 +25,7 @@ backend, a GPU, or a model folder that holds no ONNX graph.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,7 @@ class NetworkModel(Model):
         scale: float = 1.0,
         backend: str | None = None,
         intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
         from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
@@ -259,6 +260,7 @@ class NetworkModel(Model):
             overlap=DEFAULT_OVERLAP if overlap is None else overlap,
             batch_size=batch_size or DEFAULT_BATCH_SIZE,
             tta=tta,
+            on_tile=on_tile,
         )
 
     def segment(
@@ -274,6 +276,7 @@ class NetworkModel(Model):
         backend: str | None = None,
         postprocess: Mapping[str, Any] | None = None,
         intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
     ) -> SegmentationResult:
         """Find the nuclei of one raw image.
 
@@ -320,6 +323,10 @@ class NetworkModel(Model):
             (channels,), that map to 0 and 1 instead of the image's own
             percentiles: for blocks of a larger image, normalized alike
             (:mod:`nucseg.batch.blockwise`).
+        on_tile
+            Called as ``on_tile(tiles done, tiles in all)`` after every
+            network call of each pass (automatic sizing runs two), for
+            progress reports on large images.
 
         Returns
         -------
@@ -331,7 +338,7 @@ class NetworkModel(Model):
         image = check_image(image)
         post_config = self._postprocess_config(postprocess, image)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
-                       intensity_range=intensity_range)
+                       intensity_range=intensity_range, on_tile=on_tile)
         estimate = None
         if factor is None:
             estimate, options = self._size(image, post_config, options)
@@ -459,7 +466,8 @@ class ClassicalModel(Model):
         Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
         ``diameter="auto"`` are accepted and unused (the baseline estimates the
         nucleus size itself); network options (``tta``, ``scale``, a numeric
-        ``diameter``, ``backend``, ``postprocess``) raise ``ValueError``.
+        ``diameter``, ``backend``, ``postprocess``) raise ``ValueError``;
+        ``on_tile`` is accepted and never called.
 
         Returns
         -------
@@ -468,6 +476,7 @@ class ClassicalModel(Model):
         """
         from nucseg.inference.classical import segment_classical
 
+        options.pop("on_tile", None)  # accepted for the callers' sake; there are no tiles
         unknown = sorted(set(options) - set(SEGMENT_OPTIONS))
         if unknown:
             raise TypeError(f"unexpected option(s) {', '.join(unknown)}")

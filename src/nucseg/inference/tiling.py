@@ -15,6 +15,7 @@ Runtime or torch); this module needs neither.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,7 @@ def predict_tiled(
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     tta: bool = False,
+    on_tile: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Class probabilities of a prepared image of any size, tile by tile.
 
@@ -143,6 +145,9 @@ def predict_tiled(
     tta
         Test-time augmentation: average the probabilities over the 4 flips
         (none, horizontal, vertical, both); 4x slower.
+    on_tile
+        Called as ``on_tile(tiles done, tiles in all)`` after every network
+        call, for progress reports on large images.
 
     Returns
     -------
@@ -174,6 +179,8 @@ def predict_tiled(
         for (y, x), tile_probabilities in zip(chunk, probabilities):
             accumulated[:, y : y + tile_h, x : x + tile_w] += tile_probabilities * weight_tile
             weights[y : y + tile_h, x : x + tile_w] += weight_tile
+        if on_tile is not None:
+            on_tile(first + len(chunk), len(corners))
     accumulated /= weights
     top, left = pad_h // 2, pad_w // 2
     if pad_h or pad_w:
@@ -204,7 +211,7 @@ def predict_rescaled(
         Resize to this square side (pixels) instead, as a model trained on
         resized images needs; excludes ``scale``.
     **tiling
-        ``tile_size``, ``overlap``, ``batch_size``, ``tta`` of :func:`predict_tiled`.
+        ``tile_size``, ``overlap``, ``batch_size``, ``tta``, ``on_tile`` of :func:`predict_tiled`.
 
     Returns
     -------

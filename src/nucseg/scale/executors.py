@@ -177,6 +177,56 @@ def progress_of(items: Iterable, description: str, total: int, enabled: bool) ->
             last = now
 
 
+#: Images that one pass covers in fewer network tiles than this get no tile progress (seconds each).
+TILE_PROGRESS_MIN_TILES = 4
+
+
+class TileProgress:
+    """Progress of the tiles of one large image on stderr: an ``on_tile`` callback of ``Model.segment``.
+
+    A tqdm bar on a terminal, else a line every :data:`LOG_INTERVAL` s and
+    one when a pass ends; silent for passes of fewer than
+    :data:`TILE_PROGRESS_MIN_TILES` tiles. Automatic sizing runs two passes,
+    counted separately.
+    """
+
+    def __init__(self, description: str):
+        self.description = description
+        self.passes = 0
+        self._last_done = None
+        self._bar = None
+        self._started = self._last_line = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._last_done is None or done <= self._last_done:  # a new pass
+            self.passes += 1
+            self._close_bar()
+            self._started = self._last_line = time.monotonic()
+        self._last_done = done
+        if total < TILE_PROGRESS_MIN_TILES:
+            return
+        label = f"{self.description}, pass {self.passes}"
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(desc=label, total=total, unit="tile", leave=False)
+            self._bar.update(done - self._bar.n)
+            if done == total:
+                self._close_bar()
+            return
+        now = time.monotonic()
+        if done == total or now - self._last_line >= LOG_INTERVAL:
+            print(f"nucseg: {label}: {done} of {total} tiles ({now - self._started:.0f} s)", file=sys.stderr,
+                  flush=True)
+            self._last_line = now
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 @functools.lru_cache(maxsize=4)
 def worker_model(reference: str) -> Model:
     """The model ``reference`` (a registered name or a model folder), loaded once per process.
