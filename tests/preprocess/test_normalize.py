@@ -168,3 +168,16 @@ def test_a_colour_image_with_content_in_one_channel_is_that_channel_as_gray(dsb_
     he = dsb_samples["00ae65c1"].image[:, :, :3]  # H&E: every channel holds content
     assert single_colour_channel(he) is None and np.array_equal(to_channels(he, 3), he)
     assert single_colour_channel(np.repeat(gray[:, :, None], 3, axis=2)) is None  # gray as RGB stays as it is
+
+
+@pytest.mark.parametrize("dtype, shape", [(np.uint8, (37, 53, 3)), (np.uint16, (64, 80)), (np.uint8, (1, 1)),
+                                          (np.uint16, (5, 7, 2))])
+def test_integer_percentiles_equal_numpy_linear_interpolation(dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
+    image.flat[::7] = np.iinfo(dtype).max // 3  # ties, as real images have
+    flat = image.reshape(-1, 1) if image.ndim == 2 else image.reshape(-1, image.shape[-1])
+    for low, high in [(1.0, 99.8), (0.0, 100.0), (33.3, 66.6)]:
+        expected = np.percentile(flat.astype(np.float64), [low, high], axis=0)
+        found = percentile_range(image, low=low, high=high)
+        assert all(np.allclose(f, e, rtol=1e-12, atol=1e-9) for f, e in zip(found, expected))
