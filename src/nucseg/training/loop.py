@@ -438,6 +438,9 @@ def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
 
     A fine-tuned model with another target than its initial model (three-class
     to distance map) keeps the initial model's settings except the seed threshold.
+    The initial model's settings per image kind are not carried over: they were
+    tuned for its own network, and the end-of-run tuning sets one setting for
+    the new one on the run's validation images.
     """
     from nucseg.postprocess.watershed import PostprocessConfig
 
