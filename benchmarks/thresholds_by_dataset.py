@@ -3,7 +3,9 @@
 For every dataset of the model's stored validation split, the thresholds that are best for that
 dataset alone (the others weigh 0), and, with ``--network-frame``, a coarse grid where
 ``min_size`` and ``min_marker_size`` are given at the network's scale (divided by each image's
-automatic-sizing factor squared), scored as the mean over datasets. The README's numbers::
+automatic-sizing factor squared), scored as the mean over datasets. The exploration that led to
+``nucseg tune --by-kind --size-frame network`` (README, "Thresholds by image kind"); run on a model
+tuned that way it starts from its general settings::
 
     python benchmarks/thresholds_by_dataset.py src/nucseg/data/models/nuclei --network-frame
 """
