@@ -54,11 +54,11 @@ def main(argv=None) -> int:
         return float(np.mean([np.mean(v) for v in per.values()])), {g: round(float(np.mean(v)), 3)
                                                                      for g, v in per.items()}
 
-    print("model's thresholds:", mean_over_datasets(lambda factor: base))
+    print("model's thresholds:", mean_over_datasets(base.at_scale))
     best = None
     for fg, marker, min_marker, min_size in itertools.product((0.55, 0.65), (0.75, 0.85), (16, 48), (40, 80, 160)):
         def config_of(factor, fg=fg, marker=marker, min_marker=min_marker, min_size=min_size):
-            return dataclasses.replace(base, foreground_threshold=fg, marker_threshold=marker,
+            return dataclasses.replace(base, size_frame="image", foreground_threshold=fg, marker_threshold=marker,
                                        min_marker_size=max(1, round(min_marker / factor**2)),
                                        min_size=round(min_size / factor**2))
         value, parts = mean_over_datasets(config_of)
