@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     maps, labels = [r.probabilities for r in results], [s.labels for s in samples]
     for group in dict.fromkeys(groups):
         weights = [1.0 if g == group else 0.0 for g in groups]
-        found = search_thresholds(maps, labels, initial=model.postprocess_config, weights=weights)
+        found = search_thresholds(maps, labels, initial=model.postprocess_config, weights=weights,
+                                  scales=[r.scale for r in results])
         print(f"{group}: DSB {found.initial_score:.4f} with the model's thresholds, {found.score:.4f} with its own "
               f"{found.changed}", flush=True)
     if not args.network_frame:
