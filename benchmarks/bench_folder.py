@@ -12,7 +12,8 @@ process, start-up (imports, loading the model) and writing the label images
 included. The commands run interleaved, ``--repeat`` rounds, so that the
 drift of a shared machine hits them alike; the table gives the median wall
 time of each and its ratio to the classical baseline's, measured in the same
-run. Prints a markdown table.
+run. The float-graph rows run the model's float32 ONNX graph instead of the
+int8 one the shipped models run by default. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data" / "dsb2018"
 COMMANDS = {
     "default (automatic sizing)": [],
     "`--scale 1` (one pass)": ["--scale", "1"],
+    "default, float graph (`--backend onnxruntime`)": ["--backend", "onnxruntime"],
+    "`--scale 1`, float graph": ["--scale", "1", "--backend", "onnxruntime"],
     "classical baseline (`--model classical`)": ["--model", "classical"],
 }
 

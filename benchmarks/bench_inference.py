@@ -99,6 +99,8 @@ def make_runners(model) -> dict:
         "torch, channels-last": ("torch", lambda: TorchRunner(network, channels_last=True)),
         "onnxruntime": ("onnxruntime", lambda: OnnxRunner(onnx_path(model.path) or onnx_bytes(
             network, in_channels=model.config.in_channels))),
+        **({"onnxruntime, int8 graph": ("onnxruntime-int8", lambda: OnnxRunner(onnx_path(model.path, int8=True)))}
+           if model.has_int8_graph else {}),
     }
 
 

@@ -11,7 +11,8 @@ Usage::
     nice python benchmarks/eval_validation.py --data ../shared/data/dsb2018/stage1_train \\
         --split-from runs/dsb2018/model \\
         --model dsb2018=runs/dsb2018/model --model seed=runs/seed/model --model classical=classical \\
-        [--split-part train] [--kind brightfield] [--json validation.json] [--device cpu] [--scale 1]
+        [--split-part train] [--kind brightfield] [--json validation.json] [--device cpu] [--scale 1] \\
+        [--backend onnxruntime-int8]
 
 For a model trained on several datasets (a ``datasets`` config) ``--data`` is
 left out: the images come from its datasets, and the scores are printed per
@@ -41,6 +42,7 @@ from pathlib import Path
 from nucseg.datasets.kinds import image_kind, IMAGE_KINDS
 from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import NucsegError
+from nucseg.inference import BACKENDS
 from nucseg.datasets.mixture import NAME_SEPARATOR
 from nucseg.evaluation.report import (evaluate_model, format_markdown, load_validation_samples, report_subset,
                                       SPLIT_PARTS)
@@ -60,6 +62,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where networks run")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation for the networks")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="what runs the networks (default: as nucseg segment chooses); onnxruntime against "
+                             "onnxruntime-int8 measures what the int8 graph costs")
     parser.add_argument("--scale", type=float, metavar="F",
                         help="run the networks at this fixed resize factor (1: native resolution) instead of "
                              "sizing each image automatically (the default)")
@@ -127,13 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options["tta"] = True
             if args.scale is not None and not isinstance(model, ClassicalModel):
                 options["scale"] = args.scale
+            if args.backend and not isinstance(model, ClassicalModel):
+                options["backend"] = args.backend
             reports[name] = evaluate_model(model, samples, name=name, progress=progress, **options)
     except NucsegError as exc:
         print(f"eval_validation: error: {exc}", file=sys.stderr)
         return 2
     sizing = "automatic sizing" if args.scale is None else f"fixed scale {args.scale:g}"
     origin = args.data or "the datasets of the model's training config"
-    print(f"Accuracy on {source}, from {origin} (device {args.device}, {sizing}"
+    backend = f", backend {args.backend}" if args.backend else ""
+    print(f"Accuracy on {source}, from {origin} (device {args.device}{backend}, {sizing}"
           f"{', TTA' if args.tta else ''}):\n")
     print(format_markdown(reports))
     datasets = dataset_positions(next(iter(reports.values())).image_names)
@@ -143,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_markdown({name: report_subset(report, indices) for name, report in reports.items()},
                                   by_kind=False))
     if args.json:
-        document = {"data": str(args.data), "split_from": args.split_from, "device": args.device, "tta": args.tta,
+        document = {"data": str(args.data), "split_from": args.split_from, "device": args.device,
+                    "backend": args.backend, "tta": args.tta,
                     "scale": args.scale,
                     "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()}}
         with atomic_write(args.json) as tmp:

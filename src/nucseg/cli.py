@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from nucseg.errors import NucsegError, require
 from nucseg.evaluation import MIN_KIND_IMAGES
+from nucseg.inference import BACKENDS
 from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from nucseg.models import SIZE_DIVISOR
 from nucseg.postprocess import SIZE_FRAMES
@@ -223,8 +224,9 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", metavar="DEVICE",
                         help="where the network runs: 'cpu' (default; ONNX Runtime, no torch needed), 'cuda', 'cuda:N' "
                              "or 'auto' (a GPU if there is one; needs torch: pip install \"nucseg[train]\")")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"],
-                        help="what runs the network (default: the faster on this machine)")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="what runs the network (default on CPU: onnxruntime-int8 when the model holds an int8 "
+                             "graph, as the shipped models do, else onnxruntime; torch on a GPU)")
     parser.add_argument("--channel", metavar="N_OR_NAME",
                         help="the channel that shows the nuclei, of multi-channel images: a number counted from 1 "
                              "(as in Fiji) or a channel name stored in the file (OME/ImageJ); required for "
@@ -473,6 +475,47 @@ def _run_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------- quantize
+
+
+def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="model folder; gets network.int8.onnx, which nucseg then runs on CPU by default")
+    parser.add_argument("--data", metavar="DATASET",
+                        help="the dataset the model was trained on (not needed for a model trained on several "
+                             "datasets): calibration takes images of the model's training split, never its "
+                             "validation or test images")
+    parser.add_argument("--calibration-images", type=int, default=64, metavar="N",
+                        help="calibration images, drawn by seed evenly from each training dataset (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw and of the crops")
+
+
+def _run_quantize(args: argparse.Namespace) -> int:
+    require("onnx", purpose="nucseg quantize")
+    import numpy as np
+
+    from nucseg.datasets.mixture import NAME_SEPARATOR, split_qualified
+    from nucseg.evaluation.report import load_validation_samples, validation_names
+    from nucseg.models.quantize import add_int8_graph
+
+    names = validation_names(args.model, part="train")
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(split_qualified(name)[0] if NAME_SEPARATOR in name else "", []).append(name)
+    rng = np.random.default_rng(args.seed)
+    share = max(1, args.calibration_images // len(groups))
+    chosen = [str(name) for group in groups.values()
+              for name in rng.choice(group, size=min(share, len(group)), replace=False)]
+    samples = load_validation_samples(args.model, args.data, part="train", names=chosen,
+                                      progress=sys.stderr.isatty())
+    written = add_int8_graph(args.model, [sample.image for sample in samples], seed=args.seed)
+    print(f"wrote {written.path}: {written.float_bytes / 1e6:.1f} MB -> {written.int8_bytes / 1e6:.1f} MB, "
+          f"calibrated on {written.calibration_tiles} crops of {len(samples)} training images; compare its "
+          "accuracy on the validation split: python benchmarks/eval_validation.py --split-from MODEL "
+          "--model int8=MODEL --backend onnxruntime-int8, and the same with --backend onnxruntime")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------- commands
 
 #: name -> (help, add_arguments, run)
@@ -488,6 +531,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "export": ("export a model's network to ONNX", _add_export_arguments, _run_export),
     "tune": ("tune a model's post-processing thresholds on validation images (best DSB2018 score)",
              _add_tune_arguments, _run_tune),
+    "quantize": ("add an int8 copy of a model's network, faster on CPU, calibrated on its training images",
+                 _add_quantize_arguments, _run_quantize),
 }
 
 

@@ -255,6 +255,7 @@ def load_validation_samples(
     cache_dir: str | Path | None | bool = True,
     progress: bool = False,
     part: str = "validation",
+    names: Sequence[str] | None = None,
 ) -> list:
     """Load the samples of a dataset that a model folder's split holds out for validation.
 
@@ -275,6 +276,8 @@ def load_validation_samples(
     part
         ``"test"`` loads the split's test images; ``"train"`` its training
         images (to compare a model's scores on the images it learned from).
+    names
+        Only these images of that part (a ``ValueError`` for a name not in it).
 
     Returns
     -------
@@ -291,7 +294,12 @@ def load_validation_samples(
     from nucseg.datasets.layouts import list_dataset, load_dataset
     from nucseg.errors import InputError
 
-    names = validation_names(model_dir, part=part)
+    stored = validation_names(model_dir, part=part)
+    if names is not None:
+        outside = sorted(set(names) - set(stored))
+        if outside:
+            raise ValueError(f"{len(outside)} names are not {part} images of {model_dir} (first: {outside[0]!r})")
+    names = stored if names is None else list(names)
     if root is None and images_dir is None:
         from nucseg.datasets.mixture import dataset_folders, load_mixture
         from nucseg.models.folder import read_model_config

@@ -28,7 +28,7 @@ import numpy as np
 
 from nucseg.errors import ModelError
 from nucseg.io.atomic import atomic_directory
-from nucseg.models.folder import CONFIG_FILE, ModelConfig, ONNX_FILE, WEIGHTS_FILE
+from nucseg.models.folder import CONFIG_FILE, INT8_ONNX_FILE, ModelConfig, ONNX_FILE, WEIGHTS_FILE
 from nucseg.models.outputs import output_layout
 
 #: Channel names of the output, by target (class probabilities first, then maps).
@@ -106,7 +106,9 @@ def _describe(loaded, model_dir: Path, work: Path):
     torch.save(wrapper.state_dict(), work / "weights.pt")
     (work / ARCHITECTURE_FILE).write_text(architecture_source())
     (work / "README.md").write_text(model_card(config))
-    for name in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE):
+    folder_files = [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE] + ([INT8_ONNX_FILE] if (model_dir / INT8_ONNX_FILE).is_file()
+                                                            else [])
+    for name in folder_files:
         shutil.copy(model_dir / name, work / name)
 
     norm = config.normalization
@@ -164,8 +166,8 @@ def _describe(loaded, model_dir: Path, work: Path):
         inputs=inputs,
         outputs=outputs,
         weights=weights,
-        attachments=[spec.FileDescr(source=work / n) for n in (CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE)],
-        config={"nucseg": {"model_folder": "the attached config.json, weights.safetensors and network.onnx",
+        attachments=[spec.FileDescr(source=work / n) for n in folder_files],
+        config={"nucseg": {"model_folder": f"the attached {', '.join(folder_files)}",
                            "postprocess": config.postprocess, "target": config.target}},
     )
 
@@ -240,7 +242,8 @@ def model_card(config: ModelConfig) -> str:
         "",
         f"A U-Net ({config.architecture_options}) that finds cell nuclei in 2-D microscopy images "
         f"(fluorescence, brightfield, H&E histology), written by nucseg {config.nucseg_version or ''}. Its nucseg "
-        "model folder is config.json, weights.safetensors and network.onnx (a bioimage.io package exported with "
+        "model folder is config.json, weights.safetensors and network.onnx, and for the shipped models "
+        "network.int8.onnx, the graph quantized to int8 that nucseg runs on CPU (a bioimage.io package exported with "
         "`nucseg export --format bioimageio` carries them too): `nucseg segment --model FOLDER_OR_PACKAGE`.",
         "",
         "## Input",

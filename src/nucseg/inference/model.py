@@ -33,19 +33,19 @@ import numpy as np
 
 from nucseg.datasets.kinds import IMAGE_KINDS
 from nucseg.errors import ModelError, NucsegError, require
-from nucseg.inference import quality, sizing
+from nucseg.inference import BACKENDS, quality, sizing
 from nucseg.inference.base import check_image, kind_of, Model, SEGMENT_OPTIONS, SegmentationResult
 from nucseg.inference.sizing import AUTO_DIAMETER
-from nucseg.models.folder import load_model_folder, ModelConfig, onnx_path, read_model_config, verify_weights
+from nucseg.models.folder import (INT8_ONNX_FILE, load_model_folder, ModelConfig, onnx_path, read_model_config,
+                                  verify_weights)
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.postprocess.measure import size_factor
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 from nucseg.preprocess.normalize import (normalize_with_range, percentile_range, prepare_image,
                                          to_channels)
 
-#: Backend names of :meth:`NetworkModel.segment`.
-BACKENDS = ("torch", "onnxruntime")
-#: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``).
+#: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
+#: instead when the model folder holds one.
 DEFAULT_CPU_BACKEND = "onnxruntime"
 class NetworkModel(Model):
     """A trained network with its configuration (see :mod:`nucseg.models.folder`).
@@ -103,13 +103,22 @@ class NetworkModel(Model):
         return None if value is None else float(value)
 
     def default_backend(self) -> str:
-        """``"torch"`` on a GPU, else :data:`DEFAULT_CPU_BACKEND`."""
-        return "torch" if self.device != "cpu" else DEFAULT_CPU_BACKEND
+        """``"torch"`` on a GPU; on CPU ``"onnxruntime-int8"`` when the folder holds an int8 graph, else
+        :data:`DEFAULT_CPU_BACKEND`."""
+        if self.device != "cpu":
+            return "torch"
+        return "onnxruntime-int8" if self.has_int8_graph else DEFAULT_CPU_BACKEND
+
+    @property
+    def has_int8_graph(self) -> bool:
+        """Whether the model folder holds an int8 ONNX graph (``network.int8.onnx``)."""
+        return (self.path / INT8_ONNX_FILE).is_file()
 
     def runner(self, backend: str | None = None):
         """The callable that runs the network on a batch of tiles (cached per backend).
 
-        ONNX Runtime opens the folder's ONNX graph; a folder without one has
+        ONNX Runtime opens the folder's ONNX graph (``onnxruntime-int8``: its
+        int8 graph, which it must hold); a folder without a float graph has
         its network exported in memory (needs torch; about a second).
         """
         from nucseg.inference.runners import OnnxRunner, TorchRunner
@@ -122,9 +131,13 @@ class NetworkModel(Model):
                 self._runners[backend] = TorchRunner(self.network, classes=self.config.classes)
             else:
                 if self.device != "cpu":
-                    raise ValueError("the onnxruntime backend runs on CPU; load the model with device='cpu'")
+                    raise ValueError(f"the {backend} backend runs on CPU; load the model with device='cpu'")
                 try:
-                    graph = onnx_path(self.path)
+                    graph = onnx_path(self.path, int8=backend == "onnxruntime-int8")
+                    if graph is None and backend == "onnxruntime-int8":
+                        raise ModelError(self.path, f"has no int8 graph ({INT8_ONNX_FILE}) for the onnxruntime-int8 "
+                                                    "backend; use --backend onnxruntime, or make one with "
+                                                    "nucseg quantize")
                     if graph is None:
                         from nucseg.models.onnx import onnx_bytes
 

@@ -10,6 +10,8 @@ A model is a folder holding::
     network.onnx          the same network with a softmax, as an ONNX graph, which
                           ONNX Runtime runs without torch (optional: a folder
                           without it has its network exported when it runs)
+    network.int8.onnx     optional: that graph quantized to int8 (faster on CPU;
+                          :mod:`nucseg.models.quantize`), tied to it by checksum
 
 :func:`save_model` writes the folder atomically (a temporary folder renamed
 into place); :func:`load_model_folder` checks the format, the version and the
@@ -36,6 +38,10 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "network.onnx"
+INT8_ONNX_FILE = "network.int8.onnx"
+#: Checksum keys of config.json, beside the configuration: the weights, the float graph, the int8 graph and the
+#: float graph that the int8 graph was made from.
+CHECKSUM_KEYS = ("weights_sha256", "onnx_sha256", "onnx_int8_sha256", "onnx_int8_source_sha256")
 
 
 @dataclass
@@ -113,8 +119,8 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
         data.pop("format", None)
-        data.pop("weights_sha256", None)
-        data.pop("onnx_sha256", None)
+        for key in CHECKSUM_KEYS:
+            data.pop(key, None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -271,10 +277,7 @@ def rewrite_model_config(path: str | Path, config: ModelConfig) -> Path:
     if weights_sha256 is None or not weights.is_file() or file_sha256(weights) != weights_sha256:
         raise ModelError(weights, "weights missing or not matching the checksum in config.json")
     document = config.to_dict()
-    document["weights_sha256"] = weights_sha256
-    onnx_sha256 = _recorded_checksums(path).get("onnx_sha256")
-    if onnx_sha256 is not None:
-        document["onnx_sha256"] = onnx_sha256
+    document.update(_recorded_checksums(path))  # the weights did not change, so neither did the graphs
     with atomic_write(path / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
     return path / CONFIG_FILE
@@ -283,7 +286,7 @@ def rewrite_model_config(path: str | Path, config: ModelConfig) -> Path:
 def _recorded_checksums(path: Path) -> dict[str, str]:
     """The SHA-256 sums that ``config.json`` of a (checked) model folder records, by key."""
     document = json.loads((path / CONFIG_FILE).read_text())
-    return {key: document[key] for key in ("weights_sha256", "onnx_sha256") if isinstance(document.get(key), str)}
+    return {key: document[key] for key in CHECKSUM_KEYS if isinstance(document.get(key), str)}
 
 
 def verify_weights(path: str | Path, expected_sha256: str | None) -> None:
@@ -310,8 +313,16 @@ def verify_weights(path: str | Path, expected_sha256: str | None) -> None:
         raise ModelError(weights_path, "weights checksum does not match config.json (file corrupt or altered)")
 
 
-def onnx_path(path: str | Path) -> Path | None:
+def onnx_path(path: str | Path, *, int8: bool = False) -> Path | None:
     """The model folder's ONNX graph, checked against its recorded checksum; None if it has none.
+
+    Parameters
+    ----------
+    path
+        The model folder.
+    int8
+        The int8 graph (``network.int8.onnx``) instead of the float one; it
+        must also have been made from the folder's float graph.
 
     Raises
     ------
@@ -319,12 +330,15 @@ def onnx_path(path: str | Path) -> Path | None:
         A graph without a recorded checksum, or one that does not match it.
     """
     path = Path(path)
-    graph = path / ONNX_FILE
+    graph = path / (INT8_ONNX_FILE if int8 else ONNX_FILE)
     if not graph.is_file():
         return None
-    expected = _recorded_checksums(path).get("onnx_sha256")
+    recorded = _recorded_checksums(path)
+    expected = recorded.get("onnx_int8_sha256" if int8 else "onnx_sha256")
     if expected is None or file_sha256(graph) != expected:
         raise ModelError(graph, "ONNX graph does not match the checksum in config.json (file corrupt or altered)")
+    if int8 and recorded.get("onnx_int8_source_sha256") != recorded.get("onnx_sha256"):
+        raise ModelError(graph, f"was quantized from another {ONNX_FILE} than the folder holds; quantize it again")
     return graph
 
 
