@@ -226,7 +226,7 @@ def _add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                              "or 'auto' (a GPU if there is one; needs torch: pip install \"nucseg[train]\")")
     parser.add_argument("--backend", choices=BACKENDS,
                         help="what runs the network (default on CPU: onnxruntime-int8 when the model holds an int8 "
-                             "graph, as the shipped models do, else onnxruntime; torch on a GPU)")
+                             "graph, as the default model nuclei does, else onnxruntime; torch on a GPU)")
     parser.add_argument("--channel", metavar="N_OR_NAME",
                         help="the channel that shows the nuclei, of multi-channel images: a number counted from 1 "
                              "(as in Fiji) or a channel name stored in the file (OME/ImageJ); required for "

@@ -94,11 +94,12 @@ def test_int8_backend_without_an_int8_graph_says_so(active_model_dir):
         model.segment(np.zeros((64, 64), np.uint8), backend="onnxruntime-int8", scale=1.0)
 
 
-@pytest.mark.parametrize("name", ["nuclei", "dsb2018"])
-def test_shipped_int8_graph_finds_the_nuclei_the_float_graph_finds(name, dsb_samples):
-    model = load_model(name)
-    assert model.default_backend() == "onnxruntime-int8"  # the shipped models run their int8 graph on CPU
-    assert onnx_path(resolve_model_path(name), int8=True) is not None
+def test_shipped_int8_graph_finds_the_nuclei_the_float_graph_finds(dsb_samples):
+    # dsb2018 ships without one: its int8 graph lost 0.016 DSB on its H&E validation images (README, Benchmarks)
+    assert load_model("dsb2018").default_backend() == "onnxruntime"
+    model = load_model("nuclei")
+    assert model.default_backend() == "onnxruntime-int8"  # the default model runs its int8 graph on CPU
+    assert onnx_path(resolve_model_path("nuclei"), int8=True) is not None
     for sample in dsb_samples.values():
         exact = model.segment(sample.image, backend="onnxruntime").labels
         int8 = model.segment(sample.image, backend="onnxruntime-int8").labels

@@ -242,7 +242,7 @@ def model_card(config: ModelConfig) -> str:
         "",
         f"A U-Net ({config.architecture_options}) that finds cell nuclei in 2-D microscopy images "
         f"(fluorescence, brightfield, H&E histology), written by nucseg {config.nucseg_version or ''}. Its nucseg "
-        "model folder is config.json, weights.safetensors and network.onnx, and for the shipped models "
+        "model folder is config.json, weights.safetensors and network.onnx, and for the default model "
         "network.int8.onnx, the graph quantized to int8 that nucseg runs on CPU (a bioimage.io package exported with "
         "`nucseg export --format bioimageio` carries them too): `nucseg segment --model FOLDER_OR_PACKAGE`.",
         "",
