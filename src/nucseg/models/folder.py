@@ -356,8 +356,17 @@ def add_onnx_graph(path: str | Path) -> Path:
     loaded = load_model_folder(path)
     export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels,
                 classes=loaded.config.classes)
+    record_checksums(path, onnx_sha256=file_sha256(path / ONNX_FILE))
+    return path / ONNX_FILE
+
+
+def record_checksums(path: str | Path, **checksums: str) -> None:
+    """Add or replace checksum entries (keys of :data:`CHECKSUM_KEYS`) in a model folder's config.json, atomically."""
+    unknown = sorted(set(checksums) - set(CHECKSUM_KEYS))
+    if unknown:
+        raise ValueError(f"not checksum keys: {', '.join(unknown)}")
+    path = Path(path)
     document = json.loads((path / CONFIG_FILE).read_text())
-    document["onnx_sha256"] = file_sha256(path / ONNX_FILE)
+    document.update(checksums)
     with atomic_write(path / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(document, indent=2) + "\n")
-    return path / ONNX_FILE

@@ -27,7 +27,8 @@ import numpy as np
 from nucseg.errors import ModelError, require
 from nucseg.io.atomic import atomic_write
 from nucseg.models import SIZE_DIVISOR
-from nucseg.models.folder import CONFIG_FILE, file_sha256, INT8_ONNX_FILE, onnx_path, read_model_config
+from nucseg.models.folder import (CONFIG_FILE, file_sha256, INT8_ONNX_FILE, onnx_path, read_model_config,
+                                  record_checksums)
 from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
 
 #: Side of the calibration crops, pixels (a multiple of the network's size divisor).
@@ -155,10 +156,9 @@ def add_int8_graph(model_dir: str | Path, images: Sequence[np.ndarray], *, per_i
         raise ModelError(model_dir, "has no network.onnx to quantize (run it once with torch installed, or re-save it)")
     tiles = calibration_tiles(images, config.normalization, per_image=per_image, seed=seed)
     quantize_graph(graph, model_dir / INT8_ONNX_FILE, tiles)
-    document = json.loads((model_dir / CONFIG_FILE).read_text())
-    document["onnx_int8_sha256"] = file_sha256(model_dir / INT8_ONNX_FILE)
-    document["onnx_int8_source_sha256"] = file_sha256(graph)
-    with atomic_write(model_dir / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
+    # onnx_path has just checked the float graph against its recorded checksum: that is the source.
+    source = json.loads((model_dir / CONFIG_FILE).read_text())["onnx_sha256"]
+    record_checksums(model_dir, onnx_int8_sha256=file_sha256(model_dir / INT8_ONNX_FILE),
+                     onnx_int8_source_sha256=source)
     return QuantizedGraph(model_dir / INT8_ONNX_FILE, graph.stat().st_size,
                           (model_dir / INT8_ONNX_FILE).stat().st_size, len(tiles))
