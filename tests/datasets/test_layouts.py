@@ -137,6 +137,22 @@ def test_image_kind_of_float_image():
     assert image_kind(1.0 - image) == "brightfield"
 
 
+def test_raw_image_kind_is_the_kind_after_channel_conversion_on_a_sample_of_the_pixels():
+    from nucseg.datasets.kinds import raw_image_kind
+    from nucseg.preprocess.normalize import to_channels
+
+    for name, kind in FIXTURE_KINDS.items():
+        image = read_image(FIXTURES / name / "images" / f"{name}.png")
+        large = np.tile(image, (4, 4, 1))  # 1-4 MP: sampled every second or third pixel
+        assert raw_image_kind(image) == raw_image_kind(large) == image_kind(to_channels(large, 3)) == kind
+    gray = read_image(FIXTURES / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552" / "images"
+                      / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552.png")[:, :, 0]
+    blue_only = np.zeros(gray.shape + (3,), np.uint8)
+    blue_only[:, :, 2] = gray
+    assert image_kind(blue_only) == "histology"  # the colour image as it is ...
+    assert raw_image_kind(blue_only) == "fluorescence"  # ... and as nucseg segments it
+
+
 @pytest.mark.parametrize("shape", [(10, 10, 2), (10, 10, 5), (10,), (0, 0)])
 def test_image_kind_rejects_other_shapes(shape):
     with pytest.raises(ValueError):

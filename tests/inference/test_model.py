@@ -443,6 +443,32 @@ def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, acti
         [f"{third}_labels.tif", f"{third}_overlay.png", "summary.csv"])  # no temporary, no partial outputs
 
 
+def test_segment_files_runs_images_side_by_side_one_thread_each_with_the_serial_results(tmp_path, active_model_dir,
+                                                                                        monkeypatch):
+    import nucseg.batch.driver
+    import nucseg.inference.runners
+    from nucseg.scale.executors import InProcessExecutor
+
+    created, real_init = [], nucseg.inference.runners.OnnxRunner.__init__
+
+    def recording_init(self, graph, *, threads=None):
+        created.append(threads)
+        real_init(self, graph, threads=threads)
+
+    monkeypatch.setattr(nucseg.inference.runners.OnnxRunner, "__init__", recording_init)
+    monkeypatch.setattr(nucseg.batch.driver, "default_threads", lambda: 2)
+    model = load_model(active_model_dir)
+    side_by_side = segment_files(_small_inputs(), tmp_path / "threads", model=model)
+    assert created == [1]  # two images at a time, each network call on one core
+    serial = segment_files(_small_inputs(), tmp_path / "serial", model=model, executor=InProcessExecutor())
+    assert created == [1, None]  # one at a time: every core, and the model is back to its default
+    assert side_by_side.n_ok == serial.n_ok == 3
+    for name in (p.name for p in _small_inputs()):
+        assert np.array_equal(read_labels(tmp_path / "threads" / f"{name}_labels.tif"),
+                              read_labels(tmp_path / "serial" / f"{name}_labels.tif"))
+    assert not load_model(active_model_dir, device="cpu").segments_side_by_side(backend="torch")
+
+
 def test_segment_files_with_the_classical_model_and_checks_options_first(tmp_path):
     report = segment_files(_small_inputs()[:1], tmp_path / "out", model="classical", measure=True)
     assert report.n_ok == 1 and report.images[0].nuclei > 5

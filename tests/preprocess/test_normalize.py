@@ -181,3 +181,25 @@ def test_integer_percentiles_equal_numpy_linear_interpolation(dtype, shape):
         expected = np.percentile(flat.astype(np.float64), [low, high], axis=0)
         found = percentile_range(image, low=low, high=high)
         assert all(np.allclose(f, e, rtol=1e-12, atol=1e-9) for f, e in zip(found, expected))
+
+
+@pytest.mark.parametrize("shape", [(100, 120), (1200, 1500), (3001, 2999)])
+def test_statistics_sample_is_small_and_a_fixed_point(shape):
+    from nucseg.preprocess.normalize import STATISTICS_PIXELS, statistics_sample
+
+    image = np.zeros(shape, np.uint8)
+    sample = statistics_sample(image)
+    assert sample.size <= 4 * STATISTICS_PIXELS and (sample.size == image.size or sample.size < image.size / 3)
+    assert statistics_sample(sample).shape == sample.shape  # taken again, the same pixels
+
+
+def test_single_colour_channel_agrees_on_integer_and_float_images(dsb_samples):
+    gray = dsb_samples["00071198"].image[:, :, 0]
+    he = dsb_samples["00ae65c1"].image[:, :, :3]
+    for dtype, factor in ((np.uint8, 1), (np.uint16, 257)):
+        blue_only = np.zeros(gray.shape + (3,), dtype)
+        blue_only[:, :, 2] = gray.astype(dtype) * factor
+        blue_only[:, :, 0] = 2 * factor * np.random.default_rng(0).integers(0, 2, gray.shape)  # export noise
+        for image, expected in ((blue_only, 2), (he.astype(dtype) * factor, None),
+                                (np.repeat(blue_only[:, :, 2:], 3, axis=2), None)):
+            assert single_colour_channel(image) == single_colour_channel(image.astype(np.float32)) == expected

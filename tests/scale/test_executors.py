@@ -62,3 +62,74 @@ def test_tile_progress_logs_each_pass_of_a_large_image_and_nothing_for_small_one
     for done in range(1, 5):
         later(done, 4)
     assert capsys.readouterr().err.splitlines() == ["nucseg: slide.tif, pass 1: 4 of 4 tiles (0 s)"]  # the end only
+
+
+def _slow_square(x, running, peak, lock):
+    import time
+
+    with lock:
+        running.append(x)
+        peak.append(len(running))
+    time.sleep(0.02)
+    with lock:
+        running.remove(x)
+    if x == 3:
+        raise ValueError("three")
+    return x * x
+
+
+def test_calls_side_by_side_come_back_in_order_with_failures_in_place():
+    import threading
+
+    running, peak, lock = [], [], threading.Lock()
+    arguments = [(x, running, peak, lock) for x in range(8)]
+    results = InProcessExecutor(workers=3).run(_slow_square, arguments, description="squaring", collect_failures=True)
+    assert all(results[x] == x * x for x in range(8) if x != 3)
+    assert isinstance(results[3], TaskFailed) and str(results[3].error) == "three"
+    assert max(peak) > 1  # they did run side by side
+    with pytest.raises(ValueError, match="three"):
+        InProcessExecutor(workers=2).run(_slow_square, arguments, description="squaring")
+
+
+def test_a_memory_budget_keeps_calls_that_do_not_fit_together_apart():
+    import threading
+
+    running, peak, lock = [], [], threading.Lock()
+    arguments = [(x, running, peak, lock) for x in (0, 1, 2, 4, 5)]
+    executor = InProcessExecutor(workers=4, max_memory=100)
+    # 60 + anything else above 40 does not fit: every call needs 60 or more, except the last, which needs more
+    # than the whole budget and so runs alone
+    results = executor.run(_slow_square, arguments, description="squaring", memory=[60, 60, 70, 60, 500])
+    assert results == [0, 1, 4, 16, 25]
+    assert max(peak) == 1
+    running, peak = [], []
+    arguments = [(x, running, peak, lock) for x in (0, 1, 2, 4)]
+    executor.run(_slow_square, arguments, description="squaring", memory=[30, 30, 30, 30])
+    assert max(peak) > 1
+
+
+def test_a_memory_budget_waits_for_room_and_gives_it_back():
+    import threading
+
+    from nucseg.scale.executors import MemoryBudget
+
+    budget = MemoryBudget(10)
+    entered, leave = threading.Event(), threading.Event()
+
+    def hold_five():
+        with budget.reserve(5):
+            entered.set()
+            leave.wait(5)
+
+    thread = threading.Thread(target=hold_five)
+    with budget.reserve(8):
+        thread.start()
+        assert not entered.wait(0.1)  # 8 + 5 > 10: it waits
+        assert budget.used == 8
+    assert entered.wait(5)
+    assert budget.used == 5
+    leave.set()
+    thread.join()
+    assert budget.used == 0
+    with pytest.raises(ValueError, match="workers"):
+        InProcessExecutor(workers=0)

@@ -39,8 +39,9 @@ from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.lazy import image_shape, is_zarr
+from nucseg.inference.runners import default_threads
 from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
-                                 needs_blocks)
+                                 needs_blocks, whole_image_bytes)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
 
 
@@ -55,10 +56,15 @@ class PlannedImage:
     blockwise
         True: block by block (:func:`nucseg.batch.blockwise.segment_large`);
         False: whole, in memory.
+    memory
+        Estimated peak memory of a whole-image run, bytes
+        (:func:`nucseg.scale.blocks.whole_image_bytes`; 0 when its header
+        could not be read, or for a block-wise image).
     """
 
     image: ImageInput
     blockwise: bool
+    memory: int = 0
 
 
 def plan_images(
@@ -95,15 +101,15 @@ def plan_images(
     planned = [PlannedImage(ImageInput(path.stem, path), True) for path in zarr_inputs]
     max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
-        if blockwise is None:
-            try:
-                height, width = image_shape(image.path, channel_axis=channel_axis)
-            except InputError:  # unreadable: the in-memory path reports why
-                height = width = 0
-            large = needs_blocks(height, width, max_memory)
-        else:
-            large = blockwise
-        planned.append(PlannedImage(image, large))
+        if blockwise is True:
+            planned.append(PlannedImage(image, True))
+            continue
+        try:
+            height, width = image_shape(image.path, channel_axis=channel_axis)
+        except InputError:  # unreadable: the in-memory path reports why
+            height = width = 0
+        large = needs_blocks(height, width, max_memory) if blockwise is None else False
+        planned.append(PlannedImage(image, large, 0 if large else whole_image_bytes(height, width)))
     return planned
 
 
@@ -211,7 +217,8 @@ def segment_files(
         stores (see :func:`plan_images`).
     max_memory
         Memory budget of a whole-image run, bytes (None: a quarter of this
-        machine's memory).
+        machine's memory); images segmented side by side in this process
+        (as many as there are cores, with the default executor) share it.
     block_size, margin
         Block settings of :func:`nucseg.batch.blockwise.segment_large` (None: its defaults).
     zarr_labels
@@ -252,6 +259,7 @@ def segment_files(
     rle_path = None if rle_path is None else Path(rle_path)
     if rle_path is not None and rle_path.exists() and not overwrite:
         raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
+    max_memory = default_max_memory() if max_memory is None else max_memory
     planned = plan_images(inputs, out_dir, blockwise=blockwise, max_memory=max_memory,
                           channel_axis=channel_axis)
     if not isinstance(model, Model):
@@ -260,11 +268,10 @@ def segment_files(
         model.check_options(**diameter_in_pixels(segment_options, 1.0, None))
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
-    executor = InProcessExecutor() if executor is None else executor
     out_dir.mkdir(parents=True, exist_ok=True)
 
     reports: dict[str, ImageReport] = {}
-    whole: list[ImageInput] = []
+    whole: list[PlannedImage] = []
     for item in planned:
         paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, overlay=overlay, measure=measure,
                          zarr_labels=zarr_labels)
@@ -273,23 +280,31 @@ def segment_files(
             reports[item.image.name] = ImageReport(item.image.name, item.image.path, "skipped",
                                                    error=f"{existing[0]} exists (use --overwrite to replace it)")
         elif not item.blockwise:
-            whole.append(item.image)
+            whole.append(item)
+    whole_executor, threads = _whole_image_executor(executor, model, len(whole), max_memory=max_memory,
+                                                    backend=segment_options.get("backend"))
     if len(reports) < len(planned):  # work to do: a backend that cannot start fails once, here
         try:
-            model.prepare(backend=segment_options.get("backend"))
+            with model.threads_per_call(threads):
+                model.prepare(backend=segment_options.get("backend"))
         except ValueError as exc:
             raise NucsegError(str(exc)) from None
     if whole:
         settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
                     "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
                     "options": segment_options,
-                    # tiles are reported where stderr is the user's: not from the workers of a cluster
-                    "progress": progress and isinstance(executor, InProcessExecutor)}
-        shared = executor.share_model(model)
-        results = executor.run(_segment_file_task, [(image, out_dir, shared, settings) for image in whole],
-                               description="segmenting", progress=progress, collect_failures=True)
-        for image, result in zip(whole, results):
-            reports[image.name] = _failed(image, result.error) if isinstance(result, TaskFailed) else result
+                    # tiles are reported where stderr is the user's, one image at a time: not from threads
+                    # side by side, nor from the workers of a cluster
+                    "progress": progress and isinstance(whole_executor, InProcessExecutor)
+                                and whole_executor.workers == 1}
+        shared = whole_executor.share_model(model)
+        tasks = [(item.image, out_dir, shared, settings) for item in whole]
+        with model.threads_per_call(threads):
+            results = whole_executor.run(_segment_file_task, tasks, description="segmenting", progress=progress,
+                                         collect_failures=True, memory=[item.memory for item in whole])
+        for item, result in zip(whole, results):
+            reports[item.image.name] = _failed(item.image, result.error) if isinstance(result, TaskFailed) else result
+    executor = InProcessExecutor() if executor is None else executor
     for item in planned:
         if item.blockwise and item.image.name not in reports:
             reports[item.image.name] = _segment_blockwise_image(
@@ -305,6 +320,25 @@ def segment_files(
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, report.summary_path, overwrite=True)
     return report
+
+
+def _whole_image_executor(executor: Executor | None, model: Model, images: int, *, max_memory: float,
+                          backend: str | None) -> tuple[Executor, int | None]:
+    """Where the whole images run, and the CPU threads of each network call (None: every core).
+
+    The executor given, or in this process as many images side by side as
+    there are cores, one thread each, within ``max_memory`` together, where
+    the model gains by it (:meth:`~nucseg.inference.base.Model.segments_side_by_side`):
+    the single-threaded steps around the network (decoding, normalization,
+    the watershed, writing) then overlap with another image's network pass.
+    """
+    if executor is None:
+        cores = default_threads()
+        workers = min(cores, images) if model.segments_side_by_side(backend=backend) else 1
+        executor = InProcessExecutor(max(workers, 1), max_memory=max_memory)
+    if isinstance(executor, InProcessExecutor) and executor.workers > 1:
+        return executor, max(1, default_threads() // executor.workers)
+    return executor, None
 
 
 def _failed(image: ImageInput, exc: BaseException) -> ImageReport:

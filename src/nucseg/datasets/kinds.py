@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nucseg.preprocess.normalize import statistics_sample, to_channels
+
 
 #: Kinds of image that :func:`image_kind` tells apart.
 IMAGE_KINDS = ("fluorescence", "brightfield", "histology")
@@ -45,10 +47,8 @@ def image_kind(image: np.ndarray) -> str:
         image = image[:, :, 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))) or image.size == 0:
         raise ValueError(f"image_kind takes a gray, RGB or RGBA image, got shape {image.shape}")
-    data = image.astype(np.float32) if image.ndim == 2 else image[..., :3].astype(np.float32)
-    # A strided subsample is plenty for image-wide statistics of megapixel images.
-    step = max(1, int(np.sqrt(data.shape[0] * data.shape[1] / 250_000)))
-    data = data[::step, ::step]
+    sample = statistics_sample(image)
+    data = sample.astype(np.float32) if sample.ndim == 2 else sample[..., :3].astype(np.float32)
     scale = _full_scale(image.dtype, float(data.max()))
     if data.ndim == 3:
         channel_difference = max(float(np.mean(np.abs(data[..., 0] - data[..., c]))) for c in (1, 2))
@@ -56,6 +56,26 @@ def image_kind(image: np.ndarray) -> str:
             return "histology"
         data = data.mean(axis=2)
     return "brightfield" if float(np.median(data)) > 0.5 * scale else "fluorescence"
+
+
+def raw_image_kind(image: np.ndarray) -> str:
+    """The kind of a raw image as nucseg segments it: after channel conversion.
+
+    :func:`image_kind` of the image that :func:`nucseg.preprocess.normalize.to_channels`
+    makes of it, so a colour export of one fluorescence channel (DAPI in blue
+    on black) is gray fluorescence. Taken on :func:`statistics_sample` of the
+    image, which gives the same kind as the whole image at a fraction of the cost.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C) with C in 1, 3, 4
+
+    Returns
+    -------
+    str
+        One of :data:`IMAGE_KINDS`.
+    """
+    return image_kind(to_channels(statistics_sample(np.asarray(image)), 3))
 
 
 def _full_scale(dtype: np.dtype, maximum: float) -> float:

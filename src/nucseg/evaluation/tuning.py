@@ -358,9 +358,8 @@ def tune_postprocess(
     """
     from tqdm.auto import tqdm
 
-    from nucseg.datasets.kinds import image_kind
+    from nucseg.datasets.kinds import raw_image_kind
     from nucseg.inference.model import load_model, NetworkModel
-    from nucseg.preprocess.normalize import to_channels
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -384,7 +383,7 @@ def tune_postprocess(
                                 progress=progress)
     if not by_kind:
         return dataclasses.replace(overall, seconds=time.perf_counter() - start)
-    kinds = [image_kind(to_channels(s.image, 3)) for s in samples]
+    kinds = [raw_image_kind(s.image) for s in samples]
     own: dict[str, TuningResult] = {}
     for kind in sorted(set(kinds)):
         if kinds.count(kind) < MIN_KIND_IMAGES:

@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nucseg.datasets.kinds import image_kind
 from nucseg.inference import quality, sizing
-from nucseg.preprocess.normalize import NormalizationConfig, to_channels
+from nucseg.preprocess.normalize import NormalizationConfig
 
 
 #: The options every :meth:`Model.segment` accepts.
@@ -40,12 +40,16 @@ class SegmentationResult:
     size_estimate
         What automatic sizing found (:class:`nucseg.inference.sizing.SizeEstimate`),
         when it ran.
+    image_kind
+        The image's kind (:func:`nucseg.datasets.kinds.raw_image_kind`), when
+        the model told it (to choose its settings), so that it is told once.
     """
 
     labels: np.ndarray
     probabilities: np.ndarray | None = None
     scale: float | None = None
     size_estimate: sizing.SizeEstimate | None = None
+    image_kind: str | None = None
 
 
 class Model:
@@ -75,6 +79,7 @@ class Model:
     has_network: bool = False
     normalization: NormalizationConfig | None = None
     resize_to: int | None = None
+    _threads: int | None = None
 
     def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
         """Segment one raw image; see :meth:`NetworkModel.segment`."""
@@ -86,6 +91,29 @@ class Model:
 
     def prepare(self, *, backend: str | None = None) -> None:
         """Start what :meth:`segment` needs (a network backend), so that a failure shows once, up front."""
+
+    @contextmanager
+    def threads_per_call(self, threads: int | None) -> Iterator[None]:
+        """Within the block, each network call uses ``threads`` CPU threads (ONNX Runtime's intra-op threads).
+
+        None: every core this process may run on (the default). One thread
+        each is right for images segmented side by side in threads
+        (:meth:`segments_side_by_side`).
+        """
+        previous, self._threads = self._threads, threads
+        try:
+            yield
+        finally:
+            self._threads = previous
+
+    def segments_side_by_side(self, *, backend: str | None = None) -> bool:
+        """Whether a process gains by segmenting several images at once in threads, one core each.
+
+        True where the work is single-threaded code that releases the GIL (the
+        classical baseline, and ONNX Runtime on CPU); not for torch, which
+        spreads one call over its own threads, or a GPU.
+        """
+        return True
 
     def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
         """The resize factor ``options`` fix for every image; None: automatic sizing, or no network."""
@@ -101,11 +129,6 @@ class Model:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
-
-
-def kind_of(image: np.ndarray) -> str:
-    """The kind of a raw image as the network sees it (a blue-only DAPI export is gray fluorescence)."""
-    return image_kind(to_channels(image, 3))
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.datasets.kinds import IMAGE_KINDS
+from nucseg.datasets.kinds import IMAGE_KINDS, raw_image_kind
 from nucseg.errors import ModelError, NucsegError, require
 from nucseg.inference import BACKENDS, quality, sizing
-from nucseg.inference.base import check_image, kind_of, Model, SEGMENT_OPTIONS, SegmentationResult
+from nucseg.inference.base import check_image, Model, SEGMENT_OPTIONS, SegmentationResult
 from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.folder import (INT8_ONNX_FILE, load_model_folder, ModelConfig, onnx_path, read_model_config,
                                   verify_weights)
@@ -47,6 +47,13 @@ from nucseg.preprocess.normalize import (normalize_with_range, percentile_range,
 #: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
 #: instead when the model folder holds one.
 DEFAULT_CPU_BACKEND = "onnxruntime"
+def kind_if_any(image: np.ndarray) -> str | None:
+    """:func:`nucseg.datasets.kinds.raw_image_kind` of a raw image; None for one of other than 1, 3 or 4 channels."""
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        return None
+    return raw_image_kind(image)
+
+
 class NetworkModel(Model):
     """A trained network with its configuration (see :mod:`nucseg.models.folder`).
 
@@ -82,7 +89,7 @@ class NetworkModel(Model):
             raise ModelError(self.path, f"postprocess_by_kind in config.json names unknown image kinds "
                                         f"{', '.join(unknown)}; known: {', '.join(IMAGE_KINDS)}")
         self._network = None
-        self._runners: dict[str, Any] = {}
+        self._runners: dict[tuple[str, int | None], Any] = {}
 
     @property
     def network(self):
@@ -126,9 +133,10 @@ class NetworkModel(Model):
         backend = backend or self.default_backend()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if backend not in self._runners:
+        key = (backend, None if backend == "torch" else self._threads)
+        if key not in self._runners:
             if backend == "torch":
-                self._runners[backend] = TorchRunner(self.network, classes=self.config.classes)
+                self._runners[key] = TorchRunner(self.network, classes=self.config.classes)
             else:
                 if self.device != "cpu":
                     raise ValueError(f"the {backend} backend runs on CPU; load the model with device='cpu'")
@@ -143,14 +151,17 @@ class NetworkModel(Model):
 
                         graph = onnx_bytes(self.network, in_channels=self.config.in_channels,
                                            classes=self.config.classes)
-                    self._runners[backend] = OnnxRunner(graph)
+                    self._runners[key] = OnnxRunner(graph, threads=self._threads)
                 except ImportError as exc:
                     raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "
                                       "install it, or use the torch backend") from None
-        return self._runners[backend]
+        return self._runners[key]
 
     def prepare(self, *, backend: str | None = None) -> None:
         self.runner(backend)
+
+    def segments_side_by_side(self, *, backend: str | None = None) -> bool:
+        return (backend or self.default_backend()) != "torch"
 
     def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
         return self.resolve_scale(options.get("scale"), options.get("diameter", AUTO_DIAMETER))
@@ -233,12 +244,15 @@ class NetworkModel(Model):
             None, or an image of other than 1, 3 or 4 channels (which has no
             kind): the general settings.
         """
-        if image is None or not self.postprocess_by_kind or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        if image is None or not self.postprocess_by_kind:
             return self.postprocess_config
-        return self.postprocess_by_kind.get(kind_of(image), self.postprocess_config)
+        return self._settings_for_kind(kind_if_any(image))
 
-    def _postprocess_config(self, overrides: Mapping[str, Any] | None, image: np.ndarray | None = None):
-        base = self.postprocess_for(image)
+    def _settings_for_kind(self, kind: str | None) -> PostprocessConfig:
+        return self.postprocess_by_kind.get(kind, self.postprocess_config) if kind else self.postprocess_config
+
+    def _postprocess_config(self, overrides: Mapping[str, Any] | None, kind: str | None = None):
+        base = self._settings_for_kind(kind)
         if not overrides:
             return base
         return PostprocessConfig.from_dict({**base.to_dict(), **overrides})
@@ -349,7 +363,8 @@ class NetworkModel(Model):
         """
         factor = self.resolve_scale(scale, diameter)
         image = check_image(image)
-        post_config = self._postprocess_config(postprocess, image)
+        kind = kind_if_any(image)
+        post_config = self._postprocess_config(postprocess, kind)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
                        intensity_range=intensity_range, on_tile=on_tile)
         estimate = None
@@ -362,6 +377,7 @@ class NetworkModel(Model):
             result = self._segment_at(image, factor, post_config, options)
         if estimate is not None:
             result.size_estimate = dataclasses.replace(estimate, first_pass=None)
+        result.image_kind = kind
         return result
 
     def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality:
@@ -375,7 +391,8 @@ class NetworkModel(Model):
         calibration = quality.QualityCalibration.from_dict(self.config.quality) if self.config.quality else None
         clipped = result.size_estimate is not None and result.size_estimate.clipped
         features = quality.quality_features(
-            result.labels, result.probabilities, image_kind=kind_of(image),
+            result.labels, result.probabilities,
+            image_kind=result.image_kind if result.image_kind is not None else raw_image_kind(image),
             training_diameter=self.training_diameter, sizing_clipped=clipped,
             training_kinds=calibration.training_kinds if calibration else (),
             classes=output_layout(self.config.target).classes)
@@ -403,7 +420,7 @@ class NetworkModel(Model):
             ``tta``, ``backend``, ``intensity_range``).
         """
         image = check_image(image)
-        estimate, _ = self._size(image, self._postprocess_config(postprocess, image), options)
+        estimate, _ = self._size(image, self._postprocess_config(postprocess, kind_if_any(image)), options)
         return estimate.factor
 
     def _size(self, image: np.ndarray, post_config: PostprocessConfig,

@@ -79,6 +79,28 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     raise ValueError(f"cannot convert an image with {n} channels to {channels}; select channels explicitly")
 
 
+#: Image-wide statistics (a channel's bright end, an image's kind) are taken on at most about this many pixels.
+STATISTICS_PIXELS = 250_000
+
+
+def statistics_sample(image: np.ndarray) -> np.ndarray:
+    """A strided subsample of ``image`` (every k-th row and column) of at most about :data:`STATISTICS_PIXELS` pixels.
+
+    Plenty for image-wide statistics of megapixel images, and the same pixels
+    whether it is taken once or again on its own result (k is 1 then).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+
+    Returns
+    -------
+    ndarray, shape (ceil(H / k), ceil(W / k)[, C]), a view of ``image``
+    """
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / STATISTICS_PIXELS)))
+    return image[::step, ::step]
+
+
 #: A colour channel whose bright end (99.9th percentile) is below this fraction of the brightest channel's holds
 #: no content: JPEG and export noise stay well below it, any stained colour image far above.
 EMPTY_CHANNEL_FRACTION = 0.05
@@ -102,9 +124,11 @@ def single_colour_channel(image: np.ndarray) -> int | None:
         :data:`EMPTY_CHANNEL_FRACTION` of the brightest channel's; None when
         two or more do (a colour image, or gray stored as RGB) or none does.
     """
-    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 250_000)))
-    sample = np.asarray(image[::step, ::step], dtype=np.float32).reshape(-1, image.shape[2])
-    bright = np.percentile(sample, 99.9, axis=0)
+    sample = statistics_sample(image).reshape(-1, image.shape[2])
+    if sample.dtype in (np.uint8, np.uint16):
+        bright = _integer_percentiles(sample, (99.9,))[0]
+    else:
+        bright = np.percentile(sample.astype(np.float32), 99.9, axis=0)
     if bright.max() <= 0:
         return None
     # integer images: a level or two of export noise is empty too, however dim the image
@@ -134,16 +158,27 @@ def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8)
     # for practical purposes and much faster on megapixel images.
     step = max(1, flat.shape[0] // 1_000_000)
     if flat.dtype in (np.uint8, np.uint16):
-        return _integer_percentiles(flat[::step], (low, high))
+        low_values, high_values = _integer_percentiles(flat[::step], (low, high))
+        return low_values, high_values
     low_values, high_values = np.percentile(flat[::step].astype(np.float32, copy=False), [low, high], axis=0)
     return low_values, high_values
 
 
-def _integer_percentiles(flat: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _integer_percentiles(flat: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
     """``np.percentile(flat, percentiles, axis=0)`` (linear interpolation) of uint8/uint16 data, from histograms.
 
     About ten times faster than sorting: the k-th smallest value of a channel
     is where its cumulative histogram first exceeds k.
+
+    Parameters
+    ----------
+    flat : ndarray of uint8 or uint16, shape (N, C)
+    percentiles
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    ndarray of float64, shape (len(percentiles), C)
     """
     n = flat.shape[0]
     results = np.empty((len(percentiles), flat.shape[1]), dtype=np.float64)
@@ -154,7 +189,7 @@ def _integer_percentiles(flat: np.ndarray, percentiles: tuple[float, float]) -> 
             below = int(np.floor(position))
             values = np.searchsorted(cumulative, [below + 1, min(below + 2, n)])  # order statistics below, below + 1
             results[row, channel] = values[0] + (position - below) * (values[1] - values[0])
-    return results[0], results[1]
+    return results
 
 
 def normalize_percentile(

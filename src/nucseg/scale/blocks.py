@@ -55,9 +55,14 @@ def default_max_memory() -> int:
     return int(total // 4)
 
 
+def whole_image_bytes(height: int, width: int) -> int:
+    """Estimated peak memory of a whole-image run of a ``height`` x ``width`` image, bytes."""
+    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL
+
+
 def needs_blocks(height: int, width: int, max_memory: float) -> bool:
     """Whether a whole-image run of a ``height`` x ``width`` image would need more than ``max_memory`` bytes."""
-    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL > max_memory
+    return whole_image_bytes(height, width) > max_memory
 #: Default side of the square core blocks, in pixels.
 DEFAULT_BLOCK_SIZE = 2048
 

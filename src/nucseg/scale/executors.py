@@ -6,7 +6,8 @@ one task per block for an image segmented block-wise, and never needs to
 know where they ran.
 
 :class:`InProcessExecutor`
-    Runs the calls one after the other here (the default).
+    Runs the calls here (the default): one after the other, or a few side by
+    side in threads, as many at once as a memory budget allows.
 :class:`DaskExecutor`
     Submits them to a ``dask.distributed`` client (see
     :func:`nucseg.scale.dask.connect`). Network models travel as their
@@ -23,7 +24,10 @@ import functools
 import re
 import secrets
 import sys
+import threading
 import time
+from concurrent.futures import as_completed, ThreadPoolExecutor
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +70,7 @@ class Executor:
         description: str,
         progress: bool = False,
         collect_failures: bool = False,
+        memory: Sequence[float] | None = None,
     ) -> list[Any]:
         """``[function(*args) for args in arguments]``, run by this executor.
 
@@ -84,30 +89,120 @@ class Executor:
             False: the first call that raises cancels the others and its
             exception is raised here. True: a call that raises gives a
             :class:`TaskFailed` in its place and the others go on.
+        memory
+            Bytes each call needs at its peak, for an executor that runs calls
+            side by side in one process (:class:`InProcessExecutor`); None: too
+            little to count. A Dask worker runs one task at a time and ignores it.
         """
         raise NotImplementedError
 
 
 class InProcessExecutor(Executor):
-    """Runs every call in this process, one after the other."""
+    """Runs every call in this process: one after the other, or side by side in threads.
+
+    Parameters
+    ----------
+    workers
+        Calls run at once, each in a thread of its own (1: one after the
+        other, in the calling thread). Worth it for calls that spend much of
+        their time in single-threaded code that releases the GIL (NumPy,
+        SciPy, scikit-image, ONNX Runtime), so that the cores do not idle.
+    max_memory
+        With ``workers`` above 1: the bytes the calls running at once may
+        need together (their ``memory`` in :meth:`run`); a call waits until
+        those running leave room for it, and one that needs more than the
+        whole budget runs alone. None: no limit.
+    """
+
+    def __init__(self, workers: int = 1, *, max_memory: float | None = None):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.max_memory = max_memory
 
     def share_model(self, model: Model) -> Any:
         return model
 
-    def run(self, function, arguments, *, description, progress=False, collect_failures=False):
-        results = []
-        for args in progress_of(arguments, description, len(arguments), progress):
-            if not collect_failures:
-                results.append(function(*args))
-                continue
+    def run(self, function, arguments, *, description, progress=False, collect_failures=False, memory=None):
+        if self.workers == 1 or len(arguments) < 2:
+            return _collect(((i, _outcome(function, args)) for i, args in enumerate(arguments)), len(arguments),
+                            description=description, progress=progress, collect_failures=collect_failures)
+        budget = MemoryBudget(self.max_memory)
+        needs = [0.0] * len(arguments) if memory is None else list(memory)
+
+        def call(i: int) -> tuple[int, Any]:
+            with budget.reserve(needs[i]):
+                return i, _outcome(function, arguments[i])
+
+        with ThreadPoolExecutor(min(self.workers, len(arguments)), thread_name_prefix="nucseg") as pool:
+            futures = [pool.submit(call, i) for i in range(len(arguments))]
             try:
-                results.append(function(*args))
-            except Exception as exc:  # reported by the caller, per task
-                results.append(TaskFailed(exc))
-        return results
+                return _collect((future.result() for future in as_completed(futures)), len(arguments),
+                                description=description, progress=progress, collect_failures=collect_failures)
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def __repr__(self) -> str:
-        return "InProcessExecutor()"
+        return f"InProcessExecutor(workers={self.workers})"
+
+
+class MemoryBudget:
+    """Bytes that calls running at once may hold together: :meth:`reserve` waits for room.
+
+    Parameters
+    ----------
+    total
+        The budget, bytes; None: no limit.
+    """
+
+    def __init__(self, total: float | None):
+        self.total = total
+        self.used = 0.0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def reserve(self, amount: float) -> Iterator[None]:
+        """Hold ``amount`` bytes (at most the whole budget) while the block runs, once that many are free."""
+        if self.total is None:
+            yield
+            return
+        amount = min(max(float(amount), 0.0), float(self.total))
+        with self._changed:
+            self._changed.wait_for(lambda: self.used + amount <= self.total)
+            self.used += amount
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= amount
+                self._changed.notify_all()
+
+
+def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``function(*args)``, or the exception it raised, wrapped (so that a thread can hand it back)."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        return _Raised(exc)
+
+
+class _Raised:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _collect(outcomes: Iterable[tuple[int, Any]], total: int, *, description: str, progress: bool,
+             collect_failures: bool) -> list[Any]:
+    """The results of ``(position, outcome)`` pairs, in position order, as :meth:`Executor.run` returns them."""
+    results: dict[int, Any] = {}
+    for position, outcome in progress_of(outcomes, description, total, progress):
+        if isinstance(outcome, _Raised):
+            if not collect_failures:
+                raise outcome.error
+            outcome = TaskFailed(outcome.error)
+        results[position] = outcome
+    return [results[i] for i in range(total)]
 
 
 class DaskExecutor(Executor):
@@ -129,26 +224,27 @@ class DaskExecutor(Executor):
             return str(Path(model.path).resolve())
         return self.client.scatter(model, broadcast=True, hash=False)
 
-    def run(self, function, arguments, *, description, progress=False, collect_failures=False):
+    def run(self, function, arguments, *, description, progress=False, collect_failures=False, memory=None):
         from dask.distributed import as_completed
 
         token = secrets.token_hex(4)
         prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", description)[:40]
         futures = [self.client.submit(function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
                    for i, args in enumerate(arguments)]
-        results: dict[int, Any] = {}
         index = {future.key: i for i, future in enumerate(futures)}
-        try:
-            for future in progress_of(as_completed(futures), description, len(futures), progress):
+
+        def outcomes() -> Iterator[tuple[int, Any]]:
+            for future in as_completed(futures):
                 try:
-                    results[index[future.key]] = future.result()
+                    yield index[future.key], future.result()
                 except Exception as exc:  # the task raised, or died with its worker
-                    if not collect_failures:
-                        raise
-                    results[index[future.key]] = TaskFailed(exc)
+                    yield index[future.key], _Raised(exc)
+
+        try:
+            return _collect(outcomes(), len(futures), description=description, progress=progress,
+                            collect_failures=collect_failures)
         finally:
             self.client.cancel([future for future in futures if not future.done()])
-        return [results[i] for i in range(len(futures))]
 
     def __repr__(self) -> str:
         return f"DaskExecutor({self.client!r})"
