@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_folder.py [--data DATASET] [--split-from MODEL] [--repeat 3]
+    git worktree add /tmp/before COMMIT && python benchmarks/bench_folder.py --before /tmp/before/src
 
 The folder is the validation images of the shipped model's stored split of
 DSB2018 stage-1 (66 images of 0.07-1.4 megapixels, mixed kinds and sizes;
@@ -13,13 +14,18 @@ included. The commands run interleaved, ``--repeat`` rounds, so that the
 drift of a shared machine hits them alike; the table gives the median wall
 time of each and its ratio to the classical baseline's, measured in the same
 run. The float-graph rows run the model's float32 ONNX graph instead of the
-int8 one the shipped models run by default. Prints a markdown table.
+int8 one the shipped models run by default. ``--before SRC`` also runs every
+command with another version of nucseg (the ``src`` folder of a checkout of
+it, put first on ``PYTHONPATH``), interleaved with this one, and adds its
+times and the ratio: a change's speed-up measured side by side. Prints a
+markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -59,9 +65,11 @@ def megapixels(paths: list[Path]) -> float:
     return total / 1e6
 
 
-def run(command: list[str]) -> float:
+def run(command: list[str], source: Path | None = None) -> float:
+    """Wall seconds of ``command``; with ``source``, that nucseg ``src`` folder is imported instead."""
+    env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     return time.perf_counter() - started
 
 
@@ -70,13 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=dataset_path("dsb2018/stage1_train"))
     parser.add_argument("--split-from", type=Path, default=package_models_dir() / "dsb2018")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", type=Path, metavar="SRC",
+                        help="the src folder of another nucseg version to time beside this one")
     args = parser.parse_args(argv)
+    if args.before is not None and not (args.before / "nucseg" / "cli.py").is_file():
+        raise SystemExit(f"bench_folder: {args.before} is not a nucseg src folder (no nucseg/cli.py in it)")
 
     source = args.data if args.data.is_dir() else FIXTURES
     images = validation_images(source, args.split_from)
     mp = megapixels(images)
     nucseg = [sys.executable, "-m", "nucseg.cli", "segment"]
     times: dict[str, list[float]] = {label: [] for label in COMMANDS}
+    before: dict[str, list[float]] = {label: [] for label in COMMANDS}
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work) / "images"
         folder.mkdir()
@@ -85,20 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for label, options in COMMANDS.items():
                 out = Path(work) / "out"
-                times[label].append(run([*nucseg, str(folder), "--out", str(out), "--overwrite", *options]))
+                command = [*nucseg, str(folder), "--out", str(out), "--overwrite", *options]
+                times[label].append(run(command))
+                if args.before is not None:
+                    before[label].append(run(command, args.before))
         one = [*nucseg, str(images[0]), "--out", str(Path(work) / "one"), "--overwrite"]
         small = statistics.median(run(one) for _ in range(args.repeat))
         skip = statistics.median(run([*nucseg, str(folder), "--out", str(Path(work) / "out")])
                                  for _ in range(args.repeat))
     classical = statistics.median(times["classical baseline (`--model classical`)"])
     print(f"{len(images)} images from {source}, {mp:.1f} megapixels; median of {args.repeat} runs, whole process\n")
-    print("| command | seconds | s per megapixel | × classical |")
-    print("|---|---:|---:|---:|")
+    extra = " | before: seconds | before: s per megapixel | × before" if args.before is not None else ""
+    print(f"| command | seconds | s per megapixel | × classical{extra} |")
+    print("|---|---:|---:|---:" + ("|---:|---:|---:" if extra else "") + "|")
     for label, measured in times.items():
         median = statistics.median(measured)
-        print(f"| {label} | {median:.1f} | {median / mp:.2f} | {median / classical:.2f} |")
-    print(f"| one image ({images[0].name[:8]}, default) | {small:.2f} | | |")
-    print(f"| the folder again, every output existing | {skip:.2f} | | |")
+        row = f"| {label} | {median:.1f} | {median / mp:.2f} | {median / classical:.2f}"
+        if args.before is not None:
+            then = statistics.median(before[label])
+            row += f" | {then:.1f} | {then / mp:.2f} | {median / then:.2f}"
+        print(row + " |")
+    blanks = " | | |" if args.before is not None else ""
+    print(f"| one image ({images[0].name[:8]}, default) | {small:.2f} | | |{blanks}")
+    print(f"| the folder again, every output existing | {skip:.2f} | | |{blanks}")
     return 0
 
 

@@ -47,7 +47,9 @@ from nucseg.preprocess.normalize import (normalize_with_range, percentile_range,
 #: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
 #: instead when the model folder holds one.
 DEFAULT_CPU_BACKEND = "onnxruntime"
-def kind_if_any(image: np.ndarray) -> str | None:
+
+
+def _kind_if_any(image: np.ndarray) -> str | None:
     """:func:`nucseg.datasets.kinds.raw_image_kind` of a raw image; None for one of other than 1, 3 or 4 channels."""
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         return None
@@ -240,13 +242,13 @@ class NetworkModel(Model):
         Parameters
         ----------
         image : ndarray, shape (H, W) or (H, W, C), optional
-            Raw image (:func:`nucseg.datasets.kinds.image_kind` tells its kind);
+            Raw image (:func:`nucseg.datasets.kinds.raw_image_kind` tells its kind);
             None, or an image of other than 1, 3 or 4 channels (which has no
             kind): the general settings.
         """
         if image is None or not self.postprocess_by_kind:
             return self.postprocess_config
-        return self._settings_for_kind(kind_if_any(image))
+        return self._settings_for_kind(_kind_if_any(image))
 
     def _settings_for_kind(self, kind: str | None) -> PostprocessConfig:
         return self.postprocess_by_kind.get(kind, self.postprocess_config) if kind else self.postprocess_config
@@ -363,7 +365,7 @@ class NetworkModel(Model):
         """
         factor = self.resolve_scale(scale, diameter)
         image = check_image(image)
-        kind = kind_if_any(image)
+        kind = _kind_if_any(image)
         post_config = self._postprocess_config(postprocess, kind)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
                        intensity_range=intensity_range, on_tile=on_tile)
@@ -420,7 +422,7 @@ class NetworkModel(Model):
             ``tta``, ``backend``, ``intensity_range``).
         """
         image = check_image(image)
-        estimate, _ = self._size(image, self._postprocess_config(postprocess, kind_if_any(image)), options)
+        estimate, _ = self._size(image, self._postprocess_config(postprocess, _kind_if_any(image)), options)
         return estimate.factor
 
     def _size(self, image: np.ndarray, post_config: PostprocessConfig,

@@ -26,9 +26,9 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import as_completed, ThreadPoolExecutor
 from contextlib import contextmanager
-from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,8 +157,8 @@ class MemoryBudget:
     """
 
     def __init__(self, total: float | None):
-        self.total = total
-        self.used = 0.0
+        self.total = None if total is None else int(total)
+        self.used = 0  # whole bytes: sums that come back exactly to 0
         self._changed = threading.Condition()
 
     @contextmanager
@@ -167,7 +167,7 @@ class MemoryBudget:
         if self.total is None:
             yield
             return
-        amount = min(max(float(amount), 0.0), float(self.total))
+        amount = min(max(int(amount), 0), self.total)
         with self._changed:
             self._changed.wait_for(lambda: self.used + amount <= self.total)
             self.used += amount
@@ -180,16 +180,11 @@ class MemoryBudget:
 
 
 def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """``function(*args)``, or the exception it raised, wrapped (so that a thread can hand it back)."""
+    """``function(*args)``, or the exception it raised as a :class:`TaskFailed` (so that a thread can hand it back)."""
     try:
         return function(*args)
     except Exception as exc:
-        return _Raised(exc)
-
-
-class _Raised:
-    def __init__(self, error: BaseException):
-        self.error = error
+        return TaskFailed(exc)
 
 
 def _collect(outcomes: Iterable[tuple[int, Any]], total: int, *, description: str, progress: bool,
@@ -197,10 +192,8 @@ def _collect(outcomes: Iterable[tuple[int, Any]], total: int, *, description: st
     """The results of ``(position, outcome)`` pairs, in position order, as :meth:`Executor.run` returns them."""
     results: dict[int, Any] = {}
     for position, outcome in progress_of(outcomes, description, total, progress):
-        if isinstance(outcome, _Raised):
-            if not collect_failures:
-                raise outcome.error
-            outcome = TaskFailed(outcome.error)
+        if isinstance(outcome, TaskFailed) and not collect_failures:
+            raise outcome.error
         results[position] = outcome
     return [results[i] for i in range(total)]
 
@@ -238,7 +231,7 @@ class DaskExecutor(Executor):
                 try:
                     yield index[future.key], future.result()
                 except Exception as exc:  # the task raised, or died with its worker
-                    yield index[future.key], _Raised(exc)
+                    yield index[future.key], TaskFailed(exc)
 
         try:
             return _collect(outcomes(), len(futures), description=description, progress=progress,
