@@ -413,14 +413,11 @@ def _add_tune_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-
-    from nucseg.inference.model import load_model, NetworkModel
-    from nucseg.datasets.layouts import load_dataset
-    from nucseg.datasets.locations import dataset_name
     from nucseg.errors import ModelError
-    from nucseg.models.folder import read_model_config
+    from nucseg.evaluation.report import load_tuning_samples
     from nucseg.evaluation.tuning import save_tuning, tune_postprocess
-    from nucseg.evaluation.report import load_validation_samples
+    from nucseg.inference.model import load_model, NetworkModel
+    from nucseg.models.folder import read_model_config
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
@@ -431,30 +428,16 @@ def _run_tune(args: argparse.Namespace) -> int:
         raise ModelError(None, f"model {model.name!r} has no network, so no post-processing thresholds to tune")
     _, weights_sha256 = read_model_config(model.path)
     progress = sys.stderr.isatty()
-    weights = None
-    if args.split_from_model and args.data is None and args.images is None:  # a model trained on several datasets
-        from nucseg.datasets.mixture import equal_dataset_weights, split_qualified
-
-        samples = load_validation_samples(model.path, progress=progress)
-        groups = [split_qualified(sample.name)[0] for sample in samples]
-        weights = equal_dataset_weights(groups)
-        data = f"the validation split stored in the model ({len(samples)} images of {len(set(groups))} datasets)"
-    elif args.split_from_model:
-        source = dataset_name(args.data or args.images)
-        samples = load_validation_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
-                                          progress=progress)
-        data = f"{source} (validation split stored in the model, {len(samples)} images)"
-    else:
-        source = dataset_name(args.data or args.images)
-        samples = load_dataset(args.data, images_dir=args.images, masks_dir=args.masks, progress=progress)
-        data = f"{source} (all {len(samples)} images)"
+    tuning = load_tuning_samples(model.path, args.data, images_dir=args.images, masks_dir=args.masks,
+                                 split_from_model=args.split_from_model, progress=progress)
+    samples, data = tuning.samples, tuning.description
     training = set(model.config.split.get("train", []))
     seen = [s.name for s in samples if s.name in training]
     if seen:
         print(f"nucseg: warning: {len(seen)} of the {len(samples)} tuning images are training images of this "
               "model, so the thresholds fit them too well; use --split-from-model", file=sys.stderr)
-    result = tune_postprocess(model, samples, weights=weights, by_kind=args.by_kind, size_frame=args.size_frame,
-                              progress=progress)
+    result = tune_postprocess(model, samples, weights=tuning.weights, by_kind=args.by_kind,
+                              size_frame=args.size_frame, progress=progress)
     print(f"tuned on {data}: DSB2018 score {result.initial_score:.4f} -> {result.final_score:.4f} "
           f"({len(result.trials)} settings scored in {result.seconds:.0f} s)")
     for name, (before, after) in result.changed.items():
@@ -492,20 +475,10 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_quantize(args: argparse.Namespace) -> int:
     require("onnx", purpose="nucseg quantize")
-    import numpy as np
-
-    from nucseg.datasets.mixture import NAME_SEPARATOR, split_qualified
-    from nucseg.evaluation.report import load_validation_samples, validation_names
+    from nucseg.evaluation.report import draw_names, load_validation_samples
     from nucseg.models.quantize import add_int8_graph
 
-    names = validation_names(args.model, part="train")
-    groups: dict[str, list[str]] = {}
-    for name in names:
-        groups.setdefault(split_qualified(name)[0] if NAME_SEPARATOR in name else "", []).append(name)
-    rng = np.random.default_rng(args.seed)
-    share = max(1, args.calibration_images // len(groups))
-    chosen = [str(name) for group in groups.values()
-              for name in rng.choice(group, size=min(share, len(group)), replace=False)]
+    chosen = draw_names(args.model, args.calibration_images, part="train", seed=args.seed)
     samples = load_validation_samples(args.model, args.data, part="train", names=chosen,
                                       progress=sys.stderr.isatty())
     written = add_int8_graph(args.model, [sample.image for sample in samples], seed=args.seed)
@@ -513,6 +486,42 @@ def _run_quantize(args: argparse.Namespace) -> int:
           f"calibrated on {written.calibration_tiles} crops of {len(samples)} training images; compare its "
           "accuracy on the validation split: python benchmarks/eval_validation.py --split-from MODEL "
           "--model int8=MODEL --backend onnxruntime-int8, and the same with --backend onnxruntime")
+    return EXIT_OK
+
+
+def _add_pack_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("datasets", nargs="*", metavar="DATASET",
+                        help="annotated datasets: folders, or paths under the data root (dsb2018/stage1_train)")
+    parser.add_argument("--config", metavar="FILE", help="also the datasets a training config lists")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the packed data root; train on it with NUCSEG_DATA_DIR=DIR")
+    parser.add_argument("--jpeg-quality", type=int, metavar="Q",
+                        help="store 8-bit images as JPEG of quality Q (1-100): lossy, several times smaller; "
+                             "labels stay exact (default: every image exact)")
+    parser.add_argument("--overwrite", action="store_true", help="replace packed datasets that exist")
+
+
+def _run_pack(args: argparse.Namespace) -> int:
+    from nucseg.datasets.pack import pack_datasets
+    from nucseg.errors import InputError
+
+    paths = list(args.datasets)
+    if args.config:
+        require("yaml", purpose="nucseg pack --config")
+        from nucseg.training.config import load_config_file, TrainConfig
+
+        try:
+            paths += [entry["path"] for entry in TrainConfig.from_dict(load_config_file(args.config)).datasets]
+        except ValueError as exc:
+            raise InputError(args.config, str(exc)) from None
+    if not paths:
+        raise InputError(None, "name the datasets to pack, or a --config that lists them")
+    packed = pack_datasets(paths, args.out, jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+                           progress=sys.stderr.isatty())
+    for item in packed:
+        lossy = f", {item.lossy_images} of them JPEG" if item.lossy_images else ""
+        print(f"{item.folder}: {item.images} images{lossy}, {item.bytes / 1e6:.1f} MB (from {item.source})")
+    print(f"{sum(item.bytes for item in packed) / 1e6:.1f} MB in all; train on it with NUCSEG_DATA_DIR={args.out}")
     return EXIT_OK
 
 
@@ -533,6 +542,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
              _add_tune_arguments, _run_tune),
     "quantize": ("add an int8 copy of a model's network, faster on CPU, calibrated on its training images",
                  _add_quantize_arguments, _run_quantize),
+    "pack": ("copy annotated datasets compactly into one folder that travels (to a GPU machine)",
+             _add_pack_arguments, _run_pack),
 }
 
 

@@ -246,6 +246,27 @@ def validation_names(model_dir: str | Path, *, part: str = "validation") -> list
     return [str(name) for name in names]
 
 
+def draw_names(model_dir: str | Path, count: int, *, part: str = "train", seed: int = 0) -> list[str]:
+    """A seeded draw of about ``count`` image names of one part of a model folder's split, evenly per dataset.
+
+    For a model trained on several datasets each gets ``count // datasets``
+    (all of its images where it has fewer); names are ``<dataset>/<image>``
+    then, as stored. ``nucseg quantize`` calibrates on such a draw of the
+    training images.
+    """
+    import numpy as np
+
+    from nucseg.datasets.mixture import NAME_SEPARATOR, split_qualified
+
+    groups: dict[str, list[str]] = {}
+    for name in validation_names(model_dir, part=part):
+        groups.setdefault(split_qualified(name)[0] if NAME_SEPARATOR in name else "", []).append(name)
+    rng = np.random.default_rng(seed)
+    share = max(1, count // len(groups))
+    return [str(name) for group in groups.values()
+            for name in rng.choice(group, size=min(share, len(group)), replace=False)]
+
+
 def load_validation_samples(
     model_dir: str | Path,
     root: str | Path | None = None,
@@ -318,6 +339,59 @@ def load_validation_samples(
                                              f"{missing[0]!r}); give the dataset the model was trained on")
     return load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, names=names, cache_dir=cache_dir,
                         progress=progress)
+
+
+@dataclass
+class TuningSamples:
+    """The images ``nucseg tune`` tunes a model on (:func:`load_tuning_samples`).
+
+    Attributes
+    ----------
+    samples : list of nucseg.datasets.Sample
+    weights : list of float or None
+        Per sample, for a mixture, so that every dataset weighs alike
+        (:func:`nucseg.datasets.mixture.equal_dataset_weights`); None: equal.
+    description
+        What they are, e.g. ``"dsb2018/stage1_train (all 664 images)"``, for the model card.
+    """
+
+    samples: list
+    weights: list[float] | None
+    description: str
+
+
+def load_tuning_samples(
+    model_dir: str | Path,
+    root: str | Path | None = None,
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    split_from_model: bool = False,
+    progress: bool = False,
+) -> TuningSamples:
+    """The images ``nucseg tune`` tunes a model on.
+
+    ``split_from_model``: the validation images stored in the model folder,
+    of its datasets (no ``root``, for a model trained on several; every
+    dataset then weighs alike) or of ``root`` / ``images_dir``; else every
+    image of ``root`` / ``images_dir`` (as for :func:`load_validation_samples`).
+    """
+    from nucseg.datasets.layouts import load_dataset
+    from nucseg.datasets.locations import dataset_name
+    from nucseg.datasets.mixture import equal_dataset_weights, split_qualified
+
+    if split_from_model and root is None and images_dir is None:  # a model trained on several datasets
+        samples = load_validation_samples(model_dir, progress=progress)
+        groups = [split_qualified(sample.name)[0] for sample in samples]
+        return TuningSamples(samples, equal_dataset_weights(groups), f"the validation split stored in the model "
+                             f"({len(samples)} images of {len(set(groups))} datasets)")
+    source = dataset_name(root or images_dir)
+    if split_from_model:
+        samples = load_validation_samples(model_dir, root, images_dir=images_dir, masks_dir=masks_dir,
+                                          progress=progress)
+        return TuningSamples(samples, None, f"{source} (validation split stored in the model, {len(samples)} images)")
+    samples = load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
+    return TuningSamples(samples, None, f"{source} (all {len(samples)} images)")
 
 
 # --------------------------------------------------------------------- markdown
