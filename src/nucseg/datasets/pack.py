@@ -17,8 +17,9 @@ Images are stored as compactly as is exact: an opaque alpha channel is
 dropped and a gray image stored as equal colour channels becomes one channel
 (the network sees the same input: :func:`nucseg.preprocess.normalize.to_channels`
 makes three equal channels of either), 8-bit images as optimized PNG, others as
-zlib TIFF. With ``jpeg_quality`` 8-bit images are JPEG instead (lossy, about a
-fifth of the size); the labels are always exact.
+zlib TIFF. With ``jpeg_quality`` 8-bit images are JPEG instead (lossy: the four
+training sets of the ``nuclei`` model take 132 MB exact, 52 MB at quality 95 and
+33 MB at 90, ``benchmarks/bench_pack.py``); the labels are always exact.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.datasets.layouts import list_dataset, load_dataset
+from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_directory
 
@@ -120,7 +121,6 @@ def pack_dataset(
     source, folder = Path(source), Path(folder)
     if folder.exists() and not overwrite:
         raise InputError(folder, "exists (use --overwrite to replace it)")
-    list_dataset(source)  # a clear error for a folder that is not a dataset, before any decoding
     samples = load_dataset(source, progress=progress)
     lossy = 0
     with atomic_directory(folder) as work:
