@@ -238,6 +238,19 @@ def test_paired_binary_mask_is_split_into_components_with_a_warning(tmp_path):
     assert np.array_equal(sample.labels > 0, mask > 0)
 
 
+def test_a_label_image_of_one_nucleus_is_read_without_a_binary_mask_warning(tmp_path):
+    import warnings
+
+    _png(tmp_path / "images" / "a.png", np.zeros((20, 20), np.uint8))
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:9, 3:8] = 1
+    _png(tmp_path / "masks" / "a.png", mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one blob is one nucleus either way: nothing to warn about
+        (sample,) = load_dataset(tmp_path, cache_dir=False)
+    assert np.array_equal(sample.labels, mask.astype(np.int32))
+
+
 @pytest.mark.parametrize("suffix", ["_mask", "_masks", "_label", "_labels"])
 def test_mask_name_suffixes_match(tmp_path, suffix):
     make_paired(tmp_path, mask_suffix=suffix)

@@ -277,10 +277,12 @@ def _labels_from_mask_file(mask_path: Path, shape: tuple[int, ...]) -> np.ndarra
         raise InputError(mask_path, f"label {labels.max()} is above the supported maximum {np.iinfo(np.int32).max}")
     values = np.unique(labels)
     if len(values) <= 2 and labels.max() > 0:
-        warnings.warn(f"{mask_path}: binary mask; nuclei are taken as its connected components, "
-                      "so touching nuclei merge (give an instance label image to avoid this)",
-                      DatasetWarning, stacklevel=2)
-        labels = connected_components(labels > 0, connectivity=1)
+        components = connected_components(labels > 0, connectivity=1)
+        if components.max() > 1:  # one blob reads the same as a binary mask or as one labelled nucleus
+            warnings.warn(f"{mask_path}: binary mask; nuclei are taken as its connected components, "
+                          "so touching nuclei merge (give an instance label image to avoid this)",
+                          DatasetWarning, stacklevel=2)
+        labels = components
     return labels.astype(np.int32)
 
 
