@@ -211,14 +211,15 @@ def test_show_paired_folders(tmp_path, cache_dir, capsys):
         image = np.zeros((30, 40), np.uint8)
         labels = np.zeros((30, 40), np.uint16)
         labels[5:15, 5:15], image[5:15, 5:15] = 1, 200
+        if name == "b":  # a second blob: a binary mask, not one labelled nucleus
+            labels[20:25, 25:35], image[20:25, 25:35] = 1, 200
         Image.fromarray(image).save(tmp_path / "img" / f"{name}.png")
         Image.fromarray(labels).save(tmp_path / "lab" / f"{name}.png")
     out = tmp_path / "paired.png"
     code = main(["show", "--images", str(tmp_path / "img"), "--masks", str(tmp_path / "lab"), "--out", str(out)])
     assert code == 0
     warnings = capsys.readouterr().err.splitlines()
-    assert len(warnings) == 2 and all(line.startswith("nucseg: warning: ") and "binary mask" in line
-                                      for line in warnings)
+    assert len(warnings) == 1 and warnings[0].startswith("nucseg: warning: ") and "b.png: binary mask" in warnings[0]
     assert read_image(out).shape == (2 * 256 + GAP, 2 * 256 + GAP, 3)  # one pair per row for 2 samples
 
 
