@@ -332,12 +332,12 @@ def _whole_image_executor(executor: Executor | None, model: Model, images: int, 
     the single-threaded steps around the network (decoding, normalization,
     the watershed, writing) then overlap with another image's network pass.
     """
+    cores = default_threads()
     if executor is None:
-        cores = default_threads()
         workers = min(cores, images) if model.segments_side_by_side(backend=backend) else 1
         executor = InProcessExecutor(max(workers, 1), max_memory=max_memory)
     if isinstance(executor, InProcessExecutor) and executor.workers > 1:
-        return executor, max(1, default_threads() // executor.workers)
+        return executor, max(1, cores // executor.workers)
     return executor, None
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_directory
+from nucseg.io.images import write_labels
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,7 @@ def pack_dataset(
                 lossy += 1
             else:
                 Image.fromarray(image).save(work / "images" / f"{sample.name}.png", optimize=True)
-            labels = sample.labels.astype(np.uint16 if sample.labels.max(initial=0) <= 65535 else np.uint32)
-            tifffile.imwrite(work / "masks" / f"{sample.name}.tif", labels, compression="zlib")
+            write_labels(work / "masks" / f"{sample.name}.tif", sample.labels)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     return PackedDataset(source, folder, len(samples), size, lossy)
 
