@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the README's fine-tuning command uses 50 (chosen on --part develop of 20, 40, 50)")
     parser.add_argument("--part", choices=("report", "develop"), default="report",
                         help="report: the seeded order's images 1-20; develop: its images 21-40, for choosing settings")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a YAML of TrainConfig settings passed to train (for comparing settings on --part develop)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_finetune"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -82,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-m", "nucseg.cli", "train", "--data", str(mine), "--out", str(args.out),
                         "--init-from", "dsb2018", "--epochs", str(args.epochs), "--time-limit", str(args.minutes),
-                        "--device", "cpu"], check=True)
+                        "--device", "cpu", *(["--config", str(args.config)] if args.config else [])], check=True)
         minutes = (time.perf_counter() - started) / 60
     after = evaluate_model(load_model(args.out / "model"), test, name="fine-tuned", progress=False)
     print(f"{root.name}: fine-tuned on {N_TUNE} images, scored on {N_TEST} others (seed {args.seed}, "
-          f"part {args.part}, --epochs {args.epochs}); "
+          f"part {args.part}, --epochs {args.epochs}"
+          f"{f', --config {args.config}' if args.config else ''}); "
           f"training took {minutes:.1f} min\n")
     print("| model | DSB score | AP@0.5 | AP@0.75 | F1@0.5 |")
     print("|---|---:|---:|---:|---:|")

@@ -185,6 +185,7 @@ def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_mo
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"] == config.architecture and resolved["model_options"] == config.architecture_options
     assert resolved["lr"] == 3e-4 and resolved["lr_schedule"] == "cosine" and resolved["warmup_epochs"] == 2
+    assert resolved["ema_decay"] == 0.99  # the weight average is what is validated and saved
     saved = load_model_folder(run / "model").config
     tuning = saved.validation["tuning"]  # re-tuned on the run's validation images at the end ...
     assert tuning["n_images"] >= 1 and tuning["dsb_score_after"] >= tuning["dsb_score_before"]
