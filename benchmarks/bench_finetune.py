@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_finetune.py [--data gbm40_he] [--minutes 14] [--epochs 50] [--out runs/bench_finetune]
-    python benchmarks/bench_finetune.py --part develop --out runs/finetune_dev   # for choosing settings
+    python benchmarks/bench_finetune.py --part develop --out runs/finetune_dev [--config SETTINGS.yaml]   # for choosing settings
 
 Draws, by seed 0, 10 images of the dataset to fine-tune on and 10 others to
 score on (``--data`` is a paired-layout set under the data root, by default

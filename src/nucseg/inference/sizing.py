@@ -111,7 +111,6 @@ def estimate_factor(
     return SizeEstimate(size_factor(labels, training_diameter), measured, clipped, first_pass)
 
 
-
 def _cut_nuclei_larger(crop_labels: np.ndarray, whole_labels: np.ndarray) -> bool:
     """Whether the nuclei that the crop's edge cuts have a median area above
     :data:`AUTO_SIZE_CUT_RATIO` times that of its whole nuclei (``whole_labels``, the same ids)."""
