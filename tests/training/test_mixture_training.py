@@ -60,6 +60,20 @@ def test_each_dataset_is_split_into_train_validation_and_test(mixture_run):
     assert stored["test"] == split["test"] and stored["validation"] == split["validation"]
 
 
+def test_a_wider_network_trains_on_the_mixture_models_split(mixture_run, two_datasets, tmp_path):
+    # Another seed would split otherwise; split_from keeps the mixture's validation and test images.
+    config = TINY.updated(datasets=two_datasets, test_fraction=0.25, seed=7, split_from=str(mixture_run.model_dir),
+                          model_options={"base_channels": 8, "depth": 2})
+    wider = train(config, tmp_path / "wider", progress=False, log=lambda message: None)
+    first = json.loads((mixture_run.run_dir / "split.json").read_text())
+    second = json.loads((wider.run_dir / "split.json").read_text())
+    assert all(sorted(second[side]) == sorted(first[side]) for side in ("train", "validation", "test"))
+    assert set(second["datasets"]) == {"dsb", "paired"}
+    redrawn = train(TINY.updated(datasets=two_datasets, test_fraction=0.25, seed=7), tmp_path / "redrawn",
+                    progress=False, log=lambda message: None)
+    assert json.loads((redrawn.run_dir / "split.json").read_text())["validation"] != first["validation"]
+
+
 def test_validation_scores_each_dataset_and_monitors_their_mean(mixture_run):
     with open(mixture_run.run_dir / "metrics.csv", newline="") as fh:
         row = next(csv.DictReader(fh))

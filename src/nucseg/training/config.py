@@ -139,6 +139,12 @@ class TrainConfig:
         normalization and ``resize_to`` are then taken from that model, and
         :data:`FINE_TUNING` sets a lower learning rate with warm-up; every
         setting a preset, config file or flag names still wins.
+    split_from
+        Take the train / validation / test split stored in this model (a model
+        folder, or a shipped model's name) instead of drawing one, so that a
+        new network, for example a wider one that cannot start from that model,
+        is chosen and tested on the same images and its scores compare with
+        that model's. With ``init_from`` too, this split is used as it is.
     tune_thresholds
         At the end of the run, tune the saved model's post-processing
         thresholds on the validation images (``nucseg tune`` on the run's
@@ -186,6 +192,7 @@ class TrainConfig:
     amp: bool = True
     device: str = "auto"
     init_from: str | None = None
+    split_from: str | None = None
     tune_thresholds: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -248,6 +255,9 @@ class TrainConfig:
                              f"{self.high_percentile}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        for name in ("init_from", "split_from"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a model folder or a shipped model's name, got {getattr(self, name)!r}")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if not isinstance(self.device, str) or not (

@@ -235,7 +235,8 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     val_data
         An explicit validation dataset (one-dataset runs only).
     saved_split
-        A resumed run's ``split.json``: its names are used, nothing is re-split.
+        A resumed run's ``split.json``, or the split of ``config.split_from``:
+        its names are used, nothing is re-split.
     initial_train
         Names the initial model was trained on (its ``split.train``); they
         stay on the training side.
@@ -263,7 +264,7 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
                 for side, names in part.to_dict().items():
                     split[side].extend(names)
         else:
-            split = saved_split
+            split = {"datasets": folders, **saved_split}
         samples = [s for dataset_samples in by_dataset.values() for s in dataset_samples]
     else:
         samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)

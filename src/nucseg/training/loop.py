@@ -143,13 +143,17 @@ def train(
     if state is None and config.init_from is not None:
         load_initial_weights(parts.network, config.init_from)
 
-    initial_train = _initial_training_names(config.init_from) if state is None else ()
+    stored = _stored_split(config.split_from) if state is None and config.split_from else None
+    initial_train = _initial_training_names(config.init_from) if state is None and stored is None else ()
     loaded = load_training_data(config, data=data, images_dir=images_dir, masks_dir=masks_dir, val_data=val_data,
-                                saved_split=split if resume else None, initial_train=initial_train,
+                                saved_split=split if resume else stored, initial_train=initial_train,
                                 progress=progress)
     split, train_samples, val_samples = loaded.split, loaded.train, loaded.validation
     if initial_train:
         log(f"the {len(set(initial_train))} training images of {config.init_from} stay on the training side")
+    if stored is not None:
+        log(f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
+            f"validation and {len(stored['test'])} test images")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
@@ -431,6 +435,18 @@ def _initial_training_names(init_from: str | None) -> list[str]:
 
     initial, _ = read_model_config(resolve_model_path(init_from))
     return [str(name) for name in initial.split.get("train", [])]
+
+
+def _stored_split(split_from: str) -> dict[str, list[str]]:
+    """The train / validation / test names stored in the model ``split_from`` (``TrainConfig.split_from``)."""
+    from nucseg.models.registry import resolve_model_path
+
+    path = resolve_model_path(split_from)
+    stored, _ = read_model_config(path)
+    split = {side: [str(name) for name in stored.split.get(side, [])] for side in ("train", "validation", "test")}
+    if not split["train"] or not split["validation"]:
+        raise InputError(path, "stores no training/validation split to take (split_from)")
+    return split
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
