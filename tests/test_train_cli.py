@@ -195,22 +195,20 @@ def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_mo
 
 
 def test_split_from_trains_a_new_network_on_another_models_split(tmp_path):
-    from nucseg.training.data import split_dataset
-
-    tiny = ["--data", str(FIXTURES), "--epochs", "1", "--crop-size", "64", "--batch-size", "4",
-            "--samples-per-epoch", "4", "--num-workers", "0", "--device", "cpu"]
+    run = ["train", "--data", str(FIXTURES), "--epochs", "1", *SMALL]
     first = tmp_path / "first"
-    assert main(["train", *tiny, "--out", str(first), "--seed", "0"]) == 0
+    assert main([*run, "--out", str(first), "--seed", "0"]) == 0
     settings = tmp_path / "wider.yaml"  # another network, which could not start from the first one's weights
     settings.write_text(f"split_from: {first / 'model'}\nmodel_options: {{base_channels: 12, depth: 3}}\n")
     second = tmp_path / "second"
-    assert main(["train", *tiny, "--out", str(second), "--seed", "3", "--config", str(settings)]) == 0
+    assert main([*run, "--out", str(second), "--seed", "3", "--config", str(settings)]) == 0
+    redrawn = tmp_path / "redrawn"  # the same seed without split_from draws another split: not equal by chance
+    assert main([*run, "--out", str(redrawn), "--seed", "3"]) == 0
 
-    first_split = json.loads((first / "split.json").read_text())
-    second_split = json.loads((second / "split.json").read_text())
+    first_split, second_split, redrawn_split = (json.loads((folder / "split.json").read_text())
+                                                for folder in (first, second, redrawn))
     assert all(second_split[side] == first_split[side] for side in ("train", "validation", "test"))
-    names = first_split["train"] + first_split["validation"]
-    assert split_dataset(names, val_fraction=0.1, seed=3).validation != first_split["validation"]  # not by chance
+    assert redrawn_split["validation"] != first_split["validation"]
     assert load_model_folder(second / "model").config.architecture_options["base_channels"] == 12
 
 
@@ -218,13 +216,12 @@ def test_split_from_a_model_without_a_split_is_refused(tmp_path, capsys):
     from nucseg.models.folder import read_model_config, rewrite_model_config
 
     first = tmp_path / "first"
-    assert main(["train", "--data", str(FIXTURES), "--out", str(first), "--epochs", "1", "--crop-size", "64",
-                 "--batch-size", "4", "--samples-per-epoch", "4", "--num-workers", "0", "--device", "cpu"]) == 0
+    assert main(["train", "--data", str(FIXTURES), "--out", str(first), "--epochs", "1", *SMALL]) == 0
     config, _ = read_model_config(first / "model")
     config.split = {}
     rewrite_model_config(first / "model", config)
     settings = tmp_path / "s.yaml"
     settings.write_text(f"split_from: {first / 'model'}\n")
     assert main(["train", "--data", str(FIXTURES), "--out", str(tmp_path / "second"), "--config", str(settings),
-                 "--device", "cpu", "--num-workers", "0"]) != 0
+                 *SMALL]) != 0
     assert "stores no training/validation split" in capsys.readouterr().err
