@@ -254,6 +254,20 @@ def test_a_zyx_stack_is_segmented_plane_by_plane_and_linked_into_3d_nuclei(tmp_p
     assert int(_summary_rows_list(linked)[0]["nuclei"]) < sum(per_plane)  # 3-D nuclei, each counted once
 
 
+def test_a_stack_asked_to_run_block_wise_runs_plane_by_plane_and_says_so(tmp_path, capsys):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([gray, np.roll(gray, 1, axis=1)]), imagej=True,
+                     metadata={"axes": "ZYX"})
+    capsys.readouterr()
+    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "always"),
+                 "--blockwise", "always"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "a stack of 2 planes" in line]
+    assert len(lines) == 1 and "stack.tif" in lines[0] and "block-wise segmentation takes 2-D images" in lines[0]
+    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "auto")]) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "always" / "stack_labels.tif"),
+                          tifffile.imread(tmp_path / "auto" / "stack_labels.tif"))
+
+
 def _summary_rows_list(out: Path) -> list[dict[str, str]]:
     with open(out / "summary.csv", newline="") as handle:
         return list(csv.DictReader(handle))

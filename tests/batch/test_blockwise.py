@@ -391,6 +391,22 @@ def test_block_wise_is_chosen_by_estimated_memory_not_by_side_length():
     assert 2**30 < default_max_memory() < 2**40
 
 
+def test_a_stack_is_planned_in_memory_with_all_its_planes_counted(tmp_path):
+    from nucseg.batch.driver import plan_images
+    from nucseg.scale.blocks import whole_image_bytes
+
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((2, 3, 300, 400), np.uint16), imagej=True,
+                     metadata={"axes": "TZYX"})
+    tifffile.imwrite(tmp_path / "plane.tif", np.zeros((300, 400), np.uint16))
+    planned = {item.image.name: item for item in plan_images([tmp_path], tmp_path / "out")}
+    assert not planned["stack"].blockwise and not planned["plane"].blockwise
+    assert planned["plane"].memory == whole_image_bytes(300, 400)
+    assert planned["stack"].memory == whole_image_bytes(300, 400, planes=6) > planned["plane"].memory
+    with pytest.warns(UserWarning, match="a stack of 6 planes of 300 x 400 needs about"):
+        tight = {item.image.name: item for item in plan_images([tmp_path], tmp_path / "out", max_memory=2**20)}
+    assert not tight["stack"].blockwise and tight["plane"].blockwise  # the 2-D image goes block-wise
+
+
 def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path, dsb_samples, monkeypatch):
     import nucseg.batch.blockwise as blockwise
     from nucseg.postprocess.measure import measure_nuclei

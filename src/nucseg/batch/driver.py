@@ -23,6 +23,7 @@ the others go on.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
-from nucseg.io.lazy import image_shape, is_zarr
+from nucseg.io.lazy import image_planes, is_zarr
 from nucseg.inference.runners import default_threads
 from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
                                  needs_blocks, whole_image_bytes)
@@ -58,8 +59,9 @@ class PlannedImage:
         False: whole, in memory.
     memory
         Estimated peak memory of a whole-image run, bytes
-        (:func:`nucseg.scale.blocks.whole_image_bytes`; 0 when its header
-        could not be read, or for a block-wise image).
+        (:func:`nucseg.scale.blocks.whole_image_bytes`, with all its planes
+        for a stack; 0 when its header could not be read, or for a block-wise
+        image).
     """
 
     image: ImageInput
@@ -81,7 +83,10 @@ def plan_images(
     block-wise. With ``blockwise=None``, other images go block-wise when a
     whole-image run of the size their header states would need more than
     ``max_memory`` bytes (:func:`nucseg.scale.blocks.needs_blocks`; None:
-    :func:`nucseg.scale.blocks.default_max_memory`).
+    :func:`nucseg.scale.blocks.default_max_memory`). Z-stacks and time
+    series run in memory, plane by plane, with an estimate that counts all
+    their planes; a warning says so when block-wise was asked for or the
+    estimate is above the budget.
 
     Raises
     ------
@@ -101,16 +106,32 @@ def plan_images(
     planned = [PlannedImage(ImageInput(path.stem, path), True) for path in zarr_inputs]
     max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
-        if blockwise is True:
-            planned.append(PlannedImage(image, True))
-            continue
         try:
-            height, width = image_shape(image.path, channel_axis=channel_axis)
-        except InputError:  # unreadable: the in-memory path reports why
-            height = width = 0
-        large = needs_blocks(height, width, max_memory) if blockwise is None else False
+            planes, height, width = image_planes(image.path, channel_axis=channel_axis)
+        except InputError:  # unreadable: the path it takes reports why
+            planes, height, width = 1, 0, 0
+        if planes > 1:
+            planned.append(_planned_stack(image, planes, height, width, blockwise=blockwise, max_memory=max_memory))
+            continue
+        large = needs_blocks(height, width, max_memory) if blockwise is None else blockwise
         planned.append(PlannedImage(image, large, 0 if large else whole_image_bytes(height, width)))
     return planned
+
+
+def _planned_stack(image: ImageInput, planes: int, height: int, width: int, *, blockwise: bool | None,
+                   max_memory: float) -> PlannedImage:
+    """A Z-stack or time series runs in memory, plane by plane (block-wise runs take 2-D images): said when
+    block-wise was asked for or its estimate is above the budget."""
+    memory = whole_image_bytes(height, width, planes=planes)
+    if blockwise:
+        warnings.warn(f"{image.path}: a stack of {planes} planes; block-wise segmentation takes 2-D images, so its "
+                      "planes are segmented one by one in memory", stacklevel=3)
+    elif memory > max_memory:
+        warnings.warn(f"{image.path}: a stack of {planes} planes of {height} x {width} needs about "
+                      f"{memory / 2**30:.1f} GB, above the memory budget of {max_memory / 2**30:.1f} GB "
+                      "(block-wise segmentation takes 2-D images); segmenting it in memory, plane by plane",
+                      stacklevel=3)
+    return PlannedImage(image, False, memory)
 
 
 def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False) -> Path:

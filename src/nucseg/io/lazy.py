@@ -124,6 +124,26 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     return image if index is None else dataclasses.replace(image, channels=0, _channel=index)
 
 
+def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int, int]:
+    """(planes, H, W) of an image file, read from its header only: a TIFF Z-stack or time series has
+    as many planes as its declared T and Z axes hold together; every other image has one.
+
+    Raises
+    ------
+    InputError
+        As :func:`image_shape`.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff") or is_zarr(path):
+        return (1, *image_shape(path, channel_axis=channel_axis))
+    if not path.is_file():
+        raise InputError(path, "file does not exist")
+    shape, _, axes, declared = _tiff_layout(path)
+    roles = axis_roles(path, shape, axes, declared, channel_axis, planes=True)
+    sizes = {role: n for n, role in zip(shape, roles) if role}
+    return int(np.prod([n for n, role in zip(shape, roles) if role in ("t", "z")])), sizes["y"], sizes["x"]
+
+
 def _open_all_channels(path: Path, channel_axis: int | None) -> LazyImage:
     if not path.exists():
         raise InputError(path, "file does not exist")

@@ -55,9 +55,19 @@ def default_max_memory() -> int:
     return int(total // 4)
 
 
-def whole_image_bytes(height: int, width: int) -> int:
-    """Estimated peak memory of a whole-image run of a ``height`` x ``width`` image, bytes."""
-    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL
+#: What a Z-stack or time series holds per pixel of each plane while its planes are segmented one by one: the
+#: stack as read (up to 3 channels of 16 bits) and its labels (int32, per plane and stacked).
+STACK_BYTES_PER_PIXEL = 14
+
+
+def whole_image_bytes(height: int, width: int, *, planes: int = 1) -> int:
+    """Estimated peak memory of a whole-image run of a ``height`` x ``width`` image, bytes.
+
+    A stack of ``planes`` planes is segmented plane by plane: one plane's
+    run, plus the whole stack and its labels (:data:`STACK_BYTES_PER_PIXEL`).
+    """
+    held = planes * height * width * STACK_BYTES_PER_PIXEL if planes > 1 else 0
+    return height * width * WHOLE_IMAGE_BYTES_PER_PIXEL + held
 
 
 def needs_blocks(height: int, width: int, max_memory: float) -> bool:
