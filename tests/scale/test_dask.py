@@ -186,6 +186,9 @@ def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(
         workers = client.scheduler_info()["workers"].values()
         assert [worker["nthreads"] for worker in workers] == [1, 1]
         assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
+        threads = client.run(lambda: __import__("nucseg.scale.executors").scale.executors.worker_model("dsb2018")
+                             .runner().session.get_session_options().intra_op_num_threads)
+        assert set(threads.values()) == {1}  # one core per worker, not every core for each
     assert "local Dask cluster of 2 worker process(es); dashboard" in capsys.readouterr().err
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nucseg.inference.model import load_model
-from nucseg.scale.executors import InProcessExecutor, TaskFailed, resolve_model, worker_model
+from nucseg.inference.runners import default_threads
+from nucseg.scale.executors import InProcessExecutor, TaskFailed, resolve_model, worker_model, worker_threads
 
 
 def _divide(a, b):
@@ -32,6 +33,22 @@ def test_in_process_tasks_get_the_model_itself_and_names_load_once_per_process()
     worker_model.cache_clear()
     assert resolve_model("classical") is resolve_model("classical")
     assert worker_model.cache_info().misses == 1
+
+
+def _intra_op_threads(model) -> int:
+    return model.runner("onnxruntime").session.get_session_options().intra_op_num_threads
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), (None, None), ("", None), ("many", None), ("0", None)])
+def test_a_worker_uses_the_threads_its_omp_num_threads_gives(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert worker_threads() == expected
+    worker_model.cache_clear()
+    assert _intra_op_threads(worker_model("dsb2018")) == (expected or default_threads())
+    worker_model.cache_clear()
 
 
 def test_progress_goes_to_logs_as_lines_when_stderr_is_not_a_terminal(monkeypatch, capsys):

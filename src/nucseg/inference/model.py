@@ -516,7 +516,7 @@ class ClassicalModel(Model):
         return SegmentationResult(segment_classical(check_image(image)))
 
 
-def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -> Model:
+def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu", threads: int | None = None) -> Model:
     """Load a segmentation model by registered name or model folder.
 
     Parameters
@@ -530,6 +530,10 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
     device
         ``"cpu"`` (the default: ONNX Runtime, no torch needed), ``"cuda"``,
         ``"cuda:N"`` or ``"auto"`` (a GPU if there is one; these need torch).
+    threads
+        CPU threads of each network call on CPU (ONNX Runtime's intra-op
+        threads); None: every core this process may run on. See also
+        :meth:`~nucseg.inference.base.Model.threads_per_call`.
 
     Returns
     -------
@@ -556,6 +560,7 @@ def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu") -
 
         device = str(select_device(device))
     model = NetworkModel(config, path, name=name, device=device)
+    model._threads = threads
     if device != "cpu":
         model.network  # noqa: B018 - loads the network now, so that a bad device fails here
     return model

@@ -21,6 +21,7 @@ the model object back with :func:`resolve_model`.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import secrets
 import sys
@@ -321,11 +322,29 @@ def worker_model(reference: str) -> Model:
     """The model ``reference`` (a registered name or a model folder), loaded once per process.
 
     Tasks call this on the worker, so a worker loads each model once however
-    many images it segments.
+    many images it segments. Its network calls use :func:`worker_threads` threads.
     """
     from nucseg.inference.model import load_model
 
-    return load_model(reference)
+    return load_model(reference, threads=worker_threads())
+
+
+def worker_threads() -> int | None:
+    """CPU threads of each network call in a Dask worker process: its ``OMP_NUM_THREADS``, else every core.
+
+    Dask's nanny starts workers with ``OMP_NUM_THREADS=1`` (its setting
+    ``distributed.nanny.pre-spawn-environ``), sizing its workers and their
+    threads to the cores so that tasks do not each use every core. ONNX
+    Runtime does not read that variable, so nucseg does: without it, two
+    local workers on two cores ran two threads each and competed for them.
+    Set it higher in that Dask setting for workers that run one task at a
+    time on many cores.
+    """
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def resolve_model(shared: Any) -> Any:
