@@ -254,6 +254,18 @@ def test_a_zyx_stack_is_segmented_plane_by_plane_and_linked_into_3d_nuclei(tmp_p
     assert int(_summary_rows_list(linked)[0]["nuclei"]) < sum(per_plane)  # 3-D nuclei, each counted once
 
 
+def test_linked_nuclei_of_a_time_series_are_counted_at_every_time_point(tmp_path):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    z_stack = np.stack([gray, np.roll(gray, 1, axis=1)])
+    tifffile.imwrite(tmp_path / "one.tif", z_stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "two.tif", np.stack([z_stack, z_stack]), imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "one.tif"), str(tmp_path / "two.tif"), "--out", str(out),
+                 "--stitch-threshold", "0.5"]) == 0
+    counts = {row["image"]: int(row["nuclei"]) for row in _summary_rows_list(out) if not row["plane"]}
+    assert counts["one"] > 10 and counts["two"] == 2 * counts["one"]  # the same 3-D nuclei at two time points
+
+
 def test_a_stack_asked_to_run_block_wise_runs_plane_by_plane_and_says_so(tmp_path, capsys):
     gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
     tifffile.imwrite(tmp_path / "stack.tif", np.stack([gray, np.roll(gray, 1, axis=1)]), imagej=True,

@@ -380,7 +380,7 @@ def segment_large(
     segment_options, scale = _one_scale_for_all_blocks(local_model, source, grid, segment_options, intensity_range,
                                                        scratch, attributes)
 
-    name = output_path.name
+    name = output_path.name if isinstance(image, np.ndarray) else Path(image).name  # the file the user named
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     executor.run(_segment_task,
                  [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)

@@ -97,8 +97,8 @@ def _segment_one(
         report = _report(image.name, image.path, labels, None, pixel_size)
         worst = min(plane_reports, key=lambda plane: 2.0 if plane.quality is None else plane.quality)
         report.quality, report.flag, report.flag_reason = worst.quality, worst.flag, worst.flag_reason
-        if stitch_threshold is not None and "Z" in stack.plane_axes:  # 3-D nuclei: count each once
-            report.nuclei = int(np.count_nonzero(np.unique(labels)))
+        if stitch_threshold is not None and "Z" in stack.plane_axes:  # 3-D nuclei: count each once per time point
+            report.nuclei = sum(int(np.count_nonzero(np.unique(series))) for series in _by_time(labels, stack))
         report.planes = [dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports,
                                                                                      stack.plane_names())]
     report.seconds, report.outputs = time.perf_counter() - started, written
@@ -123,9 +123,13 @@ def _with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
 
 def _linked(labels: np.ndarray, stack: ImageStack, threshold: float) -> np.ndarray:
     """The planes' labels with nuclei linked across Z (each time point on its own)."""
+    return np.concatenate([link_planes(series, threshold) for series in _by_time(labels, stack)])
+
+
+def _by_time(labels: np.ndarray, stack: ImageStack) -> np.ndarray:
+    """The planes' labels (planes, Y, X) as (time points, Z, Y, X); one time point without a T axis."""
     z_count = stack.plane_shape[stack.plane_axes.index("Z")]
-    by_time = labels.reshape((-1, z_count) + labels.shape[1:])
-    return np.concatenate([link_planes(series, threshold) for series in by_time])
+    return labels.reshape((-1, z_count) + labels.shape[1:])
 
 
 def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
