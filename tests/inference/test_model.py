@@ -280,6 +280,22 @@ def test_bad_images_raise_value_errors(active_model_dir):
         model.segment(np.zeros(100)).labels
     with pytest.raises(ValueError, match="channels"):
         model.segment(np.zeros((64, 64, 2), np.uint8)).labels
+    with pytest.raises(ValueError, match=r"shape \(3, 64, 80\) has 80 channels: channels go last"):
+        model.segment(np.zeros((3, 64, 80), np.uint16)).labels
+
+
+def test_a_multichannel_microscopy_array_needs_its_nuclear_channel(dsb_samples, active_model_dir):
+    model = load_model(active_model_dir)
+    gray = dsb_samples["00071198"].image[..., 0].astype(np.uint16) * 200
+    noise = np.random.default_rng(0).integers(0, 60000, gray.shape + (3,), dtype=np.uint16)
+    four = np.concatenate([noise, gray[..., None]], axis=-1)  # DAPI last, as a 4-channel ImageJ file
+    for array in (four, four[..., 1:]):  # 16-bit 4 and 3 channels: never taken as RGB(A)
+        with pytest.raises(ValueError, match=f"{array.shape[2]} channels .* channel=N"):
+            model.segment(array)
+    with pytest.raises(ValueError, match="channel=5 is out of range"):
+        model.segment(four, channel=5)
+    assert np.array_equal(model.segment(four, channel=4).labels, model.segment(gray).labels)
+    assert load_model("classical").segment(four, channel=4).labels.max() > 5
 
 
 def test_classical_model(dsb_samples):

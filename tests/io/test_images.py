@@ -105,11 +105,13 @@ def test_png_16bit_gray_keeps_full_range(tmp_path, writer):
 
 @pytest.mark.parametrize("channels", [3, 4])
 @pytest.mark.parametrize("row_filter", [0, 1, 2])
-def test_png_16bit_colour_keeps_low_byte(tmp_path, channels, row_filter):
+def test_png_16bit_colour_keeps_low_byte_and_needs_a_channel(tmp_path, channels, row_filter):
     # Pillow alone returns uint8 holding only the high byte of each sample.
     array = _random((17, 23, channels), np.uint16)
     write_png16(tmp_path / "a.png", array, row_filter=row_filter)
-    image = read_image(tmp_path / "a.png")
+    with pytest.raises(InputError, match=f"a.png: image has {channels} channels .*--channel N"):
+        read_image(tmp_path / "a.png")  # 16-bit colour is more often microscopy channels than a photograph
+    image = np.stack([read_image(tmp_path / "a.png", channel=c) for c in range(1, channels + 1)], axis=-1)
     assert image.dtype == np.uint16
     assert np.array_equal(image, array)
 

@@ -13,9 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from nucseg.errors import InputError
 from nucseg.inference import quality, sizing
+from nucseg.io.channels import chosen_channel
 from nucseg.preprocess.normalize import NormalizationConfig
 
+
+#: More channels than this on an array's last axis is taken for a stack of planes given as (Z, H, W).
+MAX_CHANNELS = 16
 
 #: The options every :meth:`Model.segment` accepts.
 SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
@@ -131,11 +136,39 @@ class Model:
         return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
 
 
-def check_image(image: np.ndarray) -> np.ndarray:
-    """``image`` as an array, if it can be segmented: shape (H, W) or (H, W, C) of numbers; else ``ValueError``."""
+def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
+    """``image`` as an array that can be segmented, with the nuclear ``channel`` chosen.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+        Channels last.
+    channel
+        The channel that shows the nuclei, counted from 1, of a multi-channel
+        image; needed unless the image is 8-bit RGB(A) (taken as colour, as
+        for files: :func:`nucseg.io.channels.is_photographic`).
+
+    Returns
+    -------
+    ndarray, shape (H, W) or (H, W, 3 or 4)
+
+    Raises
+    ------
+    ValueError
+        Not an image of numbers of such a shape; a multi-channel image that
+        is not 8-bit RGB(A), without ``channel``; a ``channel`` out of range.
+    """
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
     if image.dtype.kind not in "uifb":
         raise ValueError(f"image must hold numbers, got dtype {image.dtype}")
-    return image
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, (int, np.integer))):
+        raise ValueError(f"channel must be a channel number counted from 1, got {channel!r}")
+    if channel is None and image.ndim == 3 and image.shape[2] > MAX_CHANNELS:
+        raise ValueError(f"image of shape {image.shape} has {image.shape[2]} channels: channels go last, (H, W, C); "
+                         "segment the planes of a stack (Z, H, W) one by one, or with nucseg.segment_files")
+    try:
+        return chosen_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=")
+    except InputError as exc:  # an array, not a file: a ValueError as for its shape
+        raise ValueError(exc.problem) from None

@@ -193,7 +193,9 @@ class NetworkModel(Model):
         """
         if isinstance(diameter, str):
             if diameter != AUTO_DIAMETER:
-                raise ValueError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r}, got {diameter!r}")
+                raise ValueError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r}, got {diameter!r} (a "
+                                 "diameter in micrometres divided by the pixel size in micrometres is one in "
+                                 "pixels; nucseg.segment_files takes '8um' and reads the pixel size from the file)")
             if scale is None:
                 return None if self.training_diameter is not None and self.config.resize_to is None else 1.0
             diameter = None
@@ -306,14 +308,15 @@ class NetworkModel(Model):
         postprocess: Mapping[str, Any] | None = None,
         intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
         on_tile: Callable[[int, int], None] | None = None,
+        channel: int | None = None,
     ) -> SegmentationResult:
         """Find the nuclei of one raw image.
 
         Parameters
         ----------
         image : ndarray, shape (H, W) or (H, W, C)
-            Raw image, any dtype, any size; gray, RGB or RGBA (alpha dropped).
-            Normalized as in training.
+            Raw image, any dtype, any size, channels last; gray, or 8-bit RGB
+            or RGBA (alpha dropped). Normalized as in training.
         tile_size
             Side of the square tiles in pixels, a multiple of 32 (default
             :data:`nucseg.inference.tiling.DEFAULT_TILE_SIZE`). Larger tiles are a
@@ -356,6 +359,11 @@ class NetworkModel(Model):
             Called as ``on_tile(tiles done, tiles in all)`` after every
             network call of each pass (automatic sizing runs two), for
             progress reports on large images.
+        channel
+            The channel that shows the nuclei, counted from 1 (as Fiji
+            counts), of a multi-channel image. Needed for every
+            multi-channel image but 8-bit RGB(A): a 16-bit or float image of
+            3 or 4 channels is refused without it, never taken as colour.
 
         Returns
         -------
@@ -364,7 +372,7 @@ class NetworkModel(Model):
             probabilities they were built from; the factor the network ran at.
         """
         factor = self.resolve_scale(scale, diameter)
-        image = check_image(image)
+        image = check_image(image, channel=channel)
         kind = _kind_if_any(image)
         post_config = self._postprocess_config(postprocess, kind)
         options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
@@ -497,7 +505,8 @@ class ClassicalModel(Model):
 
         Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
         ``diameter="auto"`` are accepted and unused (the baseline estimates the
-        nucleus size itself); network options (``tta``, ``scale``, a numeric
+        nucleus size itself); ``channel`` chooses the nuclear channel as for
+        :meth:`NetworkModel.segment`; network options (``tta``, ``scale``, a numeric
         ``diameter``, ``backend``, ``postprocess``) raise ``ValueError``;
         ``on_tile`` is accepted and never called.
 
@@ -509,11 +518,12 @@ class ClassicalModel(Model):
         from nucseg.inference.classical import segment_classical
 
         options.pop("on_tile", None)  # accepted for the callers' sake; there are no tiles
+        channel = options.pop("channel", None)
         unknown = sorted(set(options) - set(SEGMENT_OPTIONS))
         if unknown:
             raise TypeError(f"unexpected option(s) {', '.join(unknown)}")
         self.check_options(**options)
-        return SegmentationResult(segment_classical(check_image(image)))
+        return SegmentationResult(segment_classical(check_image(image, channel=channel)))
 
 
 def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu", threads: int | None = None) -> Model:

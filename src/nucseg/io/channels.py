@@ -25,7 +25,7 @@ Channel = int | str | None
 
 
 def channel_index(path: Path | None, channel: Channel, count: int, names: Sequence[str] | None,
-                  *, photographic: bool) -> int | None:
+                  *, photographic: bool, option: str = "--channel") -> int | None:
     """The 0-based index of the channel to segment, or None to keep every channel.
 
     Single-channel images are taken as they are, whatever ``channel`` says: a
@@ -44,6 +44,10 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
     photographic
         Whether the image is plain 8-bit RGB(A) photography, which is taken
         as it is when no channel is chosen.
+    option
+        How the user makes the choice, for messages: ``"--channel"`` on the
+        command line, ``"channel="`` in the Python API (an array, which has
+        no channel names).
 
     Raises
     ------
@@ -57,8 +61,11 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
     if channel is None:
         if photographic:
             return None
+        if option.endswith("="):
+            raise InputError(path, f"image has {count} channels ({listed}); choose the one that shows the nuclei "
+                                   f"with {option}N (1 to {count}); only 8-bit RGB(A) images are taken as colour")
         raise InputError(path, f"image has {count} channels ({listed}); choose the one that shows the nuclei with "
-                               f"--channel N (1 to {count}) or --channel NAME")
+                               f"{option} N (1 to {count}) or {option} NAME")
     if isinstance(channel, str) and not channel.isdigit():
         matches = [i for i, name in enumerate(names or []) if name.lower() == channel.lower()]
         if len(matches) != 1:
@@ -66,45 +73,51 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
         return matches[0]
     index = int(channel)
     if not 1 <= index <= count:
-        raise InputError(path, f"--channel {index} is out of range: the image has {count} channel(s) ({listed}), "
+        chosen = f"{option}{index}" if option.endswith("=") else f"{option} {index}"
+        raise InputError(path, f"{chosen} is out of range: the image has {count} channel(s) ({listed}), "
                                "counted from 1")
     return index - 1
 
 
-def is_photographic(count: int, dtype: np.dtype, *, rgb_samples: bool, any_depth: bool = False) -> bool:
+def is_photographic(count: int, dtype: np.dtype, *, rgb_samples: bool) -> bool:
     """Whether an image of ``count`` channels is plain RGB(A) photography, taken as it is.
 
     ``rgb_samples``: the file stores the channels as the samples of RGB pixels
     (a TIFF's ``S`` axis, a PNG or JPEG), or states nothing about them (a Zarr
     array); an ImageJ/OME ``C`` axis holds microscopy channels instead.
-    Only 8-bit images count, unless ``any_depth`` (PNG and JPEG, whose colour
-    images are photographs at any depth).
+    Only 8-bit images count: a 16-bit or float RGB image (a PNG too) is more
+    often three microscopy channels than a photograph.
     """
-    return rgb_samples and count in (3, 4) and (any_depth or np.dtype(dtype) == np.uint8)
+    return rgb_samples and count in (3, 4) and np.dtype(dtype) == np.uint8
 
 
 def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
-                   names: Sequence[str] | None, *, rgb_samples: bool, any_depth: bool = False) -> np.ndarray:
+                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> np.ndarray:
     """``image`` with a length-1 channel axis dropped and the channel of :func:`channel_index` selected.
 
     Parameters
     ----------
     image : ndarray, shape (..., H, W) or (..., H, W, C)
         Channels last, after ``spatial_ndim`` other axes (2 for an image, 3 for a stack of planes).
-    rgb_samples, any_depth
+    rgb_samples
         As for :func:`is_photographic`.
+    option
+        As for :func:`channel_index`.
     """
     if image.ndim == spatial_ndim + 1 and image.shape[-1] == 1:
         image = image[..., 0]
     count = image.shape[-1] if image.ndim == spatial_ndim + 1 else 1
-    photographic = is_photographic(count, image.dtype, rgb_samples=rgb_samples, any_depth=any_depth)
-    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic))
+    photographic = is_photographic(count, image.dtype, rgb_samples=rgb_samples)
+    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic,
+                                               option=option))
 
 
 def describe_channels(count: int, names: Sequence[str] | None) -> str:
-    """``"1 DAPI, 2 GFP, 3 actin"``, or ``"1, 2, 3"`` without names."""
+    """``"1 DAPI, 2 GFP, 3 actin"``, or ``"1, 2, 3"`` without names (``"1, 2, ..., 40"`` for many)."""
     if names and len(names) == count:
         return ", ".join(f"{i} {name}" for i, name in enumerate(names, start=1))
+    if count > 8:
+        return f"1, 2, ..., {count}"
     return ", ".join(str(i) for i in range(1, count + 1))
 
 

@@ -87,15 +87,14 @@ def read_image(
             path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
         )
     _check_readable_file(path)
-    pillow = suffix not in _TIFF_SUFFIXES
-    if pillow:
+    if suffix not in _TIFF_SUFFIXES:
         image = _read_pillow(path, palette_indices=palette_indices)
         rgb_samples, names = True, None
     else:
         image, rgb_samples, names, _ = _read_tiff(path, channel_axis)
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
-    return chosen_channel(path, image, 2, channel, names, rgb_samples=rgb_samples, any_depth=pillow)
+    return chosen_channel(path, image, 2, channel, names, rgb_samples=rgb_samples)
 
 
 def _check_readable_file(path: Path) -> None:
