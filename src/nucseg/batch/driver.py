@@ -33,7 +33,8 @@ import numpy as np
 
 from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
-from nucseg.batch.report import BatchReport, describe_failure, ImageReport, SUMMARY_FILE, write_summary_csv
+from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
+                                 write_summary_csv)
 from nucseg.batch.whole import diameter_in_pixels, labels_of_report, output_paths, physical_settings, segment_file
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
@@ -198,9 +199,12 @@ def segment_files(
     error) and, with ``rle_path``, a Kaggle DSB2018 submission CSV. An image
     that cannot be read or segmented is reported (status ``failed`` and the
     reason) and the others still run. An image with any existing output is
-    skipped (status ``skipped``) unless ``overwrite``. ``summary.csv``
-    reports the latest run (skipped images included) and is always
-    rewritten, so a re-run after a crash only does what is missing.
+    skipped (status ``skipped``) unless ``overwrite``, so a re-run after a
+    crash only does what is missing. ``summary.csv`` is rewritten with
+    this run's rows first: a skipped image keeps the numbers of the run
+    that wrote its outputs, and the rows of images of earlier runs into the
+    same folder are kept after them
+    (:func:`nucseg.batch.report.merge_earlier_summary`).
 
     Parameters
     ----------
@@ -339,7 +343,7 @@ def segment_files(
 
         write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
     report.seconds = time.perf_counter() - started
-    write_summary_csv(report, report.summary_path, overwrite=True)
+    write_summary_csv(report, report.summary_path, overwrite=True, kept=merge_earlier_summary(report))
     return report
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +123,8 @@ class BatchReport:
 
     @property
     def n_nuclei(self) -> int:
-        return sum(image.nuclei or 0 for image in self.images)
+        """Nuclei found by this run (not those of skipped images, found before)."""
+        return sum(image.nuclei or 0 for image in self.images if image.status == "ok")
 
     @property
     def exit_code(self) -> int:
@@ -146,16 +149,82 @@ def describe_failure(exc: BaseException, path: Path) -> str:
     return f"{path}: {type(exc).__name__}: {message}" if message else f"{path}: {type(exc).__name__}"
 
 
-def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool = True) -> Path:
-    """Write one row per image (see :data:`SUMMARY_COLUMNS`) as CSV, atomically."""
+def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool = True,
+                      kept: Sequence[ImageReport] = ()) -> Path:
+    """Write one row per image (see :data:`SUMMARY_COLUMNS`) as CSV, atomically.
+
+    ``kept``: reports of images of earlier runs into the same folder, written
+    after those of ``report`` (see :func:`merge_earlier_summary`).
+    """
     with atomic_write(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(SUMMARY_COLUMNS)
-            for image in report.images:
+            for image in [*report.images, *kept]:
                 for row in [image, *image.planes]:  # a stack: the image, then each of its planes
                     writer.writerow(_summary_row(image, row))
     return Path(path)
+
+
+def read_summary_csv(path: str | Path) -> dict[str, ImageReport]:
+    """The image reports a ``summary.csv`` holds, by image name (planes under their image).
+
+    Empty when the file does not exist or is not a summary of this version
+    (another header): an earlier summary is kept where it can be read, never
+    a reason to fail.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+    if not rows or tuple(rows[0]) != SUMMARY_COLUMNS:
+        return {}
+    reports: dict[str, ImageReport] = {}
+    for values in rows[1:]:
+        if len(values) != len(SUMMARY_COLUMNS):
+            continue
+        row = dict(zip(SUMMARY_COLUMNS, values))
+        try:
+            report = ImageReport(row["image"], Path(row["path"]), row["status"], nuclei=_number(row["nuclei"], int),
+                                 mean_area=_number(row["mean_area_px"]), seconds=_number(row["seconds"]) or 0.0,
+                                 error=row["error"], scale=_number(row["scale"]),
+                                 median_diameter=_number(row["median_diameter_px"]),
+                                 pixel_size=_number(row["pixel_size_um"]), quality=_number(row["quality"]),
+                                 flag=row["flag"], flag_reason=row["flag_reason"])
+        except ValueError:
+            continue
+        if not row["plane"]:
+            reports[report.name] = report
+        elif report.name in reports:
+            reports[report.name].planes.append(dataclasses.replace(report, name=row["plane"]))
+    return reports
+
+
+def _number(text: str, kind: type = float) -> float | int | None:
+    return None if text == "" else kind(text)
+
+
+def merge_earlier_summary(report: BatchReport) -> list[ImageReport]:
+    """Keep what the folder's earlier ``summary.csv`` says that this run did not redo.
+
+    An image skipped because its outputs exist gets the numbers of the run
+    that wrote them (status still ``skipped``); the reports of images this run
+    did not have at all are returned, to be written after this run's (see
+    :func:`write_summary_csv`). So a re-run, or a second folder segmented
+    into the same output folder, loses no row of the summary.
+    """
+    earlier = read_summary_csv(report.summary_path)
+    for index, image in enumerate(report.images):
+        before = earlier.get(image.name)
+        if image.status == "skipped" and before is not None and before.status in ("ok", "skipped"):
+            planes = [dataclasses.replace(plane, status="skipped") for plane in before.planes]
+            report.images[index] = dataclasses.replace(
+                before, path=image.path, status="skipped", seconds=0.0, planes=planes,
+                error=f"{image.error}; its numbers are those of the earlier run")
+    names = {image.name for image in report.images}
+    return [image for name, image in earlier.items() if name not in names]
 
 
 def _summary_row(image: ImageReport, row: ImageReport) -> list:

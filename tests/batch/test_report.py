@@ -1,0 +1,47 @@
+"""summary.csv across runs into one output folder: nothing an earlier run wrote is lost."""
+
+import csv
+from pathlib import Path
+
+from nucseg.batch.driver import segment_files
+from nucseg.batch.report import read_summary_csv
+
+DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
+SMALL_IDS = ("00071198", "00ae65c1", "0280fa8f")  # the three 256-pixel fixtures
+
+
+def _sample(prefix: str) -> Path:
+    return next(p for p in DSB_DIR.iterdir() if p.name.startswith(prefix))
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
+
+
+def test_a_rerun_keeps_the_numbers_of_skipped_images_and_the_rows_of_other_runs(tmp_path):
+    first, second, third = (_sample(prefix) for prefix in SMALL_IDS)
+    out = tmp_path / "out"
+    segment_files([first, second], out, model="classical")
+    before = _rows(out / "summary.csv")
+    assert all(row["status"] == "ok" and int(row["nuclei"]) > 0 for row in before.values())
+
+    report = segment_files([second, third], out, model="classical")  # second: skipped, third: new
+    assert [image.status for image in report.images] == ["skipped", "ok"]
+    assert report.images[0].nuclei == int(before[second.name]["nuclei"])
+    assert report.n_nuclei == report.images[1].nuclei  # what this run found, not what it skipped
+    after = _rows(out / "summary.csv")
+    assert list(after) == [second.name, third.name, first.name]  # this run's rows, then the earlier run's
+    assert after[first.name] == before[first.name]
+    skipped = after[second.name]
+    assert skipped["status"] == "skipped" and "numbers are those of the earlier run" in skipped["error"]
+    assert all(skipped[column] == before[second.name][column] for column in ("nuclei", "mean_area_px", "scale"))
+
+
+def test_an_unreadable_or_foreign_summary_is_replaced_not_a_failure(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("name,count\nx,3\n", encoding="utf-8")
+    assert read_summary_csv(out / "summary.csv") == {}
+    report = segment_files([_sample(SMALL_IDS[0])], out, model="classical")
+    assert report.n_ok == 1 and list(_rows(out / "summary.csv")) == [report.images[0].name]
