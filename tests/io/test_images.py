@@ -15,7 +15,8 @@ from PIL import Image
 
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
-from nucseg.io.images import read_stack, read_image, read_labels, read_mask_crop, write_labels, write_png
+from nucseg.io.images import (read_image, read_labels, read_mask_crop, read_pixel_size, read_stack, write_labels,
+                              write_png)
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 RNG = np.random.default_rng(42)
@@ -122,6 +123,33 @@ def test_png_16bit_gray_alpha_gives_gray(tmp_path):
     image = read_image(tmp_path / "a.png")
     assert image.dtype == np.uint16
     assert np.array_equal(image, array[..., 0])
+
+
+def _png_claiming_size(path: Path, width: int, height: int) -> None:
+    """A real 4 x 4 PNG whose header (with a valid checksum) claims ``width`` x ``height`` pixels."""
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_a_png_too_small_for_its_header_is_refused_not_filled_with_zeros(tmp_path):
+    _png_claiming_size(tmp_path / "short.png", 2000, 2000)  # Pillow decodes it as 2000 x 2000 zeros
+    with pytest.raises(InputError, match=r"short.png: truncated or corrupt: \d+ bytes cannot hold the 2000 x 2000"):
+        read_image(tmp_path / "short.png")
+    Image.fromarray(np.zeros((2000, 2000), np.uint8)).save(tmp_path / "black.png", optimize=True)
+    assert read_image(tmp_path / "black.png").shape == (2000, 2000)  # as compressed as a real PNG can be
+
+
+def test_a_tiff_whose_tiles_are_all_empty_is_refused(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _random((64, 96), np.uint8), tile=(32, 32), compression="zstd")
+    with tifffile.TiffFile(tmp_path / "a.tif", mode="r+b") as tif:
+        counts = tif.pages[0].tags["TileByteCounts"]
+        counts.overwrite([0] * len(counts.value))
+    assert not tifffile.imread(tmp_path / "a.tif").any()  # tifffile reads empty tiles as zeros
+    with pytest.raises(InputError, match="a.tif: holds no pixel data"):
+        read_image(tmp_path / "a.tif")
 
 
 def test_png_gray_alpha_drops_alpha(tmp_path):
@@ -531,3 +559,35 @@ def test_read_mask_crop_of_empty_mask(tmp_path):
     Image.fromarray(np.zeros((6, 7), np.uint8)).save(tmp_path / "m.png")
     crop = read_mask_crop(tmp_path / "m.png")
     assert crop.shape == (6, 7) and crop.slices is None and crop.foreground.size == 0
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd", "packbits"])
+def test_compressed_tiffs_read_losslessly(tmp_path, compression):
+    array = _random((70, 90), np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", array, compression=compression, tile=(32, 32))
+    assert np.array_equal(read_image(tmp_path / "a.tif"), array)
+
+
+def test_jpeg_compressed_tiff_reads_close_to_its_pixels(tmp_path):
+    gray = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1))
+    tifffile.imwrite(tmp_path / "a.tif", gray, compression="jpeg")
+    image = read_image(tmp_path / "a.tif")
+    assert image.shape == gray.shape and np.abs(image.astype(int) - gray).max() <= 8
+
+
+@pytest.mark.parametrize(("unit", "microns"), [("um", 0.325), ("micron", 0.325), ("nm", 0.000325), ("mm", 325.0)])
+def test_the_pixel_size_of_an_imagej_tiff_is_read_in_microns(tmp_path, unit, microns):
+    tifffile.imwrite(tmp_path / "a.tif", _random((16, 16), np.uint8), imagej=True,
+                     resolution=(1 / 0.325, 1 / 0.325), metadata={"unit": unit})
+    assert read_pixel_size(tmp_path / "a.tif") == pytest.approx(microns)
+
+
+def test_an_imagej_tiff_without_a_length_unit_states_no_pixel_size(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _random((16, 16), np.uint8), imagej=True, resolution=(3.0, 3.0))
+    assert read_pixel_size(tmp_path / "a.tif") is None
+
+
+def test_the_pixel_size_of_an_ome_tiff_is_read_in_its_unit(tmp_path):
+    tifffile.imwrite(tmp_path / "a.ome.tif", _random((16, 16), np.uint8), ome=True,
+                     metadata={"PhysicalSizeX": 250.0, "PhysicalSizeXUnit": "nm"})
+    assert read_pixel_size(tmp_path / "a.ome.tif") == pytest.approx(0.25)

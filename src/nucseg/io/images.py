@@ -117,6 +117,7 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
 
     try:
         with Image.open(path) as im:
+            _check_png_can_hold(path, im)
             rawmode = _png_rawmode(im)
             if rawmode not in _PNG16_COLOUR_RAWMODES:
                 im.load()
@@ -129,6 +130,22 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
     return _read_png_16bit_colour(path, rawmode)
+
+
+#: Deflate's highest compression ratio: no PNG stores more raw bytes than this many times its size.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_png_can_hold(path: Path, im: Image.Image) -> None:
+    """Refuse a PNG too small for the pixels its header claims (Pillow decodes the missing rows as 0)."""
+    if im.format != "PNG":
+        return
+    width, height = im.size
+    bits = 1 if im.mode in ("1", "P") else 8 * len(im.getbands())  # the fewest bits a pixel of the mode can take
+    raw_bytes = height * (1 + -(-width * bits // 8))  # a filter byte, then the packed samples of each row
+    if path.stat().st_size * _DEFLATE_MAX_RATIO < raw_bytes:
+        raise InputError(path, f"truncated or corrupt: {path.stat().st_size} bytes cannot hold the "
+                               f"{width} x {height} pixels its header states")
 
 
 # Pillow decodes a 16-bit colour PNG into 8-bit modes, keeping the high byte of
@@ -264,6 +281,8 @@ def _read_tiff(path: Path, channel_axis: int | None, *,
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes = tiff_series_axes(series.shape, series.axes)
+            if not any(count for page in series.pages if page is not None for count in page.databytecounts):
+                raise InputError(path, "holds no pixel data (every strip or tile is empty): truncated or corrupt")
             array = series.asarray()
             roles = axis_roles(path, array.shape, axes, DECLARED_CHANNEL_AXES, channel_axis, planes=planes)
             count = next((n for n, role in zip(array.shape, roles) if role == "c"), 1)
