@@ -51,6 +51,8 @@ def test_fitted_score_ranks_images_by_their_accuracy():
     rows, ap50 = [], []
     for _ in range(60):
         row = {name: float(rng.random()) for name in QUALITY_FEATURES}
+        row |= {"sizing_clipped": float(rng.random() < 0.2), "unseen_kind": float(rng.random() < 0.2),
+                "no_nuclei": 0.0}  # indicators, 0 or 1; images without nuclei are never scored
         rows.append(row)
         ap50.append(float(np.clip(0.95 - 0.6 * row["ambiguous"] - 0.3 * row["irregular"]
                                   + rng.normal(0, 0.03), 0, 1)))
@@ -70,5 +72,23 @@ def test_a_low_score_is_flagged_with_the_reasons_that_cost_most():
     assert quality.reason.startswith("many pixels of uncertain class")
     assert assess(dict.fromkeys(QUALITY_FEATURES, 0.0), calibration).flag == "ok"
     assert assess(features, None).flag == "unknown" and assess(features, None).score is None
+
+
+def test_nothing_found_is_flagged_for_checking_not_scored_ok():
+    calibration = QualityCalibration(1.3, {"entropy": -0.9, "no_nuclei": 0.0}, 0.5)  # as a real fit: no empty images
+    empty = dict.fromkeys(QUALITY_FEATURES, 0.0) | {"no_nuclei": 1.0}
+    quality = assess(empty, calibration)
+    assert quality.flag == "check" and quality.score is None and "no nuclei found" in quality.reason
+
+
+def test_the_shipped_model_flags_an_image_without_nuclei(tmp_path):
+    from nucseg.inference.model import load_model
+
+    model = load_model("nuclei")
+    flat = np.full((96, 96), 20, np.uint8)
+    result = model.segment(flat)
+    assert result.labels.max() == 0
+    quality = model.assess_quality(flat, result)
+    assert quality.flag == "check" and quality.score is None
     with pytest.raises(ValueError, match="unknown quality feature"):
         QualityCalibration.from_dict({"intercept": 1, "weights": {"colour": 1}, "threshold": 0.5})

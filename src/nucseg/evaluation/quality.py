@@ -66,7 +66,8 @@ class QualityRelation:
     images, flagged
         Number of images, and of those flagged ``check``.
     spearman
-        Spearman rank correlation of score and AP@0.5 (nan when either is constant).
+        Spearman rank correlation of score and AP@0.5 over the scored images
+        (nan when either is constant).
     mean_ap50_flagged, mean_ap50_ok
         Mean AP@0.5 of the flagged and of the other images (nan when there are none).
     """
@@ -84,11 +85,12 @@ def quality_relation(features: Sequence[Mapping[str, float]], ap50: Sequence[flo
     from scipy.stats import spearmanr
 
     qualities = [assess(row, calibration) for row in features]
-    scores = np.array([q.score for q in qualities], dtype=np.float64)
+    scores = np.array([np.nan if q.score is None else q.score for q in qualities], dtype=np.float64)
     y = np.asarray(ap50, dtype=np.float64)
     flagged = np.array([q.flag == FLAG_CHECK for q in qualities])
-    constant = np.ptp(scores) == 0 or np.ptp(y) == 0
-    rho = float("nan") if constant else float(spearmanr(scores, y).statistic)
+    scored = ~np.isnan(scores)  # images without nuclei are flagged but get no score to rank
+    constant = scored.sum() < 2 or np.ptp(scores[scored]) == 0 or np.ptp(y[scored]) == 0
+    rho = float("nan") if constant else float(spearmanr(scores[scored], y[scored]).statistic)
     return QualityRelation(len(y), int(flagged.sum()), rho,
                            float(y[flagged].mean()) if flagged.any() else float("nan"),
                            float(y[~flagged].mean()) if (~flagged).any() else float("nan"))

@@ -16,7 +16,9 @@ measured from the network's own output (no ground truth needed):
 ``sizing_clipped``
     1 when automatic sizing stopped at a limit of its range;
 ``no_nuclei``
-    1 when nothing was found;
+    1 when nothing was found; such an image gets no score and is flagged
+    ``check`` (the other features describe the nuclei found: a calibrated
+    score of none would be its intercept, a confident "ok");
 ``unseen_kind``
     1 when the image's kind (fluorescence, brightfield, histology) is not one
     the model was trained on;
@@ -54,6 +56,8 @@ REASONS = {
     "area_spread": "very uneven nucleus sizes",
 }
 FLAG_OK, FLAG_CHECK, FLAG_UNKNOWN = "ok", "check", "unknown"
+#: Why an image in which nothing was found is flagged: an empty field and a failed one look alike.
+NO_NUCLEI_REASON = "no nuclei found: an empty field, or nuclei the model missed?"
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ class Quality:
     Attributes
     ----------
     score
-        Estimated AP@0.5 in [0, 1]; None without a calibration.
+        Estimated AP@0.5 in [0, 1]; None without a calibration, or when no
+        nucleus was found (flag ``check``).
     flag
         ``ok``, ``check`` (score below the model's threshold) or ``unknown``.
     reason
@@ -165,6 +170,8 @@ def assess(features: Mapping[str, float], calibration: QualityCalibration | None
     """Score and flag one image's features with a model's calibration (``unknown`` without one)."""
     if calibration is None:
         return Quality(None, FLAG_UNKNOWN, "the model has no quality calibration", dict(features))
+    if features["no_nuclei"]:  # the other features describe the nuclei found: with none, they say nothing
+        return Quality(None, FLAG_CHECK, NO_NUCLEI_REASON, dict(features))
     contributions = {name: calibration.weights.get(name, 0.0) * features[name] for name in QUALITY_FEATURES}
     score = float(np.clip(calibration.intercept + sum(contributions.values()), 0.0, 1.0))
     if score >= calibration.threshold:

@@ -46,8 +46,10 @@ class LayerSegmentation:
     @property
     def quality_text(self) -> str:
         """The quality flag in words: ``quality 0.82 (ok)``, or ``check: <reason>``."""
-        if self.quality is None or self.quality.score is None:
+        if self.quality is None:
             return "quality: unknown (the model has no quality calibration)"
+        if self.quality.score is None:
+            return f"quality: {self.quality.flag} ({self.quality.reason})"
         text = f"quality {self.quality.score:.2f} ({self.quality.flag})"
         return text if not self.quality.reason else f"{text}: {self.quality.reason}"
 
