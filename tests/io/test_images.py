@@ -278,6 +278,19 @@ def test_a_4_channel_imagej_tiff_with_dapi_last_is_read_by_channel_name(tmp_path
             read_image(tmp_path / name, channel="Hoechst")
 
 
+def test_a_channel_of_an_imagej_hyperstack_is_chosen_by_the_name_every_plane_repeats(tmp_path):
+    stack = _random((2, 3, 2, 20, 30), np.uint16)  # T, Z, C: ImageJ labels each of the 12 planes, C fastest
+    tifffile.imwrite(tmp_path / "a.tif", stack, imagej=True, metadata={"axes": "TZCYX", "Labels": ["GFP", "DAPI"] * 6})
+    read = read_stack(tmp_path / "a.tif", channel="DAPI")
+    assert read.plane_axes == "TZ" and np.array_equal(read.planes, stack[:, :, 1].reshape(6, 20, 30))
+    with pytest.raises(InputError, match=r"2 channels \(1 GFP, 2 DAPI\)"):
+        read_stack(tmp_path / "a.tif")
+    labels = [f"plane {i}" for i in range(12)]  # per-plane labels name no channel
+    tifffile.imwrite(tmp_path / "b.tif", stack, imagej=True, metadata={"axes": "TZCYX", "Labels": labels})
+    with pytest.raises(InputError, match=r"no channel named 'DAPI'; the image has 2 channel\(s\) \(1, 2\)"):
+        read_stack(tmp_path / "b.tif", channel="DAPI")
+
+
 def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
     stack = _random((3, 20, 30), np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", stack, photometric="minisblack", metadata=None)

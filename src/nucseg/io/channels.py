@@ -151,5 +151,9 @@ def tiff_channel_names(tif, count: int) -> list[str] | None:
     elif tif.is_imagej and tif.imagej_metadata:
         labels = tif.imagej_metadata.get("Labels")
         names = list(labels) if isinstance(labels, (list, tuple)) else []
+        # a hyperstack labels every plane, channels fastest (C, then Z, then T): channel names repeat
+        if len(names) > count and len(names) % count == 0 and all(
+                name == names[index % count] for index, name in enumerate(names)):
+            names = names[:count]
     names = [str(name).strip() for name in names]
     return names if len(names) == count and all(names) else None
