@@ -283,19 +283,33 @@ def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_
     monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["scale"]) or
                         segment(block, **options))
     estimates = []
-    estimate = model.estimate_scale
-    monkeypatch.setattr(model, "estimate_scale", lambda block, **options: estimates.append(
+    estimate = model.estimate_size
+    monkeypatch.setattr(model, "estimate_size", lambda block, **options: estimates.append(
         (block, estimate(block, **options))) or estimates[-1][1])
     report = segment_large(image, tmp_path / "labels.zarr", model=model, block_size=256, margin=32)
     assert report.grid_shape == (2, 4) and len(scales) == 8 and len(estimates) == 1
     centre = BlockGrid(image.shape[:2], 256, 32).block(1, 2)
-    assert np.array_equal(estimates[0][0], image[centre.read]) and estimates[0][1] == report.scale
+    assert np.array_equal(estimates[0][0], image[centre.read]) and estimates[0][1].factor == report.scale
     assert report.scale != 1.0 and all(scale == report.scale for scale in scales)
 
     scales.clear()
     assert segment_large(image, tmp_path / "native.zarr", model=model, block_size=256, margin=32,
                          scale=1.0).scale == 1.0
     assert scales == [1.0] * 8
+
+
+def test_block_wise_reports_the_median_diameter_and_warns_when_sizing_is_clipped(tmp_path, dsb_samples,
+                                                                                active_model_dir, monkeypatch):
+    from nucseg.inference.model import load_model
+    from nucseg.postprocess.measure import median_nucleus_diameter
+
+    model = load_model(active_model_dir)
+    image = np.tile(dsb_samples["00ae65c1"].image[..., :3], (2, 3, 1))
+    found = median_nucleus_diameter([model.segment(image, diameter=None).labels])
+    monkeypatch.setattr(model.config, "median_diameter", 4 * found, raising=False)  # beyond the 1.5x limit
+    with pytest.warns(UserWarning, match=r"labels.tif: nuclei measured about \d+ px across, too far .* give --diameter"):
+        report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=256, margin=32)
+    assert report.median_diameter == pytest.approx(median_nucleus_diameter([read_labels(tmp_path / "labels.tif")]))
 
 
 def test_an_interrupted_run_resumes_with_the_blocks_not_yet_done(tmp_path, dsb_samples):

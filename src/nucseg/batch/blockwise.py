@@ -25,8 +25,6 @@ each block; prefer a trained model for slides with large empty areas.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -36,17 +34,19 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.batch.whole import intensity_channels
+from nucseg.batch.scratch import (create_labels_array, median_diameter, move_into_place, open_scratch,
+                                  SCRATCH_FORMAT, SCRATCH_VERSION, write_attributes, write_tiled_tiff)
+from nucseg.batch.whole import intensity_channels, warn_if_sizing_clipped
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
-from nucseg.io.atomic import atomic_write, OutputExistsError
-from nucseg.io.images import labels_dtype, read_image, write_png
+from nucseg.io.atomic import OutputExistsError
+from nucseg.io.images import read_image, write_png
 from nucseg.postprocess.measure import NucleusTable, measure_nuclei, write_measurements_csv
 from nucseg.visualize import outline_overlay
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
-from nucseg.scale.blocks import (Block, BLOCK_SIZE_MULTIPLE, BlockGrid, check_block_settings, covered_objects,
+from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
                                  DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core,
                                  renumbering_tables, select_owned_objects)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
@@ -56,8 +56,6 @@ OVERVIEW_SIDE = 4096
 #: Pixels sampled over the whole image for its intensity percentiles (network models).
 NORMALIZATION_SAMPLES = 4_000_000
 
-_SCRATCH_FORMAT = "nucseg-blockwise-scratch"
-_SCRATCH_VERSION = 1
 
 
 class _CallableModel(Model):
@@ -247,6 +245,8 @@ class BlockwiseReport:
         Resize factor every block ran at (automatic sizing estimates it once
         per image, see :func:`segment_large`); None for a model without a
         network.
+    median_diameter
+        Median equivalent diameter of the nuclei, pixels (None without nuclei).
     """
 
     output: Path
@@ -260,6 +260,7 @@ class BlockwiseReport:
     resumed_blocks: int = 0
     seconds: float = 0.0
     scale: float | None = None
+    median_diameter: float | None = None
 
 
 def segment_large(
@@ -364,11 +365,11 @@ def segment_large(
     grid = BlockGrid(shape, block_size, margin)
 
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
-    settings = {"format": _SCRATCH_FORMAT, "version": _SCRATCH_VERSION, "input": description,
+    settings = {"format": SCRATCH_FORMAT, "version": SCRATCH_VERSION, "input": description,
                 "shape": list(shape), "block_size": block_size, "margin": margin,
                 "model": _describe_model(local_model), "options": _jsonable(segment_options)}
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    done, attributes = _open_scratch(scratch, grid, settings)
+    done, attributes = open_scratch(scratch, grid, settings)
     task_model = executor.share_model(local_model)
     intensity_range = None
     if local_model.normalization is not None:
@@ -376,11 +377,12 @@ def segment_large(
             intensity_range = tuple(np.asarray(a, dtype=np.float64) for a in attributes["intensity_range"])
         else:
             intensity_range = _global_intensity_range(source, grid, local_model, executor, progress)
-            _write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
+            write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
+    named = output_path if isinstance(image, np.ndarray) else Path(image)  # the file the user named
+    name = named.name
     segment_options, scale = _one_scale_for_all_blocks(local_model, source, grid, segment_options, intensity_range,
-                                                       scratch, attributes)
+                                                       scratch, attributes, named)
 
-    name = output_path.name if isinstance(image, np.ndarray) else Path(image).name  # the file the user named
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     executor.run(_segment_task,
                  [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
@@ -390,7 +392,7 @@ def segment_large(
                          description=f"finding duplicates in {name}", progress=progress)
     renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
-    assembled, chunk = _create_labels_array(scratch, shape, block_size, nuclei)
+    assembled, chunk = create_labels_array(scratch, shape, block_size, nuclei)
     totals = executor.run(_assemble_task,
                           [(str(scratch), str(assembled), grid, block,
                             {other.index: renumbering[other.index] for other in grid.neighbours(block)})
@@ -409,13 +411,14 @@ def segment_large(
                                                for block in grid],
                               description=f"drawing an overview of {name}", progress=progress)
         write_png(overlay_path, _overview(grid, pieces, step), overwrite=overwrite)
+    diameter = median_diameter(assembled, nuclei)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})
     if suffix == ".zarr":
-        _move_into_place(assembled, output_path, overwrite=overwrite)
+        move_into_place(assembled, output_path, overwrite=overwrite)
     else:
-        _write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
+        write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     shutil.rmtree(scratch, ignore_errors=True)
     foreground = sum(total[0] for total in totals)
@@ -423,17 +426,22 @@ def segment_large(
         output=output_path, shape=shape, grid_shape=grid.grid_shape, nuclei=nuclei,
         mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
         duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
-        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale)
+        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale,
+        median_diameter=diameter)
+
+
 
 
 def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
                               options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None,
-                              scratch: Path, attributes: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+                              scratch: Path, attributes: dict[str, Any],
+                              named: Path) -> tuple[dict[str, Any], float | None]:
     """The segment options with automatic sizing replaced by one factor, and that factor.
 
     The factor is estimated on the centre block and stored in the scratch group, so that a resumed
-    run keeps it. A model's settings per image kind are chosen once too, by the centre block's kind,
-    so that every block is cut alike. Returns ``(options, None)`` for models without a network.
+    run keeps it (``named``, the image's file, is warned about when sizing stops at a limit of its range).
+    A model's settings per image kind are chosen once too, by the centre block's kind, so that every
+    block is cut alike. Returns ``(options, None)`` for models without a network.
     """
     if not model.has_network:
         return options, None
@@ -453,27 +461,13 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     else:
         if centre_pixels is None:
             centre_pixels = _pixels(_task_input(source, centre.read), centre.read)
-        factor = model.estimate_scale(centre_pixels, intensity_range=intensity_range, **fixed)
-        _write_attributes(scratch, {"scale": factor})
+        estimate = model.estimate_size(centre_pixels, intensity_range=intensity_range, **fixed)
+        warn_if_sizing_clipped([estimate], named)
+        factor = estimate.factor
+        write_attributes(scratch, {"scale": factor})
     return {**fixed, "scale": factor}, factor
 
 
-def _create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:
-    """The (empty) Zarr array the stitched labels are assembled in, and its chunk size.
-
-    uint16, or uint32 above 65,535 nuclei (as :func:`nucseg.io.images.write_labels`);
-    chunks of 512 pixels, or 256 for block sizes that 512 does not divide,
-    so that every block writes whole chunks only.
-    """
-    import zarr
-
-    chunk = 512 if block_size % 512 == 0 else BLOCK_SIZE_MULTIPLE
-    path = scratch / "labels"
-    if path.exists():
-        shutil.rmtree(path)
-    zarr.open_group(str(scratch), mode="r+").create_array(
-        "labels", shape=shape, chunks=(chunk, chunk), dtype=labels_dtype(np.array([nuclei])), fill_value=0)
-    return path, chunk
 
 
 def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
@@ -520,36 +514,8 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _open_scratch(scratch: Path, grid: BlockGrid, settings: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Open the scratch group of an interrupted run with the same settings, or start a new one.
-
-    Returns the stored (kept, cut) counts per block (-1 for blocks not done)
-    and the group's attributes.
-    """
-    import zarr
-
-    if scratch.exists():
-        try:
-            group = zarr.open_group(str(scratch), mode="r")
-            attributes = dict(group.attrs)
-            if attributes.get("settings") == settings:
-                return group["counts"][:], attributes
-        except Exception:  # a scratch group from another version, or half-created: start again
-            pass
-        shutil.rmtree(scratch)
-    group = zarr.open_group(str(scratch), mode="w")
-    group.attrs.update({"settings": settings})
-    rows, cols = grid.grid_shape
-    group.create_array("objects", shape=(rows, cols, *grid.slot_shape), chunks=(1, 1, *grid.slot_shape),
-                       dtype="uint32", fill_value=0)
-    group.create_array("counts", shape=(rows, cols, 2), chunks=(1, 1, 2), dtype="int64", fill_value=-1)
-    return np.full((rows, cols, 2), -1, dtype=np.int64), dict(group.attrs)
 
 
-def _write_attributes(scratch: Path, values: dict[str, Any]) -> None:
-    import zarr
-
-    zarr.open_group(str(scratch), mode="r+").attrs.update(values)
 
 
 def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
@@ -565,35 +531,4 @@ def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, mod
     return low, high
 
 
-def _move_into_place(source: Path, target: Path, *, overwrite: bool) -> None:
-    """Rename the folder ``source`` to ``target``, replacing an existing ``target`` only if asked."""
-    if target.exists():
-        if not overwrite:
-            raise OutputExistsError(target, "exists (use --overwrite to replace it)")
-        old = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        os.replace(source, target)
 
-
-def _write_tiled_tiff(labels: Any, path: Path, *, tile: int, overwrite: bool) -> None:
-    """Stream a 2-D Zarr label array into a tiled, zlib-compressed TIFF, one row of tiles at a time."""
-    import tifffile
-
-    height, width = labels.shape
-    dtype = np.dtype(labels.dtype)
-
-    def tiles():
-        for top in range(0, height, tile):
-            stripe = labels[top : top + tile, :]
-            for left in range(0, width, tile):
-                piece = np.zeros((tile, tile), dtype=dtype)
-                part = stripe[:, left : left + tile]
-                piece[: part.shape[0], : part.shape[1]] = part
-                yield piece
-
-    with atomic_write(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile), compression="zlib",
-                         photometric="minisblack", bigtiff=height * width * dtype.itemsize > 2**31)

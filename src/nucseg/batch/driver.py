@@ -416,5 +416,6 @@ def _segment_blockwise_image(
         report.seconds = time.perf_counter() - started
         return report
     return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
-                       scale=result.scale, seconds=time.perf_counter() - started, pixel_size=pixel_size,
+                       scale=result.scale, median_diameter=result.median_diameter,
+                       seconds=time.perf_counter() - started, pixel_size=pixel_size,
                        outputs=list(paths.values()))

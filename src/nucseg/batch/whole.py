@@ -6,7 +6,7 @@ import dataclasses
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
 from nucseg.inference.model import Model
 from nucseg.inference.quality import Quality
+from nucseg.inference.sizing import SizeEstimate
 from nucseg.io.channels import Channel
 from nucseg.errors import InputError
 from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
-from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_nucleus_diameter,
+from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas,
                                         write_measurements_csv)
 from nucseg.postprocess.stitch import link_planes
 from nucseg.scale.executors import TileProgress
@@ -70,7 +71,7 @@ def _segment_one(
             qualities.append(model.assess_quality(plane, result))
             result.probabilities = None  # not needed further; those of a whole stack need not fit in memory
             results.append(result)
-        _warn_if_sizing_clipped(results, image.path)
+        warn_if_sizing_clipped([result.size_estimate for result in results], image.path)
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
             labels = _linked(labels, stack, stitch_threshold)
@@ -111,7 +112,7 @@ def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixe
     areas = np.concatenate([np.bincount(plane.ravel())[1:] for plane in planes])
     areas = areas[areas > 0]
     return ImageReport(name, path, "ok", nuclei=int(areas.size), mean_area=float(areas.mean()) if areas.size else 0.0,
-                       scale=scale, median_diameter=median_nucleus_diameter(list(planes)), pixel_size=pixel_size)
+                       scale=scale, median_diameter=median_diameter_of_areas(areas), pixel_size=pixel_size)
 
 
 def _with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
@@ -140,9 +141,9 @@ def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
     return NucleusTable(("plane", *tables[0].columns), rows)
 
 
-def _warn_if_sizing_clipped(results: list, path: Path) -> None:
-    """Say when automatic sizing stopped at a limit of its range: a diameter should be given instead."""
-    clipped = [r.size_estimate for r in results if r.size_estimate is not None and r.size_estimate.clipped]
+def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path) -> None:
+    """Say when automatic sizing stopped at a limit of its range (on any plane): a diameter should be given."""
+    clipped = [estimate for estimate in estimates if estimate is not None and estimate.clipped]
     if clipped:
         estimate = clipped[0]
         low, high = AUTO_SCALE_LIMITS

@@ -128,6 +128,10 @@ class Model:
         """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
         return None
 
+    def estimate_size(self, image: np.ndarray, **options: Any) -> sizing.SizeEstimate | None:
+        """What automatic sizing finds on ``image``, as :meth:`estimate_scale` (None for a model without a network)."""
+        return None
+
     def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality | None:
         """How far to trust ``result``, a :meth:`segment` of ``image`` (None for a model without a network)."""
         return None

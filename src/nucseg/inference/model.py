@@ -429,9 +429,22 @@ class NetworkModel(Model):
             As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
             ``tta``, ``backend``, ``intensity_range``).
         """
+        return self.estimate_size(image, postprocess=postprocess, **options).factor
+
+    def estimate_size(
+        self,
+        image: np.ndarray,
+        *,
+        postprocess: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> sizing.SizeEstimate:
+        """What automatic sizing finds on ``image``: the factor, the diameter measured, whether it was clipped.
+
+        Options as for :meth:`estimate_scale`; the estimate holds no first pass.
+        """
         image = check_image(image)
         estimate, _ = self._size(image, self._postprocess_config(postprocess, _kind_if_any(image)), options)
-        return estimate.factor
+        return dataclasses.replace(estimate, first_pass=None)
 
     def _size(self, image: np.ndarray, post_config: PostprocessConfig,
               options: Mapping[str, Any]) -> tuple[sizing.SizeEstimate, dict[str, Any]]:

@@ -177,7 +177,12 @@ def median_nucleus_diameter(label_images: Sequence[np.ndarray]) -> float | None:
         every image; None if there are no nuclei.
     """
     areas = [np.bincount(np.asarray(labels).ravel())[1:] for labels in label_images]
-    areas = np.concatenate(areas) if areas else np.zeros(0)
+    return median_diameter_of_areas(np.concatenate(areas) if areas else np.zeros(0))
+
+
+def median_diameter_of_areas(areas: np.ndarray) -> float | None:
+    """Median of ``2 * sqrt(area / pi)`` over the nonzero ``areas`` (pixels); None if there are none."""
+    areas = np.asarray(areas)
     areas = areas[areas > 0]
     return float(np.median(2 * np.sqrt(areas / np.pi))) if areas.size else None
 
