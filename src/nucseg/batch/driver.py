@@ -35,7 +35,8 @@ from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
                                  write_summary_csv)
-from nucseg.batch.whole import diameter_in_pixels, labels_of_report, output_paths, physical_settings, segment_file
+from nucseg.batch.whole import (completes_from_labels, diameter_in_pixels, labels_of_report, output_paths,
+                                physical_settings, segment_file, skipped_report)
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
@@ -301,9 +302,8 @@ def segment_files(
         paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, overlay=overlay, measure=measure,
                          zarr_labels=zarr_labels)
         existing = [path for path in paths.values() if path.exists()]
-        if existing and not overwrite:
-            reports[item.image.name] = ImageReport(item.image.name, item.image.path, "skipped",
-                                                   error=f"{existing[0]} exists (use --overwrite to replace it)")
+        if existing and not overwrite and (item.blockwise or not completes_from_labels(paths)):
+            reports[item.image.name] = skipped_report(item.image, existing[0])
         elif not item.blockwise:
             whole.append(item)
     whole_executor, threads = _whole_image_executor(executor, model, len(whole), max_memory=max_memory,

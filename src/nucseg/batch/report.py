@@ -58,6 +58,10 @@ class ImageReport:
         Why it failed or was skipped.
     outputs
         Files written.
+    from_earlier_labels
+        Whether the image was not segmented again: an overlay or
+        measurements asked for now were made from the labels an earlier run
+        wrote (the numbers that only segmenting gives come from its summary).
     """
 
     name: str
@@ -75,6 +79,7 @@ class ImageReport:
     quality: float | None = None
     flag: str = ""
     flag_reason: str = ""
+    from_earlier_labels: bool = False
 
 
 @dataclass
@@ -210,7 +215,9 @@ def merge_earlier_summary(report: BatchReport) -> list[ImageReport]:
     """Keep what the folder's earlier ``summary.csv`` says that this run did not redo.
 
     An image skipped because its outputs exist gets the numbers of the run
-    that wrote them (status still ``skipped``); the reports of images this run
+    that wrote them (status still ``skipped``); one whose missing overlay or
+    measurements were made from earlier labels gets that run's count,
+    factor and quality; the reports of images this run
     did not have at all are returned, to be written after this run's (see
     :func:`write_summary_csv`). So a re-run, or a second folder segmented
     into the same output folder, loses no row of the summary.
@@ -218,7 +225,11 @@ def merge_earlier_summary(report: BatchReport) -> list[ImageReport]:
     earlier = read_summary_csv(report.summary_path)
     for index, image in enumerate(report.images):
         before = earlier.get(image.name)
-        if image.status == "skipped" and before is not None and before.status in ("ok", "skipped"):
+        if image.from_earlier_labels and before is not None and before.status in ("ok", "skipped"):
+            for now, then in zip([image, *image.planes], [before, *before.planes]):  # the same labels
+                now.nuclei, now.scale = then.nuclei, then.scale  # nuclei: 3-D ones, for planes linked then
+                now.quality, now.flag, now.flag_reason = then.quality, then.flag, then.flag_reason
+        elif image.status == "skipped" and before is not None and before.status in ("ok", "skipped"):
             planes = [dataclasses.replace(plane, status="skipped") for plane in before.planes]
             report.images[index] = dataclasses.replace(
                 before, path=image.path, status="skipped", seconds=0.0, planes=planes,

@@ -57,8 +57,10 @@ def _segment_one(
     paths = output_paths(out_dir, image.name, overlay=overlay, measure=measure)
     existing = [path for path in paths.values() if path.exists()]
     if existing and not overwrite:
-        return ImageReport(image.name, image.path, "skipped",
-                           error=f"{existing[0]} exists (use --overwrite to replace it)")
+        if completes_from_labels(paths):
+            return _complete_from_labels(image, paths, pixel_size=pixel_size, channel_axis=channel_axis,
+                                         channel=channel, started=started)
+        return skipped_report(image, existing[0])
     written: list[Path] = []
     try:
         stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
@@ -77,14 +79,7 @@ def _segment_one(
             labels = _linked(labels, stack, stitch_threshold)
         written.append(write_labels(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
                                     overwrite=overwrite, axes=stack.plane_axes + "YX"))
-        if overlay:  # of the middle plane for a stack
-            middle = len(results) // 2
-            written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
-                                     overwrite=overwrite))
-        if measure:
-            tables = [measure_nuclei(plane_labels, intensity_channels(plane, image.path), pixel_size=pixel_size)
-                      for plane, plane_labels in zip(stack.planes, labels)]
-            written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
+        written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite)
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
         for path in written:  # a failed image leaves no partial set of outputs
             path.unlink(missing_ok=True)
@@ -103,6 +98,64 @@ def _segment_one(
         report.planes = [dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports,
                                                                                      stack.plane_names())]
     report.seconds, report.outputs = time.perf_counter() - started, written
+    return report
+
+
+def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mapping[str, Path],
+                 pixel_size: float | None, *, overwrite: bool) -> list[Path]:
+    """Write the overlay and the measurements that ``paths`` ask for, of labels (planes, H, W) of ``stack``."""
+    written = []
+    if "overlay" in paths:  # of the middle plane for a stack
+        middle = len(labels) // 2
+        written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
+                                 overwrite=overwrite))
+    if "nuclei" in paths:
+        tables = [measure_nuclei(plane_labels, intensity_channels(plane, path), pixel_size=pixel_size)
+                  for plane, plane_labels in zip(stack.planes, labels)]
+        written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
+    return written
+
+
+def completes_from_labels(paths: Mapping[str, Path]) -> bool:
+    """Whether an image's labels exist and only an overlay or measurements it now asks for are missing."""
+    return paths["labels"].exists() and not all(path.exists() for path in paths.values())
+
+
+def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
+    """The report of an image not segmented because ``existing``, one of its outputs, is there."""
+    return ImageReport(image.name, image.path, "skipped", error=f"{existing} exists (use --overwrite to replace it)")
+
+
+def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
+                          channel_axis: int | None, channel: Channel, started: float) -> ImageReport:
+    """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
+
+    The report is ``ok`` with the labels' numbers; what only segmenting tells
+    (the factor, the quality) comes from the earlier ``summary.csv``
+    (:func:`nucseg.batch.report.merge_earlier_summary`).
+    """
+    missing = {key: path for key, path in paths.items() if not path.exists()}
+    try:
+        stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
+        labels = read_stack(paths["labels"]).planes  # (planes, H, W), as written
+        if labels.shape != stack.planes.shape[:3]:
+            raise InputError(paths["labels"], f"labels of shape {labels.shape} do not fit the image "
+                                              f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
+                                              "use --overwrite to segment it again")
+        if pixel_size is None:
+            pixel_size = read_pixel_size(image.path)
+        written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False)
+    except Exception as exc:  # one bad image must not stop the batch
+        for path in missing.values():
+            path.unlink(missing_ok=True)
+        return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
+                           error=describe_failure(exc, image.path))
+    report = _report(image.name, image.path, labels if stack.plane_axes else labels[0], None, pixel_size)
+    if stack.plane_axes:
+        report.planes = [dataclasses.replace(_report(image.name, image.path, plane, None, pixel_size), name=name)
+                         for plane, name in zip(labels, stack.plane_names())]
+    report.seconds, report.outputs, report.from_earlier_labels = time.perf_counter() - started, written, True
+    report.error = f"labels of an earlier run; wrote the missing {' and '.join(p.name for p in missing.values())}"
     return report
 
 

@@ -45,3 +45,24 @@ def test_an_unreadable_or_foreign_summary_is_replaced_not_a_failure(tmp_path):
     assert read_summary_csv(out / "summary.csv") == {}
     report = segment_files([_sample(SMALL_IDS[0])], out, model="classical")
     assert report.n_ok == 1 and list(_rows(out / "summary.csv")) == [report.images[0].name]
+
+
+def test_an_overlay_asked_for_on_a_rerun_is_drawn_from_the_earlier_labels(tmp_path):
+    image = _sample(SMALL_IDS[0])
+    out = tmp_path / "out"
+    first = segment_files([image], out, model="classical").images[0]
+    labels_file = out / f"{first.name}_labels.tif"
+    labels_before = (labels_file.read_bytes(), labels_file.stat().st_mtime_ns)
+
+    report = segment_files([image], out, model="classical", overlay=True, measure=True)
+    again = report.images[0]
+    assert again.status == "ok" and again.from_earlier_labels and again.nuclei == first.nuclei
+    assert (out / f"{first.name}_overlay.png").is_file() and (out / f"{first.name}_nuclei.csv").is_file()
+    assert (labels_file.read_bytes(), labels_file.stat().st_mtime_ns) == labels_before  # not segmented again
+    with open(out / f"{first.name}_nuclei.csv", newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == first.nuclei
+    row = _rows(out / "summary.csv")[first.name]
+    assert row["status"] == "ok" and "labels of an earlier run" in row["error"]
+
+    third = segment_files([image], out, model="classical", overlay=True, measure=True).images[0]
+    assert third.status == "skipped" and third.nuclei == first.nuclei  # everything there: nothing to do
