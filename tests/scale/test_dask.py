@@ -134,6 +134,17 @@ def test_a_failed_image_is_reported_and_the_others_finish(client, tmp_path):
 
 
 @pytest.mark.slow  # a cluster of 2 processes takes seconds to start
+def test_warnings_of_worker_tasks_are_given_in_the_client(client):
+    import warnings
+
+    executor = DaskExecutor(client)
+    with pytest.warns(UserWarning, match="a.tif: nuclei measured about 60 px across") as caught:
+        results = executor.run(warnings.warn, [("a.tif: nuclei measured about 60 px across",), ("b.tif: other",)],
+                               description="warning")
+    assert results == [None, None] and sorted(str(w.message) for w in caught)[1] == "b.tif: other"
+
+
+@pytest.mark.slow  # a cluster of 2 processes takes seconds to start
 def test_a_second_run_does_only_what_is_missing_and_overwrite_redoes_all(client, tmp_path):
     out = tmp_path / "out"
     command = ["segment", str(DSB_DIR), "--out", str(out), "--model", "classical", "--dask", client.scheduler.address]

@@ -27,6 +27,7 @@ import secrets
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import as_completed, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -199,6 +200,15 @@ def _collect(outcomes: Iterable[tuple[int, Any]], total: int, *, description: st
     return [results[i] for i in range(total)]
 
 
+def _warned_call(function: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[type[Warning], str]]]:
+    """``function(*args)`` on a worker, and the warnings it gave, as (category, message) (a worker's own
+    stderr is not the user's: :class:`DaskExecutor` warns them again in the client)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        result = function(*args)
+    return result, [(warning.category, str(warning.message)) for warning in caught]
+
+
 class DaskExecutor(Executor):
     """Runs the calls on the workers of a ``dask.distributed`` client.
 
@@ -223,16 +233,20 @@ class DaskExecutor(Executor):
 
         token = secrets.token_hex(4)
         prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", description)[:40]
-        futures = [self.client.submit(function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
+        futures = [self.client.submit(_warned_call, function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
                    for i, args in enumerate(arguments)]
         index = {future.key: i for i, future in enumerate(futures)}
 
         def outcomes() -> Iterator[tuple[int, Any]]:
             for future in as_completed(futures):
                 try:
-                    yield index[future.key], future.result()
+                    result, messages = future.result()
                 except Exception as exc:  # the task raised, or died with its worker
                     yield index[future.key], TaskFailed(exc)
+                    continue
+                for category, message in messages:  # said here, where the user reads them
+                    warnings.warn(message, category, stacklevel=1)
+                yield index[future.key], result
 
         try:
             return _collect(outcomes(), len(futures), description=description, progress=progress,
