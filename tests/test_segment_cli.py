@@ -211,17 +211,17 @@ def test_the_pixel_size_of_an_ome_tiff_gives_microns_and_diameters_in_microns(tm
     Image.fromarray(gray).save(tmp_path / "cells.png")
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "cells.ome.tif"), "--out", str(out), "--measure"]) == 0
-    with open(out / "cells.ome_nuclei.csv", newline="") as handle:
+    with open(out / "cells_nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert "area_um2" in rows[0] and "centroid_x_um" in rows[0] and "area_px" not in rows[0]
-    summary = _summary_rows(out)["cells.ome"]
+    summary = _summary_rows(out)["cells"]
     assert float(summary["pixel_size_um"]) == 0.5 and float(summary["median_diameter_px"]) > 3
     diameter_px = float(summary["median_diameter_px"])
     for name, options in (("um", ["--diameter", f"{diameter_px * 0.5}um"]), ("px", ["--diameter", str(diameter_px)])):
         assert main(["segment", str(tmp_path / "cells.ome.tif"), "--out", str(tmp_path / name), *options]) == 0
-    assert _summary_rows(tmp_path / "um")["cells.ome"]["scale"] == _summary_rows(tmp_path / "px")["cells.ome"]["scale"]
-    assert np.array_equal(read_labels(tmp_path / "um" / "cells.ome_labels.tif"),
-                          read_labels(tmp_path / "px" / "cells.ome_labels.tif"))
+    assert _summary_rows(tmp_path / "um")["cells"]["scale"] == _summary_rows(tmp_path / "px")["cells"]["scale"]
+    assert np.array_equal(read_labels(tmp_path / "um" / "cells_labels.tif"),
+                          read_labels(tmp_path / "px" / "cells_labels.tif"))
     capsys.readouterr()
     assert main(["segment", str(tmp_path / "cells.png"), "--out", str(tmp_path / "png"), "--diameter", "8um"]) == 1
     assert "states no pixel size; give --pixel-size" in capsys.readouterr().err

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image
 import pytest
 
 from nucseg.models import registry
@@ -331,6 +333,18 @@ def test_find_images_in_folders_recursively(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) that are not images .*: notes.txt$"):
         images = find_images([tmp_path / "data"], exclude=tmp_path / "data" / "out")
     assert [image.name for image in images] == ["a/x", "b/x", "y"]
+
+
+def test_find_images_names_ome_tiffs_without_ome(tmp_path):
+    image = np.zeros((8, 8), np.uint8)
+    for relative in ("data/cells.ome.tif", "data/b/more.OME.TIFF", "data/plain.tif"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(tmp_path / relative, image)
+    assert [image.name for image in find_images([tmp_path / "data"])] == ["b/more", "cells", "plain"]
+    assert [image.name for image in find_images([tmp_path / "data" / "cells.ome.tif"])] == ["cells"]
+    Image.fromarray(image).save(tmp_path / "data" / "cells.png")  # the same name twice is refused
+    with pytest.raises(InputError, match="same output name 'cells'"):
+        find_images([tmp_path / "data"])
 
 
 def test_find_images_in_paired_layout_takes_the_images_only(tmp_path):

@@ -454,6 +454,20 @@ def test_write_labels_dtype_and_round_trip(tmp_path, max_label, dtype):
     assert np.array_equal(read_labels(path), labels)
 
 
+def test_label_stacks_are_imagej_hyperstacks_that_read_back_with_their_axes(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 300, (2, 3, 16, 20))
+    write_labels(tmp_path / "tz.tif", labels, axes="TZYX")
+    with tifffile.TiffFile(tmp_path / "tz.tif") as tif:  # what Fiji reads: frames and slices
+        assert tif.is_imagej and tif.imagej_metadata["frames"] == 2 and tif.imagej_metadata["slices"] == 3
+    stack = read_stack(tmp_path / "tz.tif")
+    assert stack.plane_axes == "TZ" and np.array_equal(stack.planes, labels.reshape(6, 16, 20))
+    many = np.zeros((2, 300, 300), np.int64)
+    many[1].flat[:70_000] = np.arange(1, 70_001)  # beyond uint16: no ImageJ file, the axes still stored
+    write_labels(tmp_path / "z.tif", many, axes="ZYX")
+    assert read_stack(tmp_path / "z.tif").plane_axes == "Z"
+    assert np.array_equal(read_stack(tmp_path / "z.tif").planes, many)
+
+
 def test_write_labels_compresses(tmp_path):
     labels = np.zeros((512, 512), dtype=np.int32)
     labels[100:200, 100:200] = 1

@@ -20,7 +20,8 @@ class ImageInput:
     ----------
     name
         Output name: the file stem, the DSB2018 id, or the path relative to
-        an input folder without suffix (``sub/image``).
+        an input folder without suffix (``sub/image``; ``.ome.tif`` is one
+        suffix).
     path
         The image file.
     """
@@ -62,7 +63,7 @@ def find_images(inputs: Sequence[str | Path], *, exclude: str | Path | None = No
         if not item.exists():
             raise InputError(item, "no such file or folder")
         if item.is_file():
-            found.append(ImageInput(item.stem, item))
+            found.append(ImageInput(image_stem(Path(item.name)), item))
             continue
         images = _folder_images(item, excluded)
         if not images:
@@ -99,7 +100,7 @@ def _folder_images(folder: Path, excluded: Path | None) -> list[ImageInput]:
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(relative.as_posix())
             continue
-        images.append(ImageInput(relative.with_suffix("").as_posix(), path))
+        images.append(ImageInput(image_stem(relative), path))
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
         warnings.warn(f"{folder}: skipped {len(skipped)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): "
@@ -120,4 +121,12 @@ def _dsb_sample_images(sample_dir: Path) -> list[ImageInput]:
     files = _image_children(sample_dir / "images")
     if len(files) == 1:
         return [ImageInput(sample_dir.name, files[0])]
-    return [ImageInput(f"{sample_dir.name}/{path.stem}", path) for path in files]
+    return [ImageInput(f"{sample_dir.name}/{image_stem(Path(path.name))}", path) for path in files]
+
+
+def image_stem(path: Path) -> str:
+    """``path`` without its image suffix, as a POSIX path: ``a/cells.ome.tif`` gives ``a/cells`` (OME is no name)."""
+    stem = path.with_suffix("")
+    if stem.suffix.lower() == ".ome" and path.suffix.lower() in (".tif", ".tiff"):
+        stem = stem.with_suffix("")
+    return stem.as_posix()

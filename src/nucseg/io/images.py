@@ -398,7 +398,8 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
         If False, refuse to replace an existing file (:class:`OutputExistsError`).
     axes
         The axis letters of a stack (``"ZYX"``, ``"TZYX"``), stored in the file
-        so that readers (tifffile, Fiji) see its planes.
+        so that readers (tifffile, Fiji) see its planes: an ImageJ hyperstack
+        (uint16), or tifffile's shaped metadata (uint32, which ImageJ cannot hold).
 
     Raises
     ------
@@ -417,9 +418,11 @@ def write_labels(path: str | Path, labels: np.ndarray, *, overwrite: bool = True
     if int(labels.max(initial=0)) > np.iinfo(np.uint32).max:
         raise ValueError(f"labels must be at most {np.iinfo(np.uint32).max}, got {labels.max()}")
     data = labels.astype(labels_dtype(labels), copy=False)
+    stack = {}
+    if labels.ndim > 2:  # an ImageJ hyperstack, so that Fiji sees Z and T; ImageJ has no 32-bit integers
+        stack = {"imagej": data.dtype == np.uint16, "metadata": {"axes": axes}}
     with atomic_write(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack",
-                         **({"metadata": {"axes": axes}} if labels.ndim > 2 else {}))
+        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", **stack)
     return Path(path)
 
 
