@@ -169,7 +169,7 @@ def test_train_needs_out_or_resume(capsys):
     assert "one of the arguments --out --resume is required" in capsys.readouterr().err
 
 
-def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_model(tmp_path, model_dir):
+def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_model(tmp_path, model_dir, capsys):
     from nucseg.models.folder import read_model_config, rewrite_model_config
 
     initial = tmp_path / "initial"
@@ -178,11 +178,13 @@ def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_mo
     shutil.copytree(model_dir, initial)
     config, _ = read_model_config(initial)
     config.postprocess = {**config.postprocess, "min_size": 33, "foreground_threshold": 0.45}
+    config.postprocess_by_kind = {"brightfield": {**config.postprocess, "min_size": 60}}
     rewrite_model_config(initial, config)
     run = tmp_path / "mine"
     assert main(["train", "--data", str(FIXTURES), "--out", str(run), "--init-from", str(initial), "--epochs", "1",
                  "--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "4", "--num-workers", "0",
                  "--device", "cpu"]) == 0
+    assert "thresholds per image kind (brightfield) are not carried over" in capsys.readouterr().out
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"] == config.architecture and resolved["model_options"] == config.architecture_options
     assert resolved["lr"] == 3e-4 and resolved["lr_schedule"] == "cosine" and resolved["warmup_epochs"] == 2
@@ -192,6 +194,7 @@ def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_mo
     assert tuning["n_images"] >= 1 and tuning["dsb_score_after"] >= tuning["dsb_score_before"]
     before = tuning["postprocess_before"]  # ... starting from the initial model's thresholds, never the defaults
     assert before["min_size"] == 33 and before["foreground_threshold"] == 0.45
+    assert saved.postprocess_by_kind == {}
 
 
 def test_split_from_trains_a_new_network_on_another_models_split(tmp_path):

@@ -151,6 +151,8 @@ def train(
     split, train_samples, val_samples = loaded.split, loaded.train, loaded.validation
     if initial_train:
         log(f"the {len(set(initial_train))} training images of {config.init_from} stay on the training side")
+    if state is None and config.init_from is not None:
+        _log_settings_not_carried_over(config.init_from, log)
     if stored is not None:
         log(f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
             f"validation and {len(stored['test'])} test images")
@@ -447,6 +449,16 @@ def _stored_split(split_from: str) -> dict[str, list[str]]:
     if not split["train"] or not split["validation"]:
         raise InputError(path, "stores no training/validation split to take (split_from)")
     return split
+
+
+def _log_settings_not_carried_over(init_from: str, log) -> None:
+    """Say that the initial model's settings per image kind stay behind (see :func:`_default_postprocess`)."""
+    from nucseg.models.registry import resolve_model_path
+
+    initial, _ = read_model_config(resolve_model_path(init_from))
+    if initial.postprocess_by_kind:
+        log(f"{init_from}'s thresholds per image kind ({', '.join(sorted(initial.postprocess_by_kind))}) are not "
+            "carried over: the fine-tuned model has one setting, its general one re-tuned on this run's validation images")
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
