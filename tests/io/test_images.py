@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
+from nucseg.io.lazy import image_shape
 from nucseg.io.images import (read_image, read_labels, read_mask_crop, read_pixel_size, read_stack, write_labels,
                               write_png)
 
@@ -140,6 +142,14 @@ def test_a_png_too_small_for_its_header_is_refused_not_filled_with_zeros(tmp_pat
         read_image(tmp_path / "short.png")
     Image.fromarray(np.zeros((2000, 2000), np.uint8)).save(tmp_path / "black.png", optimize=True)
     assert read_image(tmp_path / "black.png").shape == (2000, 2000)  # as compressed as a real PNG can be
+
+
+def test_a_large_genuine_png_reads_without_pillows_bomb_warning(tmp_path):
+    Image.new("1", (9500, 9500)).save(tmp_path / "large.png")  # 90 million pixels: Pillow warns above 89 million
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert image_shape(tmp_path / "large.png") == (9500, 9500)
+        assert read_image(tmp_path / "large.png").shape == (9500, 9500)
 
 
 def test_a_tiff_whose_tiles_are_all_empty_is_refused(tmp_path):

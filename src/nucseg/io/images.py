@@ -14,6 +14,7 @@ the full 16 bits (see :func:`_read_png_16bit_colour`).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,7 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_pillow(path) as im:
             _check_png_can_hold(path, im)
             rawmode = _png_rawmode(im)
             if rawmode not in _PNG16_COLOUR_RAWMODES:
@@ -130,6 +131,21 @@ def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
     return _read_png_16bit_colour(path, rawmode)
+
+
+def open_pillow(path: Path) -> Image.Image:
+    """``PIL.Image.open(path)`` without Pillow's warning for images of 89-179 million pixels.
+
+    nucseg checks such files itself (a PNG must be large enough for its
+    header's pixels; the memory budget chooses how a large image is
+    processed), so the warning would only be noise; Pillow still raises
+    ``DecompressionBombError`` above that.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
 
 
 #: Deflate's highest compression ratio: no PNG stores more raw bytes than this many times its size.
@@ -259,10 +275,8 @@ def _read_png_16bit_colour(path: Path, rawmode: str) -> np.ndarray:
 
 
 def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_pillow(path) as im:
             codec, extents, offset, _ = im.tile[0]
             im.tile = [(codec, extents, offset, rawmode)]
             im.load()

@@ -11,6 +11,7 @@ import numpy as np
 from nucseg.errors import first_line, InputError
 from nucseg.io.channels import Channel, channel_index, is_photographic, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
+from nucseg.io.images import open_pillow
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -223,7 +224,7 @@ def image_shape(path: str | Path, *, channel_axis: int | None = None) -> tuple[i
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_pillow(path) as im:
             return im.height, im.width
     except Image.DecompressionBombError as exc:
         raise InputError(path, f"refused as a possible decompression bomb ({first_line(exc)})") from None
