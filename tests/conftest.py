@@ -91,3 +91,26 @@ def training_environment(tmp_path_factory):
         patch.setenv("NUCSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nucseg-cache"))
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def png_claiming_size():
+    """A writer of real 4 x 4 PNGs whose header (with a valid checksum) claims other dimensions.
+
+    Called as ``png_claiming_size(path, width, height)``: the corrupt or
+    decompression-bomb files that readers must refuse in one line.
+    """
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def write(path: Path, width: int, height: int) -> Path:
+        Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
+        data = bytearray(path.read_bytes())
+        data[16:24] = struct.pack(">II", width, height)
+        data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+        path.write_bytes(bytes(data))
+        return path
+
+    return write

@@ -173,25 +173,13 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
         assert chosen.max() > 10 and np.array_equal(chosen, direct)
 
 
-def _png_claiming_size(path: Path, width: int, height: int) -> None:
-    """A real PNG whose header (with a valid checksum) claims ``width`` x ``height`` pixels."""
-    import struct
-    import zlib
-
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-
-
-def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys):
+def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys, png_claiming_size):
     folder = tmp_path / "in"
     folder.mkdir()
     shutil.copy(_fixture_image("0280fa8f"), folder / "cells.png")
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.bmp")
     (folder / "notes.txt").write_text("imaging notes")
-    _png_claiming_size(folder / "bomb.png", 200_000, 200_000)
+    png_claiming_size(folder / "bomb.png", 200_000, 200_000)
     assert main(["segment", str(folder), "--out", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.count("skipped 2 file(s) that are not images") == 1 and "a.bmp, notes.txt" in err

@@ -127,17 +127,8 @@ def test_png_16bit_gray_alpha_gives_gray(tmp_path):
     assert np.array_equal(image, array[..., 0])
 
 
-def _png_claiming_size(path: Path, width: int, height: int) -> None:
-    """A real 4 x 4 PNG whose header (with a valid checksum) claims ``width`` x ``height`` pixels."""
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path)
-    data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    path.write_bytes(bytes(data))
-
-
-def test_a_png_too_small_for_its_header_is_refused_not_filled_with_zeros(tmp_path):
-    _png_claiming_size(tmp_path / "short.png", 2000, 2000)  # Pillow decodes it as 2000 x 2000 zeros
+def test_a_png_too_small_for_its_header_is_refused_not_filled_with_zeros(tmp_path, png_claiming_size):
+    png_claiming_size(tmp_path / "short.png", 2000, 2000)  # Pillow decodes it as 2000 x 2000 zeros
     with pytest.raises(InputError, match=r"short.png: truncated or corrupt: \d+ bytes cannot hold the 2000 x 2000"):
         read_image(tmp_path / "short.png")
     Image.fromarray(np.zeros((2000, 2000), np.uint8)).save(tmp_path / "black.png", optimize=True)
