@@ -73,6 +73,8 @@ def whole_image_bytes(height: int, width: int, *, planes: int = 1) -> int:
 def needs_blocks(height: int, width: int, max_memory: float) -> bool:
     """Whether a whole-image run of a ``height`` x ``width`` image would need more than ``max_memory`` bytes."""
     return whole_image_bytes(height, width) > max_memory
+
+
 #: Default side of the square core blocks, in pixels.
 DEFAULT_BLOCK_SIZE = 2048
 
