@@ -168,9 +168,15 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
     assert not (out / "cells_labels.tif").exists()
     for choice in ("DAPI", "4"):
         assert main(["segment", str(tmp_path / "cells.tif"), str(tmp_path / "dapi.tif"), "--out", str(out),
-                     "--channel", choice, "--overwrite"]) == 0
+                     "--channel", choice, "--overwrite", "--measure"]) == 0
         chosen, direct = read_labels(out / "cells_labels.tif"), read_labels(out / "dapi_labels.tif")
         assert chosen.max() > 10 and np.array_equal(chosen, direct)
+        with open(out / "cells_nuclei.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        with open(out / "dapi_nuclei.csv", newline="") as f:
+            direct_rows = list(csv.DictReader(f))  # a one-channel file: nothing chosen, its channel by position
+        assert len(rows) == chosen.max() and "mean_intensity_0" not in rows[0]
+        assert [row["mean_intensity_DAPI"] for row in rows] == [row["mean_intensity_0"] for row in direct_rows]
 
 
 def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys, png_claiming_size):

@@ -445,6 +445,27 @@ def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path
     assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
 
 
+def test_block_wise_measurements_name_the_chosen_channel(tmp_path, dsb_samples):
+    import csv
+
+    from nucseg.inference.model import load_model
+    from nucseg.postprocess.measure import measure_nuclei
+
+    dapi = np.tile(dsb_samples["0280fa8f"].image[..., 0], (2, 2)).astype(np.uint16) * 200  # 512 x 512
+    noise = np.random.default_rng(0).integers(0, 4000, dapi.shape, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cells.tif", np.stack([noise, dapi]), imagej=True,
+                     metadata={"axes": "CYX", "Labels": ["actin", "DAPI"]})
+    report = segment_large(tmp_path / "cells.tif", tmp_path / "labels.zarr", model=load_model("classical"),
+                           block_size=256, margin=32, channel="DAPI", measurements_path=tmp_path / "nuclei.csv")
+    labels = zarr.open_array(report.output, mode="r")[:]
+    expected = measure_nuclei(labels, dapi, channel_names=["DAPI"])
+    with open(tmp_path / "nuclei.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(expected) == report.nuclei > 10
+    assert all(float(row["mean_intensity_DAPI"]) == pytest.approx(want["mean_intensity_DAPI"], rel=1e-5)
+               for row, want in zip(rows, expected.rows))
+
+
 def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, dsb_samples, active_model_dir):
     import json
     import shutil

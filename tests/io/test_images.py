@@ -292,6 +292,25 @@ def test_a_channel_of_an_imagej_hyperstack_is_chosen_by_the_name_every_plane_rep
         read_stack(tmp_path / "b.tif", channel="DAPI")
 
 
+def test_the_chosen_channel_is_named_for_measurements_by_the_file_or_by_its_number(tmp_path):
+    from nucseg.io.lazy import open_image
+
+    stack = _random((2, 20, 30), np.uint16)
+    tifffile.imwrite(tmp_path / "named.tif", stack, imagej=True, metadata={"axes": "CYX", "Labels": ["GFP", "DAPI"]})
+    tifffile.imwrite(tmp_path / "numbered.tif", stack, imagej=True, metadata={"axes": "CYX"})
+    tifffile.imwrite(tmp_path / "gray.tif", stack[0])
+    assert read_stack(tmp_path / "named.tif", channel="dapi").channel_name == "DAPI"
+    assert read_stack(tmp_path / "named.tif", channel=1).channel_name == "GFP"
+    assert read_stack(tmp_path / "numbered.tif", channel=2).channel_name == "ch2"
+    assert read_stack(tmp_path / "gray.tif", channel=2).channel_name is None  # nothing chosen of one channel
+    assert all(open_image(tmp_path / name, channel=2).channel_name == expected
+               for name, expected in (("named.tif", "DAPI"), ("numbered.tif", "ch2"), ("gray.tif", None)))
+    png = _random((9, 11, 3), np.uint16)
+    write_png16(tmp_path / "rgb16.png", png, row_filter=0)
+    read = read_stack(tmp_path / "rgb16.png", channel=3)
+    assert read.channel_name == "ch3" and np.array_equal(read.planes[0], png[..., 2])
+
+
 def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
     stack = _random((3, 20, 30), np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", stack, photometric="minisblack", metadata=None)

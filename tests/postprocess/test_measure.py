@@ -77,6 +77,20 @@ def test_intensity_per_channel():
     assert "mean_intensity_2" not in table.columns
 
 
+def test_intensity_columns_take_the_channel_names_given():
+    labels = _rectangle_and_disc()
+    image = np.where(labels == 3, 5.0, 1.0).astype(np.float32)
+    named = measure_nuclei(labels, image, channel_names=["DAPI"])
+    assert named.column("mean_intensity_DAPI").tolist() == [5.0, 1.0]
+    assert not any(name.endswith("intensity_0") for name in named.columns)
+    assert named.columns == measurement_columns(1, channel_names=["DAPI"])
+    for wrong in (["DAPI", "GFP"], []):
+        with pytest.raises(ValueError, match="channel_names must name each"):
+            measure_nuclei(labels, image, channel_names=wrong)
+    with pytest.raises(ValueError, match="channel_names must name each"):
+        measure_nuclei(labels, np.stack([image, image], axis=-1), channel_names=["a", "a"])
+
+
 def test_gray_image_gives_channel_zero_and_no_image_gives_no_intensity():
     labels = _rectangle_and_disc()
     image = np.where(labels == 3, 5.0, 1.0).astype(np.float32)

@@ -41,7 +41,7 @@ from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
-from nucseg.io.images import read_image, write_png
+from nucseg.io.images import read_stack, write_png
 from nucseg.postprocess.measure import NucleusTable, measure_nuclei, write_measurements_csv
 from nucseg.visualize import outline_overlay
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
@@ -167,15 +167,19 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
 
 
 def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
-                  image_path: Path | None) -> NucleusTable:
-    """Measurements of the stitched nuclei that ``block`` owns, in image coordinates."""
+                  image_path: Path | None, channel_name: str | None) -> NucleusTable:
+    """Measurements of the stitched nuclei that ``block`` owns, in image coordinates.
+
+    ``channel_name``: what the intensity columns call the one channel chosen of several, or None.
+    """
     import zarr
 
     labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.read])
     owned = select_owned_objects(labels, block)
     labels = np.where(owned.labels > 0, labels, 0)
     pixels = _pixels(source, block.read)
-    table = measure_nuclei(labels, intensity_channels(pixels, image_path), pixel_size=pixel_size)
+    table = measure_nuclei(labels, intensity_channels(pixels, image_path), pixel_size=pixel_size,
+                           channel_names=None if channel_name is None else [channel_name])
     top, left = block.read[0].start, block.read[1].start
     shifts = {"centroid_y_px": top, "min_row_px": top, "max_row_px": top,
               "centroid_x_px": left, "min_col_px": left, "max_col_px": left}
@@ -357,7 +361,7 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    source, description = _open_source(image, channel_axis, channel)
+    source, description, channel_name = _open_source(image, channel_axis, channel)
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
     _check_model(local_model, segment_options)
@@ -401,7 +405,7 @@ def segment_large(
     if measurements_path is not None:
         image_path = None if isinstance(image, np.ndarray) else Path(image)
         tables = executor.run(_measure_task, [(str(assembled), _task_input(source, block.read), block, pixel_size,
-                                               image_path) for block in grid],
+                                               image_path, channel_name) for block in grid],
                               description=f"measuring the nuclei of {name}", progress=progress)
         rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
         write_measurements_csv(NucleusTable(tables[0].columns, rows), measurements_path, overwrite=overwrite)
@@ -471,19 +475,22 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
 
 
 def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
-                 channel: Channel) -> tuple[LazyImage | np.ndarray, str]:
-    """The image to read blocks from, and a description of it for the scratch group's settings."""
+                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, str | None]:
+    """The image to read blocks from, a description of it for the scratch group's settings, and the name of
+    the one channel chosen of several (None when none was)."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
-        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}"
+        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", None
     path = Path(image)
     if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
         source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
+        channel_name = source.channel_name
     else:
-        source = read_image(path, channel_axis=channel_axis, channel=channel)
+        stack = read_stack(path, channel_axis=channel_axis, channel=channel)  # one plane: not a TIFF
+        source, channel_name = stack.planes[0], stack.channel_name
     stat = path.stat()
-    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}"
+    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}", channel_name
 
 
 def _array_digest(image: np.ndarray) -> str:

@@ -110,7 +110,9 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
         written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
                                  overwrite=overwrite))
     if "nuclei" in paths:
-        tables = [measure_nuclei(plane_labels, intensity_channels(plane, path), pixel_size=pixel_size)
+        names = None if stack.channel_name is None else [stack.channel_name]
+        tables = [measure_nuclei(plane_labels, intensity_channels(plane, path), pixel_size=pixel_size,
+                                 channel_names=names)
                   for plane, plane_labels in zip(stack.planes, labels)]
         written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     return written

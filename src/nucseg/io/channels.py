@@ -14,6 +14,7 @@ is one fluorescence channel is recognised by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,25 @@ def is_photographic(count: int, dtype: np.dtype, *, rgb_samples: bool) -> bool:
     return rgb_samples and count in (3, 4) and np.dtype(dtype) == np.uint8
 
 
-def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
-                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> np.ndarray:
+@dataclass(frozen=True)
+class ChosenChannel:
+    """An image after the channel choice of :func:`choose_channel`.
+
+    Attributes
+    ----------
+    image : ndarray, shape (..., H, W) or (..., H, W, C)
+        The chosen channel, or every channel when none was chosen.
+    name
+        What measurements call the chosen channel (:func:`channel_label`), or
+        None when every channel is kept.
+    """
+
+    image: np.ndarray
+    name: str | None = None
+
+
+def choose_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
+                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> ChosenChannel:
     """``image`` with a length-1 channel axis dropped and the channel of :func:`channel_index` selected.
 
     Parameters
@@ -108,8 +126,26 @@ def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, chan
         image = image[..., 0]
     count = image.shape[-1] if image.ndim == spatial_ndim + 1 else 1
     photographic = is_photographic(count, image.dtype, rgb_samples=rgb_samples)
-    return select_channel(image, channel_index(path, channel, count, names, photographic=photographic,
-                                               option=option))
+    index = channel_index(path, channel, count, names, photographic=photographic, option=option)
+    return ChosenChannel(select_channel(image, index), None if index is None else channel_label(index, names))
+
+
+def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
+                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> np.ndarray:
+    """The image of :func:`choose_channel`."""
+    return choose_channel(path, image, spatial_ndim, channel, names, rgb_samples=rgb_samples, option=option).image
+
+
+def channel_label(index: int, names: Sequence[str] | None) -> str:
+    """What measurement columns call channel ``index`` (0-based) of a file.
+
+    Its name in the file's metadata, or ``ch<N>`` with ``N`` counted from 1,
+    as ``--channel`` and Fiji count: ``mean_intensity_DAPI``,
+    ``mean_intensity_ch2``.
+    """
+    if names and index < len(names) and names[index].strip():
+        return names[index].strip()
+    return f"ch{index + 1}"
 
 
 def describe_channels(count: int, names: Sequence[str] | None) -> str:

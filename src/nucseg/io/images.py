@@ -24,7 +24,7 @@ import numpy as np
 
 from nucseg.errors import first_line, InputError
 from nucseg.io.atomic import atomic_write
-from nucseg.io.channels import Channel, chosen_channel, tiff_channel_names
+from nucseg.io.channels import Channel, choose_channel, ChosenChannel, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 
 if TYPE_CHECKING:
@@ -81,7 +81,11 @@ def read_image(
         multi-channel TIFF without a stated channel axis, or a multi-channel
         microscopy image without ``channel``.
     """
-    path = Path(path)
+    return _read_2d(Path(path), channel_axis, channel, palette_indices=palette_indices).image
+
+
+def _read_2d(path: Path, channel_axis: int | None, channel: Channel, *, palette_indices: bool = False) -> ChosenChannel:
+    """:func:`read_image`, with the name of the channel chosen."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(
@@ -95,7 +99,7 @@ def read_image(
         image, rgb_samples, names, _ = _read_tiff(path, channel_axis)
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
-    return chosen_channel(path, image, 2, channel, names, rgb_samples=rgb_samples)
+    return choose_channel(path, image, 2, channel, names, rgb_samples=rgb_samples)
 
 
 def _check_readable_file(path: Path) -> None:
@@ -326,11 +330,16 @@ class ImageStack:
         for a 2-D image, whose product is P.
     plane_axes
         Their letters: ``"TZ"``, ``"Z"``, ``"T"`` or ``""``.
+    channel_name
+        What measurements call the one channel chosen of several
+        (:func:`nucseg.io.channels.channel_label`), or None when every
+        channel is kept.
     """
 
     planes: np.ndarray
     plane_shape: tuple[int, ...]
     plane_axes: str
+    channel_name: str | None = None
 
     def plane_names(self) -> list[str]:
         """``"z=3"``, ``"t=0,z=3"``, ... for every plane (``""`` for the one plane of a 2-D image)."""
@@ -351,14 +360,14 @@ def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     """
     path = Path(path)
     if path.suffix.lower() not in _TIFF_SUFFIXES:
-        image = read_image(path, channel_axis=channel_axis, channel=channel)
-        return ImageStack(image[None], (), "")
+        chosen = _read_2d(path, channel_axis, channel)
+        return ImageStack(chosen.image[None], (), "", chosen.name)
     _check_readable_file(path)
     array, rgb_samples, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
     plane_shape = array.shape[:len(plane_axes)]
     planes = array.reshape((-1, *array.shape[len(plane_axes):]))
-    planes = chosen_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples)
-    return ImageStack(planes, tuple(int(n) for n in plane_shape), plane_axes)
+    chosen = choose_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples)
+    return ImageStack(chosen.image, tuple(int(n) for n in plane_shape), plane_axes, chosen.name)
 
 
 def read_labels(path: str | Path) -> np.ndarray:

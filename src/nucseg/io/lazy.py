@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.errors import first_line, InputError
-from nucseg.io.channels import Channel, channel_index, is_photographic, tiff_channel_names
+from nucseg.io.channels import Channel, channel_index, channel_label, is_photographic, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 from nucseg.io.images import open_pillow
 
@@ -34,6 +34,9 @@ class LazyImage:
         channel chosen of several).
     dtype
         Pixel dtype.
+    channel_name
+        What measurements call the one channel chosen of several
+        (:func:`nucseg.io.channels.channel_label`), or None.
     """
 
     path: Path
@@ -45,6 +48,7 @@ class LazyImage:
     _axes: tuple[str, ...]  # per stored axis: "y", "x", "c", or "" for a length-1 axis that is dropped
     _channel: int | None = None  # the one channel read (0-based), or None for all
     _letters: str = ""  # the stored axes' letters (tifffile's, or Q for unnamed)
+    channel_name: str | None = None
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """Pixels of ``image[rows, cols]``: shape (h, w) or (h, w, C), native dtype."""
@@ -122,7 +126,8 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     photographic = is_photographic(image.channels, image.dtype, rgb_samples=image._kind == "zarr" or letter == "S")
     names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
     index = channel_index(path, channel, image.channels, names, photographic=photographic)
-    return image if index is None else dataclasses.replace(image, channels=0, _channel=index)
+    return image if index is None else dataclasses.replace(image, channels=0, _channel=index,
+                                                           channel_name=channel_label(index, names))
 
 
 def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int, int]:

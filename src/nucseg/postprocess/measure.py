@@ -49,8 +49,10 @@ class NucleusTable:
         return np.array([row[name] for row in self.rows])
 
 
-def measurement_columns(channels: int = 0, *, pixel_size: float | None = None) -> tuple[str, ...]:
+def measurement_columns(channels: int = 0, *, pixel_size: float | None = None,
+                        channel_names: Sequence[str] | None = None) -> tuple[str, ...]:
     """Column names of :func:`measure_nuclei` for ``channels`` intensity channels (0: no image)."""
+    names = _intensity_names(channels, channel_names)
     size_unit, area_unit = ("px", "px") if pixel_size is None else ("um", "um2")
     columns = [
         "label", "centroid_y_px", "centroid_x_px",
@@ -59,9 +61,19 @@ def measurement_columns(channels: int = 0, *, pixel_size: float | None = None) -
         "eccentricity", "solidity",
         "min_row_px", "min_col_px", "max_row_px", "max_col_px",
     ]
-    columns += [f"mean_intensity_{c}" for c in range(channels)]
-    columns += [f"max_intensity_{c}" for c in range(channels)]
+    columns += [f"mean_intensity_{name}" for name in names]
+    columns += [f"max_intensity_{name}" for name in names]
     return tuple(columns)
+
+
+def _intensity_names(channels: int, channel_names: Sequence[str] | None) -> list[str]:
+    """What the intensity columns call each channel: ``channel_names``, or 0, 1, ... by position."""
+    if channel_names is None:
+        return [str(c) for c in range(channels)]
+    if len(channel_names) != channels or len(set(channel_names)) != channels:
+        raise ValueError(f"channel_names must name each of the image's {channels} channel(s) once, "
+                         f"got {list(channel_names)}")
+    return list(channel_names)
 
 
 def measure_nuclei(
@@ -69,6 +81,7 @@ def measure_nuclei(
     image: np.ndarray | None = None,
     *,
     pixel_size: float | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> NucleusTable:
     """Measure every nucleus of a label image.
 
@@ -81,6 +94,10 @@ def measure_nuclei(
         channel first if it should not be).
     pixel_size
         Microns per pixel. When given, areas are in µm² and lengths in µm.
+    channel_names
+        What the intensity columns call each channel of ``image`` (e.g.
+        ``["DAPI"]`` for the channel a file names so); by default its
+        position, 0, 1, ...
 
     Returns
     -------
@@ -106,13 +123,15 @@ def measure_nuclei(
         ``min_row_px``, ``min_col_px``, ``max_row_px``, ``max_col_px``
             bounding box in pixels, max exclusive (``labels[min_row:max_row, min_col:max_col]``);
         ``mean_intensity_<c>``, ``max_intensity_<c>``
-            per channel ``c`` of ``image`` (only with ``image``), in image units.
+            per channel ``c`` of ``image`` (only with ``image``; ``c`` its
+            position or its name in ``channel_names``), in image units.
 
     Raises
     ------
     ValueError
         ``labels`` not 2-D integer non-negative, ``image`` of another height and
-        width, or ``pixel_size`` not a positive number.
+        width, ``pixel_size`` not a positive number, or ``channel_names``
+        not one distinct name per channel.
     """
     from skimage.measure import regionprops_table
 
@@ -130,7 +149,7 @@ def measure_nuclei(
             raise ValueError(f"image of shape {image.shape} does not match labels of shape {labels.shape}")
         image = image[:, :, None] if image.ndim == 2 else image
         channels = image.shape[2]
-    columns = measurement_columns(channels, pixel_size=pixel_size)
+    columns = measurement_columns(channels, pixel_size=pixel_size, channel_names=channel_names)
     if not labels.any():
         return NucleusTable(columns, [])
 
@@ -155,9 +174,9 @@ def measure_nuclei(
     }
     if channels:
         intensities = regionprops_table(labels, image, properties=("intensity_mean", "intensity_max"))
-        for c in range(channels):
-            values[f"mean_intensity_{c}"] = intensities[f"intensity_mean-{c}"]
-            values[f"max_intensity_{c}"] = intensities[f"intensity_max-{c}"]
+        for c, name in enumerate(_intensity_names(channels, channel_names)):
+            values[f"mean_intensity_{name}"] = intensities[f"intensity_mean-{c}"]
+            values[f"max_intensity_{name}"] = intensities[f"intensity_max-{c}"]
     rows = [dict(zip(columns, row)) for row in zip(*(values[name].tolist() for name in columns))]
     return NucleusTable(columns, rows)
 
