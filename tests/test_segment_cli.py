@@ -12,6 +12,7 @@ from nucseg.models import registry
 from nucseg.datasets.locations import sample_image_paths
 from nucseg.cli import main
 from nucseg.io.images import read_image, read_labels
+from nucseg.postprocess.measure import measure_nuclei
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 
@@ -177,6 +178,10 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
             direct_rows = list(csv.DictReader(f))  # a one-channel file: nothing chosen, its channel by position
         assert len(rows) == chosen.max() and "mean_intensity_0" not in rows[0]
         assert [row["mean_intensity_DAPI"] for row in rows] == [row["mean_intensity_0"] for row in direct_rows]
+        expected = measure_nuclei(chosen, np.moveaxis(stack, 0, -1), channel_names=["actin", "GFP", "mito", "DAPI"])
+        assert all(float(row[column]) == pytest.approx(want[column], rel=1e-5)
+                   for row, want in zip(rows, expected.rows)
+                   for column in expected.columns if "intensity" in column)  # every channel, by name
 
 
 def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys, png_claiming_size):

@@ -445,7 +445,7 @@ def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path
     assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
 
 
-def test_block_wise_measurements_name_the_chosen_channel(tmp_path, dsb_samples):
+def test_block_wise_measurements_take_every_channel_by_name(tmp_path, dsb_samples):
     import csv
 
     from nucseg.inference.model import load_model
@@ -458,12 +458,12 @@ def test_block_wise_measurements_name_the_chosen_channel(tmp_path, dsb_samples):
     report = segment_large(tmp_path / "cells.tif", tmp_path / "labels.zarr", model=load_model("classical"),
                            block_size=256, margin=32, channel="DAPI", measurements_path=tmp_path / "nuclei.csv")
     labels = zarr.open_array(report.output, mode="r")[:]
-    expected = measure_nuclei(labels, dapi, channel_names=["DAPI"])
+    expected = measure_nuclei(labels, np.stack([noise, dapi], axis=-1), channel_names=["actin", "DAPI"])
     with open(tmp_path / "nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(expected) == report.nuclei > 10
-    assert all(float(row["mean_intensity_DAPI"]) == pytest.approx(want["mean_intensity_DAPI"], rel=1e-5)
-               for row, want in zip(rows, expected.rows))
+    assert all(float(row[column]) == pytest.approx(want[column], rel=1e-5) for row, want in zip(rows, expected.rows)
+               for column in ("mean_intensity_actin", "mean_intensity_DAPI", "max_intensity_actin"))
 
 
 def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, dsb_samples, active_model_dir):

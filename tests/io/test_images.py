@@ -292,23 +292,38 @@ def test_a_channel_of_an_imagej_hyperstack_is_chosen_by_the_name_every_plane_rep
         read_stack(tmp_path / "b.tif", channel="DAPI")
 
 
-def test_the_chosen_channel_is_named_for_measurements_by_the_file_or_by_its_number(tmp_path):
+def test_a_chosen_channel_keeps_every_channel_named_for_measurements(tmp_path):
     from nucseg.io.lazy import open_image
 
     stack = _random((2, 20, 30), np.uint16)
     tifffile.imwrite(tmp_path / "named.tif", stack, imagej=True, metadata={"axes": "CYX", "Labels": ["GFP", "DAPI"]})
     tifffile.imwrite(tmp_path / "numbered.tif", stack, imagej=True, metadata={"axes": "CYX"})
     tifffile.imwrite(tmp_path / "gray.tif", stack[0])
-    assert read_stack(tmp_path / "named.tif", channel="dapi").channel_name == "DAPI"
+    named = read_stack(tmp_path / "named.tif", channel="dapi")
+    assert named.channel_name == "DAPI" and named.channel_names == ("GFP", "DAPI")
+    assert np.array_equal(named.channels[0], np.moveaxis(stack, 0, -1))  # every channel, for measurements
     assert read_stack(tmp_path / "named.tif", channel=1).channel_name == "GFP"
-    assert read_stack(tmp_path / "numbered.tif", channel=2).channel_name == "ch2"
-    assert read_stack(tmp_path / "gray.tif", channel=2).channel_name is None  # nothing chosen of one channel
-    assert all(open_image(tmp_path / name, channel=2).channel_name == expected
-               for name, expected in (("named.tif", "DAPI"), ("numbered.tif", "ch2"), ("gray.tif", None)))
+    numbered = read_stack(tmp_path / "numbered.tif", channel=2)
+    assert numbered.channel_name == "ch2" and numbered.intensities()[1] == ["ch1", "ch2"]
+    gray = read_stack(tmp_path / "gray.tif", channel=2)  # nothing chosen of one channel
+    assert gray.channel_name is None and gray.intensities()[0] is gray.planes and gray.intensities()[1] is None
+    lazy = {name: open_image(tmp_path / name, channel=2) for name in ("named.tif", "numbered.tif", "gray.tif")}
+    assert [image.channel_name for image in lazy.values()] == ["DAPI", "ch2", None]
+    every = lazy["named.tif"].every_channel()
+    assert every.channels == 2 and np.array_equal(every.read(slice(0, 20), slice(0, 30)), np.moveaxis(stack, 0, -1))
+    assert lazy["gray.tif"].every_channel() is lazy["gray.tif"]
     png = _random((9, 11, 3), np.uint16)
     write_png16(tmp_path / "rgb16.png", png, row_filter=0)
     read = read_stack(tmp_path / "rgb16.png", channel=3)
     assert read.channel_name == "ch3" and np.array_equal(read.planes[0], png[..., 2])
+
+
+def test_channel_labels_fall_back_to_numbers_where_the_file_repeats_or_lacks_a_name():
+    from nucseg.io.channels import channel_labels
+
+    assert channel_labels(3, ["GFP", " DAPI ", "actin"]) == ("GFP", "DAPI", "actin")
+    assert all(channel_labels(3, names) == ("ch1", "ch2", "ch3")
+               for names in (None, ["GFP", "GFP", "DAPI"], ["GFP", "", "DAPI"], ["GFP", "DAPI"]))
 
 
 def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):

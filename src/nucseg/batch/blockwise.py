@@ -36,13 +36,13 @@ import numpy as np
 
 from nucseg.batch.scratch import (create_labels_array, median_diameter, move_into_place, open_scratch,
                                   SCRATCH_FORMAT, SCRATCH_VERSION, write_attributes, write_tiled_tiff)
-from nucseg.batch.whole import intensity_channels, warn_if_sizing_clipped
+from nucseg.batch.whole import measure_pixels, warn_if_sizing_clipped
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_stack, write_png
-from nucseg.postprocess.measure import NucleusTable, measure_nuclei, write_measurements_csv
+from nucseg.postprocess.measure import NucleusTable, write_measurements_csv
 from nucseg.visualize import outline_overlay
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
@@ -167,10 +167,10 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
 
 
 def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
-                  image_path: Path | None, channel_name: str | None) -> NucleusTable:
+                  image_path: Path | None, channel_names: list[str] | None) -> NucleusTable:
     """Measurements of the stitched nuclei that ``block`` owns, in image coordinates.
 
-    ``channel_name``: what the intensity columns call the one channel chosen of several, or None.
+    ``source`` holds the channels to measure, named by ``channel_names`` (None: by position).
     """
     import zarr
 
@@ -178,8 +178,7 @@ def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block
     owned = select_owned_objects(labels, block)
     labels = np.where(owned.labels > 0, labels, 0)
     pixels = _pixels(source, block.read)
-    table = measure_nuclei(labels, intensity_channels(pixels, image_path), pixel_size=pixel_size,
-                           channel_names=None if channel_name is None else [channel_name])
+    table = measure_pixels(labels, pixels, image_path, channel_names=channel_names, pixel_size=pixel_size)
     top, left = block.read[0].start, block.read[1].start
     shifts = {"centroid_y_px": top, "min_row_px": top, "max_row_px": top,
               "centroid_x_px": left, "min_col_px": left, "max_col_px": left}
@@ -361,7 +360,7 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    source, description, channel_name = _open_source(image, channel_axis, channel)
+    source, description, measured = _open_source(image, channel_axis, channel)
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
     _check_model(local_model, segment_options)
@@ -404,8 +403,8 @@ def segment_large(
                           description=f"stitching {name}", progress=progress)
     if measurements_path is not None:
         image_path = None if isinstance(image, np.ndarray) else Path(image)
-        tables = executor.run(_measure_task, [(str(assembled), _task_input(source, block.read), block, pixel_size,
-                                               image_path, channel_name) for block in grid],
+        tables = executor.run(_measure_task, [(str(assembled), _task_input(measured.pixels, block.read), block,
+                                               pixel_size, image_path, measured.names) for block in grid],
                               description=f"measuring the nuclei of {name}", progress=progress)
         rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
         write_measurements_csv(NucleusTable(tables[0].columns, rows), measurements_path, overwrite=overwrite)
@@ -474,23 +473,32 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
 
 
 
+@dataclass(frozen=True)
+class _Intensities:
+    """What measurements take their intensities from: every channel of a file when one was chosen."""
+
+    pixels: LazyImage | np.ndarray
+    names: list[str] | None = None  # None: channels by position
+
+
 def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
-                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, str | None]:
-    """The image to read blocks from, a description of it for the scratch group's settings, and the name of
-    the one channel chosen of several (None when none was)."""
+                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, _Intensities]:
+    """The image to read blocks from, a description of it for the scratch group's settings, and what to
+    measure intensities on."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
-        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", None
+        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", _Intensities(image)
     path = Path(image)
     if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
         source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
-        channel_name = source.channel_name
+        measured = _Intensities(source.every_channel(), list(source.channel_names) or None)
     else:
         stack = read_stack(path, channel_axis=channel_axis, channel=channel)  # one plane: not a TIFF
-        source, channel_name = stack.planes[0], stack.channel_name
+        pixels, names = stack.intensities()
+        source, measured = stack.planes[0], _Intensities(pixels[0], names)
     stat = path.stat()
-    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}", channel_name
+    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}", measured
 
 
 def _array_digest(image: np.ndarray) -> str:

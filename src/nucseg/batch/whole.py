@@ -110,10 +110,9 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
         written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
                                  overwrite=overwrite))
     if "nuclei" in paths:
-        names = None if stack.channel_name is None else [stack.channel_name]
-        tables = [measure_nuclei(plane_labels, intensity_channels(plane, path), pixel_size=pixel_size,
-                                 channel_names=names)
-                  for plane, plane_labels in zip(stack.planes, labels)]
+        planes, names = stack.intensities()
+        tables = [measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
+                  for plane, plane_labels in zip(planes, labels)]
         written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     return written
 
@@ -276,14 +275,18 @@ def segment_file(
                         stitch_threshold=stitch_threshold, options=segment_options, progress=progress)
 
 
-def intensity_channels(image: np.ndarray, path: Path | None) -> np.ndarray:
-    """The image channels to measure intensities on: a PNG's alpha channel is dropped.
+def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,
+                   channel_names: Sequence[str] | None, pixel_size: float | None) -> NucleusTable:
+    """The measurements of ``labels`` (H, W) with the intensities of ``pixels`` (H, W) or (H, W, C).
 
-    ``path`` is the file ``image`` was read from (None for an array given as it is).
+    ``path`` is the file ``pixels`` were read from (None for an array given
+    as it is): a PNG's alpha channel is not measured. ``channel_names`` name
+    every channel of ``pixels`` (None: by position).
     """
-    if image.ndim == 3 and image.shape[2] in (2, 4) and path is not None and path.suffix.lower() == ".png":
-        return image[:, :, :-1]
-    return image
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and path is not None and path.suffix.lower() == ".png":
+        pixels = pixels[:, :, :-1]
+        channel_names = None if channel_names is None else channel_names[:-1]
+    return measure_nuclei(labels, pixels, pixel_size=pixel_size, channel_names=channel_names)
 
 
 def labels_of_report(report: BatchReport) -> Iterator[tuple[str, np.ndarray]]:

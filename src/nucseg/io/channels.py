@@ -101,12 +101,19 @@ class ChosenChannel:
     image : ndarray, shape (..., H, W) or (..., H, W, C)
         The chosen channel, or every channel when none was chosen.
     name
-        What measurements call the chosen channel (:func:`channel_label`), or
-        None when every channel is kept.
+        What measurements call the chosen channel (one of
+        :func:`channel_labels`), or None when every channel is kept.
+    every_channel : ndarray, shape (..., H, W, C), optional
+        Every channel of the image, when one was chosen: measurements take
+        the intensities of all of them (None when every channel is kept).
+    channel_names
+        What measurements call each channel of ``every_channel``.
     """
 
     image: np.ndarray
     name: str | None = None
+    every_channel: np.ndarray | None = None
+    channel_names: tuple[str, ...] = ()
 
 
 def choose_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
@@ -127,7 +134,10 @@ def choose_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, chan
     count = image.shape[-1] if image.ndim == spatial_ndim + 1 else 1
     photographic = is_photographic(count, image.dtype, rgb_samples=rgb_samples)
     index = channel_index(path, channel, count, names, photographic=photographic, option=option)
-    return ChosenChannel(select_channel(image, index), None if index is None else channel_label(index, names))
+    if index is None:
+        return ChosenChannel(image)
+    labels = channel_labels(count, names)
+    return ChosenChannel(select_channel(image, index), labels[index], image, labels)
 
 
 def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
@@ -136,16 +146,18 @@ def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, chan
     return choose_channel(path, image, spatial_ndim, channel, names, rgb_samples=rgb_samples, option=option).image
 
 
-def channel_label(index: int, names: Sequence[str] | None) -> str:
-    """What measurement columns call channel ``index`` (0-based) of a file.
+def channel_labels(count: int, names: Sequence[str] | None) -> tuple[str, ...]:
+    """What measurement columns call each of the ``count`` channels of a file.
 
-    Its name in the file's metadata, or ``ch<N>`` with ``N`` counted from 1,
-    as ``--channel`` and Fiji count: ``mean_intensity_DAPI``,
-    ``mean_intensity_ch2``.
+    Their names in the file's metadata, or ``ch<N>`` with ``N`` counted from
+    1, as ``--channel`` and Fiji count, where the file names none or repeats
+    a name: ``mean_intensity_DAPI``, ``mean_intensity_ch2``.
     """
-    if names and index < len(names) and names[index].strip():
-        return names[index].strip()
-    return f"ch{index + 1}"
+    numbered = tuple(f"ch{i}" for i in range(1, count + 1))
+    stated = tuple(name.strip() for name in names or ())
+    if len(stated) != count or not all(stated) or len(set(stated)) != count:
+        return numbered
+    return stated
 
 
 def describe_channels(count: int, names: Sequence[str] | None) -> str:

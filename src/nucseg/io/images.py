@@ -332,14 +332,31 @@ class ImageStack:
         Their letters: ``"TZ"``, ``"Z"``, ``"T"`` or ``""``.
     channel_name
         What measurements call the one channel chosen of several
-        (:func:`nucseg.io.channels.channel_label`), or None when every
+        (:func:`nucseg.io.channels.channel_labels`), or None when every
         channel is kept.
+    channels : ndarray, shape (P, H, W, C), optional
+        Every channel of every plane, when one channel was chosen for
+        ``planes``: measurements take the intensities of all of them.
+    channel_names
+        What measurements call each channel of ``channels``.
     """
 
     planes: np.ndarray
     plane_shape: tuple[int, ...]
     plane_axes: str
     channel_name: str | None = None
+    channels: np.ndarray | None = None
+    channel_names: tuple[str, ...] = ()
+
+    def intensities(self) -> tuple[np.ndarray, list[str] | None]:
+        """The planes to measure intensities on, (P, H, W) or (P, H, W, C), and their channels' names.
+
+        Every channel of the file when one was chosen, named; otherwise
+        ``planes`` and None (channels by position).
+        """
+        if self.channels is None:
+            return self.planes, None
+        return self.channels, list(self.channel_names)
 
     def plane_names(self) -> list[str]:
         """``"z=3"``, ``"t=0,z=3"``, ... for every plane (``""`` for the one plane of a 2-D image)."""
@@ -361,13 +378,15 @@ def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     path = Path(path)
     if path.suffix.lower() not in _TIFF_SUFFIXES:
         chosen = _read_2d(path, channel_axis, channel)
-        return ImageStack(chosen.image[None], (), "", chosen.name)
+        every = None if chosen.every_channel is None else chosen.every_channel[None]
+        return ImageStack(chosen.image[None], (), "", chosen.name, every, chosen.channel_names)
     _check_readable_file(path)
     array, rgb_samples, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
     plane_shape = array.shape[:len(plane_axes)]
     planes = array.reshape((-1, *array.shape[len(plane_axes):]))
     chosen = choose_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples)
-    return ImageStack(chosen.image, tuple(int(n) for n in plane_shape), plane_axes, chosen.name)
+    return ImageStack(chosen.image, tuple(int(n) for n in plane_shape), plane_axes, chosen.name,
+                      chosen.every_channel, chosen.channel_names)
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.errors import first_line, InputError
-from nucseg.io.channels import Channel, channel_index, channel_label, is_photographic, tiff_channel_names
+from nucseg.io.channels import Channel, channel_index, channel_labels, is_photographic, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 from nucseg.io.images import open_pillow
 
@@ -36,7 +36,10 @@ class LazyImage:
         Pixel dtype.
     channel_name
         What measurements call the one channel chosen of several
-        (:func:`nucseg.io.channels.channel_label`), or None.
+        (:func:`nucseg.io.channels.channel_labels`), or None.
+    channel_names
+        What measurements call each channel of the file, when one was
+        chosen (see :meth:`every_channel`).
     """
 
     path: Path
@@ -49,6 +52,13 @@ class LazyImage:
     _channel: int | None = None  # the one channel read (0-based), or None for all
     _letters: str = ""  # the stored axes' letters (tifffile's, or Q for unnamed)
     channel_name: str | None = None
+    channel_names: tuple[str, ...] = ()
+
+    def every_channel(self) -> LazyImage:
+        """The same image with every channel read: what measurements take their intensities from."""
+        if self._channel is None:
+            return self
+        return dataclasses.replace(self, channels=len(self.channel_names), _channel=None)
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """Pixels of ``image[rows, cols]``: shape (h, w) or (h, w, C), native dtype."""
@@ -126,8 +136,10 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     photographic = is_photographic(image.channels, image.dtype, rgb_samples=image._kind == "zarr" or letter == "S")
     names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
     index = channel_index(path, channel, image.channels, names, photographic=photographic)
-    return image if index is None else dataclasses.replace(image, channels=0, _channel=index,
-                                                           channel_name=channel_label(index, names))
+    if index is None:
+        return image
+    labels = channel_labels(image.channels, names)
+    return dataclasses.replace(image, channels=0, _channel=index, channel_name=labels[index], channel_names=labels)
 
 
 def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int, int]:
