@@ -471,8 +471,6 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     return {**fixed, "scale": factor}, factor
 
 
-
-
 @dataclass(frozen=True)
 class _Intensities:
     """What measurements take their intensities from: every channel of a file when one was chosen."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from nucseg.errors import InputError
 from nucseg.inference import quality, sizing
-from nucseg.io.channels import chosen_channel
+from nucseg.io.channels import choose_channel
 from nucseg.preprocess.normalize import NormalizationConfig
 
 
@@ -173,6 +173,6 @@ def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         raise ValueError(f"image of shape {image.shape} has {image.shape[2]} channels: channels go last, (H, W, C); "
                          "segment the planes of a stack (Z, H, W) one by one, or with nucseg.segment_files")
     try:
-        return chosen_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=")
+        return choose_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=").image
     except InputError as exc:  # an array, not a file: a ValueError as for its shape
         raise ValueError(exc.problem) from None

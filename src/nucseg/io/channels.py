@@ -140,12 +140,6 @@ def choose_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, chan
     return ChosenChannel(select_channel(image, index), labels[index], image, labels)
 
 
-def chosen_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
-                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> np.ndarray:
-    """The image of :func:`choose_channel`."""
-    return choose_channel(path, image, spatial_ndim, channel, names, rgb_samples=rgb_samples, option=option).image
-
-
 def channel_labels(count: int, names: Sequence[str] | None) -> tuple[str, ...]:
     """What measurement columns call each of the ``count`` channels of a file.
 

@@ -34,9 +34,6 @@ class LazyImage:
         channel chosen of several).
     dtype
         Pixel dtype.
-    channel_name
-        What measurements call the one channel chosen of several
-        (:func:`nucseg.io.channels.channel_labels`), or None.
     channel_names
         What measurements call each channel of the file, when one was
         chosen (see :meth:`every_channel`).
@@ -51,8 +48,12 @@ class LazyImage:
     _axes: tuple[str, ...]  # per stored axis: "y", "x", "c", or "" for a length-1 axis that is dropped
     _channel: int | None = None  # the one channel read (0-based), or None for all
     _letters: str = ""  # the stored axes' letters (tifffile's, or Q for unnamed)
-    channel_name: str | None = None
     channel_names: tuple[str, ...] = ()
+
+    @property
+    def channel_name(self) -> str | None:
+        """What measurements call the one channel chosen of several, or None."""
+        return None if self._channel is None or not self.channel_names else self.channel_names[self._channel]
 
     def every_channel(self) -> LazyImage:
         """The same image with every channel read: what measurements take their intensities from."""
@@ -136,10 +137,8 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
     photographic = is_photographic(image.channels, image.dtype, rgb_samples=image._kind == "zarr" or letter == "S")
     names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
     index = channel_index(path, channel, image.channels, names, photographic=photographic)
-    if index is None:
-        return image
-    labels = channel_labels(image.channels, names)
-    return dataclasses.replace(image, channels=0, _channel=index, channel_name=labels[index], channel_names=labels)
+    return image if index is None else dataclasses.replace(image, channels=0, _channel=index,
+                                                           channel_names=channel_labels(image.channels, names))
 
 
 def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int, int]:
