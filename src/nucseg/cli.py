@@ -118,7 +118,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML or JSON file of TrainConfig settings")
     parser.add_argument("--preset", help="named starting configuration: 'default' or 'seed' (the seed notebook)")
     settings = parser.add_argument_group("settings (override --preset and --config)")
-    settings.add_argument("--model", help="network: unet or mobilenetv2_unet")
+    settings.add_argument("--model", help="network: unet, mobilenetv2_unet or efficientnet_lite0_unet")
     settings.add_argument("--encoder-weights", choices=["imagenet", "none"],
                           help="mobilenetv2_unet encoder start: ImageNet weights or random")
     settings.add_argument("--target", choices=["three_class", "three_class_distance", "binary"],

@@ -65,15 +65,44 @@ def test_architecture_source_stands_alone_and_matches_nucseg(tmp_path):
     from nucseg.models.onnx import WithOutputMaps
 
     namespace: dict = {}
-    exec(compile(architecture_source(), "nucseg_unet.py", "exec"), namespace)  # noqa: S102 - our own source
+    exec(compile(architecture_source(loaded_architecture()), "nucseg_unet.py", "exec"), namespace)  # noqa: S102 - our own source
     loaded = load_model_folder(resolve_model_path(DEFAULT_MODEL))
-    standalone = namespace["NucsegUNet"](loaded.config.in_channels, loaded.config.out_channels,
+    standalone = namespace["NucsegNetwork"](loaded.config.in_channels, loaded.config.out_channels,
                                          **loaded.config.architecture_options, classes=loaded.config.classes)
     reference = WithOutputMaps(loaded.network, loaded.config.classes).eval()
     standalone.load_state_dict(reference.state_dict())
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         assert torch.allclose(standalone.eval()(x), reference(x), atol=1e-5)
+
+
+def loaded_architecture() -> str:
+    config, _ = read_model_config(resolve_model_path(DEFAULT_MODEL))
+    return config.architecture
+
+
+@pytest.mark.slow
+def test_an_efficientnet_lite0_model_exports_and_passes_the_bioimageio_test(tmp_path):
+    import torch
+    from bioimageio.core import test_model
+
+    from nucseg.models.folder import ModelConfig, save_model
+    from nucseg.models.networks import build_model
+
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    network = build_model("efficientnet_lite0_unet").eval()
+    folder = save_model(network, ModelConfig("efficientnet_lite0_unet", {}, name="lite0"), tmp_path / "lite0")
+    out = tmp_path / "lite0.zip"
+    assert nucseg_main(["export", "--format", "bioimageio", "--model", str(folder), "--out", str(out)]) == 0
+    summary = test_model(str(out))
+    assert summary.status == "passed", summary.format()
+    import zipfile
+
+    with zipfile.ZipFile(out) as bundle:
+        rdf = yaml.safe_load(bundle.read("rdf.yaml"))
+        assert "timm" in bundle.read("environment.yaml").decode()
+    assert rdf["weights"]["pytorch_state_dict"]["architecture"]["callable"] == "NucsegNetwork"
 
 
 def test_model_card_names_data_licences_and_post_processing():

@@ -37,7 +37,18 @@ OUTPUT_CHANNELS = {"three_class": ["background", "interior", "boundary"], "binar
 #: Licences of the datasets nucseg trains on (SPDX where there is one); a model inherits the strictest.
 DATASET_LICENCES = {"dsb2018": "CC0-1.0", "stage1_train": "CC0-1.0", "monuseg_train_he": "CC-BY-NC-SA-4.0",
                     "gbm40_he": "none stated", "isbi2009_fluo": "none stated"}
-ARCHITECTURE_FILE = "nucseg_unet.py"
+#: Architectures that export, with the classes of nucseg.models.networks their source file holds (in order).
+EXPORTABLE = {"unet": ("ConvBlock", "UpBlock", "UNet"),
+              "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "EfficientNetLite0UNet")}
+#: The Conda environment of a state dict whose architecture needs more than torch.
+_TIMM_ENVIRONMENT = """name: nucseg-efficientnet-lite0-unet
+channels: [conda-forge]
+dependencies:
+  - python>=3.10
+  - pytorch
+  - pip
+  - pip: [timm]
+"""
 TEST_SIZE = 256
 
 
@@ -47,7 +58,7 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
     Parameters
     ----------
     model_dir
-        A nucseg model folder (a ``unet`` network).
+        A nucseg model folder (an architecture of :data:`EXPORTABLE`).
     out
         The package: a folder, or a ``.zip`` file.
     overwrite
@@ -68,8 +79,8 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
     from nucseg.models.folder import load_model_folder
 
     loaded = load_model_folder(model_dir)
-    if loaded.config.architecture != "unet":
-        raise ModelError(model_dir, f"only unet models can be exported to bioimage.io, not "
+    if loaded.config.architecture not in EXPORTABLE:
+        raise ModelError(model_dir, f"only {' and '.join(EXPORTABLE)} models can be exported to bioimage.io, not "
                                     f"{loaded.config.architecture!r}")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as scratch:
@@ -104,7 +115,12 @@ def _describe(loaded, model_dir: Path, work: Path):
     cover = _cover(test_input, test_output, config, work / "cover.png")
     torch.jit.trace(wrapper, torch.from_numpy(_normalized(test_input, config))).save(str(work / "weights.torchscript"))
     torch.save(wrapper.state_dict(), work / "weights.pt")
-    (work / ARCHITECTURE_FILE).write_text(architecture_source())
+    architecture_file = work / architecture_file_name(config.architecture)
+    architecture_file.write_text(architecture_source(config.architecture))
+    dependencies = None
+    if config.architecture == "efficientnet_lite0_unet":
+        (work / "environment.yaml").write_text(_TIMM_ENVIRONMENT)
+        dependencies = spec.FileDescr(source=work / "environment.yaml")
     (work / "README.md").write_text(model_card(config))
     folder_files = [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE] + ([INT8_ONNX_FILE] if (model_dir / INT8_ONNX_FILE).is_file()
                                                             else [])
@@ -141,8 +157,9 @@ def _describe(loaded, model_dir: Path, work: Path):
     weights = spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
             source=work / "weights.pt", pytorch_version=torch_version,
-            architecture=spec.ArchitectureFromFileDescr(source=work / ARCHITECTURE_FILE, callable="NucsegUNet",
-                                                        kwargs=options)),
+            architecture=spec.ArchitectureFromFileDescr(source=architecture_file, callable="NucsegNetwork",
+                                                        kwargs=options),
+            dependencies=dependencies),
         torchscript=spec.TorchscriptWeightsDescr(source=work / "weights.torchscript", pytorch_version=torch_version,
                                                  parent="pytorch_state_dict"),
         onnx=spec.OnnxWeightsDescr(source=work / ONNX_FILE, opset_version=_onnx_opset(),
@@ -313,28 +330,57 @@ def _settings_by_kind_lines(config: ModelConfig) -> list[str]:
             json.dumps(config.postprocess_by_kind, indent=1), "```", ""]
 
 
-def architecture_source() -> str:
-    """A self-contained Python file defining ``NucsegUNet``: the U-Net followed by its output activations."""
+def architecture_file_name(architecture: str) -> str:
+    """Name of the package's Python file that defines ``NucsegNetwork`` for ``architecture``."""
+    return f"nucseg_{architecture}.py"
+
+
+def architecture_source(architecture: str = "unet") -> str:
+    """A self-contained Python file defining ``NucsegNetwork``: the network followed by its output activations.
+
+    Parameters
+    ----------
+    architecture
+        A key of :data:`EXPORTABLE`. ``efficientnet_lite0_unet`` imports timm
+        (its encoder); the file builds the encoder without ImageNet weights,
+        since the package's state dict holds every trained weight.
+    """
     from nucseg.models import networks
 
-    blocks = "\n\n".join(inspect.getsource(getattr(networks, name)) for name in ("ConvBlock", "UpBlock", "UNet"))
-    return f'''"""nucseg's U-Net, self-contained for the BioImage Model Zoo (exported by nucseg; BSD-3-Clause code)."""
+    *blocks, network_class = EXPORTABLE[architecture]
+    sources = [inspect.getsource(getattr(networks, name)) for name in (*blocks, network_class)]
+    encoder = ""
+    if architecture == "efficientnet_lite0_unet":
+        encoder = f"""import timm
+
+LITE0_INPUT_MEAN = {networks.LITE0_INPUT_MEAN!r}
+LITE0_INPUT_STD = {networks.LITE0_INPUT_STD!r}
+
+
+def _efficientnet_lite0_features(encoder_weights=None):
+    return timm.create_model("efficientnet_lite0", pretrained=False, features_only=True)
+
+
+"""
+    body = "\n\n".join(sources)
+    return f'''"""nucseg's {architecture}, self-contained for the BioImage Model Zoo (exported by nucseg; BSD-3-Clause code)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+{encoder}
 
+{body}
 
-{blocks}
+class NucsegNetwork(nn.Module):
+    """The network followed by a softmax over the class channels and a sigmoid over the maps after them."""
 
-class NucsegUNet(nn.Module):
-    """The U-Net followed by a softmax over the class channels and a sigmoid over the maps after them."""
-
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, base_channels: int = 8, depth: int = 4,
-                 classes: int | None = None):
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, *, classes: int | None = None, **options):
         super().__init__()
-        self.network = UNet(in_channels, out_channels, base_channels=base_channels, depth=depth)
+        self.network = {network_class}(in_channels, out_channels, **options)
         self.classes = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from torch import nn
 
 from nucseg.errors import InputError, ModelError
 from nucseg.models import SIZE_DIVISOR
+from nucseg.models.imagenet_weights import INPUT_MEAN as LITE0_INPUT_MEAN, INPUT_STD as LITE0_INPUT_STD
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -277,10 +278,8 @@ class EfficientNetLite0UNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(head_channels, out_channels, kernel_size=1),
         )
-        from nucseg.models.imagenet_weights import INPUT_MEAN, INPUT_STD
-
-        self.register_buffer("mean", torch.tensor(INPUT_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(INPUT_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(LITE0_INPUT_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(LITE0_INPUT_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = self.encoder((x - self.mean) / self.std)
