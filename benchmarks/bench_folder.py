@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path, metavar="SRC",
                         help="the src folder of another nucseg version to time beside this one")
     args = parser.parse_args(argv)
-    if args.before is not None and not (args.before / "nucseg" / "cli.py").is_file():
-        raise SystemExit(f"bench_folder: {args.before} is not a nucseg src folder (no nucseg/cli.py in it)")
+    if args.before is not None and not (args.before / "nucseg" / "version.py").is_file():
+        raise SystemExit(f"bench_folder: {args.before} is not a nucseg src folder (no nucseg/version.py in it)")
 
     source = args.data if args.data.is_dir() else FIXTURES
     images = validation_images(source, args.split_from)

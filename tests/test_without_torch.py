@@ -45,3 +45,16 @@ def test_what_needs_torch_says_which_extra_to_install(tmp_path):
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
         assert any("torch" in line and 'pip install "nucseg[train]"' in line for line in lines), done.stderr
+
+
+def test_pack_checks_a_training_config_without_torch(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model: unet\nmodel_options: {{depth: 3}}\ndatasets:\n  - {{path: '{FIXTURE.parents[2]}'}}\n")
+    done = run_without_torch("pack", "--config", str(config), "--out", str(tmp_path / "packed"))
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout
+    assert len(list((tmp_path / "packed").rglob("*.png"))) >= 2
+    config.write_text(f"model: unet\nmodel_options: {{width: 3}}\ndatasets:\n  - {{path: '{FIXTURE.parents[2]}'}}\n")
+    done = run_without_torch("pack", "--config", str(config), "--out", str(tmp_path / "again"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "unknown model_options for 'unet': width (allowed: base_channels, depth)" in done.stderr

@@ -157,3 +157,16 @@ def test_deepen_unet_refuses_other_networks_and_the_maximum_depth():
         deepen_unet(UNet(base_channels=2, depth=5))
     with pytest.raises(ValueError, match="only a UNet"):
         deepen_unet(build_model("mobilenetv2_unet"))
+
+
+def test_the_torch_free_table_names_every_network_and_its_options():
+    import inspect
+
+    from nucseg.models.architectures import ARCHITECTURES
+
+    assert sorted(ARCHITECTURES) == sorted(REGISTRY)
+    for name, spec in REGISTRY.items():
+        parameters = inspect.signature(spec.build).parameters
+        keyword_only = {n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert set(ARCHITECTURES[name].options) == keyword_only - {"encoder_weights"}, name
+        assert ARCHITECTURES[name].encoder_weights == ("encoder_weights" in keyword_only), name

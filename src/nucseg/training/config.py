@@ -28,7 +28,7 @@ class TrainConfig:
     Attributes
     ----------
     model
-        Network name from :data:`nucseg.models.networks.REGISTRY` (``unet``, ``mobilenetv2_unet``).
+        Network name from :data:`nucseg.models.architectures.ARCHITECTURES` (``unet``, ``mobilenetv2_unet``).
     model_options
         Architecture options (keyword arguments of the network class), e.g.
         ``{"base_channels": 16}`` for ``unet``; empty for the class defaults.
@@ -205,10 +205,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError for missing, mistyped or out-of-range settings and ones that cannot work together."""
-        import inspect
-
         from nucseg.datasets.kinds import IMAGE_KINDS
-        from nucseg.models.networks import REGISTRY
+        from nucseg.models.architectures import ARCHITECTURES
         from nucseg.models.outputs import TARGETS
 
         for name, (kind, minimum) in _NUMBER_SETTINGS.items():
@@ -217,19 +215,19 @@ class TrainConfig:
             raise ValueError(f"amp must be true or false, got {self.amp!r}")
         if not isinstance(self.augment, AugmentConfig):
             raise ValueError(f"augment must be a mapping of augmentation settings, got {self.augment!r}")
-        if self.model not in REGISTRY:
-            raise ValueError(f"model must be one of {sorted(REGISTRY)}, got {self.model!r}")
+        if self.model not in ARCHITECTURES:
+            raise ValueError(f"model must be one of {sorted(ARCHITECTURES)}, got {self.model!r}")
         if not isinstance(self.model_options, dict):
             raise ValueError(f"model_options must be a mapping of architecture options, got {self.model_options!r}")
-        parameters = inspect.signature(REGISTRY[self.model].build).parameters
-        allowed = sorted(n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY and n != "encoder_weights")
+        architecture = ARCHITECTURES[self.model]
+        allowed = sorted(architecture.options)
         unknown = sorted(set(self.model_options) - set(allowed))
         if unknown:
             raise ValueError(f"unknown model_options for {self.model!r}: {', '.join(unknown)} "
                              f"(allowed: {', '.join(allowed) or 'none'})")
         if self.encoder_weights not in (None, "imagenet"):
             raise ValueError(f"encoder_weights must be 'imagenet' or none, got {self.encoder_weights!r}")
-        if self.encoder_weights is not None and "encoder_weights" not in parameters:
+        if self.encoder_weights is not None and not architecture.encoder_weights:
             raise ValueError(f"encoder_weights {self.encoder_weights!r} does not apply to model {self.model!r} "
                              "(set encoder_weights to none: --encoder-weights none)")
         if self.target not in TARGETS:

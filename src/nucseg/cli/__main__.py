@@ -1,0 +1,7 @@
+"""``python -m nucseg.cli``."""
+
+import sys
+
+from nucseg.cli import main
+
+sys.exit(main())
