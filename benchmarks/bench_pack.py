@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_pack.py [--config configs/nuclei.yaml] [--quality 95 90] [--images 10]
+    python benchmarks/bench_pack.py [--config configs/nuclei_unet.yaml] [--quality 95 90] [--images 10]
 
 Packs the datasets of the config (under the data root) exactly and at each
 JPEG quality into a temporary folder, and prints a markdown table: the size of
@@ -28,7 +28,7 @@ from nucseg.training.config import load_config_file, TrainConfig
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=Path("configs/nuclei.yaml"))
+    parser.add_argument("--config", type=Path, default=Path("configs/nuclei_unet.yaml"))
     parser.add_argument("--quality", type=int, nargs="*", default=[95, 90])
     parser.add_argument("--images", type=int, default=10)
     args = parser.parse_args(argv)

@@ -238,3 +238,33 @@ def test_an_older_folder_without_onnx_gets_its_graph_and_checksum(model_folder, 
     (old / ONNX_FILE).write_bytes(written.read_bytes()[:-10])  # damaged: the checksum no longer matches
     error = one_line_error(onnx_path, old)
     assert "ONNX graph does not match" in str(error)
+
+
+def test_the_shipped_default_is_the_pretrained_network_with_half_weights():
+    """``nuclei`` is the EfficientNet-Lite0 U-Net; its float16 weights load into the float32 network
+    and agree with its float32 ONNX graph; the folder stays within 25 MB."""
+    import onnxruntime
+
+    from nucseg.models.registry import DEFAULT_MODEL, resolve_model_path
+
+    pytest.importorskip("timm")
+    folder = resolve_model_path(DEFAULT_MODEL)
+    loaded = load_model_folder(folder)
+    assert loaded.config.architecture == "efficientnet_lite0_unet"
+    assert loaded.config.training["encoder_weights"] == "imagenet"
+    assert all(p.dtype == torch.float32 for p in loaded.network.parameters())
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 25 * 2**20
+    x = np.random.default_rng(0).random((1, 3, 96, 128), dtype=np.float32)
+    session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+    graph = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        logits = loaded.network(torch.from_numpy(x))
+        probabilities = torch.softmax(logits[:, :loaded.config.classes], dim=1).numpy()
+    assert np.abs(graph[:, :loaded.config.classes] - probabilities).max() < 0.02
+
+
+def test_the_former_default_stays_loadable_under_its_own_name():
+    from nucseg.models.registry import resolve_model_path
+
+    loaded = load_model_folder(resolve_model_path("nuclei_unet"))
+    assert loaded.config.architecture == "unet" and loaded.config.name == "nuclei_unet"

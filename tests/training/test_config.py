@@ -204,8 +204,11 @@ def test_shipped_recipes_resolve():
 
     configs = Path(__file__).parents[2] / "configs"
     targets = {}
-    for name in ("nuclei.yaml", "nuclei_distance.yaml"):
+    for name in ("nuclei_unet.yaml", "nuclei_distance.yaml"):
         config = TrainConfig.from_dict(yaml.safe_load((configs / name).read_text()))
         assert len(config.datasets) == 4 and config.test_fraction > 0
         targets[name] = config.target
-    assert targets == {"nuclei.yaml": "three_class", "nuclei_distance.yaml": "three_class_distance"}
+    assert targets == {"nuclei_unet.yaml": "three_class", "nuclei_distance.yaml": "three_class_distance"}
+    default = TrainConfig.from_dict(yaml.safe_load((configs / "nuclei.yaml").read_text()))
+    assert default.model == "efficientnet_lite0_unet" and default.encoder_weights == "imagenet"
+    assert len(default.datasets) == 5 and default.split_from == "nuclei_unet"

@@ -10,8 +10,12 @@ from nucseg.errors import ModelError
 
 #: Registered model names and what they are.
 REGISTERED_MODELS = {
-    "nuclei": "U-Net for fluorescence, brightfield and H&E: dsb2018 fine-tuned on DSB2018, MoNuSeg, GBM40 and "
-              "ISBI 2009 (shipped with nucseg; non-commercial: MoNuSeg is CC BY-NC-SA 4.0)",
+    "nuclei": "EfficientNet-Lite0 U-Net (ImageNet-pretrained encoder) for fluorescence, brightfield and H&E, "
+              "trained on DSB2018, MoNuSeg, GBM40, ISBI 2009 and Aitslab U2OS (shipped with nucseg; "
+              "non-commercial: MoNuSeg is CC BY-NC-SA 4.0)",
+    "nuclei_unet": "the default before 2026-12-07: an 8-channel U-Net trained from scratch, dsb2018 fine-tuned on "
+                   "DSB2018, MoNuSeg, GBM40 and ISBI 2009 (shipped with nucseg; non-commercial: MoNuSeg is "
+                   "CC BY-NC-SA 4.0)",
     "dsb2018": "U-Net trained on the Kaggle DSB2018 stage-1 images alone, the seed's data (shipped with nucseg)",
     "classical": "classical baseline: Otsu threshold, distance transform, watershed (no network)",
 }
