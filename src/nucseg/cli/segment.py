@@ -31,6 +31,14 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write report.html: a quality-control page of the batch (flagged images first)")
     parser.add_argument("--measure", action="store_true",
                         help="also write X_nuclei.csv: one row of measurements per nucleus")
+    parser.add_argument("--geojson", action="store_true",
+                        help="also write X_nuclei.geojson: every nucleus' outline (holes kept) with its measurements, "
+                             "as QuPath's File > Import objects reads it (detections)")
+    parser.add_argument("--imagej-rois", action="store_true",
+                        help="also write X_rois.zip: every nucleus as an ImageJ ROI, for Fiji's ROI Manager")
+    parser.add_argument("--ome-zarr", action="store_true",
+                        help="also write X.ome.zarr: the image with its nuclei as a labels/nuclei group (OME-NGFF "
+                             "0.4), for napari and other OME-Zarr viewers")
     parser.add_argument("--pixel-size", type=float, metavar="UM",
                         help="microns per pixel (default: what an OME or ImageJ TIFF states): measurements in um and "
                              "um2 instead of pixels")
@@ -131,6 +139,8 @@ def run_segment(args: argparse.Namespace) -> int:
         report = segment_files(inputs, args.out, model=model,
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                               outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
+                                                               ("ome_zarr", args.ome_zarr)) if asked],
                                overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
                                stitch_threshold=args.stitch_threshold,
                                progress=True, blockwise=blockwise, block_size=args.block_size,

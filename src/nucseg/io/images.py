@@ -492,9 +492,10 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     return Path(path)
 
 
-#: Microns per unit of the length units that OME and ImageJ metadata use.
-_MICRONS_PER_UNIT = {"um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-                     "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6}
+#: Microns per unit of the length units that OME, ImageJ and OME-Zarr (NGFF) metadata use.
+MICRONS_PER_UNIT = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
+                    "meter": 1e6, "angstrom": 1e-4}
 
 
 def read_pixel_size(path: str | Path) -> float | None:
@@ -518,10 +519,10 @@ def read_pixel_size(path: str | Path) -> float | None:
             if tif.is_imagej and tif.imagej_metadata:
                 unit = str(tif.imagej_metadata.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
                 tag = tif.pages.first.tags.get("XResolution")
-                if unit in _MICRONS_PER_UNIT and tag is not None:
+                if unit in MICRONS_PER_UNIT and tag is not None:
                     numerator, denominator = tag.value
                     if numerator > 0 and denominator > 0:
-                        return float(denominator / numerator * _MICRONS_PER_UNIT[unit])
+                        return float(denominator / numerator * MICRONS_PER_UNIT[unit])
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot read TIFF metadata ({first_line(exc)})") from None
     return None
@@ -539,4 +540,4 @@ def _ome_pixel_size(ome_xml: str) -> float | None:
         return None
     unit = pixels.get("PhysicalSizeXUnit", "µm").strip().lower()
     size = float(pixels.get("PhysicalSizeX"))
-    return size * _MICRONS_PER_UNIT[unit] if unit in _MICRONS_PER_UNIT and size > 0 else None
+    return size * MICRONS_PER_UNIT[unit] if unit in MICRONS_PER_UNIT and size > 0 else None
