@@ -44,7 +44,7 @@ from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
-from nucseg.io.images import read_stack
+from nucseg.io.images import read_stack, TIFF_SUFFIXES
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
 from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
@@ -215,7 +215,7 @@ def segment_large(
     margin: int = DEFAULT_MARGIN,
     executor: Executor | None = None,
     overwrite: bool = False,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     measurements_path: str | Path | None = None,
     overlay_path: str | Path | None = None,
@@ -419,7 +419,7 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     return {**fixed, "scale": factor}, factor
 
 
-def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
+def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
                  channel: Channel) -> tuple[LazyImage | np.ndarray, str, Intensities]:
     """The image to read blocks from, a description of it for the scratch group's settings, and what to
     measure intensities on."""
@@ -428,7 +428,7 @@ def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
     path = Path(image)
-    if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
+    if is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES:
         source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
         measured = Intensities(source.every_channel(), list(source.channel_names) or None)
     else:

@@ -78,7 +78,7 @@ def plan_images(
     *,
     blockwise: bool | None = None,
     max_memory: float | None = None,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
 ) -> list[PlannedImage]:
     """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
 
@@ -173,6 +173,7 @@ def segment_files(
     rle_path: str | Path | None = None,
     overwrite: bool = False,
     channel_axis: int | None = None,
+    axes: str | None = None,
     channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
@@ -240,6 +241,11 @@ def segment_files(
         Replace existing outputs.
     channel_axis
         Channel axis of multi-channel TIFFs that do not declare it.
+    axes
+        Instead of ``channel_axis``: the letters of the axes of files that
+        do not declare them (StarDist's convention: ``ZYX``, ``CYX``,
+        ``YXC``, ``TZYX``, ...; see :func:`nucseg.io.axes.given_axes`). Z and T
+        axes are planes, segmented one by one.
     channel
         The channel that shows the nuclei, of multi-channel images: a number
         counted from 1 (as Fiji numbers channels) or a channel name stored in
@@ -281,6 +287,10 @@ def segment_files(
     """
     started = time.perf_counter()
     check_batch_options(segment_options, pixel_size=pixel_size)
+    if axes is not None:
+        if channel_axis is not None:
+            raise InputError(None, "give the axes (--axes) or the channel axis (--channel-axis), not both")
+        channel_axis = axes  # the readers take the letters where they take a channel axis (io.axes.axis_roles)
     try:
         outputs = set(output_paths(out_dir, "", overlay=overlay, measure=measure, outputs=outputs)) - {"labels"}
     except ValueError as exc:
@@ -409,7 +419,7 @@ def _segment_blockwise_image(
     margin: int,
     zarr_labels: bool,
     overwrite: bool,
-    channel_axis: int | None,
+    channel_axis: int | str | None,
     channel: Channel,
     pixel_size: float | None,
     outputs: Collection[str],

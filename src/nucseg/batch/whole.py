@@ -21,7 +21,8 @@ from nucseg.inference.sizing import SizeEstimate
 from nucseg.io.channels import Channel
 from nucseg.errors import InputError
 from nucseg.io.atomic import remove_output
-from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
+from nucseg.io.images import ImageStack, read_labels, read_stack, write_labels, write_png
+from nucseg.io.lazy import image_pixel_size
 from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas,
                                         write_measurements_csv)
 from nucseg.postprocess.stitch import link_planes
@@ -37,7 +38,7 @@ def _segment_one(
     outputs: Collection[str],
     pixel_size: float | None,
     overwrite: bool,
-    channel_axis: int | None,
+    channel_axis: int | str | None,
     channel: Channel,
     stitch_threshold: float | None,
     options: Mapping[str, Any],
@@ -135,7 +136,7 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
 
 
 def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          channel_axis: int | None, channel: Channel, started: float) -> ImageReport:
+                          channel_axis: int | str | None, channel: Channel, started: float) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -151,7 +152,7 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
                                               f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
                                               "use --overwrite to segment it again")
         if pixel_size is None:
-            pixel_size = read_pixel_size(image.path)
+            pixel_size = image_pixel_size(image.path)
         written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False)
     except Exception as exc:  # one bad image must not stop the batch
         for path in missing.values():
@@ -223,7 +224,7 @@ def physical_settings(path: Path, pixel_size: float | None,
         As :func:`diameter_in_pixels`, or unreadable metadata.
     """
     if pixel_size is None:
-        pixel_size = read_pixel_size(path)
+        pixel_size = image_pixel_size(path)
     return pixel_size, diameter_in_pixels(options, pixel_size, path)
 
 
@@ -264,7 +265,7 @@ def segment_file(
     outputs: Collection[str] = (),
     pixel_size: float | None = None,
     overwrite: bool = False,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,

@@ -73,8 +73,13 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stitch-threshold", type=float, metavar="IOU",
                         help="Z-stacks are segmented plane by plane; with this, nuclei of consecutive planes that "
                              "overlap by at least this IoU (e.g. 0.5) are linked into 3-D nuclei")
-    parser.add_argument("--channel-axis", type=int, metavar="N",
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--channel-axis", type=int, metavar="N",
                         help="channel axis of multi-channel TIFFs that do not declare it, e.g. 0 for (C, H, W)")
+    layout.add_argument("--axes", metavar="LETTERS",
+                        help="the axes of files that do not declare them, StarDist's way: e.g. ZYX for a plain "
+                             "multi-page TIFF of Z planes (segmented plane by plane), CYX or YXC for channels, TYX "
+                             "for a time series; it never overrides axes a file declares")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs (default: skip images whose outputs exist)")
     _add_scale_out_arguments(parser)
@@ -141,7 +146,7 @@ def run_segment(args: argparse.Namespace) -> int:
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                                outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
                                                                ("ome_zarr", args.ome_zarr)) if asked],
-                               overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
+                               overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes, channel=args.channel,
                                stitch_threshold=args.stitch_threshold,
                                progress=True, blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr,

@@ -32,17 +32,19 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-#: File suffixes that :func:`read_image` understands (lower case).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: TIFF and the TIFF-based formats tifffile reads (whole-slide images: Aperio SVS, Hamamatsu NDPI, Leica SCN,
+#: Ventana BIF, PerkinElmer QPTIFF; BigTIFF), lower case: the first series, full resolution (level 0).
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".btf", ".tf8", ".tf2")
+#: File suffixes that :func:`read_image` understands (lower case): the one list every reader and finder uses.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)
 #: Suffixes of formats that store pixel values exactly (usable for label images).
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
-_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def read_image(
     path: str | Path,
     *,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     palette_indices: bool = False,
 ) -> np.ndarray:
@@ -84,7 +86,7 @@ def read_image(
     return _read_2d(Path(path), channel_axis, channel, palette_indices=palette_indices).image
 
 
-def _read_2d(path: Path, channel_axis: int | None, channel: Channel, *, palette_indices: bool = False) -> ChosenChannel:
+def _read_2d(path: Path, channel_axis: int | str | None, channel: Channel, *, palette_indices: bool = False) -> ChosenChannel:
     """:func:`read_image`, with the name of the channel chosen."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
@@ -92,7 +94,7 @@ def _read_2d(path: Path, channel_axis: int | None, channel: Channel, *, palette_
             path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
         )
     _check_readable_file(path)
-    if suffix not in _TIFF_SUFFIXES:
+    if suffix not in TIFF_SUFFIXES:
         image = _read_pillow(path, palette_indices=palette_indices)
         rgb_samples, names = True, None
     else:
@@ -228,7 +230,7 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
         As :func:`read_image`.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
         _check_readable_file(path)
 
         def to_crop(im: Image.Image) -> MaskCrop | None:
@@ -289,7 +291,7 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
         raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
 
 
-def _read_tiff(path: Path, channel_axis: int | None, *,
+def _read_tiff(path: Path, channel_axis: int | str | None, *,
                planes: bool = False) -> tuple[np.ndarray, bool, list[str] | None, str]:
     """The image, axes ordered (T, Z,) Y, X(, C); whether its channels are RGB samples (``S``, not an
     ImageJ/OME ``C`` axis); its channel names if stored; its plane axes ("", "Z", "T" or "TZ")."""
@@ -364,7 +366,7 @@ class ImageStack:
                 for index in np.ndindex(*self.plane_shape)] if self.plane_axes else [""]
 
 
-def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Channel = None) -> ImageStack:
+def read_stack(path: str | Path, *, channel_axis: int | str | None = None, channel: Channel = None) -> ImageStack:
     """Read an image with all its planes: TIFF Z-stacks and time series that declare their Z and T axes
     (ImageJ hyperstacks, OME-TIFF), and 2-D images of every format as one plane.
 
@@ -376,7 +378,7 @@ def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Ch
         As :func:`read_image`.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         chosen = _read_2d(path, channel_axis, channel)
         every = None if chosen.every_channel is None else chosen.every_channel[None]
         return ImageStack(chosen.image[None], (), "", chosen.name, every, chosen.channel_names)
@@ -508,7 +510,7 @@ def read_pixel_size(path: str | Path) -> float | None:
     give None.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         return None
     import tifffile
 
