@@ -423,6 +423,34 @@ def read_labels(path: str | Path) -> np.ndarray:
     return image.astype(np.int64 if image.max(initial=0) >= 2**31 else np.int32)
 
 
+def read_label_stack(path: str | Path) -> np.ndarray:
+    """Read a label image of one plane or a stack of planes (Z, T or pages a TIFF does not name).
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W), (P, H, W) or (T, Z, H, W)
+        As stored, length-1 axes dropped (not squeezed below 2-D).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, or values that are not non-negative integers.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return read_labels(path)
+    import tifffile
+
+    try:
+        array = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
+    array = array.reshape([n for n in array.shape[:-2] if n > 1] + list(array.shape[-2:]))
+    if array.dtype.kind not in "biu" or (array.dtype.kind == "i" and array.size and array.min() < 0):
+        raise InputError(path, f"a label image holds non-negative integers, got {array.dtype} values")
+    return array
+
+
 def labels_dtype(labels: np.ndarray) -> np.dtype:
     """The smallest unsigned dtype (uint16 or uint32) that holds ``labels``."""
     return np.dtype(np.uint16) if int(labels.max(initial=0)) <= np.iinfo(np.uint16).max else np.dtype(np.uint32)
