@@ -32,7 +32,8 @@ OVERVIEW_SIDE = 4096
 
 @dataclass(frozen=True)
 class Intensities:
-    """What measurements (and the OME-Zarr output) take their pixels from: every channel of a file when one was chosen."""
+    """What measurements and the OME-Zarr output take their pixels from: every channel of a file, when one was
+    chosen."""
 
     pixels: LazyImage | np.ndarray
     names: list[str] | None = None  # None: channels by position
@@ -49,8 +50,8 @@ def task_input(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> L
 
 
 def write_nuclei_outputs(outputs: Mapping[str, Path], assembled: Path, measured: Intensities, grid: BlockGrid,
-                          scratch: Path, *, pixel_size: float | None, image_path: Path | None, executor: Executor,
-                          progress: bool, overwrite: bool, name: str) -> None:
+                         scratch: Path, *, pixel_size: float | None, image_path: Path | None, executor: Executor,
+                         progress: bool, overwrite: bool, name: str) -> None:
     """The measurements CSV and the outlines of the stitched nuclei, each nucleus from the block that owns it."""
     writers = [key for key in OUTLINE_WRITERS if key in outputs]
     if "nuclei" not in outputs and not writers:
@@ -59,11 +60,12 @@ def write_nuclei_outputs(outputs: Mapping[str, Path], assembled: Path, measured:
     fragments = {key: scratch / f"fragments-{key}" for key in writers}
     for folder in fragments.values():
         folder.mkdir(exist_ok=True)
+    doing = " and ".join(word for word, done in (("measuring", measure), ("outlining", writers)) if done)
     tables = executor.run(_nuclei_task, [(str(assembled), task_input(measured.pixels, block.read) if measure else None,
-                                          block, pixel_size, image_path, measured.names, measure,
+                                          block, pixel_size, image_path, measured.names, measure, "nuclei" in outputs,
                                           {key: str(folder) for key, folder in fragments.items()})
                                          for block in grid],
-                          description=f"measuring and outlining the nuclei of {name}", progress=progress)
+                          description=f"{doing} the nuclei of {name}", progress=progress)
     if "nuclei" in outputs:
         rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
         write_measurements_csv(NucleusTable(tables[0].columns, rows), outputs["nuclei"], overwrite=overwrite)
@@ -73,7 +75,8 @@ def write_nuclei_outputs(outputs: Mapping[str, Path], assembled: Path, measured:
 
 
 def write_ome_zarr_blockwise(path: Path, assembled: Path, measured: Intensities, grid: BlockGrid, *,
-                    pixel_size: float | None, executor: Executor, progress: bool, overwrite: bool, name: str) -> None:
+                             pixel_size: float | None, executor: Executor, progress: bool, overwrite: bool,
+                             name: str) -> None:
     """``X.ome.zarr``: every channel of the image and the stitched labels, copied block by block."""
     import zarr
 
@@ -103,11 +106,11 @@ def write_overview(path: Path, assembled: Path, source: LazyImage | np.ndarray, 
 
 
 def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
-                 image_path: Path | None, channel_names: list[str] | None, measure: bool,
+                 image_path: Path | None, channel_names: list[str] | None, measure: bool, return_table: bool,
                  fragments: dict[str, str]) -> NucleusTable | None:
-    """The stitched nuclei that ``block`` owns, whole: their measurements in image coordinates (with
-    ``measure``; else None), and for each writer of outlines in ``fragments`` (key -> folder) the block's
-    fragment, stored as ``folder/ROW_COL``.
+    """The stitched nuclei that ``block`` owns, whole: for each writer of outlines in ``fragments`` (key ->
+    folder) the block's fragment, stored as ``folder/ROW_COL``, with their measurements in image coordinates
+    (with ``measure``), which it returns with ``return_table`` (else None: only the fragments leave the task).
 
     ``source`` holds the channels to measure, named by ``channel_names`` (None: by position).
     """
@@ -131,7 +134,7 @@ def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
     piece = NucleiPiece(labels, (block.read[0].start, block.read[1].start), table)
     for key, folder in fragments.items():
         (Path(folder) / f"{block.row}_{block.col}").write_bytes(OUTLINE_WRITERS[key].fragment(piece))
-    return table
+    return table if return_table else None
 
 
 def _ome_zarr_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, group: str,

@@ -356,11 +356,11 @@ def segment_large(
                            for block in grid],
                           description=f"stitching {name}", progress=progress)
     write_nuclei_outputs(outputs, assembled, measured, grid, scratch, pixel_size=pixel_size,
-                          image_path=None if isinstance(image, np.ndarray) else Path(image), executor=executor,
-                          progress=progress, overwrite=overwrite, name=name)
+                         image_path=None if isinstance(image, np.ndarray) else Path(image), executor=executor,
+                         progress=progress, overwrite=overwrite, name=name)
     if "ome_zarr" in outputs:
-        write_ome_zarr_blockwise(outputs["ome_zarr"], assembled, measured, grid, pixel_size=pixel_size, executor=executor,
-                        progress=progress, overwrite=overwrite, name=named.stem)
+        write_ome_zarr_blockwise(outputs["ome_zarr"], assembled, measured, grid, pixel_size=pixel_size,
+                                 executor=executor, progress=progress, overwrite=overwrite, name=named.stem)
     if "overlay" in outputs:
         write_overview(outputs["overlay"], assembled, source, grid, executor=executor, progress=progress,
                        overwrite=overwrite, name=name)

@@ -146,8 +146,8 @@ def run_segment(args: argparse.Namespace) -> int:
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                                outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
                                                                ("ome_zarr", args.ome_zarr)) if asked],
-                               overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes, channel=args.channel,
-                               stitch_threshold=args.stitch_threshold,
+                               overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes,
+                               channel=args.channel, stitch_threshold=args.stitch_threshold,
                                progress=True, blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr,
                                max_memory=None if args.max_memory is None else args.max_memory * 2**30, **options)

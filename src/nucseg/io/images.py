@@ -86,7 +86,8 @@ def read_image(
     return _read_2d(Path(path), channel_axis, channel, palette_indices=palette_indices).image
 
 
-def _read_2d(path: Path, channel_axis: int | str | None, channel: Channel, *, palette_indices: bool = False) -> ChosenChannel:
+def _read_2d(path: Path, channel_axis: int | str | None, channel: Channel, *,
+             palette_indices: bool = False) -> ChosenChannel:
     """:func:`read_image`, with the name of the channel chosen."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
