@@ -126,8 +126,9 @@ class GeoJsonWriter(OutlineWriter):
             row = rows.get(outline.label, {})
             properties = {"objectType": "detection", "name": f"nucleus {outline.label}",
                           "measurements": {"label": outline.label, **{
-                              column: value for column, value in row.items()
-                              if isinstance(value, (int, float, np.number)) and column != "label"}}}
+                              column: value for column, value in row.items()  # JSON has no NaN
+                              if isinstance(value, (int, float, np.number)) and np.isfinite(value)
+                              and column != "label"}}}
             if piece.plane_name is not None:
                 properties["plane"] = piece.plane_name
             identity = uuid.uuid5(uuid.NAMESPACE_OID, f"nucseg/{piece.plane}/{outline.label}")
