@@ -321,3 +321,22 @@ def test_a_large_image_reports_its_tiles(tmp_path, active_model_dir, capsys):
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "tiles" in line]
     assert lines and lines[-1].startswith("nucseg: large.png, pass 1: 9 of 9 tiles")
+
+
+def test_a_plain_z_stack_segments_with_axes_into_qupath_fiji_and_ome_zarr_files(tmp_path, capsys):
+    from skimage.draw import disk
+
+    planes = np.zeros((3, 96, 96), np.uint8)
+    for z, (row, col) in enumerate([(30, 30), (50, 60), (70, 40)]):
+        planes[z][disk((row, col), 12)] = 200
+    tifffile.imwrite(tmp_path / "stack.tif", planes, photometric="minisblack")  # pages; no axes metadata
+    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "refused"),
+                 "--model", "classical"]) == 1
+    assert "--axes" in capsys.readouterr().err
+    code = main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "out"), "--model", "classical",
+                 "--axes", "ZYX", "--geojson", "--imagej-rois", "--ome-zarr"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "stack.ome.zarr", "stack_labels.tif", "stack_nuclei.geojson", "stack_rois.zip", "summary.csv"]
+    assert [row["plane"] for row in _summary(tmp_path / "out")] == ["", "z=0", "z=1", "z=2"]
+    assert tifffile.imread(tmp_path / "out" / "stack_labels.tif").shape == (3, 96, 96)

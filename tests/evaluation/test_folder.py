@@ -242,3 +242,44 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, samples, capsys):
 
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--images", str(tmp_path)]) == 2
     assert "--images and --masks go together" in one_line_error(capsys)
+
+
+def _label_stacks(tmp_path):
+    """A ground-truth Z-stack of two 3-D nuclei, and predictions of it: per plane (new labels on every plane,
+    as plane-by-plane segmenting writes them) and linked through Z."""
+    import tifffile
+    from skimage.draw import disk
+
+    truth = np.zeros((3, 64, 64), np.uint16)
+    for z in range(3):
+        truth[z][disk((20, 20), 8 + z)] = 1
+        truth[z][disk((44, 40), 10)] = 2
+    per_plane = np.where(truth > 0, truth + 2 * np.arange(3)[:, None, None], 0).astype(np.uint16)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "planes").mkdir()
+    (tmp_path / "linked").mkdir()
+    tifffile.imwrite(tmp_path / "gt" / "cells.tif", truth)  # a plain multi-page TIFF
+    tifffile.imwrite(tmp_path / "planes" / "cells_labels.tif", per_plane, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "linked" / "cells_labels.tif", truth * 3)  # other numbers, the same nuclei
+
+
+def test_label_stacks_are_scored_plane_by_plane_or_in_3d(tmp_path, capsys):
+    from nucseg.evaluation.folder import evaluate_label_stacks
+
+    _label_stacks(tmp_path)
+    planes = evaluate_label_stacks(tmp_path / "planes", tmp_path / "gt", matching="planes")
+    assert [image.name for image in planes.images] == ["cells plane=0", "cells plane=1", "cells plane=2"]
+    assert planes.summary.dsb_score == 1.0 and planes.summary.n_true == 6
+    split = evaluate_label_stacks(tmp_path / "planes", tmp_path / "gt", matching="3d")
+    assert len(split.images) == 1 and split.summary.n_true == 2 and split.summary.n_pred == 6
+    assert split.summary.ap50 == 0.0  # each 3-D nucleus is split into three plane-sized pieces
+    linked = evaluate_label_stacks(tmp_path / "linked", tmp_path / "gt", matching="3d")
+    assert linked.summary.dsb_score == 1.0 and linked.matching == "3d"
+    assert main(["evaluate", "--pred", str(tmp_path / "linked"), "--gt-labels", str(tmp_path / "gt"),
+                 "--match", "3d"]) == 0
+    assert "label stacks matched in 3-D" in capsys.readouterr().out
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "linked" / "cells_labels.tif", np.zeros((2, 64, 64), np.uint16))
+    with pytest.raises(InputError, match="does not match"):
+        evaluate_label_stacks(tmp_path / "linked", tmp_path / "gt", matching="3d")

@@ -15,7 +15,7 @@ import nucseg
 from nucseg.inference import sizing
 from nucseg.batch.driver import segment_files
 from nucseg.batch.inputs import find_images
-from nucseg.batch.whole import output_paths
+from nucseg.batch.writers import output_paths
 from nucseg.inference.model import ClassicalModel, load_model, NetworkModel, SegmentationResult
 from nucseg.errors import InputError, ModelError
 from nucseg.io.images import read_image, read_labels

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,15 @@ import numpy as np
 
 from nucseg.batch.scratch import (create_labels_array, median_diameter, move_into_place, open_scratch,
                                   SCRATCH_FORMAT, SCRATCH_VERSION, write_attributes, write_tiled_tiff)
-from nucseg.batch.whole import measure_pixels, warn_if_sizing_clipped
+from nucseg.batch.block_outputs import (Intensities, region_pixels, task_input, write_nuclei_outputs,
+                                        write_ome_zarr_blockwise, write_overview)
+from nucseg.batch.whole import warn_if_sizing_clipped, without_png_alpha
+from nucseg.batch.writers import OUTPUTS
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
-from nucseg.io.images import read_stack, write_png
-from nucseg.postprocess.measure import NucleusTable, write_measurements_csv
-from nucseg.visualize import outline_overlay
+from nucseg.io.images import read_stack, TIFF_SUFFIXES
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
 from nucseg.preprocess.normalize import to_channels
 from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
@@ -51,11 +52,8 @@ from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered
                                  renumbering_tables, select_owned_objects)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
 
-#: Longest side of the overview overlay of a block-wise image, pixels.
-OVERVIEW_SIDE = 4096
 #: Pixels sampled over the whole image for its intensity percentiles (network models).
 NORMALIZATION_SAMPLES = 4_000_000
-
 
 
 class _CallableModel(Model):
@@ -99,19 +97,9 @@ def _segment_block_image(model: Model, image: np.ndarray, options: dict[str, Any
 # --------------------------------------------------------------------- the tasks
 
 
-def _pixels(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
-    """The pixels of ``region``: read from a lazy image, or already cut out by the driver."""
-    return source.read(*region) if isinstance(source, LazyImage) else source
-
-
-def _task_input(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> LazyImage | np.ndarray:
-    """What a task reads ``region`` from: the lazy image (a path), or the region's pixels of an array."""
-    return source if isinstance(source, LazyImage) else source[region]
-
-
 def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
     """A strided sample of the block's core: (n, channels) float32."""
-    pixels = _pixels(source, block.core)
+    pixels = region_pixels(source, block.core)
     return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(np.float32)
 
 
@@ -120,7 +108,7 @@ def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, mo
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
 
-    pixels = _pixels(source, block.read)
+    pixels = region_pixels(source, block.read)
     labels = _segment_block_image(resolve_model(model), pixels, options, intensity_range)
     labels = np.asarray(labels)
     if labels.shape != block.read_shape:
@@ -164,54 +152,6 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
         grid, block, lambda other, region: _stored_objects(objects, other, region), renumbering))
     out[block.core] = labels
     return int(np.count_nonzero(labels)), conflicts
-
-
-def _measure_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
-                  image_path: Path | None, channel_names: list[str] | None) -> NucleusTable:
-    """Measurements of the stitched nuclei that ``block`` owns, in image coordinates.
-
-    ``source`` holds the channels to measure, named by ``channel_names`` (None: by position).
-    """
-    import zarr
-
-    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.read])
-    owned = select_owned_objects(labels, block)
-    labels = np.where(owned.labels > 0, labels, 0)
-    pixels = _pixels(source, block.read)
-    table = measure_pixels(labels, pixels, image_path, channel_names=channel_names, pixel_size=pixel_size)
-    top, left = block.read[0].start, block.read[1].start
-    shifts = {"centroid_y_px": top, "min_row_px": top, "max_row_px": top,
-              "centroid_x_px": left, "min_col_px": left, "max_col_px": left}
-    if pixel_size is not None:
-        shifts.update({"centroid_y_um": top * pixel_size, "centroid_x_um": left * pixel_size})
-    for row in table.rows:
-        for column, shift in shifts.items():
-            row[column] += shift
-    return table
-
-
-def _overview_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
-                   step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The block's core, every ``step``-th pixel: (image, labels)."""
-    import zarr
-
-    rows, cols = block.core
-    first_row, first_col = (-rows.start) % step, (-cols.start) % step  # stay on the global grid of the overview
-    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.core])[first_row::step, first_col::step]
-    return _pixels(source, block.core)[first_row::step, first_col::step], labels
-
-
-def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step: int) -> np.ndarray:
-    """The outline overlay of the shrunk image, assembled from the blocks' pieces."""
-    height, width = (-(-n // step) for n in grid.shape)
-    sample = pieces[0][0]
-    image = np.zeros((height, width) + sample.shape[2:], dtype=sample.dtype)
-    labels = np.zeros((height, width), dtype=np.uint32)
-    for block, (pixels, block_labels) in zip(grid, pieces):
-        top, left = -(-block.core[0].start // step), -(-block.core[1].start // step)
-        image[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
-        labels[top:top + block_labels.shape[0], left:left + block_labels.shape[1]] = block_labels
-    return outline_overlay(image, labels)
 
 
 # ---------------------------------------------------------------------- driver
@@ -275,10 +215,11 @@ def segment_large(
     margin: int = DEFAULT_MARGIN,
     executor: Executor | None = None,
     overwrite: bool = False,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     measurements_path: str | Path | None = None,
     overlay_path: str | Path | None = None,
+    outputs: Mapping[str, str | Path] | None = None,
     pixel_size: float | None = None,
     progress: bool = False,
     **segment_options: Any,
@@ -323,6 +264,12 @@ def segment_large(
     overlay_path
         Also write an overview PNG of the outlines, the image shrunk to at
         most :data:`OVERVIEW_SIDE` pixels on its longer side.
+    outputs
+        More outputs by their key in :data:`nucseg.batch.writers.OUTPUTS`
+        -> path: ``geojson`` and ``rois`` (outlines, each nucleus from the
+        block that owns it, joined from per-block fragments), ``ome_zarr``
+        (the image and its labels, copied block by block), and ``nuclei``
+        and ``overlay`` as ``measurements_path`` and ``overlay_path``.
     pixel_size
         Microns per pixel for the measurements.
     progress
@@ -354,8 +301,15 @@ def segment_large(
     suffix = output_path.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
         raise InputError(output_path, "block-wise output must end in .zarr, .tif or .tiff")
-    if output_path.exists() and not overwrite:
-        raise OutputExistsError(output_path, "exists (use --overwrite to replace it)")
+    outputs = {key: Path(path) for key, path in (outputs or {}).items()}
+    outputs.update({key: Path(path) for key, path in (("nuclei", measurements_path), ("overlay", overlay_path))
+                    if path is not None})
+    unknown = sorted(set(outputs) - set(OUTPUTS) - {"labels"})
+    if unknown:
+        raise InputError(None, f"unknown output(s) {', '.join(unknown)}")
+    for path in (output_path, *outputs.values()):
+        if path.exists() and not overwrite:
+            raise OutputExistsError(path, "exists (use --overwrite to replace it)")
     try:
         check_block_settings(block_size, margin)
     except ValueError as exc:
@@ -388,7 +342,7 @@ def segment_large(
 
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     executor.run(_segment_task,
-                 [(_task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
+                 [(task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
                   for block in todo],
                  description=f"segmenting blocks of {name}", progress=progress)
     keeps = executor.run(_deduplicate_task, [(str(scratch), grid, block) for block in grid],
@@ -401,19 +355,15 @@ def segment_large(
                             {other.index: renumbering[other.index] for other in grid.neighbours(block)})
                            for block in grid],
                           description=f"stitching {name}", progress=progress)
-    if measurements_path is not None:
-        image_path = None if isinstance(image, np.ndarray) else Path(image)
-        tables = executor.run(_measure_task, [(str(assembled), _task_input(measured.pixels, block.read), block,
-                                               pixel_size, image_path, measured.names) for block in grid],
-                              description=f"measuring the nuclei of {name}", progress=progress)
-        rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
-        write_measurements_csv(NucleusTable(tables[0].columns, rows), measurements_path, overwrite=overwrite)
-    if overlay_path is not None:
-        step = max(1, -(-max(shape) // OVERVIEW_SIDE))
-        pieces = executor.run(_overview_task, [(str(assembled), _task_input(source, block.core), block, step)
-                                               for block in grid],
-                              description=f"drawing an overview of {name}", progress=progress)
-        write_png(overlay_path, _overview(grid, pieces, step), overwrite=overwrite)
+    write_nuclei_outputs(outputs, assembled, measured, grid, scratch, pixel_size=pixel_size,
+                         image_path=None if isinstance(image, np.ndarray) else Path(image), executor=executor,
+                         progress=progress, overwrite=overwrite, name=name)
+    if "ome_zarr" in outputs:
+        write_ome_zarr_blockwise(outputs["ome_zarr"], assembled, measured, grid, pixel_size=pixel_size,
+                                 executor=executor, progress=progress, overwrite=overwrite, name=named.stem)
+    if "overlay" in outputs:
+        write_overview(outputs["overlay"], assembled, source, grid, executor=executor, progress=progress,
+                       overwrite=overwrite, name=name)
     diameter = median_diameter(assembled, nuclei)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
@@ -433,8 +383,6 @@ def segment_large(
         median_diameter=diameter)
 
 
-
-
 def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
                               options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None,
                               scratch: Path, attributes: dict[str, Any],
@@ -452,7 +400,7 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     centre = grid.block(rows // 2, cols // 2)
     centre_pixels = None
     if model.postprocess_by_kind:
-        centre_pixels = _pixels(_task_input(source, centre.read), centre.read)
+        centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
         overrides = options.get("postprocess") or {}
         options = {**options, "postprocess": {**model.postprocess_for(centre_pixels).to_dict(), **overrides}}
     factor = model.fixed_scale(options)
@@ -463,7 +411,7 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
         factor = float(attributes["scale"])
     else:
         if centre_pixels is None:
-            centre_pixels = _pixels(_task_input(source, centre.read), centre.read)
+            centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
         estimate = model.estimate_size(centre_pixels, intensity_range=intensity_range, **fixed)
         warn_if_sizing_clipped([estimate], named)
         factor = estimate.factor
@@ -471,30 +419,22 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     return {**fixed, "scale": factor}, factor
 
 
-@dataclass(frozen=True)
-class _Intensities:
-    """What measurements take their intensities from: every channel of a file when one was chosen."""
-
-    pixels: LazyImage | np.ndarray
-    names: list[str] | None = None  # None: channels by position
-
-
-def _open_source(image: str | Path | np.ndarray, channel_axis: int | None,
-                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, _Intensities]:
+def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
+                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, Intensities]:
     """The image to read blocks from, a description of it for the scratch group's settings, and what to
     measure intensities on."""
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
-        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", _Intensities(image)
+        return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
     path = Path(image)
-    if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
+    if is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES:
         source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
-        measured = _Intensities(source.every_channel(), list(source.channel_names) or None)
+        measured = Intensities(source.every_channel(), list(source.channel_names) or None)
     else:
         stack = read_stack(path, channel_axis=channel_axis, channel=channel)  # one plane: not a TIFF
-        pixels, names = stack.intensities()
-        source, measured = stack.planes[0], _Intensities(pixels[0], names)
+        pixels, names = without_png_alpha(*stack.intensities(), path)
+        source, measured = stack.planes[0], Intensities(pixels[0], None if names is None else list(names))
     stat = path.stat()
     return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}", measured
 
@@ -527,21 +467,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-
-
-
-
 def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
                             progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel intensities at the model's normalization percentiles, over the whole image."""
     normalization = model.normalization
     height, width = grid.shape
     step = max(1, int(np.sqrt(height * width / NORMALIZATION_SAMPLES)))
-    arguments = [(_task_input(source, block.core), block, step, normalization.channels) for block in grid]
+    arguments = [(task_input(source, block.core), block, step, normalization.channels) for block in grid]
     samples = executor.run(_sample_task, arguments, description="sampling intensities", progress=progress)
     pooled = np.concatenate(samples, axis=0)
     low, high = np.percentile(pooled, [normalization.low_percentile, normalization.high_percentile], axis=0)
     return low, high
-
 
 

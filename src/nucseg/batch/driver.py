@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,9 @@ from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
                                  write_summary_csv)
-from nucseg.batch.whole import (completes_from_labels, diameter_in_pixels, labels_of_report, output_paths,
-                                physical_settings, segment_file, skipped_report)
+from nucseg.batch.whole import (completes_from_labels, diameter_in_pixels, labels_of_report, physical_settings,
+                                segment_file, skipped_report)
+from nucseg.batch.writers import output_paths
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
 from nucseg.io.channels import Channel
@@ -77,7 +78,7 @@ def plan_images(
     *,
     blockwise: bool | None = None,
     max_memory: float | None = None,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
 ) -> list[PlannedImage]:
     """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
 
@@ -141,10 +142,10 @@ def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False)
     return Path(out_dir) / f"{name}_labels.{'zarr' if zarr else 'tif'}"
 
 
-def _outputs(out_dir: Path, name: str, *, blockwise: bool, overlay: bool, measure: bool,
+def _outputs(out_dir: Path, name: str, *, blockwise: bool, outputs: Collection[str],
              zarr_labels: bool) -> dict[str, Path]:
-    """The output files of one image (:func:`nucseg.batch.whole.output_paths`; block-wise labels may be Zarr)."""
-    paths = output_paths(out_dir, name, overlay=overlay, measure=measure)
+    """The output files of one image (:func:`nucseg.batch.writers.output_paths`; block-wise labels may be Zarr)."""
+    paths = output_paths(out_dir, name, outputs=outputs)
     if blockwise:
         paths["labels"] = blockwise_output_path(out_dir, name, zarr=zarr_labels)
     return paths
@@ -167,10 +168,12 @@ def segment_files(
     executor: Executor | None = None,
     overlay: bool = False,
     measure: bool = False,
+    outputs: Collection[str] = (),
     pixel_size: float | None = None,
     rle_path: str | Path | None = None,
     overwrite: bool = False,
     channel_axis: int | None = None,
+    axes: str | None = None,
     channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
@@ -194,6 +197,10 @@ def segment_files(
     ``OUT/X_nuclei.csv``
         with ``measure``: one row of measurements per nucleus
         (:func:`nucseg.postprocess.measure.measure_nuclei`);
+    ``OUT/X_nuclei.geojson``, ``OUT/X_rois.zip``, ``OUT/X.ome.zarr``
+        with ``geojson``, ``rois``, ``ome_zarr`` in ``outputs``: the outlines
+        for QuPath and Fiji, and the image with its labels as OME-Zarr
+        (:mod:`nucseg.batch.writers`);
 
     and, for the batch, ``OUT/summary.csv`` (image, path, status, nuclei,
     mean area in pixels, the resize factor the network ran at, seconds,
@@ -222,6 +229,10 @@ def segment_files(
     overlay, measure
         Also write outline overlays / per-nucleus measurements (of a block-wise
         image: measured block by block, and an overview overlay of the shrunk image).
+    outputs
+        Names of more outputs to write (:data:`nucseg.batch.writers.OUTPUTS`:
+        ``overlay``, ``nuclei``, ``geojson``, ``rois``, ``ome_zarr``);
+        block-wise images write them block by block.
     pixel_size
         Microns per pixel for the measurements (areas in µm², lengths in µm).
     rle_path
@@ -230,6 +241,11 @@ def segment_files(
         Replace existing outputs.
     channel_axis
         Channel axis of multi-channel TIFFs that do not declare it.
+    axes
+        Instead of ``channel_axis``: the letters of the axes of files that
+        do not declare them (StarDist's convention: ``ZYX``, ``CYX``,
+        ``YXC``, ``TZYX``, ...; see :func:`nucseg.io.axes.given_axes`). Z and T
+        axes are planes, segmented one by one.
     channel
         The channel that shows the nuclei, of multi-channel images: a number
         counted from 1 (as Fiji numbers channels) or a channel name stored in
@@ -271,6 +287,14 @@ def segment_files(
     """
     started = time.perf_counter()
     check_batch_options(segment_options, pixel_size=pixel_size)
+    if axes is not None:
+        if channel_axis is not None:
+            raise InputError(None, "give the axes (--axes) or the channel axis (--channel-axis), not both")
+        channel_axis = axes  # the readers take the letters where they take a channel axis (io.axes.axis_roles)
+    try:
+        outputs = set(output_paths(out_dir, "", overlay=overlay, measure=measure, outputs=outputs)) - {"labels"}
+    except ValueError as exc:
+        raise InputError(None, str(exc)) from None
     if stitch_threshold is not None and not 0.0 < stitch_threshold <= 1.0:
         raise InputError(None, f"stitch threshold must be an IoU in (0, 1], got {stitch_threshold}")
     block_size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
@@ -299,7 +323,7 @@ def segment_files(
     reports: dict[str, ImageReport] = {}
     whole: list[PlannedImage] = []
     for item in planned:
-        paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, overlay=overlay, measure=measure,
+        paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, outputs=outputs,
                          zarr_labels=zarr_labels)
         existing = [path for path in paths.values() if path.exists()]
         if existing and not overwrite and (item.blockwise or not completes_from_labels(paths)):
@@ -315,7 +339,7 @@ def segment_files(
         except ValueError as exc:
             raise NucsegError(str(exc)) from None
     if whole:
-        settings = {"overlay": overlay, "measure": measure, "pixel_size": pixel_size, "overwrite": overwrite,
+        settings = {"outputs": outputs, "pixel_size": pixel_size, "overwrite": overwrite,
                     "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
                     "options": segment_options,
                     # tiles are reported where stderr is the user's, one image at a time: not from threads
@@ -335,7 +359,7 @@ def segment_files(
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                pixel_size=pixel_size, overlay=overlay, measure=measure, progress=progress,
+                pixel_size=pixel_size, outputs=outputs, progress=progress,
                 options=segment_options)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
@@ -376,10 +400,10 @@ def _failed(image: ImageInput, exc: BaseException) -> ImageReport:
 
 def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any]) -> ImageReport:
     """Segment one image file and write its outputs (runs where the executor runs it)."""
-    paths = output_paths(out_dir, image.name, overlay=settings["overlay"], measure=settings["measure"])
+    paths = output_paths(out_dir, image.name, outputs=settings["outputs"])
     remove_stale_temporaries(paths.values())
-    return segment_file(image, out_dir, model=resolve_model(model), overlay=settings["overlay"],
-                        measure=settings["measure"], pixel_size=settings["pixel_size"],
+    return segment_file(image, out_dir, model=resolve_model(model), outputs=settings["outputs"],
+                        pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
                         channel=settings["channel"], stitch_threshold=settings["stitch_threshold"],
                         progress=settings["progress"], **settings["options"])
@@ -395,21 +419,20 @@ def _segment_blockwise_image(
     margin: int,
     zarr_labels: bool,
     overwrite: bool,
-    channel_axis: int | None,
+    channel_axis: int | str | None,
     channel: Channel,
     pixel_size: float | None,
-    overlay: bool,
-    measure: bool,
+    outputs: Collection[str],
     progress: bool,
     options: dict[str, Any],
 ) -> ImageReport:
     started = time.perf_counter()
-    paths = _outputs(out_dir, image.name, blockwise=True, overlay=overlay, measure=measure, zarr_labels=zarr_labels)
+    paths = _outputs(out_dir, image.name, blockwise=True, outputs=outputs, zarr_labels=zarr_labels)
     try:
         pixel_size, options = physical_settings(image.path, pixel_size, options)
         result = segment_large(image.path, paths["labels"], model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                               measurements_path=paths.get("nuclei"), overlay_path=paths.get("overlay"),
+                               outputs={key: path for key, path in paths.items() if key != "labels"},
                                pixel_size=pixel_size, progress=progress, **options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)

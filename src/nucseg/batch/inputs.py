@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nucseg.datasets.layouts import paired_folders
 from nucseg.errors import InputError
-from nucseg.io.images import IMAGE_SUFFIXES
+from nucseg.io.images import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,6 @@ def _dsb_sample_images(sample_dir: Path) -> list[ImageInput]:
 def image_stem(path: Path) -> str:
     """``path`` without its image suffix, as a POSIX path: ``a/cells.ome.tif`` gives ``a/cells`` (OME is no name)."""
     stem = path.with_suffix("")
-    if stem.suffix.lower() == ".ome" and path.suffix.lower() in (".tif", ".tiff"):
+    if stem.suffix.lower() == ".ome" and path.suffix.lower() in TIFF_SUFFIXES:
         stem = stem.with_suffix("")
     return stem.as_posix()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.batch.report import SUMMARY_FILE
-from nucseg.batch.whole import output_paths
+from nucseg.batch.writers import output_paths
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
 

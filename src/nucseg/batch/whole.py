@@ -1,4 +1,4 @@
-"""Segmenting one whole image file and writing its outputs (labels, overlay, measurements)."""
+"""Segmenting one whole image file and writing its outputs (:data:`nucseg.batch.writers.OUTPUTS`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import re
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,15 @@ import numpy as np
 
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
+from nucseg.batch.writers import NucleiPiece, OUTLINE_WRITERS, output_paths, write_ome_zarr
 from nucseg.inference.model import Model
 from nucseg.inference.quality import Quality
 from nucseg.inference.sizing import SizeEstimate
 from nucseg.io.channels import Channel
 from nucseg.errors import InputError
-from nucseg.io.images import ImageStack, read_labels, read_pixel_size, read_stack, write_labels, write_png
+from nucseg.io.atomic import remove_output
+from nucseg.io.images import ImageStack, read_labels, read_stack, write_labels, write_png
+from nucseg.io.lazy import image_pixel_size
 from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas,
                                         write_measurements_csv)
 from nucseg.postprocess.stitch import link_planes
@@ -27,34 +30,22 @@ from nucseg.scale.executors import TileProgress
 from nucseg.visualize import outline_overlay
 
 
-def output_paths(out_dir: str | Path, name: str, *, overlay: bool = False, measure: bool = False) -> dict[str, Path]:
-    """Output files of one image: ``labels`` always, ``overlay`` and ``nuclei`` on request."""
-    out_dir = Path(out_dir)
-    paths = {"labels": out_dir / f"{name}_labels.tif"}
-    if overlay:
-        paths["overlay"] = out_dir / f"{name}_overlay.png"
-    if measure:
-        paths["nuclei"] = out_dir / f"{name}_nuclei.csv"
-    return paths
-
-
 def _segment_one(
     image: ImageInput,
     out_dir: Path,
     model: Model,
     *,
-    overlay: bool,
-    measure: bool,
+    outputs: Collection[str],
     pixel_size: float | None,
     overwrite: bool,
-    channel_axis: int | None,
+    channel_axis: int | str | None,
     channel: Channel,
     stitch_threshold: float | None,
     options: Mapping[str, Any],
     progress: bool = False,
 ) -> ImageReport:
     started = time.perf_counter()
-    paths = output_paths(out_dir, image.name, overlay=overlay, measure=measure)
+    paths = output_paths(out_dir, image.name, outputs=outputs)
     existing = [path for path in paths.values() if path.exists()]
     if existing and not overwrite:
         if completes_from_labels(paths):
@@ -82,7 +73,7 @@ def _segment_one(
         written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite)
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
         for path in written:  # a failed image leaves no partial set of outputs
-            path.unlink(missing_ok=True)
+            remove_output(path)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
     plane_reports = [_with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
@@ -103,17 +94,34 @@ def _segment_one(
 
 def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mapping[str, Path],
                  pixel_size: float | None, *, overwrite: bool) -> list[Path]:
-    """Write the overlay and the measurements that ``paths`` ask for, of labels (planes, H, W) of ``stack``."""
+    """Write the outputs but the label image that ``paths`` ask for, of labels (planes, H, W) of ``stack``."""
     written = []
     if "overlay" in paths:  # of the middle plane for a stack
         middle = len(labels) // 2
         written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
                                  overwrite=overwrite))
-    if "nuclei" in paths:
-        planes, names = stack.intensities()
+    planes, names = stack.intensities()
+    tables = None
+    if "nuclei" in paths or "geojson" in paths:
         tables = [measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
                   for plane, plane_labels in zip(planes, labels)]
+    if "nuclei" in paths:
         written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
+    plane_names = stack.plane_names()
+    for key, writer in OUTLINE_WRITERS.items():
+        if key in paths:
+            pieces = (NucleiPiece(plane_labels, table=None if tables is None else tables[i],
+                                  plane=i if stack.plane_axes else None,
+                                  plane_name=plane_names[i] if stack.plane_axes else None)
+                      for i, plane_labels in enumerate(labels))
+            written.append(writer.write(paths[key], map(writer.fragment, pieces), overwrite=overwrite))
+    if "ome_zarr" in paths:
+        shape = stack.plane_shape
+        planes, names = without_png_alpha(planes, names, path)
+        written.append(write_ome_zarr(paths["ome_zarr"], planes.reshape(shape + planes.shape[1:]),
+                                      labels.reshape(shape + labels.shape[1:]), plane_shape=shape,
+                                      plane_axes=stack.plane_axes, pixel_size=pixel_size, channel_names=names,
+                                      name=path.stem, overwrite=overwrite))
     return written
 
 
@@ -128,7 +136,7 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
 
 
 def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          channel_axis: int | None, channel: Channel, started: float) -> ImageReport:
+                          channel_axis: int | str | None, channel: Channel, started: float) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -144,11 +152,11 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
                                               f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
                                               "use --overwrite to segment it again")
         if pixel_size is None:
-            pixel_size = read_pixel_size(image.path)
+            pixel_size = image_pixel_size(image.path)
         written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False)
     except Exception as exc:  # one bad image must not stop the batch
         for path in missing.values():
-            path.unlink(missing_ok=True)
+            remove_output(path)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
     report = _report(image.name, image.path, labels if stack.plane_axes else labels[0], None, pixel_size)
@@ -216,7 +224,7 @@ def physical_settings(path: Path, pixel_size: float | None,
         As :func:`diameter_in_pixels`, or unreadable metadata.
     """
     if pixel_size is None:
-        pixel_size = read_pixel_size(path)
+        pixel_size = image_pixel_size(path)
     return pixel_size, diameter_in_pixels(options, pixel_size, path)
 
 
@@ -254,9 +262,10 @@ def segment_file(
     model: Model,
     overlay: bool = False,
     measure: bool = False,
+    outputs: Collection[str] = (),
     pixel_size: float | None = None,
     overwrite: bool = False,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
@@ -268,9 +277,12 @@ def segment_file(
     why (``skipped`` if an output exists and not ``overwrite``). Used by
     the tasks of :func:`nucseg.batch.driver.segment_files`. ``progress``:
     report the network tiles of a large image on stderr
-    (:class:`nucseg.scale.executors.TileProgress`).
+    (:class:`nucseg.scale.executors.TileProgress`). ``outputs``: more of
+    :data:`nucseg.batch.writers.OUTPUTS` to write (``overlay`` and
+    ``measure`` add ``overlay`` and ``nuclei``).
     """
-    return _segment_one(image, Path(out_dir), model, overlay=overlay, measure=measure, pixel_size=pixel_size,
+    outputs = set(outputs) | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
+    return _segment_one(image, Path(out_dir), model, outputs=outputs, pixel_size=pixel_size,
                         overwrite=overwrite, channel_axis=channel_axis, channel=channel,
                         stitch_threshold=stitch_threshold, options=segment_options, progress=progress)
 
@@ -283,10 +295,17 @@ def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,
     as it is): a PNG's alpha channel is not measured. ``channel_names`` name
     every channel of ``pixels`` (None: by position).
     """
-    if pixels.ndim == 3 and pixels.shape[2] in (2, 4) and path is not None and path.suffix.lower() == ".png":
-        pixels = pixels[:, :, :-1]
-        channel_names = None if channel_names is None else channel_names[:-1]
+    pixels, channel_names = without_png_alpha(pixels, channel_names, path)
     return measure_nuclei(labels, pixels, pixel_size=pixel_size, channel_names=channel_names)
+
+
+def without_png_alpha(pixels: np.ndarray, channel_names: Sequence[str] | None,
+                      path: Path | None) -> tuple[np.ndarray, Sequence[str] | None]:
+    """``pixels`` (..., H, W, C) of the PNG file ``path`` without its alpha channel, and their names; others as
+    they are."""
+    if pixels.ndim >= 3 and pixels.shape[-1] in (2, 4) and path is not None and path.suffix.lower() == ".png":
+        return pixels[..., :-1], None if channel_names is None else channel_names[:-1]
+    return pixels, channel_names
 
 
 def labels_of_report(report: BatchReport) -> Iterator[tuple[str, np.ndarray]]:

@@ -31,6 +31,14 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write report.html: a quality-control page of the batch (flagged images first)")
     parser.add_argument("--measure", action="store_true",
                         help="also write X_nuclei.csv: one row of measurements per nucleus")
+    parser.add_argument("--geojson", action="store_true",
+                        help="also write X_nuclei.geojson: every nucleus' outline (holes kept) with its measurements, "
+                             "as QuPath's File > Import objects reads it (detections)")
+    parser.add_argument("--imagej-rois", action="store_true",
+                        help="also write X_rois.zip: every nucleus as an ImageJ ROI, for Fiji's ROI Manager")
+    parser.add_argument("--ome-zarr", action="store_true",
+                        help="also write X.ome.zarr: the image with its nuclei as a labels/nuclei group (OME-NGFF "
+                             "0.4), for napari and other OME-Zarr viewers")
     parser.add_argument("--pixel-size", type=float, metavar="UM",
                         help="microns per pixel (default: what an OME or ImageJ TIFF states): measurements in um and "
                              "um2 instead of pixels")
@@ -65,8 +73,13 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stitch-threshold", type=float, metavar="IOU",
                         help="Z-stacks are segmented plane by plane; with this, nuclei of consecutive planes that "
                              "overlap by at least this IoU (e.g. 0.5) are linked into 3-D nuclei")
-    parser.add_argument("--channel-axis", type=int, metavar="N",
+    layout = parser.add_mutually_exclusive_group()
+    layout.add_argument("--channel-axis", type=int, metavar="N",
                         help="channel axis of multi-channel TIFFs that do not declare it, e.g. 0 for (C, H, W)")
+    layout.add_argument("--axes", metavar="LETTERS",
+                        help="the axes of files that do not declare them, StarDist's way: e.g. ZYX for a plain "
+                             "multi-page TIFF of Z planes (segmented plane by plane), CYX or YXC for channels, TYX "
+                             "for a time series; it never overrides axes a file declares")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing outputs (default: skip images whose outputs exist)")
     _add_scale_out_arguments(parser)
@@ -131,8 +144,10 @@ def run_segment(args: argparse.Namespace) -> int:
         report = segment_files(inputs, args.out, model=model,
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
                                measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
-                               overwrite=args.overwrite, channel_axis=args.channel_axis, channel=args.channel,
-                               stitch_threshold=args.stitch_threshold,
+                               outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
+                                                               ("ome_zarr", args.ome_zarr)) if asked],
+                               overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes,
+                               channel=args.channel, stitch_threshold=args.stitch_threshold,
                                progress=True, blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr,
                                max_memory=None if args.max_memory is None else args.max_memory * 2**30, **options)

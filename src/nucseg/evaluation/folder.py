@@ -24,7 +24,7 @@ import numpy as np
 
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
-from nucseg.io.images import read_labels
+from nucseg.io.images import IMAGE_SUFFIXES, read_label_stack, read_labels
 from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
 
 #: File names tried for the prediction of image ``<name>``, in order of preference.
@@ -71,12 +71,15 @@ class EvaluationReport:
         Dataset scores over all GT images (missing predictions count as empty).
     missing
         Names of the GT images without a prediction file.
+    matching
+        How label stacks were matched (:data:`STACK_MATCHING`); None for 2-D images.
     """
 
     pred_dir: Path
     images: list[ImageResult]
     summary: DatasetScores
     missing: list[str]
+    matching: str | None = None
 
 
 def find_prediction(pred_dir: str | Path, name: str) -> Path | None:
@@ -153,6 +156,77 @@ def evaluate_folder(
     return EvaluationReport(pred_dir, results, summarize([r.scores for r in results]), missing)
 
 
+#: How :func:`evaluate_label_stacks` matches nuclei: each plane as an image, or each stack's nuclei in 3-D.
+STACK_MATCHING = {"planes": "plane by plane: every plane of every stack scored as one image",
+                  "3d": "in 3-D: the nuclei of each stack matched by their IoU over the whole volume"}
+
+
+def evaluate_label_stacks(pred_dir: str | Path, gt_dir: str | Path, *, matching: str = "planes") -> EvaluationReport:
+    """Score predicted label stacks (Z-stacks, time series) against ground-truth label stacks.
+
+    Parameters
+    ----------
+    pred_dir
+        Folder of predictions, named as :data:`PREDICTION_PATTERNS` says for
+        each ground-truth file ``<name>.tif`` or ``<name>_labels.tif``.
+    gt_dir
+        Folder of ground-truth label images: stacks ``(Z, H, W)`` (a plain
+        multi-page TIFF, or one that names its axes) or single planes.
+    matching
+        ``planes``: each plane is scored as an image (named ``<name> plane=i``),
+        as nuclei segmented plane by plane are; ``3d``: each stack is one
+        image whose nuclei are matched by 3-D IoU, as ``--stitch-threshold``
+        links them (the ground truth must label each nucleus once through Z).
+
+    Returns
+    -------
+    EvaluationReport
+        Its ``matching`` says which.
+
+    Raises
+    ------
+    InputError
+        A missing or empty folder, no prediction at all, an unknown
+        ``matching``, a 3-D match of stacks with T and Z axes, or a
+        prediction whose shape differs from its ground truth.
+    """
+    if matching not in STACK_MATCHING:
+        raise InputError(None, f"matching must be one of {', '.join(STACK_MATCHING)}, got {matching!r}")
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    for folder in (pred_dir, gt_dir):
+        if not folder.is_dir():
+            raise InputError(folder, "folder does not exist")
+    truths = {path.stem.removesuffix("_labels"): path for path in sorted(gt_dir.iterdir())
+              if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
+    if not truths:
+        raise InputError(gt_dir, f"folder holds no label images ({', '.join(IMAGE_SUFFIXES)})")
+    predictions = {name: find_prediction(pred_dir, name) for name in truths}
+    missing = [name for name, path in predictions.items() if path is None]
+    if len(missing) == len(truths):
+        raise InputError(pred_dir, f"no prediction for any of the {len(truths)} ground-truth label images "
+                                   f"(looked for {', '.join(PREDICTION_PATTERNS)})")
+    if missing:
+        warnings.warn(f"{pred_dir}: no prediction for {len(missing)} of {len(truths)} stacks (scored as empty): "
+                      f"{', '.join(missing[:5])}", stacklevel=2)
+    results = []
+    for name, truth_path in truths.items():
+        truth = read_label_stack(truth_path)
+        path = predictions[name]
+        prediction = np.zeros_like(truth) if path is None else read_label_stack(path)
+        if prediction.shape != truth.shape:
+            raise InputError(path, f"prediction of shape {prediction.shape} does not match the ground truth "
+                                   f"{truth_path.name} of shape {truth.shape}")
+        if matching == "3d":
+            if truth.ndim > 3:
+                raise InputError(truth_path, f"3-D matching takes (Z, H, W) stacks, got shape {truth.shape}")
+            results.append(ImageResult(name, path, image_scores(truth, prediction)))
+            continue
+        planes = truth.reshape(-1, *truth.shape[-2:]), prediction.reshape(-1, *truth.shape[-2:])
+        results += [ImageResult(f"{name} plane={i}" if truth.ndim > 2 else name, path, image_scores(t, p))
+                    for i, (t, p) in enumerate(zip(*planes))]
+    return EvaluationReport(pred_dir, results, summarize([r.scores for r in results]), missing, matching)
+
+
 def _read_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     prediction = read_labels(path)
     if prediction.shape != shape:
@@ -191,6 +265,7 @@ def report_dict(report: EvaluationReport) -> dict:
         "n_missing": len(report.missing),
         "missing": list(report.missing),
         "pred_dir": str(report.pred_dir),
+        **({} if report.matching is None else {"matching": report.matching}),
     }
 
 
@@ -223,7 +298,8 @@ def format_summary(report: EvaluationReport) -> str:
         ("pixel IoU", s.pixel_iou, "foreground Jaccard, mean over images"),
     ]
     width = max(len(name) for name, _, _ in rows)
-    lines = [f"{s.n_images} images, {s.n_true} true nuclei, {s.n_pred} predicted "
+    lines = [] if report.matching is None else [f"label stacks matched {STACK_MATCHING[report.matching]}"]
+    lines += [f"{s.n_images} images, {s.n_true} true nuclei, {s.n_pred} predicted "
              f"(at IoU 0.5: {s.tp_50} matched, {s.fp_50} false positives, {s.fn_50} missed)", ""]
     lines += [f"{'metric':<{width}}  value   definition", f"{'-' * width}  ------  {'-' * 10}"]
     lines += [f"{name:<{width}}  {value:.4f}  {definition}" for name, value, definition in rows]

@@ -105,7 +105,8 @@ def _create_temporary_file(path: Path) -> Path:
 
 
 def remove_stale_temporaries(paths: Iterator[Path] | Sequence[Path]) -> list[Path]:
-    """Delete temporary files that an interrupted :func:`nucseg.io.atomic.atomic_write` left beside ``paths``.
+    """Delete temporary files and folders that an interrupted :func:`atomic_write` or :func:`atomic_directory`
+    left beside ``paths``.
 
     A process killed while writing ``X_labels.tif`` leaves
     ``.X_labels.tif.<8 hex digits>.tmp.tif`` behind; the task that writes
@@ -115,9 +116,17 @@ def remove_stale_temporaries(paths: Iterator[Path] | Sequence[Path]) -> list[Pat
     for path in map(Path, paths):
         if not path.parent.is_dir():
             continue
-        pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp{re.escape(path.suffix)}")
+        pattern = re.compile(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp({re.escape(path.suffix)})?")
         for candidate in path.parent.iterdir():
             if pattern.fullmatch(candidate.name):
-                candidate.unlink(missing_ok=True)
+                remove_output(candidate)
                 removed.append(candidate)
     return removed
+
+
+def remove_output(path: Path) -> None:
+    """Delete an output file or folder (a Zarr store) if it is there."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

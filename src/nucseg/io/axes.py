@@ -27,15 +27,55 @@ def tiff_series_axes(shape: tuple[int, ...], axes: str) -> str:
 PLANE_AXES = "TZ"
 
 
+#: Letters of ``--axes`` (StarDist's convention): T time, Z depth, C channel (S: samples, as C), Y, X.
+GIVEN_AXES_LETTERS = "TZCSYX"
+#: tifffile letters that declare nothing: Q unknown, I a sequence of images.
+_UNDECLARED = "QI"
+
+
+def given_axes(path: Path, shape: tuple[int, ...], file_axes: str, axes: str) -> str:
+    """The axis letters that ``axes`` (``--axes``, e.g. ``ZYX``, ``CYX``, ``YXC``) gives an image of ``shape``.
+
+    ``axes`` names every axis of the stored array, or every axis longer
+    than 1. It may declare what the file does not, never contradict it.
+
+    Raises
+    ------
+    InputError
+        Unknown or repeated letters, no Y and X, a count that fits neither, or
+        a contradiction of the axes the file declares.
+    """
+    given = axes.upper()
+    if set(given) - set(GIVEN_AXES_LETTERS) or len(set(given)) != len(given) or not {"Y", "X"} <= set(given):
+        raise InputError(path, f"--axes {axes!r}: name each axis once with the letters {GIVEN_AXES_LETTERS}, "
+                               "Y and X among them (e.g. ZYX, CYX, YXC)")
+    if len(given) == len(shape):
+        letters = given
+    else:
+        longer = [i for i, n in enumerate(shape) if n > 1]
+        if len(given) != len(longer):
+            raise InputError(path, f"--axes {given} names {len(given)} axes; the image has shape {tuple(shape)}")
+        letters = "".join(given[longer.index(i)] if i in longer else "Q" for i in range(len(shape)))
+    declared = [(mine, theirs) for mine, theirs in zip(letters, file_axes) if theirs not in _UNDECLARED]
+    if any(mine != theirs and {mine, theirs} != {"C", "S"} for mine, theirs in declared):
+        raise InputError(path, f"--axes {given} contradicts the axes the file declares ({file_axes}); "
+                               "leave --axes out for this file")
+    return letters
+
+
 def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: str,
-               channel_axis: int | None, *, planes: bool = False) -> list[str]:
+               channel_axis: int | str | None, *, planes: bool = False) -> list[str]:
     """Per stored axis: "y", "x", "c", "t", "z" or "" (dropped length-1 axis).
 
     With ``planes``, declared T and Z axes (:data:`PLANE_AXES`) are planes,
     roles "t" and "z", and the rules below apply to the rest; without, a
     stack is refused in one line. ``channel_axis`` counts the axes that are
-    kept and not planes.
+    kept and not planes; a string instead gives the letters of every axis
+    (``--axes``, see :func:`given_axes`), declared as if the file did.
     """
+    if isinstance(channel_axis, str):
+        axes, declared_letters = given_axes(path, shape, axes, channel_axis), DECLARED_CHANNEL_AXES
+        channel_axis = None
     kept = [i for i, (n, axis) in enumerate(zip(shape, axes)) if n > 1 or axis in "YX"]
     described = f"shape {tuple(shape)} (axes {axes})" if set(axes) != {"Q"} else f"shape {tuple(shape)}"
     stacked = [i for i in kept if axes[i] in PLANE_AXES]
@@ -58,7 +98,8 @@ def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: 
     if channel_axis is None:
         if declared_axis is None:
             raise InputError(path, f"multi-channel image of {described} does not declare its channel axis; "
-                                   "pass channel_axis (CLI: --channel-axis)")
+                                   "pass channel_axis (CLI: --channel-axis), or the axes (--axes: ZYX for Z planes, "
+                                   "CYX for channels)")
         channel_axis = declared_axis
     if not -3 <= channel_axis < 3:
         raise InputError(path, f"channel axis {channel_axis} is out of range for {described}")

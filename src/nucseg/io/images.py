@@ -32,17 +32,19 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-#: File suffixes that :func:`read_image` understands (lower case).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: TIFF and the TIFF-based formats tifffile reads (whole-slide images: Aperio SVS, Hamamatsu NDPI, Leica SCN,
+#: Ventana BIF, PerkinElmer QPTIFF; BigTIFF), lower case: the first series, full resolution (level 0).
+TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".btf", ".tf8", ".tf2")
+#: File suffixes that :func:`read_image` understands (lower case): the one list every reader and finder uses.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)
 #: Suffixes of formats that store pixel values exactly (usable for label images).
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
-_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def read_image(
     path: str | Path,
     *,
-    channel_axis: int | None = None,
+    channel_axis: int | str | None = None,
     channel: Channel = None,
     palette_indices: bool = False,
 ) -> np.ndarray:
@@ -84,7 +86,8 @@ def read_image(
     return _read_2d(Path(path), channel_axis, channel, palette_indices=palette_indices).image
 
 
-def _read_2d(path: Path, channel_axis: int | None, channel: Channel, *, palette_indices: bool = False) -> ChosenChannel:
+def _read_2d(path: Path, channel_axis: int | str | None, channel: Channel, *,
+             palette_indices: bool = False) -> ChosenChannel:
     """:func:`read_image`, with the name of the channel chosen."""
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
@@ -92,7 +95,7 @@ def _read_2d(path: Path, channel_axis: int | None, channel: Channel, *, palette_
             path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
         )
     _check_readable_file(path)
-    if suffix not in _TIFF_SUFFIXES:
+    if suffix not in TIFF_SUFFIXES:
         image = _read_pillow(path, palette_indices=palette_indices)
         rgb_samples, names = True, None
     else:
@@ -228,7 +231,7 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
         As :func:`read_image`.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
         _check_readable_file(path)
 
         def to_crop(im: Image.Image) -> MaskCrop | None:
@@ -289,7 +292,7 @@ def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
         raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
 
 
-def _read_tiff(path: Path, channel_axis: int | None, *,
+def _read_tiff(path: Path, channel_axis: int | str | None, *,
                planes: bool = False) -> tuple[np.ndarray, bool, list[str] | None, str]:
     """The image, axes ordered (T, Z,) Y, X(, C); whether its channels are RGB samples (``S``, not an
     ImageJ/OME ``C`` axis); its channel names if stored; its plane axes ("", "Z", "T" or "TZ")."""
@@ -364,7 +367,7 @@ class ImageStack:
                 for index in np.ndindex(*self.plane_shape)] if self.plane_axes else [""]
 
 
-def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Channel = None) -> ImageStack:
+def read_stack(path: str | Path, *, channel_axis: int | str | None = None, channel: Channel = None) -> ImageStack:
     """Read an image with all its planes: TIFF Z-stacks and time series that declare their Z and T axes
     (ImageJ hyperstacks, OME-TIFF), and 2-D images of every format as one plane.
 
@@ -376,7 +379,7 @@ def read_stack(path: str | Path, *, channel_axis: int | None = None, channel: Ch
         As :func:`read_image`.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         chosen = _read_2d(path, channel_axis, channel)
         every = None if chosen.every_channel is None else chosen.every_channel[None]
         return ImageStack(chosen.image[None], (), "", chosen.name, every, chosen.channel_names)
@@ -419,6 +422,34 @@ def read_labels(path: str | Path) -> np.ndarray:
     if image.size and image.max() >= 2**63:
         raise InputError(path, "label image holds values too large for int64")
     return image.astype(np.int64 if image.max(initial=0) >= 2**31 else np.int32)
+
+
+def read_label_stack(path: str | Path) -> np.ndarray:
+    """Read a label image of one plane or a stack of planes (Z, T or pages a TIFF does not name).
+
+    Returns
+    -------
+    labels : ndarray of int, shape (H, W), (P, H, W) or (T, Z, H, W)
+        As stored, length-1 axes dropped (not squeezed below 2-D).
+
+    Raises
+    ------
+    InputError
+        Unreadable file, or values that are not non-negative integers.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return read_labels(path)
+    import tifffile
+
+    try:
+        array = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
+    array = array.reshape([n for n in array.shape[:-2] if n > 1] + list(array.shape[-2:]))
+    if array.dtype.kind not in "biu" or (array.dtype.kind == "i" and array.size and array.min() < 0):
+        raise InputError(path, f"a label image holds non-negative integers, got {array.dtype} values")
+    return array
 
 
 def labels_dtype(labels: np.ndarray) -> np.dtype:
@@ -492,9 +523,10 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     return Path(path)
 
 
-#: Microns per unit of the length units that OME and ImageJ metadata use.
-_MICRONS_PER_UNIT = {"um": 1.0, "µm": 1.0, "\u00b5m": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-                     "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6}
+#: Microns per unit of the length units that OME, ImageJ and OME-Zarr (NGFF) metadata use.
+MICRONS_PER_UNIT = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
+                    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
+                    "meter": 1e6, "angstrom": 1e-4}
 
 
 def read_pixel_size(path: str | Path) -> float | None:
@@ -507,7 +539,7 @@ def read_pixel_size(path: str | Path) -> float | None:
     give None.
     """
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES:
+    if path.suffix.lower() not in TIFF_SUFFIXES:
         return None
     import tifffile
 
@@ -518,10 +550,10 @@ def read_pixel_size(path: str | Path) -> float | None:
             if tif.is_imagej and tif.imagej_metadata:
                 unit = str(tif.imagej_metadata.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
                 tag = tif.pages.first.tags.get("XResolution")
-                if unit in _MICRONS_PER_UNIT and tag is not None:
+                if unit in MICRONS_PER_UNIT and tag is not None:
                     numerator, denominator = tag.value
                     if numerator > 0 and denominator > 0:
-                        return float(denominator / numerator * _MICRONS_PER_UNIT[unit])
+                        return float(denominator / numerator * MICRONS_PER_UNIT[unit])
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise InputError(path, f"cannot read TIFF metadata ({first_line(exc)})") from None
     return None
@@ -539,4 +571,4 @@ def _ome_pixel_size(ome_xml: str) -> float | None:
         return None
     unit = pixels.get("PhysicalSizeXUnit", "µm").strip().lower()
     size = float(pixels.get("PhysicalSizeX"))
-    return size * _MICRONS_PER_UNIT[unit] if unit in _MICRONS_PER_UNIT and size > 0 else None
+    return size * MICRONS_PER_UNIT[unit] if unit in MICRONS_PER_UNIT and size > 0 else None

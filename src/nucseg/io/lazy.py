@@ -11,7 +11,8 @@ import numpy as np
 from nucseg.errors import first_line, InputError
 from nucseg.io.channels import Channel, channel_index, channel_labels, is_photographic, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
-from nucseg.io.images import open_pillow
+from nucseg.io.images import open_pillow, read_pixel_size, TIFF_SUFFIXES
+from nucseg.io.ngff import ngff_metadata, NgffMetadata
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -97,7 +98,7 @@ def is_zarr(path: str | Path) -> bool:
     return path.is_dir() and any((path / marker).is_file() for marker in _ZARR_MARKERS)
 
 
-def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Channel = None) -> LazyImage:
+def open_image(path: str | Path, *, channel_axis: int | str | None = None, channel: Channel = None) -> LazyImage:
     """Open a TIFF or Zarr image for reading region by region.
 
     TIFFs follow the rules of :func:`nucseg.io.images.read_image` (length-1 axes
@@ -135,13 +136,13 @@ def open_image(path: str | Path, *, channel_axis: int | None = None, channel: Ch
             image, _channel=channel_index(path, channel, 1, None, photographic=False))
     letter = next((axis for axis, role in zip(image._letters, image._axes) if role == "c"), "")
     photographic = is_photographic(image.channels, image.dtype, rgb_samples=image._kind == "zarr" or letter == "S")
-    names = _tiff_names(path, image.channels) if image._kind == "tiff" else None
+    names = _tiff_names(path, image.channels) if image._kind == "tiff" else _zarr_metadata(path).channel_names or None
     index = channel_index(path, channel, image.channels, names, photographic=photographic)
     return image if index is None else dataclasses.replace(image, channels=0, _channel=index,
                                                            channel_names=channel_labels(image.channels, names))
 
 
-def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int, int]:
+def image_planes(path: str | Path, *, channel_axis: int | str | None = None) -> tuple[int, int, int]:
     """(planes, H, W) of an image file, read from its header only: a TIFF Z-stack or time series has
     as many planes as its declared T and Z axes hold together; every other image has one.
 
@@ -151,7 +152,7 @@ def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[
         As :func:`image_shape`.
     """
     path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff") or is_zarr(path):
+    if path.suffix.lower() not in TIFF_SUFFIXES or is_zarr(path):
         return (1, *image_shape(path, channel_axis=channel_axis))
     if not path.is_file():
         raise InputError(path, "file does not exist")
@@ -161,13 +162,13 @@ def image_planes(path: str | Path, *, channel_axis: int | None = None) -> tuple[
     return int(np.prod([n for n, role in zip(shape, roles) if role in ("t", "z")])), sizes["y"], sizes["x"]
 
 
-def _open_all_channels(path: Path, channel_axis: int | None) -> LazyImage:
+def _open_all_channels(path: Path, channel_axis: int | str | None) -> LazyImage:
     if not path.exists():
         raise InputError(path, "file does not exist")
     if is_zarr(path):
         shape, dtype, axes, array_path, declared = _zarr_layout(path)
         kind = "zarr"
-    elif path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+    elif path.suffix.lower() in TIFF_SUFFIXES and path.is_file():
         shape, dtype, axes, declared = _tiff_layout(path)
         array_path, kind = "", "tiff"
     else:
@@ -220,13 +221,31 @@ def _zarr_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, str, str, str]:
         array = node[dataset]
     except (KeyError, IndexError, TypeError) as exc:
         raise InputError(path, f"malformed OME-Zarr multiscales metadata ({first_line(exc)})") from None
-    letters = "".join({"y": "Y", "x": "X", "c": "C"}.get(name.lower(), "Q") for name in names)
+    letters = "".join({"y": "Y", "x": "X", "c": "C", "z": "Z", "t": "T"}.get(name.lower(), "Q") for name in names)
     if len(letters) != array.ndim:
         raise InputError(path, f"OME-Zarr names {len(letters)} axes for an array of {array.ndim} dimensions")
     return tuple(array.shape), array.dtype, letters, dataset, "C"
 
 
-def image_shape(path: str | Path, *, channel_axis: int | None = None) -> tuple[int, int]:
+def _zarr_metadata(path: Path) -> NgffMetadata:
+    """The channel names and pixel size an OME-Zarr image group states (none for a plain array)."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise InputError(path, f"cannot open Zarr store ({first_line(exc)})") from None
+    return NgffMetadata() if hasattr(node, "shape") else ngff_metadata(dict(node.attrs))
+
+
+def image_pixel_size(path: str | Path) -> float | None:
+    """Microns per pixel that an image file states: OME-Zarr's ``scale`` transform, or a TIFF's OME or
+    ImageJ metadata (:func:`nucseg.io.images.read_pixel_size`); None where it states none."""
+    path = Path(path)
+    return _zarr_metadata(path).pixel_size if is_zarr(path) else read_pixel_size(path)
+
+
+def image_shape(path: str | Path, *, channel_axis: int | str | None = None) -> tuple[int, int]:
     """(H, W) of an image file or Zarr store, read from its header only.
 
     Raises
@@ -235,7 +254,7 @@ def image_shape(path: str | Path, *, channel_axis: int | None = None) -> tuple[i
         As :func:`open_image`, or an unreadable PNG/JPEG.
     """
     path = Path(path)
-    if is_zarr(path) or path.suffix.lower() in (".tif", ".tiff"):
+    if is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES:
         return _open_all_channels(path, channel_axis).shape
     from PIL import Image, UnidentifiedImageError
 

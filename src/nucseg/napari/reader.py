@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nucseg.io.images import read_image, read_labels
+from nucseg.io.images import IMAGE_SUFFIXES, read_image, read_labels
 
 LABELS_SUFFIX = "_labels.tif"
-#: Image files looked for beside the labels (in the folder of the labels, then its parent), in this order.
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:

@@ -1,0 +1,40 @@
+"""Tests of nucseg.postprocess.outlines: pixel-edge outlines whose areas are the nuclei's pixel counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from skimage.draw import disk
+
+from nucseg.io.images import read_labels
+from nucseg.postprocess.outlines import nucleus_outlines
+
+SAMPLE_LABELS = Path(__file__).parents[2] / "src" / "nucseg" / "data" / "samples" / "brightfield_1a115525_labels.tif"
+
+
+def test_every_nucleus_of_a_real_label_image_has_an_outline_of_its_area():
+    labels = read_labels(SAMPLE_LABELS)
+    outlines = nucleus_outlines(labels)
+    areas = np.bincount(labels.ravel())
+    assert [outline.label for outline in outlines] == [int(k) for k in np.flatnonzero(areas[1:]) + 1]
+    assert all(outline.geometry.is_valid and outline.geometry.area == areas[outline.label] for outline in outlines)
+
+
+def test_a_hole_is_kept_and_a_label_in_two_pieces_is_a_multipolygon():
+    labels = np.zeros((60, 60), np.uint16)
+    labels[disk((20, 20), 10)] = 1
+    labels[disk((20, 20), 4)] = 0  # a hole
+    labels[40:45, 40:45] = 2
+    labels[45:50, 45:50] = 2  # touches the first square at a corner only
+    ring, pieces = nucleus_outlines(labels, offset=(100, 7))
+    assert ring.geometry.geom_type == "Polygon" and len(ring.geometry.interiors) == 1
+    assert ring.geometry.area == np.count_nonzero(labels == 1)
+    rows, cols = np.nonzero(labels == 1)
+    assert ring.geometry.bounds == (cols.min() + 7, rows.min() + 100, cols.max() + 8, rows.max() + 101)  # pixel edges
+    assert pieces.geometry.geom_type == "MultiPolygon" and len(pieces.geometry.geoms) == 2
+    assert pieces.geometry.area == 50
+
+
+def test_no_nuclei_no_outlines():
+    assert nucleus_outlines(np.zeros((8, 8), np.int32)) == []
