@@ -12,7 +12,7 @@ pytest.importorskip("bioimageio.core", reason="the bioimageio extra is not insta
 
 from nucseg.cli import main as nucseg_main  # noqa: E402
 from nucseg.datasets.locations import sample_image_paths  # noqa: E402
-from nucseg.export.bioimageio import architecture_source, model_card  # noqa: E402
+from nucseg.export.bioimageio import architecture_file_name, architecture_source, model_card  # noqa: E402
 from nucseg.io.images import read_labels  # noqa: E402
 from nucseg.models.folder import read_model_config  # noqa: E402
 from nucseg.models.registry import DEFAULT_MODEL, resolve_model_path  # noqa: E402
@@ -40,8 +40,9 @@ def test_package_describes_the_models_input_preprocessing_and_output(package, tm
     with zipfile.ZipFile(package) as bundle:
         names = set(bundle.namelist())
         rdf = yaml.safe_load(bundle.read("rdf.yaml"))
-    assert {"config.json", "weights.safetensors", "network.onnx", "weights.torchscript", "weights.pt",
-            "nucseg_unet.py", "README.md", "cover.png", "test_input.npy", "test_output.npy"} <= names
+    assert {"config.json", "weights.safetensors", "network.onnx", "weights.onnx", "weights.torchscript", "weights.pt",
+            architecture_file_name(loaded_architecture()), "README.md", "cover.png", "test_input.npy",
+            "test_output.npy"} <= names
     assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
     preprocessing = next(step for step in rdf["inputs"][0]["preprocessing"] if step["id"] == "scale_range")
     config, _ = read_model_config(resolve_model_path(DEFAULT_MODEL))

@@ -31,6 +31,9 @@ from nucseg.io.atomic import atomic_directory
 from nucseg.models.folder import CONFIG_FILE, INT8_ONNX_FILE, ModelConfig, ONNX_FILE, WEIGHTS_FILE
 from nucseg.models.outputs import output_layout
 
+#: The package's ONNX weights (the folder's network.onnx rides along as an attachment).
+PACKAGE_ONNX_FILE = "weights.onnx"
+
 #: Channel names of the output, by target (class probabilities first, then maps).
 OUTPUT_CHANNELS = {"three_class": ["background", "interior", "boundary"], "binary": ["background", "nucleus"],
                    "three_class_distance": ["background", "interior", "boundary", "distance"]}
@@ -111,7 +114,7 @@ def _describe(loaded, model_dir: Path, work: Path):
 
     config: ModelConfig = loaded.config
     layout = output_layout(config.target)
-    from nucseg.models.onnx import WithOutputMaps
+    from nucseg.models.onnx import WithOutputMaps, export_onnx
 
     wrapper = WithOutputMaps(loaded.network, layout.split_at).eval()
 
@@ -121,6 +124,10 @@ def _describe(loaded, model_dir: Path, work: Path):
     cover = _cover(test_input, test_output, config, work / "cover.png")
     torch.jit.trace(wrapper, torch.from_numpy(_normalized(test_input, config))).save(str(work / "weights.torchscript"))
     torch.save(wrapper.state_dict(), work / "weights.pt")
+    # The package's ONNX weights are exported from the network as loaded, like the TorchScript and state-dict
+    # weights, so every format reproduces the test output; the folder's own network.onnx (an attachment, for
+    # nucseg) was exported from the float32 weights, which a folder may store as float16.
+    export_onnx(loaded.network, work / PACKAGE_ONNX_FILE, in_channels=config.in_channels, classes=config.classes)
     architecture_file = work / architecture_file_name(config.architecture)
     architecture_file.write_text(architecture_source(config.architecture))
     dependencies = None
@@ -168,7 +175,7 @@ def _describe(loaded, model_dir: Path, work: Path):
             dependencies=dependencies),
         torchscript=spec.TorchscriptWeightsDescr(source=work / "weights.torchscript", pytorch_version=torch_version,
                                                  parent="pytorch_state_dict"),
-        onnx=spec.OnnxWeightsDescr(source=work / ONNX_FILE, opset_version=_onnx_opset(),
+        onnx=spec.OnnxWeightsDescr(source=work / PACKAGE_ONNX_FILE, opset_version=_onnx_opset(),
                                    parent="pytorch_state_dict"),
     )
     name = config.name or model_dir.name
