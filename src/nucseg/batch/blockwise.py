@@ -46,7 +46,8 @@ from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_stack, TIFF_SUFFIXES
 from nucseg.io.lazy import is_zarr, LazyImage, open_image
-from nucseg.preprocess.normalize import to_channels
+from nucseg.io.pixels import usable_pixels
+from nucseg.preprocess.normalize import to_channels, working_float
 from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
                                  DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core,
                                  renumbering_tables, select_owned_objects)
@@ -98,9 +99,9 @@ def _segment_block_image(model: Model, image: np.ndarray, options: dict[str, Any
 
 
 def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
-    """A strided sample of the block's core: (n, channels) float32."""
+    """A strided sample of the block's core: (n, channels) float32 (float64 for wide integer types)."""
     pixels = region_pixels(source, block.core)
-    return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(np.float32)
+    return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(working_float(pixels.dtype))
 
 
 def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, model: Any,
@@ -426,6 +427,7 @@ def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
+        image = usable_pixels(image)
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
     path = Path(image)
     if is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES:

@@ -16,6 +16,7 @@ import numpy as np
 from nucseg.errors import InputError
 from nucseg.inference import quality, sizing
 from nucseg.io.channels import choose_channel
+from nucseg.io.pixels import usable_pixels
 from nucseg.preprocess.normalize import NormalizationConfig
 
 
@@ -159,14 +160,18 @@ def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        Not an image of numbers of such a shape; a multi-channel image that
+        Not an image of numbers of such a shape; NaN or infinite pixels
+        (:func:`nucseg.io.pixels.usable_pixels`, which also turns booleans
+        into uint8 0/255); a multi-channel image that
         is not 8-bit RGB(A), without ``channel``; a ``channel`` out of range.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3) or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must have shape (H, W) or (H, W, C), got {image.shape}")
-    if image.dtype.kind not in "uifb":
-        raise ValueError(f"image must hold numbers, got dtype {image.dtype}")
+    try:
+        image = usable_pixels(image)
+    except InputError as exc:  # an array, not a file: a ValueError as for its shape
+        raise ValueError(f"image: {exc.problem}") from None
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, (int, np.integer))):
         raise ValueError(f"channel must be a channel number counted from 1, got {channel!r}")
     if channel is None and image.ndim == 3 and image.shape[2] > MAX_CHANNELS:

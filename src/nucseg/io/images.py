@@ -26,6 +26,7 @@ from nucseg.errors import first_line, InputError
 from nucseg.io.atomic import atomic_write
 from nucseg.io.channels import Channel, choose_channel, ChosenChannel, tiff_channel_names
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
+from nucseg.io.pixels import usable_channels
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -380,14 +381,14 @@ def read_stack(path: str | Path, *, channel_axis: int | str | None = None, chann
     """
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
-        chosen = _read_2d(path, channel_axis, channel)
+        chosen = usable_channels(_read_2d(path, channel_axis, channel), path)
         every = None if chosen.every_channel is None else chosen.every_channel[None]
         return ImageStack(chosen.image[None], (), "", chosen.name, every, chosen.channel_names)
     _check_readable_file(path)
     array, rgb_samples, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
     plane_shape = array.shape[:len(plane_axes)]
     planes = array.reshape((-1, *array.shape[len(plane_axes):]))
-    chosen = choose_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples)
+    chosen = usable_channels(choose_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples), path)
     return ImageStack(chosen.image, tuple(int(n) for n in plane_shape), plane_axes, chosen.name,
                       chosen.every_channel, chosen.channel_names)
 

@@ -13,6 +13,7 @@ from nucseg.io.channels import Channel, channel_index, channel_labels, is_photog
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 from nucseg.io.images import open_pillow, read_pixel_size, TIFF_SUFFIXES
 from nucseg.io.ngff import ngff_metadata, NgffMetadata
+from nucseg.io.pixels import usable_pixels
 
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
@@ -73,7 +74,8 @@ class LazyImage:
         finally:
             self._close(array)
         order = [kept.index(axis) for axis in ("y", "x", "c") if axis in kept]
-        return np.ascontiguousarray(np.transpose(data, order))
+        region = f"rows {rows.start}:{rows.stop}, columns {cols.start}:{cols.stop}"
+        return usable_pixels(np.ascontiguousarray(np.transpose(data, order)), self.path, region=region)
 
     def _open(self):
         import zarr

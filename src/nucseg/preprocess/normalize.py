@@ -160,8 +160,16 @@ def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8)
     if flat.dtype in (np.uint8, np.uint16):
         low_values, high_values = _integer_percentiles(flat[::step], (low, high))
         return low_values, high_values
-    low_values, high_values = np.percentile(flat[::step].astype(np.float32, copy=False), [low, high], axis=0)
+    low_values, high_values = np.percentile(flat[::step].astype(working_float(flat.dtype), copy=False), [low, high],
+                                            axis=0)
     return low_values, high_values
+
+
+def working_float(dtype: np.dtype) -> type:
+    """The float type that holds differences of pixels of ``dtype`` exactly enough: float32, or float64 for
+    integers over 16 bits and float64 (float32 would merge the levels of a 32-bit camera offset by 2**31)."""
+    dtype = np.dtype(dtype)
+    return np.float64 if dtype.itemsize > 4 or (dtype.kind in "iu" and dtype.itemsize > 2) else np.float32
 
 
 def _integer_percentiles(flat: np.ndarray, percentiles: tuple[float, ...]) -> np.ndarray:
@@ -236,9 +244,11 @@ def normalize_with_range(image: np.ndarray, low: np.ndarray, high: np.ndarray, *
     ndarray of float32, same shape as ``image``
     """
     low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
-    data = np.asarray(image).astype(np.float32, copy=False)
-    scale = np.maximum(high - low, eps).astype(np.float32)
-    return ((data - low.astype(np.float32)) / scale).astype(np.float32, copy=False)
+    image = np.asarray(image)
+    working = working_float(image.dtype)
+    data = image.astype(working, copy=False)
+    scale = np.maximum(high - low, eps).astype(working)
+    return ((data - low.astype(working)) / scale).astype(np.float32, copy=False)
 
 
 def prepare_image(image: np.ndarray, config: NormalizationConfig = NormalizationConfig()) -> np.ndarray:
