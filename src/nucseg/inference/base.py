@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from nucseg.datasets.kinds import composite_evidence
 from nucseg.errors import InputError
 from nucseg.inference import quality, sizing
 from nucseg.io.channels import choose_channel
@@ -160,7 +161,9 @@ def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     Raises
     ------
     ValueError
-        Not an image of numbers of such a shape; NaN or infinite pixels
+        Not an image of numbers of such a shape; a colour image that looks
+        like merged fluorescence channels, without ``channel``
+        (:class:`CompositeImageError`); NaN or infinite pixels
         (:func:`nucseg.io.pixels.usable_pixels`, which also turns booleans
         into uint8 0/255); a multi-channel image that
         is not 8-bit RGB(A), without ``channel``; a ``channel`` out of range.
@@ -178,6 +181,36 @@ def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
         raise ValueError(f"image of shape {image.shape} has {image.shape[2]} channels: channels go last, (H, W, C); "
                          "segment the planes of a stack (Z, H, W) one by one, or with nucseg.segment_files")
     try:
-        return choose_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=").image
+        image = choose_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=").image
     except InputError as exc:  # an array, not a file: a ValueError as for its shape
         raise ValueError(exc.problem) from None
+    if channel is None and image.ndim == 3:
+        _refuse_composite(image)
+    return image
+
+
+#: What the three channels of a colour image show as, for messages.
+_COLOURS = ("red", "green", "blue")
+
+
+class CompositeImageError(InputError, ValueError):
+    """A colour image that looks like merged fluorescence channels, given without a channel.
+
+    One line for the command line (an :class:`InputError`; the batch names
+    the file), and a ``ValueError`` for arrays, as the other image checks.
+    """
+
+
+def _refuse_composite(image: np.ndarray) -> None:
+    """Raise :class:`CompositeImageError` when ``image`` is a fluorescence composite
+    (:func:`nucseg.datasets.kinds.composite_evidence`): its nuclear channel is never guessed."""
+    evidence = composite_evidence(image)
+    if evidence is None or not evidence.composite:
+        return
+    hint = evidence.nuclear_channel
+    raise CompositeImageError(None, f"looks like a fluorescence composite (dark background: median "
+                                    f"{evidence.background:.0%} of full scale; channels that do not co-vary as "
+                                    f"stains do: correlation {evidence.correlation:.2f}), not an H&E or brightfield "
+                                    "photograph; choose the channel that shows the nuclei with --channel N "
+                                    f"(Python: channel=N); channel {hint + 1} ({_COLOURS[hint]}) looks the most "
+                                    "like nuclei")
