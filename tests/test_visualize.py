@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from nucseg.cli import main
@@ -47,12 +48,19 @@ def _touching_labels() -> tuple[np.ndarray, np.ndarray]:
 # -------------------------------------------------------------------- overlay
 
 
-def test_outline_pixels_lie_exactly_on_label_boundaries():
+def _rim(labels, width=1):
+    """The background pixels within ``width`` of a nucleus: where the black edge of the outlines goes."""
+    return ndi.binary_dilation(labels > 0, iterations=width) & (labels == 0)
+
+
+def test_outlines_are_coloured_on_the_nucleus_edge_and_black_just_outside():
     image, labels = _touching_labels()
     overlay = outline_overlay(image, labels)
     assert overlay.shape == (40, 50, 3) and overlay.dtype == np.uint8
-    changed = np.any(overlay != display_image(image), axis=2)  # gray pixels never equal a vivid colour
-    assert np.array_equal(changed, find_boundaries(labels, mode="inner"))
+    edge, rim = find_boundaries(labels, mode="inner"), _rim(labels)
+    assert np.all(overlay[rim] == 0) and np.all(overlay[edge].max(axis=1) == 255)
+    untouched = ~(edge | rim)
+    assert np.array_equal(overlay[untouched], display_image(image)[untouched])
 
 
 def test_each_outline_has_its_label_colour():
@@ -63,7 +71,28 @@ def test_each_outline_has_its_label_colour():
     for label, color in [(1, colors[0]), (2, colors[1]), (5, colors[1])]:  # label k gets colors[(k-1) % 3]
         pixels = overlay[boundary & (labels == label)]
         assert len(pixels) > 0 and np.all(pixels == color)
-    assert np.array_equal(overlay[~boundary], display_image(image)[~boundary])
+    untouched = ~(boundary | _rim(labels))
+    assert np.array_equal(overlay[untouched], display_image(image)[untouched])
+
+
+def test_a_wider_outline_grows_inwards_and_its_black_edge_outwards():
+    image, labels = _touching_labels()
+    overlay = outline_overlay(image, labels, width=3)
+    edge = ndi.binary_dilation(find_boundaries(labels, mode="inner"), iterations=2) & (labels > 0)
+    coloured = np.any(overlay != display_image(image), axis=2) & (labels > 0)
+    assert np.array_equal(coloured, edge) and np.all(overlay[_rim(labels)] == 0)
+    assert edge.sum() > 2 * find_boundaries(labels, mode="inner").sum()
+    with pytest.raises(ValueError, match="at least 1"):
+        outline_overlay(image, labels, width=0)
+
+
+def test_outlines_stay_visible_on_dark_nuclei_on_a_bright_field():
+    labels = _touching_labels()[1]
+    image = np.where(labels > 0, 30, 230).astype(np.uint8)  # dark stained nuclei, bright brightfield background
+    overlay = outline_overlay(np.dstack([image] * 3), labels).astype(int)
+    edge, rim = find_boundaries(labels, mode="inner"), _rim(labels)
+    assert np.all(overlay[edge].max(axis=1) - 30 >= 200)  # the vivid colour on the dark nucleus
+    assert np.all(230 - overlay[rim].max(axis=1) >= 200)  # the black edge on the bright background
 
 
 def test_default_colours_are_distinct_and_vivid():
@@ -82,8 +111,22 @@ def test_overlay_on_fixtures(fixtures, name):
     assert overlay.shape == sample.image.shape[:2] + (3,) and overlay.dtype == np.uint8
     changed = np.any(overlay != display_image(sample.image), axis=2)
     boundary = find_boundaries(sample.labels, mode="inner")
-    assert not np.any(changed & ~boundary)
-    assert changed.sum() > 0.9 * boundary.sum()  # rarely, an image pixel already has the outline colour
+    assert not np.any(changed & ~(boundary | _rim(sample.labels)))
+    assert (changed & boundary).sum() > 0.9 * boundary.sum()  # rarely, an image pixel already has the outline colour
+
+
+def test_colour_images_are_shown_in_their_own_colours(fixtures):
+    image = _by_name(fixtures, HISTOLOGY).image  # H&E, 8-bit RGBA
+    assert np.array_equal(display_image(image), image[..., :3])
+
+
+def test_an_empty_field_stays_dark_and_is_not_stretched_into_noise():
+    blank = (np.random.default_rng(0).normal(100, 3, size=(64, 64))).astype(np.uint16)  # camera offset and noise
+    assert display_image(blank).max() < 40
+    fluorescence = blank.copy()
+    fluorescence[20:40, 20:40] = 3000  # one nucleus: shown bright, the background dark
+    shown = display_image(fluorescence)
+    assert shown[30, 30, 0] == 255 and shown[:10, :10].max() < 10
 
 
 def test_display_image_normalizes_to_full_range():
@@ -119,7 +162,8 @@ def test_prediction_snapshot_panels():
     assert np.array_equal(panels[0][below_caption], shown[below_caption])
     for panel, panel_labels in [(panels[1], labels), (panels[2], predicted)]:
         changed = np.any(panel != shown, axis=2)[below_caption]
-        assert np.array_equal(changed, find_boundaries(panel_labels, mode="inner")[below_caption])
+        edge = find_boundaries(panel_labels, mode="inner")[below_caption]
+        assert np.all(changed[edge]) and not np.any(changed & ~(edge | _rim(panel_labels)[below_caption]))
 
 
 def test_prediction_snapshot_rejects_mismatched_labels():
@@ -156,7 +200,8 @@ def test_sample_grid_outline_tile_shows_the_labels(fixtures):
     below_caption = slice(CAPTION_ROWS, None)
     assert np.array_equal(image_tile[below_caption], display_image(sample.image)[below_caption])
     changed = np.any(outline_tile != image_tile, axis=2)[below_caption]
-    assert np.array_equal(changed, find_boundaries(sample.labels, mode="inner")[below_caption])
+    edge = find_boundaries(sample.labels, mode="inner")[below_caption]
+    assert np.all(changed[edge]) and not np.any(changed & ~(edge | _rim(sample.labels)[below_caption]))
 
 
 def test_sample_grid_scales_large_images_into_the_tile(fixtures):

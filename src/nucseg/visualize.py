@@ -1,10 +1,10 @@
 """Pictures for a person to check: nucleus outlines on images, sample grids, prediction snapshots.
 
 Every function returns a plain uint8 RGB array, ``(H, W, 3)``; only
-:func:`save_sample_grid` writes a file. Images are shown as the network sees
-them (:func:`nucseg.preprocess.normalize.prepare_image`, clipped to [0, 1]); each
-nucleus outline (its pixels that touch another label or the background) is
-drawn in its own colour.
+:func:`save_sample_grid` writes a file. Images are shown as a person sees
+them (:func:`display_image`: 8-bit colour as it is, other images with Fiji's
+auto-contrast); each nucleus outline (its pixels that touch another label or
+the background) is drawn in its own colour, edged in black outside.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nucseg.datasets.kinds import full_scale
 from nucseg.datasets.sample import Sample
 from nucseg.io.images import write_png
-from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
+from nucseg.io.pixels import usable_pixels
+from nucseg.preprocess.normalize import normalize_with_range, percentile_range
 from nucseg.preprocess.resize import resize_image, resize_labels
 
 #: Pixels between the panels of a grid or snapshot.
@@ -47,8 +49,21 @@ def outline_colors(count: int) -> np.ndarray:
     return np.round(np.array(rgb, dtype=np.float64).reshape(count, 3) * 255).astype(np.uint8)
 
 
+#: Fiji's auto-contrast: 0.35 % of the pixels saturated, half at each end of the display range.
+DISPLAY_PERCENTILES = (0.175, 99.825)
+#: The display range spans at least this fraction of full scale, so that an empty field stays dark instead of
+#: being stretched into noise.
+MIN_DISPLAY_SPAN = 0.1
+
+
 def display_image(image: np.ndarray) -> np.ndarray:
-    """An image as shown to a person: percentile-normalized RGB, clipped to [0, 1].
+    """An image as a person sees it: 8-bit colour as it is, other images with Fiji's auto-contrast.
+
+    8-bit RGB(A) (H&E, brightfield, colour exports) keeps its own colours.
+    Every other image is shown per channel from its :data:`DISPLAY_PERCENTILES`
+    (Fiji's "Auto"), over at least :data:`MIN_DISPLAY_SPAN` of full scale
+    (:func:`nucseg.datasets.kinds.full_scale`; 12 bits at least for 16-bit
+    and wider integers): a blank slide stays dark.
 
     Parameters
     ----------
@@ -60,15 +75,27 @@ def display_image(image: np.ndarray) -> np.ndarray:
     -------
     ndarray of uint8, shape (H, W, 3)
     """
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
-        image = image.mean(axis=2, dtype=np.float32)
-    normalized = prepare_image(image, NormalizationConfig(channels=3))
-    return np.round(np.clip(normalized, 0.0, 1.0) * 255).astype(np.uint8)
+    image = usable_pixels(np.asarray(image))
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        if image.dtype == np.uint8:
+            return np.ascontiguousarray(image[..., :3])
+        image = image[..., :3]
+    elif image.ndim == 3:
+        image = image.mean(axis=2, dtype=np.float64)
+    low, high = percentile_range(image, low=DISPLAY_PERCENTILES[0], high=DISPLAY_PERCENTILES[1])
+    # a 16-bit or wider integer image is at least 12-bit camera data, however dim
+    deepest = max(float(image.max()), 4095.0 if image.dtype.kind in "iu" and image.dtype.itemsize > 1 else 0.0)
+    span = MIN_DISPLAY_SPAN * full_scale(image.dtype, deepest)
+    shown = normalize_with_range(image, low, np.maximum(high, low + span))
+    shown = np.round(np.clip(shown, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown)
 
 
-def outline_overlay(image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray | None = None) -> np.ndarray:
-    """Draw each nucleus outline in its own colour on the normalized image.
+def outline_overlay(image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray | None = None,
+                    width: int = 1) -> np.ndarray:
+    """Draw each nucleus outline on the image as a person sees it: in its own colour, edged in black.
 
     Parameters
     ----------
@@ -79,29 +106,42 @@ def outline_overlay(image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray
     colors : array-like of uint8, shape (K, 3), optional
         Outline colours; label ``k`` gets ``colors[(k - 1) % K]``. Default:
         ``outline_colors(64)``.
+    width
+        Width of the coloured outline, in pixels.
 
     Returns
     -------
     ndarray of uint8, shape (H, W, 3)
-        The outline pixels are those of ``find_boundaries(labels, mode="inner")``.
+        The coloured pixels are the nucleus' own edge (``find_boundaries(labels,
+        mode="inner")``, grown inwards to ``width``); the background pixels
+        just outside (``max(1, width // 2)`` of them) are black, so that an
+        outline shows on dark and light nuclei and backgrounds alike.
     """
     labels = np.asarray(labels)
     if labels.shape != np.shape(image)[:2]:
         raise ValueError(f"labels of shape {labels.shape} do not match image of shape {np.shape(image)}")
-    return _draw_outlines(display_image(image), labels, colors)
+    return _draw_outlines(display_image(image), labels, colors, width=width)
 
 
-def _draw_outlines(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray | None) -> np.ndarray:
+def _draw_outlines(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray | None, *, width: int = 1) -> np.ndarray:
+    from scipy import ndimage as ndi
     from skimage.segmentation import find_boundaries
 
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"outline width must be a whole number of pixels, at least 1, got {width!r}")
     if colors is None:
         colors = _DEFAULT_COLORS
     colors = np.asarray(colors, dtype=np.uint8).reshape(-1, 3)
     if len(colors) == 0:
         raise ValueError("colors must hold at least one colour")
     out = rgb.copy()
-    boundary = find_boundaries(labels, mode="inner")
-    out[boundary] = colors[(labels[boundary].astype(np.int64) - 1) % len(colors)]
+    inside = labels > 0
+    edge = find_boundaries(labels, mode="inner")
+    if width > 1:
+        edge = ndi.binary_dilation(edge, iterations=width - 1) & inside
+    rim = ndi.binary_dilation(inside, iterations=max(1, width // 2)) & ~inside
+    out[rim] = 0
+    out[edge] = colors[(labels[edge].astype(np.int64) - 1) % len(colors)]
     return out
 
 

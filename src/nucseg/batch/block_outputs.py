@@ -96,13 +96,13 @@ def write_ome_zarr_blockwise(path: Path, assembled: Path, measured: Intensities,
 
 
 def write_overview(path: Path, assembled: Path, source: LazyImage | np.ndarray, grid: BlockGrid, *,
-                   executor: Executor, progress: bool, overwrite: bool, name: str) -> None:
+                   executor: Executor, progress: bool, overwrite: bool, name: str, outline_width: int = 1) -> None:
     """The overview PNG: outlines on the image shrunk to at most :data:`OVERVIEW_SIDE` pixels on its longer side."""
     step = max(1, -(-max(grid.shape) // OVERVIEW_SIDE))
     pieces = executor.run(_overview_task, [(str(assembled), task_input(source, block.core), block, step)
                                            for block in grid],
                           description=f"drawing an overview of {name}", progress=progress)
-    write_png(path, _overview(grid, pieces, step), overwrite=overwrite)
+    write_png(path, _overview(grid, pieces, step, outline_width=outline_width), overwrite=overwrite)
 
 
 def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
@@ -158,7 +158,8 @@ def _overview_task(labels_path: str, source: LazyImage | np.ndarray, block: Bloc
     return region_pixels(source, block.core)[first_row::step, first_col::step], labels
 
 
-def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step: int) -> np.ndarray:
+def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step: int, *,
+              outline_width: int = 1) -> np.ndarray:
     """The outline overlay of the shrunk image, assembled from the blocks' pieces."""
     height, width = (-(-n // step) for n in grid.shape)
     sample = pieces[0][0]
@@ -168,4 +169,4 @@ def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step
         top, left = -(-block.core[0].start // step), -(-block.core[1].start // step)
         image[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
         labels[top:top + block_labels.shape[0], left:left + block_labels.shape[1]] = block_labels
-    return outline_overlay(image, labels)
+    return outline_overlay(image, labels, width=outline_width)

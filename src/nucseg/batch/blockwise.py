@@ -223,6 +223,7 @@ def segment_large(
     outputs: Mapping[str, str | Path] | None = None,
     pixel_size: float | None = None,
     progress: bool = False,
+    outline_width: int = 1,
     **segment_options: Any,
 ) -> BlockwiseReport:
     """Segment an image block by block and write one stitched label image.
@@ -275,6 +276,8 @@ def segment_large(
         Microns per pixel for the measurements.
     progress
         Progress bars on stderr.
+    outline_width
+        Width of the overview's outlines, pixels (:func:`nucseg.visualize.outline_overlay`).
     **segment_options
         Passed to :meth:`~nucseg.inference.model.Model.segment` (``tile_size``, ``overlap``, ...).
         Automatic sizing (``diameter="auto"``, the default of network models)
@@ -364,7 +367,7 @@ def segment_large(
                                  executor=executor, progress=progress, overwrite=overwrite, name=named.stem)
     if "overlay" in outputs:
         write_overview(outputs["overlay"], assembled, source, grid, executor=executor, progress=progress,
-                       overwrite=overwrite, name=name)
+                       overwrite=overwrite, name=name, outline_width=outline_width)
     diameter = median_diameter(assembled, nuclei)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,

@@ -182,6 +182,7 @@ def segment_files(
     block_size: int | None = None,
     margin: int | None = None,
     zarr_labels: bool = False,
+    outline_width: int = 1,
     **segment_options: Any,
 ) -> BatchReport:
     """Segment image files and write label images, overlays, measurements and a summary.
@@ -193,7 +194,8 @@ def segment_files(
         (a tiled TIFF, or ``X_labels.zarr`` with ``zarr_labels``, for images
         segmented block-wise);
     ``OUT/X_overlay.png``
-        with ``overlay``: nucleus outlines on the normalized image;
+        with ``overlay``: nucleus outlines on the image as a person sees it
+        (:func:`nucseg.visualize.outline_overlay`, ``outline_width`` pixels wide);
     ``OUT/X_nuclei.csv``
         with ``measure``: one row of measurements per nucleus
         (:func:`nucseg.postprocess.measure.measure_nuclei`);
@@ -287,6 +289,8 @@ def segment_files(
     """
     started = time.perf_counter()
     check_batch_options(segment_options, pixel_size=pixel_size)
+    if isinstance(outline_width, bool) or not isinstance(outline_width, int) or outline_width < 1:
+        raise InputError(None, f"outline width must be a whole number of pixels, at least 1, got {outline_width!r}")
     if axes is not None:
         if channel_axis is not None:
             raise InputError(None, "give the axes (--axes) or the channel axis (--channel-axis), not both")
@@ -341,7 +345,7 @@ def segment_files(
     if whole:
         settings = {"outputs": outputs, "pixel_size": pixel_size, "overwrite": overwrite,
                     "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
-                    "options": segment_options,
+                    "options": segment_options, "outline_width": outline_width,
                     # tiles are reported where stderr is the user's, one image at a time: not from threads
                     # side by side, nor from the workers of a cluster
                     "progress": progress and isinstance(whole_executor, InProcessExecutor)
@@ -360,7 +364,7 @@ def segment_files(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
                 pixel_size=pixel_size, outputs=outputs, progress=progress,
-                options=segment_options)
+                options=segment_options, outline_width=outline_width)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
         from nucseg.io.rle import write_submission_csv
@@ -406,7 +410,8 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
                         pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
                         channel=settings["channel"], stitch_threshold=settings["stitch_threshold"],
-                        progress=settings["progress"], **settings["options"])
+                        progress=settings["progress"], outline_width=settings["outline_width"],
+                        **settings["options"])
 
 
 def _segment_blockwise_image(
@@ -425,6 +430,7 @@ def _segment_blockwise_image(
     outputs: Collection[str],
     progress: bool,
     options: dict[str, Any],
+    outline_width: int = 1,
 ) -> ImageReport:
     started = time.perf_counter()
     paths = _outputs(out_dir, image.name, blockwise=True, outputs=outputs, zarr_labels=zarr_labels)
@@ -433,7 +439,7 @@ def _segment_blockwise_image(
         result = segment_large(image.path, paths["labels"], model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
                                outputs={key: path for key, path in paths.items() if key != "labels"},
-                               pixel_size=pixel_size, progress=progress, **options)
+                               pixel_size=pixel_size, progress=progress, outline_width=outline_width, **options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started

@@ -43,6 +43,7 @@ def _segment_one(
     stitch_threshold: float | None,
     options: Mapping[str, Any],
     progress: bool = False,
+    outline_width: int = 1,
 ) -> ImageReport:
     started = time.perf_counter()
     paths = output_paths(out_dir, image.name, outputs=outputs)
@@ -50,7 +51,7 @@ def _segment_one(
     if existing and not overwrite:
         if completes_from_labels(paths):
             return _complete_from_labels(image, paths, pixel_size=pixel_size, channel_axis=channel_axis,
-                                         channel=channel, started=started)
+                                         channel=channel, started=started, outline_width=outline_width)
         return skipped_report(image, existing[0])
     written: list[Path] = []
     try:
@@ -70,7 +71,8 @@ def _segment_one(
             labels = _linked(labels, stack, stitch_threshold)
         written.append(write_labels(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
                                     overwrite=overwrite, axes=stack.plane_axes + "YX"))
-        written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite)
+        written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite,
+                                outline_width=outline_width)
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
         for path in written:  # a failed image leaves no partial set of outputs
             remove_output(path)
@@ -93,12 +95,13 @@ def _segment_one(
 
 
 def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mapping[str, Path],
-                 pixel_size: float | None, *, overwrite: bool) -> list[Path]:
+                 pixel_size: float | None, *, overwrite: bool, outline_width: int = 1) -> list[Path]:
     """Write the outputs but the label image that ``paths`` ask for, of labels (planes, H, W) of ``stack``."""
     written = []
     if "overlay" in paths:  # of the middle plane for a stack
         middle = len(labels) // 2
-        written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle]),
+        written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle],
+                                                                   width=outline_width),
                                  overwrite=overwrite))
     planes, names = stack.intensities()
     tables = None
@@ -136,7 +139,8 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
 
 
 def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          channel_axis: int | str | None, channel: Channel, started: float) -> ImageReport:
+                          channel_axis: int | str | None, channel: Channel, started: float,
+                          outline_width: int = 1) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -153,7 +157,8 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
                                               "use --overwrite to segment it again")
         if pixel_size is None:
             pixel_size = image_pixel_size(image.path)
-        written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False)
+        written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False,
+                               outline_width=outline_width)
     except Exception as exc:  # one bad image must not stop the batch
         for path in missing.values():
             remove_output(path)
@@ -269,6 +274,7 @@ def segment_file(
     channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
+    outline_width: int = 1,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
@@ -284,7 +290,8 @@ def segment_file(
     outputs = set(outputs) | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
     return _segment_one(image, Path(out_dir), model, outputs=outputs, pixel_size=pixel_size,
                         overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                        stitch_threshold=stitch_threshold, options=segment_options, progress=progress)
+                        stitch_threshold=stitch_threshold, options=segment_options, progress=progress,
+                        outline_width=outline_width)
 
 
 def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,

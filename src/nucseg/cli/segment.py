@@ -27,6 +27,8 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder or package, or a shipped model: 'nuclei' (the default), 'dsb2018' "
                              "(DSB2018 data only) or 'classical'")
     parser.add_argument("--overlay", action="store_true", help="also write X_overlay.png: outlines on the image")
+    parser.add_argument("--outline-width", type=int, default=1, metavar="PX",
+                        help="width of the overlay's outlines in pixels (default 1; each edged in black)")
     parser.add_argument("--report", action="store_true",
                         help="also write report.html: a quality-control page of the batch (flagged images first)")
     parser.add_argument("--measure", action="store_true",
@@ -143,7 +145,7 @@ def run_segment(args: argparse.Namespace) -> int:
         model = args.model if args.device == "cpu" else load_model(args.model, device=args.device)
         report = segment_files(inputs, args.out, model=model,
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
-                               measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                               outline_width=args.outline_width, measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
                                outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
                                                                ("ome_zarr", args.ome_zarr)) if asked],
                                overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes,
