@@ -340,3 +340,16 @@ def test_a_plain_z_stack_segments_with_axes_into_qupath_fiji_and_ome_zarr_files(
         "stack.ome.zarr", "stack_labels.tif", "stack_nuclei.geojson", "stack_rois.zip", "summary.csv"]
     assert [row["plane"] for row in _summary(tmp_path / "out")] == ["", "z=0", "z=1", "z=2"]
     assert tifffile.imread(tmp_path / "out" / "stack_labels.tif").shape == (3, 96, 96)
+
+
+def test_outline_width_draws_wider_outlines_in_the_overlay(tmp_path, capsys):
+    image = _fixture_image("0280fa8f")
+    for width in (1, 3):
+        assert main(["segment", str(image), "--out", str(tmp_path / f"w{width}"), "--model", "classical",
+                     "--overlay", "--outline-width", str(width)]) == 0
+    overlays = [read_image(next((tmp_path / f"w{width}").glob("*_overlay.png"))) for width in (1, 3)]
+    vivid = [int(np.count_nonzero((overlay.max(axis=2) == 255) & (overlay.min(axis=2) == 0))) for overlay in overlays]
+    assert vivid[1] > 2 * vivid[0] > 0
+    assert main(["segment", str(image), "--out", str(tmp_path / "w0"), "--model", "classical", "--overlay",
+                 "--outline-width", "0"]) == 2
+    assert "outline width must be a whole number of pixels, at least 1, got 0" in capsys.readouterr().err

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nucseg.datasets.kinds import full_scale
+from nucseg.datasets.kinds import full_scale, image_kind
 from nucseg.datasets.sample import Sample
 from nucseg.io.images import write_png
 from nucseg.io.pixels import usable_pixels
-from nucseg.preprocess.normalize import normalize_with_range, percentile_range
+from nucseg.preprocess.normalize import normalize_with_range, percentile_range, to_channels
 from nucseg.preprocess.resize import resize_image, resize_labels
 
 #: Pixels between the panels of a grid or snapshot.
@@ -59,7 +59,9 @@ MIN_DISPLAY_SPAN = 0.1
 def display_image(image: np.ndarray) -> np.ndarray:
     """An image as a person sees it: 8-bit colour as it is, other images with Fiji's auto-contrast.
 
-    8-bit RGB(A) (H&E, brightfield, colour exports) keeps its own colours.
+    8-bit RGB(A) in colour (H&E, fluorescence merges) keeps its own colours;
+    gray stored as RGB and one fluorescence channel exported in colour are
+    gray (:func:`nucseg.preprocess.normalize.to_channels`).
     Every other image is shown per channel from its :data:`DISPLAY_PERCENTILES`
     (Fiji's "Auto"), over at least :data:`MIN_DISPLAY_SPAN` of full scale
     (:func:`nucseg.datasets.kinds.full_scale`; 12 bits at least for 16-bit
@@ -79,9 +81,9 @@ def display_image(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] in (3, 4):
-        if image.dtype == np.uint8:
+        if image.dtype == np.uint8 and image_kind(image) == "histology":  # in colour: stains, or merged channels
             return np.ascontiguousarray(image[..., :3])
-        image = image[..., :3]
+        image = to_channels(image, 1)[..., 0] if image.dtype == np.uint8 else image[..., :3]
     elif image.ndim == 3:
         image = image.mean(axis=2, dtype=np.float64)
     low, high = percentile_range(image, low=DISPLAY_PERCENTILES[0], high=DISPLAY_PERCENTILES[1])

@@ -94,7 +94,7 @@ def full_scale(dtype: np.dtype, maximum: float) -> float:
 #: A colour image whose darkest channel (with content) has its median below this fraction of full scale has a
 #: dark background: fluorescence, not light through a stained slide (measured on the
 #: annotated sets: ``benchmarks/bench_composites.py``).
-COMPOSITE_MAX_BACKGROUND = 0.25
+COMPOSITE_MAX_BACKGROUND = 0.18
 #: Stains absorb in every colour channel at once, so the channels of H&E and brightfield co-vary; fluorescence
 #: channels show different structures. Below this Pearson correlation of two channels with content, they do not.
 COMPOSITE_MAX_CORRELATION = 0.9
