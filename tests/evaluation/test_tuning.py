@@ -25,7 +25,9 @@ from nucseg.errors import ModelError
 from nucseg.evaluation.metrics import dsb_score
 from nucseg.models.folder import load_model_folder, ModelConfig, read_model_config, save_model
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-from nucseg.evaluation.tuning import save_tuning, search_thresholds, tune_postprocess, TuningGrid, TuningResult
+from nucseg.evaluation.tuning import (MIN_TUNING_IMAGES, MIN_TUNING_NUCLEI, save_tuning, search_thresholds,
+                                     small_tuning_set, SmallTuningSetWarning, tune_postprocess, TuningGrid,
+                                     TuningResult)
 
 DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 TINY_UNET = {"base_channels": 4, "depth": 2}
@@ -409,3 +411,18 @@ def test_min_size_is_tuned_even_when_the_thresholds_are_off_the_grid():
     grid = TuningGrid(foreground_threshold=(0.9,), marker_threshold=(0.9,), min_marker_size=(4,), refine_rounds=0)
     result = search_thresholds([probabilities], [labels], initial=initial, grid=grid)
     assert result.changed == {"min_size": (10, 30)} and result.score == 1.0
+
+
+def test_tuning_on_a_few_images_warns_with_their_numbers(tmp_path, dsb_samples, fake_probabilities):
+    model = load_model(_tiny_model(tmp_path / "model"))
+    samples = [dsb_samples["00071198"], dsb_samples["0280fa8f"]]
+    nuclei = sum(int(np.count_nonzero(np.unique(s.labels))) for s in samples)
+    with pytest.warns(SmallTuningSetWarning, match=f"tuned on 2 image\\(s\\) holding {nuclei} annotated nuclei "
+                                                   f"\\(fewer than {MIN_TUNING_IMAGES} images"):
+        tune_postprocess(model, samples, grid=SMALL_GRID)
+
+
+def test_enough_images_and_nuclei_need_no_warning():
+    assert small_tuning_set(MIN_TUNING_IMAGES, MIN_TUNING_NUCLEI) is None
+    assert "may not generalize" in small_tuning_set(MIN_TUNING_IMAGES - 1, 10 * MIN_TUNING_NUCLEI)
+    assert "may not generalize" in small_tuning_set(10 * MIN_TUNING_IMAGES, MIN_TUNING_NUCLEI - 1)

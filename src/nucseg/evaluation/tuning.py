@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,25 @@ class TuningResult:
         """``{setting: (before, after)}`` of the settings the tuning changed."""
         before, after = self.initial_config.to_dict(), self.config.to_dict()
         return {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+
+
+#: Thresholds tuned on fewer images, or fewer annotated nuclei, than these fit those few: a warning says so.
+MIN_TUNING_IMAGES = 10
+MIN_TUNING_NUCLEI = 300
+
+
+class SmallTuningSetWarning(UserWarning):
+    """Post-processing thresholds were tuned on too few images or nuclei to be trusted on others."""
+
+
+def small_tuning_set(n_images: int, n_nuclei: int) -> str | None:
+    """The warning for thresholds tuned on ``n_images`` images holding ``n_nuclei`` annotated nuclei, or None
+    when there are at least :data:`MIN_TUNING_IMAGES` and :data:`MIN_TUNING_NUCLEI`."""
+    if n_images >= MIN_TUNING_IMAGES and n_nuclei >= MIN_TUNING_NUCLEI:
+        return None
+    return (f"thresholds tuned on {n_images} image(s) holding {n_nuclei} annotated nuclei (fewer than "
+            f"{MIN_TUNING_IMAGES} images or {MIN_TUNING_NUCLEI} nuclei) fit those few and may not generalize to "
+            "other images: annotate more validation images, or keep the earlier thresholds")
 
 
 # --------------------------------------------------------------------------- search
@@ -355,6 +375,12 @@ def tune_postprocess(
         A model without a network (the classical baseline).
     InputError
         No samples.
+
+    Warns
+    -----
+    SmallTuningSetWarning
+        Fewer than :data:`MIN_TUNING_IMAGES` images or :data:`MIN_TUNING_NUCLEI`
+        annotated nuclei (:func:`small_tuning_set`).
     """
     from tqdm.auto import tqdm
 
@@ -368,6 +394,9 @@ def tune_postprocess(
     samples = list(samples)
     if not samples:
         raise InputError(None, "no images to tune on")
+    caution = small_tuning_set(len(samples), sum(int(np.count_nonzero(np.unique(s.labels))) for s in samples))
+    if caution is not None:
+        warnings.warn(caution, SmallTuningSetWarning, stacklevel=2)
     start = time.perf_counter()
     probabilities, scales = [], []
     for sample in tqdm(samples, desc="predicting", unit="img", disable=not progress):

@@ -11,6 +11,8 @@ import torch
 
 from nucseg.datasets.kinds import image_kind
 from nucseg.datasets.sample import Sample
+from nucseg.errors import InputError
+from nucseg.models.folder import read_model_config
 from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
 from nucseg.preprocess.resize import resize_image, resize_labels
 from nucseg.training.augment import augment_crop
@@ -249,7 +251,6 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     """
     from nucseg.datasets.layouts import load_dataset
     from nucseg.datasets.mixture import dataset_folders, load_mixture, split_qualified
-    from nucseg.errors import InputError
 
     drawn: list[str] = []
     if config.datasets:
@@ -296,8 +297,6 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
 
 def _split_samples(samples: Sequence[Sample], config: TrainConfig, train_only: Sequence[str],
                    origin) -> DatasetSplit:
-    from nucseg.errors import InputError
-
     nuclei = {s.name: int(np.count_nonzero(np.unique(s.labels))) for s in samples}
     try:
         return split_dataset([s.name for s in samples], val_fraction=config.val_fraction,
@@ -313,4 +312,34 @@ def _with_source(split: dict, data, images_dir, masks_dir, val_data) -> dict:
     split = dict(split)
     split["source"] = {key: None if value is None else str(Path(value).resolve()) for key, value in
                        (("data", data), ("images_dir", images_dir), ("masks_dir", masks_dir), ("val_data", val_data))}
+    return split
+
+
+def initial_training_names(init_from: str | None) -> list[str]:
+    """The images the initial model was trained on (its stored ``split.train``); empty without one."""
+    if init_from is None:
+        return []
+    from nucseg.models.registry import resolve_model_path
+
+    initial, _ = read_model_config(resolve_model_path(init_from))
+    return [str(name) for name in initial.split.get("train", [])]
+
+
+def initial_training_images_given(split: dict, initial_train: Sequence[str]) -> int:
+    """How many of the run's training images (bare or ``<dataset>/<image>`` names) the initial model trained on."""
+    from nucseg.datasets.mixture import NAME_SEPARATOR
+
+    initial = set(initial_train)
+    return sum(name in initial or name.partition(NAME_SEPARATOR)[2] in initial for name in split.get("train", []))
+
+
+def stored_split(split_from: str) -> dict[str, list[str]]:
+    """The train / validation / test names stored in the model ``split_from`` (``TrainConfig.split_from``)."""
+    from nucseg.models.registry import resolve_model_path
+
+    path = resolve_model_path(split_from)
+    stored, _ = read_model_config(path)
+    split = {side: [str(name) for name in stored.split.get(side, [])] for side in ("train", "validation", "test")}
+    if not split["train"] or not split["validation"]:
+        raise InputError(path, "stores no training/validation split to take (split_from)")
     return split

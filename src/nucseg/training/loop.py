@@ -26,6 +26,7 @@ import io as _io
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.folder import ModelConfig, read_model_config, save_model
 from nucseg.models.networks import build_model, select_device
-from nucseg.training.data import CropDataset, EpochSampler, load_training_data, normalization_of, prepare_samples
+from nucseg.training.data import (CropDataset, EpochSampler, initial_training_images_given, initial_training_names,
+                                  load_training_data, normalization_of, prepare_samples, stored_split)
 from nucseg.training.loss import segmentation_loss
 from nucseg.models.outputs import output_layout
 from nucseg.training.validation import validate, ValidationResult
@@ -143,14 +145,16 @@ def train(
     if state is None and config.init_from is not None:
         load_initial_weights(parts.network, config.init_from)
 
-    stored = _stored_split(config.split_from) if state is None and config.split_from else None
-    initial_train = _initial_training_names(config.init_from) if state is None and stored is None else ()
+    stored = stored_split(config.split_from) if state is None and config.split_from else None
+    initial_train = initial_training_names(config.init_from) if state is None and stored is None else ()
     loaded = load_training_data(config, data=data, images_dir=images_dir, masks_dir=masks_dir, val_data=val_data,
                                 saved_split=split if resume else stored, initial_train=initial_train,
                                 progress=progress)
     split, train_samples, val_samples = loaded.split, loaded.train, loaded.validation
-    if initial_train:
-        log(f"the {len(set(initial_train))} training images of {config.init_from} stay on the training side")
+    kept = initial_training_images_given(split, initial_train)
+    if kept:  # said only when it matters: some of the images given were the initial model's training images
+        log(f"{kept} of the images given were training images of {config.init_from}: they stay on the training "
+            "side, never validated or tested on")
     if state is None and config.init_from is not None:
         _log_settings_not_carried_over(config.init_from, log)
     if stored is not None:
@@ -360,13 +364,17 @@ def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Calla
 
     With ``groups`` (the dataset of each image of a mixture), every dataset weighs alike in the score.
     """
-    from nucseg.evaluation.tuning import save_tuning, tune_postprocess
+    from nucseg.evaluation.tuning import save_tuning, SmallTuningSetWarning, tune_postprocess
     from nucseg.inference.model import load_model
 
     from nucseg.datasets.mixture import equal_dataset_weights
 
     weights = None if groups is None else equal_dataset_weights(groups)
-    result = tune_postprocess(load_model(model_dir), val_samples, weights=weights)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallTuningSetWarning)
+        result = tune_postprocess(load_model(model_dir), val_samples, weights=weights)
+    for warning in caught:
+        log(f"warning: {warning.message}")
     _, weights_sha256 = read_model_config(model_dir)
     save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
                 expected_weights_sha256=weights_sha256)
@@ -430,28 +438,6 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
         described = f"{source.config.architecture} {source.config.architecture_options}, {source.config.target}"
         raise InputError(path, f"its network ({described}) differs from the one configured for training; "
                                "set model, model_options and target to match it") from None
-
-
-def _initial_training_names(init_from: str | None) -> list[str]:
-    """The images the initial model was trained on (its stored ``split.train``); empty without one."""
-    if init_from is None:
-        return []
-    from nucseg.models.registry import resolve_model_path
-
-    initial, _ = read_model_config(resolve_model_path(init_from))
-    return [str(name) for name in initial.split.get("train", [])]
-
-
-def _stored_split(split_from: str) -> dict[str, list[str]]:
-    """The train / validation / test names stored in the model ``split_from`` (``TrainConfig.split_from``)."""
-    from nucseg.models.registry import resolve_model_path
-
-    path = resolve_model_path(split_from)
-    stored, _ = read_model_config(path)
-    split = {side: [str(name) for name in stored.split.get(side, [])] for side in ("train", "validation", "test")}
-    if not split["train"] or not split["validation"]:
-        raise InputError(path, "stores no training/validation split to take (split_from)")
-    return split
 
 
 def _log_settings_not_carried_over(init_from: str, log) -> None:

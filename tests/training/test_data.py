@@ -1,0 +1,13 @@
+"""Training data helpers of nucseg.training.data: what the initial model of a fine-tuning trained on."""
+
+from __future__ import annotations
+
+from nucseg.training.data import initial_training_images_given
+
+
+def test_only_the_given_images_that_the_initial_model_trained_on_are_counted():
+    initial = [f"dsb{i:03d}" for i in range(598)]  # the initial model's 598 training images
+    own = {"train": ["mine_1", "mine_2"], "validation": ["mine_3"], "test": []}
+    assert initial_training_images_given(own, initial) == 0  # nothing to say to someone training on their own
+    mixed = {"train": ["mine_1", "dsb2018/dsb007", "dsb001"], "validation": ["mine_3"], "test": []}
+    assert initial_training_images_given(mixed, initial) == 2  # bare and <dataset>/<image> names alike
