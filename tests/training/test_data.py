@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nucseg.training.data import initial_training_images_given
+from nucseg.training.data import carried_quality_calibration, initial_training_images_given
 
 
 def test_only_the_given_images_that_the_initial_model_trained_on_are_counted():
@@ -11,3 +11,17 @@ def test_only_the_given_images_that_the_initial_model_trained_on_are_counted():
     assert initial_training_images_given(own, initial) == 0  # nothing to say to someone training on their own
     mixed = {"train": ["mine_1", "dsb2018/dsb007", "dsb001"], "validation": ["mine_3"], "test": []}
     assert initial_training_images_given(mixed, initial) == 2  # bare and <dataset>/<image> names alike
+
+
+def test_a_fine_tuned_model_carries_the_initial_calibration_over_and_says_so():
+    from nucseg.inference.quality import QualityCalibration
+    from nucseg.models.folder import read_model_config
+    from nucseg.models.registry import resolve_model_path
+
+    initial, _ = read_model_config(resolve_model_path("nuclei"))
+    carried = carried_quality_calibration("nuclei")
+    calibration = QualityCalibration.from_dict(carried)  # usable as it is
+    assert calibration.weights == initial.quality["weights"] and calibration.threshold == initial.quality["threshold"]
+    assert calibration.fitted_on.startswith("carried over from nuclei (fitted there on the 48 validation images")
+    assert "not refitted" in calibration.fitted_on
+    assert carried_quality_calibration(None) == {}

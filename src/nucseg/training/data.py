@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -343,3 +344,24 @@ def stored_split(split_from: str) -> dict[str, list[str]]:
     if not split["train"] or not split["validation"]:
         raise InputError(path, "stores no training/validation split to take (split_from)")
     return split
+
+
+def carried_quality_calibration(init_from: str | None) -> dict[str, Any]:
+    """The initial model's quality calibration for a model fine-tuned from it, saying that it was carried over.
+
+    The weights relate the initial network's features to its accuracy; the
+    fine-tuned network is close to it, so they are a fair estimate, not a
+    fit: ``fitted_on`` says where they come from, and
+    ``benchmarks/calibrate_quality.py`` refits them on the run's validation
+    split. Empty when there is no initial model or it has no calibration.
+    """
+    if init_from is None:
+        return {}
+    from nucseg.models.registry import resolve_model_path
+
+    initial, _ = read_model_config(resolve_model_path(init_from))
+    if not initial.quality:
+        return {}
+    fitted_on = initial.quality.get("fitted_on") or "its validation images"
+    return {**initial.quality, "fitted_on": f"carried over from {init_from} (fitted there on {fitted_on}); not "
+                                           "refitted on this fine-tuning's validation images"}

@@ -43,8 +43,9 @@ from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.folder import ModelConfig, read_model_config, save_model
 from nucseg.models.networks import build_model, select_device
-from nucseg.training.data import (CropDataset, EpochSampler, initial_training_images_given, initial_training_names,
-                                  load_training_data, normalization_of, prepare_samples, stored_split)
+from nucseg.training.data import (carried_quality_calibration, CropDataset, EpochSampler,
+                                  initial_training_images_given, initial_training_names, load_training_data,
+                                  normalization_of, prepare_samples, stored_split)
 from nucseg.training.loss import segmentation_loss
 from nucseg.models.outputs import output_layout
 from nucseg.training.validation import validate, ValidationResult
@@ -157,6 +158,10 @@ def train(
             "side, never validated or tested on")
     if state is None and config.init_from is not None:
         _log_settings_not_carried_over(config.init_from, log)
+        carried = carried_quality_calibration(config.init_from)
+        log(f"quality flags: {carried['fitted_on']}" if carried else
+            f"quality flags: {config.init_from} has no quality calibration, so the fine-tuned model flags every "
+            "image 'unknown' (fit one with benchmarks/calibrate_quality.py)")
     if stored is not None:
         log(f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
             f"validation and {len(stored['test'])} test images")
@@ -489,6 +494,7 @@ def model_config_for(config: TrainConfig, *, split: dict, validation: dict, post
         validation=validation,
         median_diameter=median_diameter,
         name=name,
+        quality=carried_quality_calibration(config.init_from),
     )
 
 
