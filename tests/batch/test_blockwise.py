@@ -489,3 +489,21 @@ def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, ds
     image[:, 256:512] = np.concatenate([dark] * 2, axis=0)  # now the centre block is fluorescence: nothing kept
     assert segment_large(image, tmp_path / "dark.zarr", model=model, block_size=256, margin=32,
                          scale=1.0).nuclei == 0
+
+
+def test_a_block_wise_image_gets_a_quality_estimate_from_its_blocks(tmp_path, dsb_samples):
+    from nucseg.inference.model import load_model
+
+    model = load_model("dsb2018")
+    fluorescence = dsb_samples["0280fa8f"].image[..., :3]
+    image = np.ascontiguousarray(np.tile(fluorescence, (2, 2, 1)))  # 512 x 512: four blocks of 256
+    report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=256, margin=64, scale=1.0)
+    whole = model.segment(image, scale=1.0)
+    expected = model.assess_quality(image, whole)
+    assert report.quality is not None and report.quality.flag == expected.flag == "ok"
+    assert abs(report.quality.score - expected.score) < 0.1
+    assert segment_large(image, tmp_path / "classical.tif", model=load_model("classical"), block_size=256,
+                         margin=64).quality is None  # the classical baseline gives no quality
+    blank = segment_large(np.zeros((512, 512), np.uint8), tmp_path / "blank.tif", model=model, block_size=256,
+                          margin=64, scale=1.0)
+    assert blank.nuclei == 0 and blank.quality.flag == "check" and blank.quality.score is None

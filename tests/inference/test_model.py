@@ -457,10 +457,10 @@ def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, acti
             raise OSError(28, "No space left on device")
         return real_imwrite(path, data, **kwargs)
 
-    def failing_overlay(image, labels):  # fails after the label image was written
+    def failing_overlay(image, labels, **options):  # fails after the label image was written
         if image.shape[1] == 320:  # the H&E sample, 00ae65c1 (second)
             raise MemoryError()
-        return real_overlay(image, labels)
+        return real_overlay(image, labels, **options)
 
     monkeypatch.setattr(tifffile, "imwrite", failing_imwrite)
     monkeypatch.setattr(nucseg.batch.whole, "outline_overlay", failing_overlay)

@@ -42,6 +42,7 @@ from nucseg.batch.whole import warn_if_sizing_clipped, without_png_alpha
 from nucseg.batch.writers import OUTPUTS
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
+from nucseg.inference.quality import assess, pooled_features, Quality, QUALITY_FEATURES
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_stack, TIFF_SUFFIXES
@@ -88,11 +89,11 @@ def _as_model(model: Model | str | Path | Callable | None) -> Model:
 
 
 def _segment_block_image(model: Model, image: np.ndarray, options: dict[str, Any],
-                         intensity_range: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """Instance labels of one block's read region."""
+                         intensity_range: tuple[np.ndarray, np.ndarray] | None) -> SegmentationResult:
+    """The segmentation of one block's read region."""
     if intensity_range is not None:
-        return model.segment(image, intensity_range=intensity_range, **options).labels
-    return model.segment(image, **options).labels
+        return model.segment(image, intensity_range=intensity_range, **options)
+    return model.segment(image, **options)
 
 
 # --------------------------------------------------------------------- the tasks
@@ -110,16 +111,32 @@ def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, mo
     import zarr
 
     pixels = region_pixels(source, block.read)
-    labels = _segment_block_image(resolve_model(model), pixels, options, intensity_range)
-    labels = np.asarray(labels)
+    model = resolve_model(model)
+    result = _segment_block_image(model, pixels, options, intensity_range)
+    labels = np.asarray(result.labels)
     if labels.shape != block.read_shape:
         raise ValueError(f"the model returned labels of shape {labels.shape} for a block of "
                          f"shape {block.read_shape}")
     owned = select_owned_objects(labels, block)
     height, width = block.read_shape
     zarr.open_array(f"{scratch}/objects", mode="r+")[block.row, block.col, :height, :width] = owned.labels
+    assessed = model.assess_quality(pixels, result)
+    if assessed is not None:
+        zarr.open_array(f"{scratch}/quality", mode="r+")[block.row, block.col] = [
+            owned.count, *(assessed.features[name] for name in QUALITY_FEATURES)]
     zarr.open_array(f"{scratch}/counts", mode="r+")[block.row, block.col] = [owned.count, owned.cut]
     return owned.count, owned.cut
+
+
+def _pooled_quality(model: Model, stored: np.ndarray) -> Quality | None:
+    """The image's quality from its blocks' (``stored``: the scratch group's ``quality``), or None when the
+    model gives none."""
+    rows = stored.reshape(-1, stored.shape[-1])
+    rows = rows[~np.isnan(rows[:, 0])]
+    if not len(rows):
+        return None
+    features = pooled_features([dict(zip(QUALITY_FEATURES, row[1:])) for row in rows], rows[:, 0])
+    return assess(features, model.quality_calibration())
 
 
 def _stored_objects(objects: Any, block: Block, region: tuple[slice, slice] | None = None) -> np.ndarray:
@@ -191,6 +208,10 @@ class BlockwiseReport:
         network.
     median_diameter
         Median equivalent diameter of the nuclei, pixels (None without nuclei).
+    quality
+        The image's quality estimate, from its blocks' features
+        (:func:`nucseg.inference.quality.pooled_features`); None for a model
+        that gives none.
     """
 
     output: Path
@@ -205,6 +226,7 @@ class BlockwiseReport:
     seconds: float = 0.0
     scale: float | None = None
     median_diameter: float | None = None
+    quality: Quality | None = None
 
 
 def segment_large(
@@ -377,6 +399,7 @@ def segment_large(
     else:
         write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
+    quality = _pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
     shutil.rmtree(scratch, ignore_errors=True)
     foreground = sum(total[0] for total in totals)
     return BlockwiseReport(
@@ -384,7 +407,7 @@ def segment_large(
         mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
         duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
         resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale,
-        median_diameter=diameter)
+        median_diameter=diameter, quality=quality)
 
 
 def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,

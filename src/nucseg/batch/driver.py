@@ -36,7 +36,7 @@ from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
                                  write_summary_csv)
 from nucseg.batch.whole import (completes_from_labels, diameter_in_pixels, labels_of_report, physical_settings,
-                                segment_file, skipped_report)
+                                segment_file, skipped_report, with_quality)
 from nucseg.batch.writers import output_paths
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
@@ -444,7 +444,7 @@ def _segment_blockwise_image(
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started
         return report
-    return ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
-                       scale=result.scale, median_diameter=result.median_diameter,
-                       seconds=time.perf_counter() - started, pixel_size=pixel_size,
-                       outputs=list(paths.values()))
+    return with_quality(ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
+                                    scale=result.scale, median_diameter=result.median_diameter,
+                                    seconds=time.perf_counter() - started, pixel_size=pixel_size,
+                                    outputs=list(paths.values())), result.quality)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nucseg.inference.quality import QUALITY_FEATURES
 from nucseg.io.atomic import atomic_write, OutputExistsError
 from nucseg.io.images import labels_dtype
 from nucseg.postprocess.measure import median_diameter_of_areas
@@ -24,7 +25,7 @@ from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, BlockGrid
 
 #: What a scratch group's settings say it is; a group of another format or version is started again.
 SCRATCH_FORMAT = "nucseg-blockwise-scratch"
-SCRATCH_VERSION = 1
+SCRATCH_VERSION = 2  # 2: per-block quality features
 
 
 def open_scratch(scratch: Path, grid: BlockGrid, settings: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -50,6 +51,10 @@ def open_scratch(scratch: Path, grid: BlockGrid, settings: dict[str, Any]) -> tu
     group.create_array("objects", shape=(rows, cols, *grid.slot_shape), chunks=(1, 1, *grid.slot_shape),
                        dtype="uint32", fill_value=0)
     group.create_array("counts", shape=(rows, cols, 2), chunks=(1, 1, 2), dtype="int64", fill_value=-1)
+    # per block: the nuclei it owns, then its quality features (NaN: the model gives no quality)
+    width = 1 + len(QUALITY_FEATURES)
+    group.create_array("quality", shape=(rows, cols, width), chunks=(1, 1, width), dtype="float64",
+                       fill_value=float("nan"))
     return np.full((rows, cols, 2), -1, dtype=np.int64), dict(group.attrs)
 def write_attributes(scratch: Path, values: dict[str, Any]) -> None:
     import zarr

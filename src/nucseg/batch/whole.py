@@ -78,7 +78,7 @@ def _segment_one(
             remove_output(path)
         return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
                            error=describe_failure(exc, image.path))
-    plane_reports = [_with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
+    plane_reports = [with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
                      for plane_labels, result, quality in zip(labels, results, qualities)]
     if not stack.plane_axes:
         report = plane_reports[0]
@@ -182,7 +182,7 @@ def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixe
                        scale=scale, median_diameter=median_diameter_of_areas(areas), pixel_size=pixel_size)
 
 
-def _with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
+def with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
     """``report`` with a quality estimate, when the model gave one."""
     if quality is not None:
         report.quality, report.flag, report.flag_reason = quality.score, quality.flag, quality.reason

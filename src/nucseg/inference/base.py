@@ -138,6 +138,10 @@ class Model:
         """How far to trust ``result``, a :meth:`segment` of ``image`` (None for a model without a network)."""
         return None
 
+    def quality_calibration(self) -> quality.QualityCalibration | None:
+        """The fitted quality model that scores :meth:`assess_quality`'s features (None without one)."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, path={str(self.path) if self.path else None!r})"
 

@@ -390,6 +390,10 @@ class NetworkModel(Model):
         result.image_kind = kind
         return result
 
+    def quality_calibration(self) -> quality.QualityCalibration | None:
+        """The model's fitted quality model (``quality`` in its ``config.json``), or None."""
+        return quality.QualityCalibration.from_dict(self.config.quality) if self.config.quality else None
+
     def assess_quality(self, image: np.ndarray, result: SegmentationResult) -> quality.Quality:
         """The quality estimate of ``result``, a segmentation of ``image`` (:mod:`nucseg.inference.quality`).
 
@@ -398,7 +402,7 @@ class NetworkModel(Model):
         """
         from nucseg.models.outputs import output_layout
 
-        calibration = quality.QualityCalibration.from_dict(self.config.quality) if self.config.quality else None
+        calibration = self.quality_calibration()
         clipped = result.size_estimate is not None and result.size_estimate.clipped
         features = quality.quality_features(
             result.labels, result.probabilities,

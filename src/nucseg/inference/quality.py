@@ -179,3 +179,29 @@ def assess(features: Mapping[str, float], calibration: QualityCalibration | None
     worst = sorted((value, name) for name, value in contributions.items() if value < 0)[:2]
     reason = "; ".join(REASONS[name] for _, name in worst) or "low estimated accuracy"
     return Quality(score, FLAG_CHECK, reason, dict(features))
+
+
+def pooled_features(parts: Sequence[Mapping[str, float]], nuclei: Sequence[int]) -> dict[str, float]:
+    """The features of a whole image from those of its parts (the blocks of a block-wise run).
+
+    Each feature is the mean of the parts' weighted by the nuclei each part
+    holds; ``no_nuclei`` is 1 when no part holds any, ``sizing_clipped`` when
+    any part's sizing stopped at a limit.
+
+    Parameters
+    ----------
+    parts
+        The :func:`quality_features` of each part.
+    nuclei
+        How many nuclei each part holds (a block: the nuclei it owns).
+    """
+    weights = np.asarray(nuclei, dtype=np.float64)
+    pooled = dict.fromkeys(QUALITY_FEATURES, 0.0)
+    pooled["sizing_clipped"] = float(any(part["sizing_clipped"] for part in parts))
+    if weights.sum() <= 0:
+        pooled["no_nuclei"] = 1.0
+        return pooled
+    for name in QUALITY_FEATURES:
+        if name not in ("no_nuclei", "sizing_clipped"):
+            pooled[name] = float(np.average([part[name] for part in parts], weights=weights))
+    return pooled
