@@ -18,10 +18,10 @@ def test_a_fine_tuned_model_carries_the_initial_calibration_over_and_says_so():
     from nucseg.models.folder import read_model_config
     from nucseg.models.registry import resolve_model_path
 
-    initial, _ = read_model_config(resolve_model_path("nuclei"))
-    carried = carried_quality_calibration("nuclei")
+    initial, _ = read_model_config(resolve_model_path("dsb2018"))
+    carried = carried_quality_calibration("dsb2018")
     calibration = QualityCalibration.from_dict(carried)  # usable as it is
     assert calibration.weights == initial.quality["weights"] and calibration.threshold == initial.quality["threshold"]
-    assert calibration.fitted_on.startswith("carried over from nuclei (fitted there on the 48 validation images")
+    assert calibration.fitted_on.startswith("carried over from dsb2018 (fitted there on the 66 validation images")
     assert "not refitted" in calibration.fitted_on
     assert carried_quality_calibration(None) == {}
