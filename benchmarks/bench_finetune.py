@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/bench_finetune.py [--data gbm40_he] [--minutes 14] [--epochs 50] [--out runs/bench_finetune]
-    python benchmarks/bench_finetune.py --part develop --out runs/finetune_dev [--config SETTINGS.yaml]   # for choosing settings
+    # for choosing settings:
+    python benchmarks/bench_finetune.py --part develop --out runs/finetune_dev [--config SETTINGS.yaml]
 
 Draws, by seed 0, 10 images of the dataset to fine-tune on and 10 others to
 score on (``--data`` is a paired-layout set under the data root, by default
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("report", "develop"), default="report",
                         help="report: the seeded order's images 1-20; develop: its images 21-40, for choosing settings")
     parser.add_argument("--config", type=Path, default=None,
-                        help="a YAML of TrainConfig settings passed to train (for comparing settings on --part develop)")
+                        help="a YAML of TrainConfig settings passed to train (to compare settings on --part develop)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_finetune"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -54,7 +54,8 @@ def measured(model, samples) -> list[dict]:
     rows = []
     for sample in samples:
         result = model.segment(sample.image)
-        rows.append({"name": sample.name, "kind": image_kind(sample.image), "features": model.assess_quality(sample.image, result).features,
+        features = model.assess_quality(sample.image, result).features
+        rows.append({"name": sample.name, "kind": image_kind(sample.image), "features": features,
                      "ap50": image_scores(sample.labels, result.labels).ap50})
     return rows
 

@@ -8,7 +8,8 @@ images when the folder lacks it (models trained before nucseg recorded it;
 ``--data`` is then the dataset it was trained on). The weights are copied byte for byte; their checksum is kept and
 verified; with ``--half-weights`` they are stored as float16 instead (half the
 bytes; the ONNX graphs keep the float32 weights and are what nucseg runs on CPU,
-and torch casts the float16 tensors back to float32 on loading). Afterwards run ``nucseg tune --model src/nucseg/data/models/dsb2018
+and torch casts the float16 tensors back to float32 on loading). Afterwards run
+``nucseg tune --model src/nucseg/data/models/dsb2018
 --data DATA --split-from-model`` to tune the post-processing thresholds.
 """
 

@@ -307,7 +307,8 @@ def test_block_wise_reports_the_median_diameter_and_warns_when_sizing_is_clipped
     image = np.tile(dsb_samples["00ae65c1"].image[..., :3], (2, 3, 1))
     found = median_nucleus_diameter([model.segment(image, diameter=None).labels])
     monkeypatch.setattr(model.config, "median_diameter", 4 * found, raising=False)  # beyond the 1.5x limit
-    with pytest.warns(UserWarning, match=r"labels.tif: nuclei measured about \d+ px across, too far .* give --diameter"):
+    too_far = r"labels.tif: nuclei measured about \d+ px across, too far .* give --diameter"
+    with pytest.warns(UserWarning, match=too_far):
         report = segment_large(image, tmp_path / "labels.tif", model=model, block_size=256, margin=32)
     assert report.median_diameter == pytest.approx(median_nucleus_diameter([read_labels(tmp_path / "labels.tif")]))
 

@@ -71,7 +71,8 @@ def test_report_command_rewrites_the_page_and_refuses_other_folders(batch, tmp_p
 
 def _browser():
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra has it)")
-    driver_path, browser_path = shutil.which("chromedriver"), shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not driver_path or not browser_path:
         pytest.skip("no Chromium here (apt-get install chromium chromium-driver; .ci/run does)")
     options = webdriver.ChromeOptions()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("bioimageio.core", reason="the bioimageio extra is not installed (pip install 'nucseg[bioimageio]')")
+pytest.importorskip("bioimageio.core",
+                    reason="the bioimageio extra is not installed (pip install 'nucseg[bioimageio]')")
 
 from nucseg.cli import main as nucseg_main  # noqa: E402
 from nucseg.datasets.locations import sample_image_paths  # noqa: E402

@@ -25,7 +25,8 @@ __all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
-    "show": ("draw sample images with their nucleus outlines into one PNG", evaluate.add_show_arguments, evaluate.run_show),
+    "show": ("draw sample images with their nucleus outlines into one PNG", evaluate.add_show_arguments,
+             evaluate.run_show),
     "report": ("write report.html, a quality-control page, for a segment output folder", segment.add_report_arguments,
                segment.run_report),
     "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",

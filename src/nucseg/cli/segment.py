@@ -145,7 +145,8 @@ def run_segment(args: argparse.Namespace) -> int:
         model = args.model if args.device == "cpu" else load_model(args.model, device=args.device)
         report = segment_files(inputs, args.out, model=model,
                                executor=None if client is None else DaskExecutor(client), overlay=args.overlay,
-                               outline_width=args.outline_width, measure=args.measure, pixel_size=args.pixel_size, rle_path=args.rle,
+                               outline_width=args.outline_width, measure=args.measure, pixel_size=args.pixel_size,
+                               rle_path=args.rle,
                                outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
                                                                ("ome_zarr", args.ome_zarr)) if asked],
                                overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes,

@@ -26,7 +26,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     settings = parser.add_argument_group("settings (override --preset and --config)")
     settings.add_argument("--model", help="network: unet, mobilenetv2_unet or efficientnet_lite0_unet")
     settings.add_argument("--encoder-weights", choices=["imagenet", "none"],
-                          help="encoder start of mobilenetv2_unet and efficientnet_lite0_unet: ImageNet weights or random")
+                          help="encoder start of mobilenetv2_unet, efficientnet_lite0_unet: ImageNet weights or random")
     settings.add_argument("--target", choices=["three_class", "three_class_distance", "binary"],
                           help="training target (three_class_distance adds a distance map that seeds the watershed)")
     settings.add_argument("--epochs", type=int, help="maximum number of epochs")

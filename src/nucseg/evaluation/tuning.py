@@ -298,7 +298,7 @@ def _scores_by_min_size(
     weights: Sequence[float] | None = None,
     scales: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """(Weighted) mean DSB2018 score over the images of ``config`` at each of ``min_sizes``; float64 (len(min_sizes),)."""
+    """(Weighted) mean DSB2018 score of the images of ``config`` at each ``min_sizes``; float64 (len(min_sizes),)."""
     totals = np.zeros(len(min_sizes))
     unfiltered = dataclasses.replace(config, min_size=0)
     weights = np.ones(len(probabilities)) if weights is None else np.asarray(weights, dtype=np.float64)

@@ -188,7 +188,8 @@ def _describe(loaded, model_dir: Path, work: Path):
                                   "the 2018 Data Science Bowl. Nature Methods 16, 1247-1253",
                              doi=spec.Doi("10.1038/s41592-019-0612-7")),
               spec.CiteEntry(text="Ronneberger, Fischer and Brox 2015, U-Net: convolutional networks for "
-                                  "biomedical image segmentation. MICCAI", doi=spec.Doi("10.1007/978-3-319-24574-4_28"))],
+                                  "biomedical image segmentation. MICCAI",
+                             doi=spec.Doi("10.1007/978-3-319-24574-4_28"))],
         license=spec.LicenseId(model_licence(config)),
         documentation=spec.FileDescr(source=work / "README.md"),
         covers=[spec.FileDescr(source=cover)],
@@ -378,7 +379,7 @@ def _efficientnet_lite0_features(encoder_weights=None):
 
 """
     body = "\n\n".join(sources)
-    return f'''"""nucseg's {architecture}, self-contained for the BioImage Model Zoo (exported by nucseg; BSD-3-Clause code)."""
+    return f'''"""nucseg's {architecture}, self-contained for the BioImage Model Zoo (BSD-3-Clause)."""
 
 from __future__ import annotations
 

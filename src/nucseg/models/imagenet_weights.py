@@ -74,11 +74,11 @@ def timm_name(name: str, *, stage_lengths: Sequence[int]) -> str:
     if parts[0] != "_blocks":
         return ".".join([_OUTSIDE_BLOCKS[parts[0]], *parts[1:]])
     flat, layer, rest = int(parts[1]), parts[2], parts[3:]
-    for stage, length in enumerate(stage_lengths):
-        if flat < length:
-            break
-        flat -= length
-    else:
+    stage = 0
+    while stage < len(stage_lengths) and flat >= stage_lengths[stage]:
+        flat -= stage_lengths[stage]
+        stage += 1
+    if stage == len(stage_lengths):
         raise KeyError(name)
     renames = _SEPARABLE_BLOCK if stage == 0 else _EXPANDED_BLOCK
     return ".".join(["blocks", str(stage), str(flat), renames[layer], *rest])

@@ -255,7 +255,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         for name in ("init_from", "split_from"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a model folder or a shipped model's name, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be a model folder or a shipped model's name, "
+                                 f"got {getattr(self, name)!r}")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if not isinstance(self.device, str) or not (

@@ -452,7 +452,8 @@ def _log_settings_not_carried_over(init_from: str, log) -> None:
     initial, _ = read_model_config(resolve_model_path(init_from))
     if initial.postprocess_by_kind:
         log(f"{init_from}'s thresholds per image kind ({', '.join(sorted(initial.postprocess_by_kind))}) are not "
-            "carried over: the fine-tuned model has one setting, its general one re-tuned on this run's validation images")
+            "carried over: the fine-tuned model has one setting, its general one re-tuned on this run's validation "
+            "images")
 
 
 def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
