@@ -83,3 +83,14 @@ def test_a_composite_is_refused_block_wise_too(tmp_path, hela_like):
     with pytest.raises(CompositeImageError, match="--channel N"):
         segment_large(np.tile(hela_like, (2, 2, 1)), tmp_path / "labels.tif", model=load_model("classical"),
                       block_size=256, margin=32)
+
+
+def test_a_nearly_black_colour_image_is_no_composite():
+    # An RGBA tile of a slide's empty margin, with a few bright pixels in two channels (found on a 640 px RGBA
+    # sizing test: min() of no channel raised ValueError deep inside segment).
+    image = np.zeros((640, 640, 4), np.uint8)
+    image[..., 3] = 255
+    image[10:12, 10:12, 0] = 200
+    image[20:22, 20:22, 1] = 180
+    assert composite_evidence(image) is None
+    assert composite_evidence(np.zeros((64, 64, 3), np.uint8)) is None

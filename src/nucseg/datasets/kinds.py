@@ -140,9 +140,10 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
     Returns
     -------
     CompositeEvidence or None
-        None when the image is not colour, or holds content in one channel
+        None when the image is not colour, holds content in one channel
         only (a single fluorescence channel exported as colour, which
-        :func:`nucseg.preprocess.normalize.to_channels` takes as gray).
+        :func:`nucseg.preprocess.normalize.to_channels` takes as gray), or
+        is black in at least 99.9 % of its pixels.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or single_colour_channel(image[..., :3]) is not None:
@@ -151,6 +152,8 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
     scale = full_scale(image.dtype, float(sample.max()))
     bright = np.percentile(sample.reshape(-1, 3), 99.9, axis=0)
     content = [c for c in range(3) if bright[c] > 0.05 * bright.max()]
+    if not content:  # black, or bright in under 0.1 % of the pixels: no content to tell a composite by
+        return None
     background = min(float(np.median(sample[..., c])) for c in content) / scale
     flat = sample.reshape(-1, 3)
     correlations = [_correlation(flat[:, a], flat[:, b]) for i, a in enumerate(content) for b in content[i + 1:]]
