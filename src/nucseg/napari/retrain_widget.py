@@ -12,6 +12,7 @@ becomes the widget's model for the next segmentation.
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,11 @@ class RetrainWidget(SegmentWidget):
     def train(self) -> None:
         """Fine-tune the current model on the project in a worker thread."""
         from napari.qt.threading import create_worker
+
+        # Building an optimizer imports torch's compiler, which imports triton if it is installed. Triton's LLVM
+        # clashes with the one that napari's OpenGL (Mesa) has loaded: a segmentation fault. Eager training never
+        # needs triton, so in napari torch is told that it is absent.
+        sys.modules.setdefault("triton", None)
 
         from nucseg.training.finetune import fine_tune
 
