@@ -117,12 +117,18 @@ def test_napari_correct_add_train_and_segment_with_the_new_model(viewer, tmp_pat
 
     # Segment again: with the new model.
     again = _segment(widget)
-    assert again is layer
+    assert [lay.name for lay in viewer.layers if isinstance(lay, napari.layers.Labels)] == [again.name], \
+        "the result replaces the labels"
     assert str(result.model_dir) in widget.status.text()
     assert np.asarray(again.data).max() > 0
 
     if SCREENSHOT:
+        from qtpy.QtWidgets import QApplication
+
         _stroke(widget, [centre_a, centre_b])
+        viewer.window._qt_window.resize(1700, 1000)  # room for the canvas beside the dock widget
+        viewer.reset_view()
+        QApplication.processEvents()
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         from PIL import Image
 
