@@ -106,14 +106,13 @@ def train(
     stop_after_epochs
         Stop (as if killed) after this many epochs in this call; for tests.
     on_epoch
-        Called with each epoch's metrics row, and whether it is the best so far, once its checkpoint and
-        model are saved; True stops the run.
+        Called with each epoch's metrics row and whether it is the best so far, once saved; True stops the run.
     cancel
-        Set from another thread to stop between batches: the unfinished epoch is dropped, the best model so
-        far stays in ``run_dir/model``, and its thresholds are not re-tuned.
+        Set (from any thread) to stop between batches: that epoch and the threshold tuning are dropped.
     """
     import yaml
 
+    cancel = cancel or threading.Event()
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     if resume:
@@ -196,8 +195,7 @@ def train(
             sampler.set_epoch(epoch)
             losses = _train_one_epoch(parts, loader, config, device, description=f"epoch {epoch}/{config.epochs}",
                                       progress=progress, cancel=cancel)
-            if cancel is not None and cancel.is_set():
-                log(f"cancelled during epoch {epoch}; the best model so far is kept")
+            if cancel.is_set():
                 break
             result = validate(parts.evaluated, val_samples, config, postprocess, groups=loaded.groups)
             monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
@@ -227,7 +225,7 @@ def train(
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
             epochs_this_call += 1
-            if (on_epoch is not None and on_epoch(row, improved)) or (cancel is not None and cancel.is_set()):
+            if (on_epoch is not None and on_epoch(row, improved)) or cancel.is_set():
                 break
             minutes = (elapsed_before + time.time() - call_started) / 60
             if config.time_limit_minutes is not None and minutes >= config.time_limit_minutes:
@@ -239,8 +237,7 @@ def train(
         writer.close()
     if history:
         _plot_curves(history, run_dir / "curves.png")
-    if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir() \
-            and not (cancel is not None and cancel.is_set()):
+    if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir() and not cancel.is_set():
         _tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
     best = progress_state.best_metric
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
