@@ -25,6 +25,7 @@ import dataclasses
 import io as _io
 import json
 import math
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,18 +53,6 @@ from nucseg.training.validation import validate, ValidationResult
 
 CHECKPOINT_VERSION = 1
 MODEL_DIR = "model"
-
-
-# ----------------------------------------------------------------------------- data
-
-
-# ----------------------------------------------------------------------------- loss
-
-
-# ----------------------------------------------------------------------- validation
-
-
-# ----------------------------------------------------------------------------- run
 
 
 @dataclass
@@ -97,6 +86,8 @@ def train(
     progress: bool = True,
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
+    on_epoch: Callable[[dict[str, float], bool], bool | None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> TrainResult:
     """Train a network as configured and save the best model in ``run_dir/model``.
 
@@ -117,9 +108,14 @@ def train(
         (the run's other settings never change); saved to its config.yaml.
     stop_after_epochs
         Stop (as if killed) after this many epochs in this call; for tests.
+    on_epoch
+        Called with each epoch's metrics row and whether it is the best so far, once saved; True stops the run.
+    cancel
+        Set (from any thread) to stop between batches: that epoch and the threshold tuning are dropped.
     """
     import yaml
 
+    cancel = cancel or threading.Event()
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     if resume:
@@ -207,7 +203,9 @@ def train(
             started = time.time()
             sampler.set_epoch(epoch)
             losses = _train_one_epoch(parts, loader, config, device, description=f"epoch {epoch}/{config.epochs}",
-                                      progress=progress)
+                                      progress=progress, cancel=cancel)
+            if cancel.is_set():
+                break
             result = validate(parts.evaluated, val_samples, config, postprocess, groups=loaded.groups)
             monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
                          "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}[config.monitor]
@@ -236,6 +234,8 @@ def train(
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
             epochs_this_call += 1
+            if (on_epoch is not None and on_epoch(row, improved)) or cancel.is_set():
+                break
             minutes = (elapsed_before + time.time() - call_started) / 60
             if config.time_limit_minutes is not None and minutes >= config.time_limit_minutes:
                 log(f"time limit of {config.time_limit_minutes:g} minutes reached after epoch {epoch}")
@@ -246,7 +246,7 @@ def train(
         writer.close()
     if history:
         _plot_curves(history, run_dir / "curves.png")
-    if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir():
+    if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir() and not cancel.is_set():
         _tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
     best = progress_state.best_metric
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
@@ -326,14 +326,16 @@ def _restore(parts: _TrainingParts, state: dict) -> _Progress:
 
 
 def _train_one_epoch(parts: _TrainingParts, loader, config: TrainConfig, device: torch.device, *,
-                     description: str, progress: bool) -> list[float]:
-    """One pass over the epoch's crops; the loss of every batch."""
+                     description: str, progress: bool, cancel: threading.Event | None = None) -> list[float]:
+    """One pass over the epoch's crops (until ``cancel`` is set); the loss of every batch."""
     from tqdm.auto import tqdm
 
     parts.network.train()
     losses = []
     bar = tqdm(loader, desc=description, unit="batch", disable=not progress, leave=False)
     for images, targets, pixel_weights, distance in bar:
+        if cancel is not None and cancel.is_set():
+            break
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         pixel_weights = pixel_weights.to(device, non_blocking=True)
         distance = distance.to(device, non_blocking=True) if distance.numel() else None
