@@ -197,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_markdown({name: report_subset(report, indices) for name, report in reports.items()},
                                   by_kind=False))
     if args.json:
-        document = {"data": str(args.data), "split_from": args.split_from, "device": args.device,
+        document = {"data": str(args.data), "split_from": args.split_from, "split_part": args.split_part,
+                    "device": args.device,
                     "backend": args.backend, "tta": args.tta,
                     "scale": args.scale, "rescale": args.rescale, "scale_limits": args.scale_limits,
                     "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()}}
