@@ -12,7 +12,7 @@ from nucseg.models import registry
 from nucseg.datasets.locations import sample_image_paths
 from nucseg.cli import main
 from nucseg.io.images import read_image, read_labels
-from nucseg.postprocess.measure import measure_nuclei
+from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, measure_nuclei
 
 DSB_DIR = Path(__file__).parent / "data" / "dsb2018"
 
@@ -286,15 +286,18 @@ def _summary_rows_list(out: Path) -> list[dict[str, str]]:
 
 def test_automatic_sizing_says_when_nuclei_are_beyond_its_range(tmp_path, capsys):
     gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
-    Image.fromarray(gray).resize((96, 96), Image.BILINEAR).save(tmp_path / "tiny_nuclei.png")
+    # Enlarged 4 times, its nuclei are about 65 px across: shrinking them to the default model's 23 px needs a
+    # factor of about 0.35, below the 0.5 automatic sizing stops at.
+    Image.fromarray(gray).resize((1024, 1024), Image.BILINEAR).save(tmp_path / "large_nuclei.png")
     Image.fromarray(gray).save(tmp_path / "usual.png")
-    # dsb2018 keeps nuclei this small (min_size 30 px); nuclei's thresholds (min_size 120 px) drop them all.
-    assert main(["segment", str(tmp_path / "tiny_nuclei.png"), str(tmp_path / "usual.png"), "--model", "dsb2018",
+    assert main(["segment", str(tmp_path / "large_nuclei.png"), str(tmp_path / "usual.png"),
                  "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "too far from the training size" in line]
-    assert len(lines) == 1 and "tiny_nuclei.png" in lines[0] and "--diameter" in lines[0]
-    assert float(_summary_rows(tmp_path / "out")["tiny_nuclei"]["scale"]) == 1.5  # the limit it stopped at
+    assert len(lines) == 1 and "large_nuclei.png" in lines[0] and "--diameter" in lines[0]
+    rows = _summary_rows(tmp_path / "out")
+    assert float(rows["large_nuclei"]["scale"]) == AUTO_SCALE_LIMITS[0]  # the limit it stopped at
+    assert AUTO_SCALE_LIMITS[0] < float(rows["usual"]["scale"]) < AUTO_SCALE_LIMITS[1]
 
 
 def test_block_wise_images_get_measurements_and_an_overview_too(tmp_path):
