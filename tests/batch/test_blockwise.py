@@ -280,7 +280,7 @@ def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_
     monkeypatch.setattr(model.config, "median_diameter", 0.7 * found, raising=False)
     scales = []
     segment = model.segment
-    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["scale"]) or
+    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["options"].scale) or
                         segment(block, **options))
     estimates = []
     estimate = model.estimate_size
