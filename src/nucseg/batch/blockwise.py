@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.batch.scratch import (create_labels_array, median_diameter, move_into_place, open_scratch,
-                                  SCRATCH_FORMAT, SCRATCH_VERSION, write_attributes, write_tiled_tiff)
+from nucseg.batch.scratch import (create_labels_array, median_diameter, open_scratch, SCRATCH_FORMAT, SCRATCH_VERSION,
+                                  write_attributes)
 from nucseg.batch.block_outputs import (Intensities, region_pixels, task_input, write_nuclei_outputs,
                                         write_ome_zarr_blockwise, write_overview)
 from nucseg.batch.whole import warn_if_sizing_clipped, without_png_alpha
-from nucseg.batch.writers import OUTPUTS
+from nucseg.batch.writers import LABELS_WRITER, OUTPUTS
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
 from nucseg.inference.options import SegmentOptions
@@ -284,7 +284,7 @@ def segment_large(
         block by block: each nucleus in the block that owns it, whole.
     overlay_path
         Also write an overview PNG of the outlines, the image shrunk to at
-        most :data:`OVERVIEW_SIDE` pixels on its longer side.
+        most :data:`nucseg.batch.writers.OVERVIEW_SIDE` pixels on its longer side.
     outputs
         More outputs by their key in :data:`nucseg.batch.writers.OUTPUTS`
         -> path: ``geojson`` and ``rois`` (outlines, each nucleus from the
@@ -376,7 +376,7 @@ def segment_large(
                          description=f"finding duplicates in {name}", progress=progress)
     renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
-    assembled, chunk = create_labels_array(scratch, shape, block_size, nuclei)
+    assembled, _ = create_labels_array(scratch, shape, block_size, nuclei)
     totals = executor.run(_assemble_task,
                           [(str(scratch), str(assembled), grid, block,
                             {other.index: renumbering[other.index] for other in grid.neighbours(block)})
@@ -395,10 +395,7 @@ def segment_large(
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})
-    if suffix == ".zarr":
-        move_into_place(assembled, output_path, overwrite=overwrite)
-    else:
-        write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
+    LABELS_WRITER.write(output_path, assembled, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     quality = _pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
     shutil.rmtree(scratch, ignore_errors=True)

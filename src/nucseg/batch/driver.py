@@ -37,7 +37,7 @@ from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, mer
                                  write_summary_csv)
 from nucseg.batch.whole import (completes_from_labels, labels_of_report, physical_settings, segment_file,
                                 skipped_report, with_quality)
-from nucseg.batch.writers import output_paths
+from nucseg.batch.writers import NucleiPiece, output_paths, RLE_WRITER
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model
 from nucseg.inference.options import SegmentOptions
@@ -360,9 +360,8 @@ def segment_files(
                 progress=progress, options=options, outline_width=outline_width)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
-        from nucseg.io.rle import write_submission_csv
-
-        write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
+        RLE_WRITER.write(rle_path, (RLE_WRITER.fragment(NucleiPiece(labels, name=name))
+                                    for name, labels in labels_of_report(report)), overwrite=overwrite)
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, report.summary_path, overwrite=True, kept=merge_earlier_summary(report))
     return report

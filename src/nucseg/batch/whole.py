@@ -13,20 +13,19 @@ import numpy as np
 
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
-from nucseg.batch.writers import NucleiPiece, OUTLINE_WRITERS, output_paths, write_ome_zarr
+from nucseg.batch.writers import (LABELS_WRITER, MEASUREMENTS_WRITER, NucleiPiece, OUTLINE_WRITERS, output_paths,
+                                  OverlayWriter, write_ome_zarr)
 from nucseg.inference.model import Model
 from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import Quality
 from nucseg.inference.sizing import SizeEstimate
 from nucseg.errors import InputError
 from nucseg.io.atomic import remove_output
-from nucseg.io.images import ImageStack, read_labels, read_stack, write_labels, write_png
+from nucseg.io.images import ImageStack, read_labels, read_stack
 from nucseg.io.lazy import image_pixel_size
-from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas,
-                                        write_measurements_csv)
+from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas
 from nucseg.postprocess.stitch import link_planes
 from nucseg.scale.executors import TileProgress
-from nucseg.visualize import outline_overlay
 
 
 def _segment_one(
@@ -65,8 +64,8 @@ def _segment_one(
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
             labels = _linked(labels, stack, stitch_threshold)
-        written.append(write_labels(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
-                                    overwrite=overwrite, axes=stack.plane_axes + "YX"))
+        written.append(LABELS_WRITER.write(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
+                                           axes=stack.plane_axes + "YX", overwrite=overwrite))
         written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite,
                                 outline_width=outline_width)
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
@@ -96,24 +95,25 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
     written = []
     if "overlay" in paths:  # of the middle plane for a stack
         middle = len(labels) // 2
-        written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle],
-                                                                   width=outline_width),
-                                 overwrite=overwrite))
+        writer = OverlayWriter(labels.shape[1:], outline_width=outline_width)
+        piece = NucleiPiece(labels[middle], pixels=stack.planes[middle])
+        written.append(writer.write(paths["overlay"], [writer.fragment(piece)], overwrite=overwrite))
     planes, names = stack.intensities()
     tables = None
     if "nuclei" in paths or "geojson" in paths:
         tables = [measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
                   for plane, plane_labels in zip(planes, labels)]
-    if "nuclei" in paths:
-        written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     plane_names = stack.plane_names()
-    for key, writer in OUTLINE_WRITERS.items():
+
+    def pieces() -> Iterator[NucleiPiece]:
+        for i, plane_labels in enumerate(labels):
+            yield NucleiPiece(plane_labels, table=None if tables is None else tables[i],
+                              plane=i if stack.plane_axes else None,
+                              plane_name=plane_names[i] if stack.plane_axes else None)
+
+    for key, writer in {"nuclei": MEASUREMENTS_WRITER, **OUTLINE_WRITERS}.items():
         if key in paths:
-            pieces = (NucleiPiece(plane_labels, table=None if tables is None else tables[i],
-                                  plane=i if stack.plane_axes else None,
-                                  plane_name=plane_names[i] if stack.plane_axes else None)
-                      for i, plane_labels in enumerate(labels))
-            written.append(writer.write(paths[key], map(writer.fragment, pieces), overwrite=overwrite))
+            written.append(writer.write(paths[key], map(writer.fragment, pieces()), overwrite=overwrite))
     if "ome_zarr" in paths:
         shape = stack.plane_shape
         planes, names = without_png_alpha(planes, names, path)
@@ -193,14 +193,6 @@ def _by_time(labels: np.ndarray, stack: ImageStack) -> np.ndarray:
     """The planes' labels (planes, Y, X) as (time points, Z, Y, X); one time point without a T axis."""
     z_count = stack.plane_shape[stack.plane_axes.index("Z")]
     return labels.reshape((-1, z_count) + labels.shape[1:])
-
-
-def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
-    """One table of every plane's nuclei, led by a ``plane`` column (``z=3``; none for a 2-D image)."""
-    if not stack.plane_axes:
-        return tables[0]
-    rows = [{"plane": name, **row} for name, table in zip(stack.plane_names(), tables) for row in table.rows]
-    return NucleusTable(("plane", *tables[0].columns), rows)
 
 
 def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path) -> None:
