@@ -493,16 +493,10 @@ class ClassicalModel(Model):
             raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
                              "(it estimates the nucleus size itself)")
 
-    def segment(
-        self,
-        image: np.ndarray,
-        options: SegmentOptions | None = None,
-        *,
-        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-        on_tile: Callable[[int, int], None] | None = None,
-        **keywords: Any,
-    ) -> SegmentationResult:
-        """Segment one raw image with the classical baseline.
+    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
+                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+        """Segment one raw image with the classical baseline (the signature of :meth:`Model.segment`).
 
         Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
         ``diameter="auto"`` are accepted and unused (the baseline estimates the
