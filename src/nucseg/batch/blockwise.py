@@ -341,6 +341,9 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
+    if isinstance(image, np.ndarray) and (options.channel is not None or options.layout is not None):
+        raise InputError(None, "channel, channel_axis and axes describe files; of an array, pass the channel that "
+                               "shows the nuclei, (H, W), or an (H, W, C) colour image")
     source, description, measured = _open_source(image, options.layout, options.channel)
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
@@ -351,7 +354,9 @@ def segment_large(
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
     settings = {"format": SCRATCH_FORMAT, "version": SCRATCH_VERSION, "input": description,
                 "shape": list(shape), "block_size": block_size, "margin": margin,
-                "model": _describe_model(local_model), "options": options.to_dict()}
+                "model": _describe_model(local_model),
+                # the channel is in the input's description; the rest is the JSON earlier versions stored
+                "options": {key: value for key, value in options.to_dict().items() if key != "channel"}}
     output_path.parent.mkdir(parents=True, exist_ok=True)
     done, attributes = open_scratch(scratch, grid, settings)
     task_model = executor.share_model(local_model)
