@@ -11,7 +11,7 @@ from __future__ import annotations
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.version import __version__
 
-__all__ = ["__version__", "InputError", "ModelError", "NucsegError", "load_model", "segment_files"]
+__all__ = ["__version__", "InputError", "ModelError", "NucsegError", "SegmentOptions", "load_model", "segment_files"]
 
 
 def __getattr__(name: str):
@@ -24,4 +24,8 @@ def __getattr__(name: str):
         from nucseg.batch.driver import segment_files
 
         return segment_files
+    if name == "SegmentOptions":
+        from nucseg.inference.options import SegmentOptions
+
+        return SegmentOptions
     raise AttributeError(f"module 'nucseg' has no attribute {name!r}")

@@ -280,7 +280,7 @@ def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_
     monkeypatch.setattr(model.config, "median_diameter", 0.7 * found, raising=False)
     scales = []
     segment = model.segment
-    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["scale"]) or
+    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["options"].scale) or
                         segment(block, **options))
     estimates = []
     estimate = model.estimate_size
@@ -423,12 +423,12 @@ def test_a_stack_is_planned_in_memory_with_all_its_planes_counted(tmp_path):
 
 
 def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path, dsb_samples, monkeypatch):
-    import nucseg.batch.block_outputs as block_outputs
+    import nucseg.batch.writers as writers
     from nucseg.postprocess.measure import measure_nuclei
     from nucseg.visualize import outline_overlay
 
     image = np.tile(dsb_samples["0280fa8f"].image[..., :3], (3, 3, 1))  # 768 x 768: 3 x 3 blocks of 256
-    monkeypatch.setattr(block_outputs, "OVERVIEW_SIDE", 256)
+    monkeypatch.setattr(writers, "OVERVIEW_SIDE", 256)
     report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256, margin=32,
                            measurements_path=tmp_path / "nuclei.csv", overlay_path=tmp_path / "overview.png",
                            pixel_size=0.5)

@@ -136,3 +136,84 @@ def test_a_z_stack_writes_its_nuclei_plane_by_plane(tmp_path):
     Image.from_zarr(group)
     assert [axis["name"] for axis in group["labels/nuclei"].attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
     assert np.array_equal(group["labels/nuclei/0"][:], labels) and np.array_equal(group["0"][:], planes)
+
+
+def _sample_and_labels() -> tuple[np.ndarray, np.ndarray]:
+    from nucseg.inference.model import load_model
+
+    image = read_image(SAMPLE)
+    return image, load_model("classical").segment(image).labels
+
+
+def test_labels_writer_writes_arrays_and_streams_a_zarr_array(tmp_path):
+    from nucseg.batch.writers import LABELS_WRITER
+    from nucseg.io.images import read_labels
+
+    _, labels = _sample_and_labels()
+    assert np.array_equal(read_labels(LABELS_WRITER.write(tmp_path / "a_labels.tif", labels)), labels)
+    stored = zarr.create_array(str(tmp_path / "stitched"), shape=labels.shape, chunks=(256, 256), dtype="uint16")
+    stored[:] = labels
+    tiled = LABELS_WRITER.write(tmp_path / "b_labels.tif", tmp_path / "stitched")
+    assert np.array_equal(read_labels(tiled), labels) and tifffile.TiffFile(tiled).pages[0].is_tiled
+    moved = LABELS_WRITER.write(tmp_path / "c_labels.zarr", tmp_path / "stitched")
+    assert np.array_equal(zarr.open_array(str(moved), mode="r")[:], labels) and not (tmp_path / "stitched").exists()
+    with pytest.raises(FileExistsError):
+        LABELS_WRITER.write(tmp_path / "a_labels.tif", labels, overwrite=False)
+
+
+def test_overlay_writer_joins_block_fragments_into_the_whole_image_overlay(tmp_path):
+    from nucseg.batch.writers import OverlayWriter
+    from nucseg.visualize import outline_overlay
+
+    image, labels = _sample_and_labels()
+    writer = OverlayWriter(labels.shape, outline_width=2)
+    whole = writer.write(tmp_path / "whole.png", [writer.fragment(NucleiPiece(labels, pixels=image))])
+    expected = outline_overlay(image, labels, width=2)
+    assert np.array_equal(read_image(whole), expected)
+    rows, cols = (slice(0, 200), slice(200, None)), (slice(0, 300), slice(300, None))
+    parts = [writer.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c]))
+             for r in rows for c in cols]
+    assert np.array_equal(read_image(writer.write(tmp_path / "parts.png", parts[::-1])), expected)
+    shrunk = OverlayWriter(labels.shape, step=3)
+    parts = [shrunk.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c]))
+             for r in rows for c in cols]
+    overview = read_image(shrunk.write(tmp_path / "overview.png", parts))
+    assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
+
+
+def test_measurements_writer_orders_rows_by_plane_then_label(tmp_path):
+    import csv
+
+    from nucseg.batch.writers import MEASUREMENTS_WRITER
+
+    image, labels = _sample_and_labels()
+    gray = image if image.ndim == 2 else image[..., 0]
+    table = measure_nuclei(labels, gray)
+    halves = [np.where(labels % 2 == parity, labels, 0) for parity in (0, 1)]  # two "blocks", labels interleaved
+    blocks = [MEASUREMENTS_WRITER.fragment(NucleiPiece(half, table=measure_nuclei(half, gray))) for half in halves]
+    planes = [MEASUREMENTS_WRITER.fragment(NucleiPiece(labels, table=table, plane=i, plane_name=f"z={i}"))
+              for i in (0, 1)]
+    with open(MEASUREMENTS_WRITER.write(tmp_path / "blocks.csv", blocks), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["label"]) for row in rows] == [row["label"] for row in table.rows]
+    assert len(rows) == labels.max() > 10
+    with open(MEASUREMENTS_WRITER.write(tmp_path / "planes.csv", planes), newline="") as handle:
+        stacked = list(csv.DictReader(handle))
+    assert [(row["plane"], int(row["label"])) for row in stacked] == [
+        (f"z={i}", row["label"]) for i in (0, 1) for row in table.rows]
+
+
+def test_rle_writer_writes_what_write_submission_csv_writes(tmp_path):
+    from nucseg.batch.writers import RLE_WRITER
+    from nucseg.io.rle import write_submission_csv
+
+    _, labels = _sample_and_labels()
+    rows = [("cells", labels), ("empty", np.zeros((8, 8), np.int32))]
+    written = RLE_WRITER.write(tmp_path / "a.csv", (RLE_WRITER.fragment(NucleiPiece(lab, name=name))
+                                                    for name, lab in rows))
+    assert written.read_bytes() == write_submission_csv(rows, tmp_path / "b.csv").read_bytes()
+    assert len(written.read_text().splitlines()) == 1 + labels.max() + 1
+    with pytest.raises(ValueError, match="appears twice"):
+        RLE_WRITER.write(tmp_path / "c.csv", [RLE_WRITER.fragment(NucleiPiece(labels, name="cells"))] * 2)
+    with pytest.raises(ValueError, match="without commas"):
+        RLE_WRITER.fragment(NucleiPiece(labels, name="a,b"))

@@ -3,7 +3,8 @@
 Each is made block by block from the stitched labels (a Zarr array in the
 scratch group, :mod:`nucseg.batch.scratch`) by tasks on the run's executor,
 so no task holds more than a block's read region; the writers of
-:mod:`nucseg.batch.writers` join the blocks' pieces into files.
+:mod:`nucseg.batch.writers` (the same ones as of whole images) make each
+block's fragment on the worker and join the fragments into files.
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.batch.whole import measure_pixels
-from nucseg.batch.writers import ngff_layout, NucleiPiece, OUTLINE_WRITERS, to_ngff_order
+from nucseg.batch.writers import (MEASUREMENTS_WRITER, ngff_layout, NucleiPiece, OUTLINE_WRITERS, OverlayPart,
+                                  OverlayWriter, overview_step, to_ngff_order)
 from nucseg.io.atomic import atomic_directory
-from nucseg.io.images import write_png
 from nucseg.io.lazy import LazyImage
 from nucseg.io.ngff import create_ngff, NgffImage, write_region
-from nucseg.postprocess.measure import NucleusTable, write_measurements_csv
+from nucseg.postprocess.measure import NucleusTable
 from nucseg.scale.blocks import Block, BlockGrid, select_owned_objects
 from nucseg.scale.executors import Executor
-from nucseg.visualize import outline_overlay
-
-#: Longest side of the overview overlay of a block-wise image, pixels.
-OVERVIEW_SIDE = 4096
 
 
 @dataclass(frozen=True)
@@ -67,8 +64,7 @@ def write_nuclei_outputs(outputs: Mapping[str, Path], assembled: Path, measured:
                                          for block in grid],
                           description=f"{doing} the nuclei of {name}", progress=progress)
     if "nuclei" in outputs:
-        rows = sorted((row for table in tables for row in table.rows), key=lambda row: row["label"])
-        write_measurements_csv(NucleusTable(tables[0].columns, rows), outputs["nuclei"], overwrite=overwrite)
+        MEASUREMENTS_WRITER.write(outputs["nuclei"], tables, overwrite=overwrite)
     for key in writers:
         parts = ((fragments[key] / f"{block.row}_{block.col}").read_bytes() for block in grid)
         OUTLINE_WRITERS[key].write(outputs[key], parts, overwrite=overwrite)
@@ -97,12 +93,13 @@ def write_ome_zarr_blockwise(path: Path, assembled: Path, measured: Intensities,
 
 def write_overview(path: Path, assembled: Path, source: LazyImage | np.ndarray, grid: BlockGrid, *,
                    executor: Executor, progress: bool, overwrite: bool, name: str, outline_width: int = 1) -> None:
-    """The overview PNG: outlines on the image shrunk to at most :data:`OVERVIEW_SIDE` pixels on its longer side."""
-    step = max(1, -(-max(grid.shape) // OVERVIEW_SIDE))
-    pieces = executor.run(_overview_task, [(str(assembled), task_input(source, block.core), block, step)
-                                           for block in grid],
-                          description=f"drawing an overview of {name}", progress=progress)
-    write_png(path, _overview(grid, pieces, step, outline_width=outline_width), overwrite=overwrite)
+    """The overview PNG (:class:`nucseg.batch.writers.OverlayWriter`): outlines on the image shrunk to at most
+    :data:`nucseg.batch.writers.OVERVIEW_SIDE` pixels on its longer side, from every block's core."""
+    writer = OverlayWriter(grid.shape, overview_step(grid.shape), outline_width)
+    parts = executor.run(_overview_task, [(str(assembled), task_input(source, block.core), block, writer)
+                                          for block in grid],
+                         description=f"drawing an overview of {name}", progress=progress)
+    writer.write(path, parts, overwrite=overwrite)
 
 
 def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
@@ -110,7 +107,8 @@ def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
                  fragments: dict[str, str]) -> NucleusTable | None:
     """The stitched nuclei that ``block`` owns, whole: for each writer of outlines in ``fragments`` (key ->
     folder) the block's fragment, stored as ``folder/ROW_COL``, with their measurements in image coordinates
-    (with ``measure``), which it returns with ``return_table`` (else None: only the fragments leave the task).
+    (with ``measure``), whose measurements fragment it returns with ``return_table`` (else None: only the
+    fragments leave the task).
 
     ``source`` holds the channels to measure, named by ``channel_names`` (None: by position).
     """
@@ -134,7 +132,7 @@ def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
     piece = NucleiPiece(labels, (block.read[0].start, block.read[1].start), table)
     for key, folder in fragments.items():
         (Path(folder) / f"{block.row}_{block.col}").write_bytes(OUTLINE_WRITERS[key].fragment(piece))
-    return table if return_table else None
+    return MEASUREMENTS_WRITER.fragment(piece) if return_table else None
 
 
 def _ome_zarr_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, group: str,
@@ -148,25 +146,11 @@ def _ome_zarr_task(labels_path: str, source: LazyImage | np.ndarray, block: Bloc
 
 
 def _overview_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
-                   step: int) -> tuple[np.ndarray, np.ndarray]:
-    """The block's core, every ``step``-th pixel: (image, labels)."""
+                   writer: OverlayWriter) -> OverlayPart:
+    """The overview's fragment of the block's core: every ``writer.step``-th pixel of its image and labels."""
     import zarr
 
-    rows, cols = block.core
-    first_row, first_col = (-rows.start) % step, (-cols.start) % step  # stay on the global grid of the overview
-    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.core])[first_row::step, first_col::step]
-    return region_pixels(source, block.core)[first_row::step, first_col::step], labels
-
-
-def _overview(grid: BlockGrid, pieces: list[tuple[np.ndarray, np.ndarray]], step: int, *,
-              outline_width: int = 1) -> np.ndarray:
-    """The outline overlay of the shrunk image, assembled from the blocks' pieces."""
-    height, width = (-(-n // step) for n in grid.shape)
-    sample = pieces[0][0]
-    image = np.zeros((height, width) + sample.shape[2:], dtype=sample.dtype)
-    labels = np.zeros((height, width), dtype=np.uint32)
-    for block, (pixels, block_labels) in zip(grid, pieces):
-        top, left = -(-block.core[0].start // step), -(-block.core[1].start // step)
-        image[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
-        labels[top:top + block_labels.shape[0], left:left + block_labels.shape[1]] = block_labels
-    return outline_overlay(image, labels, width=outline_width)
+    labels = np.asarray(zarr.open_array(labels_path, mode="r")[block.core])
+    piece = NucleiPiece(labels, (block.core[0].start, block.core[1].start),
+                        pixels=region_pixels(source, block.core))
+    return writer.fragment(piece)

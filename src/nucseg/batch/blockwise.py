@@ -24,7 +24,6 @@ each block; prefer a trained model for slides with large empty areas.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -34,14 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.batch.scratch import (create_labels_array, median_diameter, move_into_place, open_scratch,
-                                  SCRATCH_FORMAT, SCRATCH_VERSION, write_attributes, write_tiled_tiff)
+from nucseg.batch.scratch import (create_labels_array, median_diameter, open_scratch, SCRATCH_FORMAT, SCRATCH_VERSION,
+                                  write_attributes)
 from nucseg.batch.block_outputs import (Intensities, region_pixels, task_input, write_nuclei_outputs,
                                         write_ome_zarr_blockwise, write_overview)
 from nucseg.batch.whole import warn_if_sizing_clipped, without_png_alpha
-from nucseg.batch.writers import OUTPUTS
+from nucseg.batch.writers import LABELS_WRITER, OUTPUTS
 from nucseg.errors import InputError, ModelError, NucsegError
 from nucseg.inference.model import load_model, Model, SegmentationResult
+from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import assess, pooled_features, Quality, QUALITY_FEATURES
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
@@ -66,12 +66,15 @@ class _CallableModel(Model):
         self.name = getattr(function, "__name__", "function")
         self.path = None
 
-    def check_options(self, **options: Any) -> None:
-        if options:
-            raise TypeError(f"segment options ({', '.join(sorted(options))}) need a Model, not a plain callable")
+    def check_options(self, options: SegmentOptions) -> None:
+        given = sorted(options.for_planes().to_dict())  # the channel is chosen by the reader
+        if given:
+            raise TypeError(f"segment options ({', '.join(given)}) need a Model, not a plain callable")
 
-    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
-        self.check_options(**options)
+    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
+                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+        self.check_options(SegmentOptions.for_array(options, **keywords))
         return SegmentationResult(np.asarray(self.function(image)))
 
     def __repr__(self) -> str:
@@ -88,12 +91,12 @@ def _as_model(model: Model | str | Path | Callable | None) -> Model:
     raise TypeError(f"model must be a Model, a model name or folder, or a function, got {type(model).__name__}")
 
 
-def _segment_block_image(model: Model, image: np.ndarray, options: dict[str, Any],
+def _segment_block_image(model: Model, image: np.ndarray, options: SegmentOptions,
                          intensity_range: tuple[np.ndarray, np.ndarray] | None) -> SegmentationResult:
-    """The segmentation of one block's read region."""
+    """The segmentation of one block's read region (``options``: those of a plane, ``SegmentOptions.for_planes``)."""
     if intensity_range is not None:
-        return model.segment(image, intensity_range=intensity_range, **options)
-    return model.segment(image, **options)
+        return model.segment(image, options=options, intensity_range=intensity_range)
+    return model.segment(image, options=options)
 
 
 # --------------------------------------------------------------------- the tasks
@@ -106,7 +109,7 @@ def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channe
 
 
 def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, model: Any,
-                  options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
+                  options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
 
@@ -238,14 +241,13 @@ def segment_large(
     margin: int = DEFAULT_MARGIN,
     executor: Executor | None = None,
     overwrite: bool = False,
-    channel_axis: int | str | None = None,
-    channel: Channel = None,
     measurements_path: str | Path | None = None,
     overlay_path: str | Path | None = None,
     outputs: Mapping[str, str | Path] | None = None,
     pixel_size: float | None = None,
     progress: bool = False,
     outline_width: int = 1,
+    options: SegmentOptions | None = None,
     **segment_options: Any,
 ) -> BlockwiseReport:
     """Segment an image block by block and write one stitched label image.
@@ -276,18 +278,13 @@ def segment_large(
         output folder at the same paths.
     overwrite
         Replace an existing output.
-    channel_axis
-        Channel axis of 3-D images that do not declare it.
-    channel
-        The channel to segment of a multi-channel image (1-based or a name;
-        see :mod:`nucseg.io.channels`).
     measurements_path
         Also write the per-nucleus measurements of
         :func:`nucseg.postprocess.measure.measure_nuclei` here (CSV), measured
         block by block: each nucleus in the block that owns it, whole.
     overlay_path
         Also write an overview PNG of the outlines, the image shrunk to at
-        most :data:`OVERVIEW_SIDE` pixels on its longer side.
+        most :data:`nucseg.batch.writers.OVERVIEW_SIDE` pixels on its longer side.
     outputs
         More outputs by their key in :data:`nucseg.batch.writers.OUTPUTS`
         -> path: ``geojson`` and ``rois`` (outlines, each nucleus from the
@@ -295,13 +292,16 @@ def segment_large(
         (the image and its labels, copied block by block), and ``nuclei``
         and ``overlay`` as ``measurements_path`` and ``overlay_path``.
     pixel_size
-        Microns per pixel for the measurements.
+        Microns per pixel for the measurements (and a diameter given in microns).
     progress
         Progress bars on stderr.
     outline_width
         Width of the overview's outlines, pixels (:func:`nucseg.visualize.outline_overlay`).
-    **segment_options
-        Passed to :meth:`~nucseg.inference.model.Model.segment` (``tile_size``, ``overlap``, ...).
+    options, **segment_options
+        The segment options (:class:`~nucseg.inference.options.SegmentOptions`;
+        keywords replace its values): ``channel``, ``channel_axis`` and
+        ``axes`` for reading the image, the others passed to
+        :meth:`~nucseg.inference.model.Model.segment` for every block.
         Automatic sizing (``diameter="auto"``, the default of network models)
         estimates one resize factor on the centre block
         (:meth:`~nucseg.inference.model.NetworkModel.estimate_scale`) and runs every block
@@ -321,8 +321,9 @@ def segment_large(
     """
     import zarr
 
-
     started = time.perf_counter()
+    options = SegmentOptions.from_keywords(options, **segment_options).in_pixels(
+        pixel_size, None if isinstance(image, np.ndarray) else Path(image))
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
@@ -340,17 +341,22 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    source, description, measured = _open_source(image, channel_axis, channel)
+    if isinstance(image, np.ndarray) and (options.channel is not None or options.layout is not None):
+        raise InputError(None, "channel, channel_axis and axes describe files; of an array, pass the channel that "
+                               "shows the nuclei, (H, W), or an (H, W, C) colour image")
+    source, description, measured = _open_source(image, options.layout, options.channel)
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
-    _check_model(local_model, segment_options)
+    _check_model(local_model, options)
     shape = source.shape if isinstance(source, LazyImage) else tuple(source.shape[:2])
     grid = BlockGrid(shape, block_size, margin)
 
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
     settings = {"format": SCRATCH_FORMAT, "version": SCRATCH_VERSION, "input": description,
                 "shape": list(shape), "block_size": block_size, "margin": margin,
-                "model": _describe_model(local_model), "options": _jsonable(segment_options)}
+                "model": _describe_model(local_model),
+                # the channel is in the input's description; the rest is the JSON earlier versions stored
+                "options": {key: value for key, value in options.to_dict().items() if key != "channel"}}
     output_path.parent.mkdir(parents=True, exist_ok=True)
     done, attributes = open_scratch(scratch, grid, settings)
     task_model = executor.share_model(local_model)
@@ -363,19 +369,19 @@ def segment_large(
             write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
     named = output_path if isinstance(image, np.ndarray) else Path(image)  # the file the user named
     name = named.name
-    segment_options, scale = _one_scale_for_all_blocks(local_model, source, grid, segment_options, intensity_range,
-                                                       scratch, attributes, named)
+    block_options, scale = _one_scale_for_all_blocks(local_model, source, grid, options.for_planes(),
+                                                     intensity_range, scratch, attributes, named)
 
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
     executor.run(_segment_task,
-                 [(task_input(source, block.read), block, str(scratch), task_model, segment_options, intensity_range)
+                 [(task_input(source, block.read), block, str(scratch), task_model, block_options, intensity_range)
                   for block in todo],
                  description=f"segmenting blocks of {name}", progress=progress)
     keeps = executor.run(_deduplicate_task, [(str(scratch), grid, block) for block in grid],
                          description=f"finding duplicates in {name}", progress=progress)
     renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
-    assembled, chunk = create_labels_array(scratch, shape, block_size, nuclei)
+    assembled, _ = create_labels_array(scratch, shape, block_size, nuclei)
     totals = executor.run(_assemble_task,
                           [(str(scratch), str(assembled), grid, block,
                             {other.index: renumbering[other.index] for other in grid.neighbours(block)})
@@ -394,10 +400,7 @@ def segment_large(
     zarr.open_array(str(assembled), mode="r+").attrs.update(
         {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})
-    if suffix == ".zarr":
-        move_into_place(assembled, output_path, overwrite=overwrite)
-    else:
-        write_tiled_tiff(zarr.open_array(str(assembled), mode="r"), output_path, tile=chunk, overwrite=overwrite)
+    LABELS_WRITER.write(output_path, assembled, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     quality = _pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
     shutil.rmtree(scratch, ignore_errors=True)
@@ -411,9 +414,9 @@ def segment_large(
 
 
 def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
-                              options: dict[str, Any], intensity_range: tuple[np.ndarray, np.ndarray] | None,
+                              options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
                               scratch: Path, attributes: dict[str, Any],
-                              named: Path) -> tuple[dict[str, Any], float | None]:
+                              named: Path) -> tuple[SegmentOptions, float | None]:
     """The segment options with automatic sizing replaced by one factor, and that factor.
 
     The factor is estimated on the centre block and stored in the scratch group, so that a resumed
@@ -428,22 +431,20 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     centre_pixels = None
     if model.postprocess_by_kind:
         centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
-        overrides = options.get("postprocess") or {}
-        options = {**options, "postprocess": {**model.postprocess_for(centre_pixels).to_dict(), **overrides}}
+        options = options.replace(postprocess=options.postprocess.apply(model.postprocess_for(centre_pixels)).to_dict())
     factor = model.fixed_scale(options)
     if factor is not None:
         return options, factor
-    fixed = {key: value for key, value in options.items() if key != "diameter"}
     if "scale" in attributes:
         factor = float(attributes["scale"])
     else:
         if centre_pixels is None:
             centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
-        estimate = model.estimate_size(centre_pixels, intensity_range=intensity_range, **fixed)
+        estimate = model.estimate_size(centre_pixels, options=options, intensity_range=intensity_range)
         warn_if_sizing_clipped([estimate], named)
         factor = estimate.factor
         write_attributes(scratch, {"scale": factor})
-    return {**fixed, "scale": factor}, factor
+    return options.replace(scale=factor), factor
 
 
 def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
@@ -473,12 +474,12 @@ def _array_digest(image: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(image[:: max(1, image.shape[0] // 64)]).tobytes()).hexdigest()[:16]
 
 
-def _check_model(model: Model, options: dict[str, Any]) -> None:
+def _check_model(model: Model, options: SegmentOptions) -> None:
     if model.resize_to is not None:
         raise ModelError(model.path, f"the model resizes every image to {model.resize_to} x {model.resize_to} "
                                      "pixels; block-wise segmentation needs a model that runs at native resolution")
     try:
-        model.check_options(**options)
+        model.check_options(options)
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
 
@@ -489,10 +490,6 @@ def _describe_model(model: Model) -> str:
         folder = Path(model.path).resolve()
         return f"{folder} {(folder / 'config.json').stat().st_mtime_ns}"
     return repr(model)
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,

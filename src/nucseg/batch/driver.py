@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,12 @@ from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
                                  write_summary_csv)
-from nucseg.batch.whole import (completes_from_labels, diameter_in_pixels, labels_of_report, physical_settings,
-                                segment_file, skipped_report, with_quality)
-from nucseg.batch.writers import output_paths
+from nucseg.batch.whole import (completes_from_labels, labels_of_report, physical_settings, segment_file,
+                                skipped_report, with_quality)
+from nucseg.batch.writers import NucleiPiece, output_paths, RLE_WRITER
 from nucseg.errors import InputError, NucsegError
-from nucseg.inference.model import load_model, Model, SEGMENT_OPTIONS
-from nucseg.io.channels import Channel
+from nucseg.inference.model import load_model, Model
+from nucseg.inference.options import SegmentOptions
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.lazy import image_planes, is_zarr
 from nucseg.inference.runners import default_threads
@@ -151,15 +151,6 @@ def _outputs(out_dir: Path, name: str, *, blockwise: bool, outputs: Collection[s
     return paths
 
 
-def check_batch_options(segment_options: Mapping[str, Any], *, pixel_size: float | None) -> None:
-    """Reject unknown segment options (TypeError) and a non-positive pixel size (InputError)."""
-    unknown = sorted(set(segment_options) - set(SEGMENT_OPTIONS))
-    if unknown:
-        raise TypeError(f"unexpected segment option(s) {', '.join(unknown)}")
-    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
-        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
-
-
 def segment_files(
     inputs: Sequence[str | Path],
     out_dir: str | Path,
@@ -172,9 +163,6 @@ def segment_files(
     pixel_size: float | None = None,
     rle_path: str | Path | None = None,
     overwrite: bool = False,
-    channel_axis: int | None = None,
-    axes: str | None = None,
-    channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
     blockwise: bool | None = None,
@@ -183,6 +171,7 @@ def segment_files(
     margin: int | None = None,
     zarr_labels: bool = False,
     outline_width: int = 1,
+    options: SegmentOptions | None = None,
     **segment_options: Any,
 ) -> BatchReport:
     """Segment image files and write label images, overlays, measurements and a summary.
@@ -241,18 +230,6 @@ def segment_files(
         Write a Kaggle submission CSV of run-length encodings here.
     overwrite
         Replace existing outputs.
-    channel_axis
-        Channel axis of multi-channel TIFFs that do not declare it.
-    axes
-        Instead of ``channel_axis``: the letters of the axes of files that
-        do not declare them (StarDist's convention: ``ZYX``, ``CYX``,
-        ``YXC``, ``TZYX``, ...; see :func:`nucseg.io.axes.given_axes`). Z and T
-        axes are planes, segmented one by one.
-    channel
-        The channel that shows the nuclei, of multi-channel images: a number
-        counted from 1 (as Fiji numbers channels) or a channel name stored in
-        the file (see :mod:`nucseg.io.channels`). A multi-channel microscopy
-        image without it fails with a line that lists its channels.
     progress
         Show progress bars (on stderr).
     blockwise
@@ -268,10 +245,27 @@ def segment_files(
     zarr_labels
         Write the labels of block-wise images as ``X_labels.zarr`` instead
         of a tiled ``X_labels.tif``.
-    **segment_options
-        Passed to :meth:`~nucseg.inference.model.Model.segment` (``tile_size``,
-        ``overlap``, ``batch_size``, ``tta``, ``scale``, ``diameter``,
-        ``backend``, ``postprocess``).
+    options, **segment_options
+        Every segment setting (:class:`~nucseg.inference.options.SegmentOptions`),
+        or its fields as keywords (which replace those of ``options``):
+
+        ``channel``
+            The channel that shows the nuclei, of multi-channel images: a number
+            counted from 1 (as Fiji numbers channels) or a channel name stored in
+            the file (see :mod:`nucseg.io.channels`). A multi-channel microscopy
+            image without it fails with a line that lists its channels.
+        ``channel_axis``
+            Channel axis of multi-channel TIFFs that do not declare it.
+        ``axes``
+            Instead of ``channel_axis``: the letters of the axes of files that
+            do not declare them (StarDist's convention: ``ZYX``, ``CYX``,
+            ``YXC``, ``TZYX``, ...; see :func:`nucseg.io.axes.given_axes`). Z and T
+            axes are planes, segmented one by one.
+        ``diameter``
+            As for :meth:`~nucseg.inference.model.NetworkModel.segment`, or in
+            microns (``"8um"``) with each image's pixel size.
+        ``scale``, ``tile_size``, ``overlap``, ``batch_size``, ``tta``, ``backend``, ``postprocess``
+            As for :meth:`~nucseg.inference.model.NetworkModel.segment`.
 
     Returns
     -------
@@ -280,21 +274,22 @@ def segment_files(
 
     Raises
     ------
+    TypeError
+        A keyword that is no option.
     InputError
         Missing inputs, no images, clashing names, an output folder that is
-        a file, bad block settings, or the RLE file existing without
-        ``overwrite``: all checked before any work.
+        a file, bad block settings, a segment option that cannot be right
+        (:class:`~nucseg.inference.options.OptionsError`), or the RLE file
+        existing without ``overwrite``: all checked before any work.
     ModelError
         The model cannot be loaded, or cannot honour the options.
     """
     started = time.perf_counter()
-    check_batch_options(segment_options, pixel_size=pixel_size)
+    options = SegmentOptions.from_keywords(options, **segment_options)
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise InputError(None, f"pixel size must be a positive number of microns, got {pixel_size}")
     if isinstance(outline_width, bool) or not isinstance(outline_width, int) or outline_width < 1:
         raise InputError(None, f"outline width must be a whole number of pixels, at least 1, got {outline_width!r}")
-    if axes is not None:
-        if channel_axis is not None:
-            raise InputError(None, "give the axes (--axes) or the channel axis (--channel-axis), not both")
-        channel_axis = axes  # the readers take the letters where they take a channel axis (io.axes.axis_roles)
     try:
         outputs = set(output_paths(out_dir, "", overlay=overlay, measure=measure, outputs=outputs)) - {"labels"}
     except ValueError as exc:
@@ -315,11 +310,11 @@ def segment_files(
         raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
     max_memory = default_max_memory() if max_memory is None else max_memory
     planned = plan_images(inputs, out_dir, blockwise=blockwise, max_memory=max_memory,
-                          channel_axis=channel_axis)
+                          channel_axis=options.layout)
     if not isinstance(model, Model):
         model = load_model(model)
     try:  # a diameter in microns becomes pixels per image; any number stands in for it here
-        model.check_options(**diameter_in_pixels(segment_options, 1.0, None))
+        model.check_options(options.in_pixels(1.0))
     except ValueError as exc:
         raise NucsegError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -335,17 +330,16 @@ def segment_files(
         elif not item.blockwise:
             whole.append(item)
     whole_executor, threads = _whole_image_executor(executor, model, len(whole), max_memory=max_memory,
-                                                    backend=segment_options.get("backend"))
+                                                    backend=options.backend)
     if len(reports) < len(planned):  # work to do: a backend that cannot start fails once, here
         try:
             with model.threads_per_call(threads):
-                model.prepare(backend=segment_options.get("backend"))
+                model.prepare(backend=options.backend)
         except ValueError as exc:
             raise NucsegError(str(exc)) from None
     if whole:
         settings = {"outputs": outputs, "pixel_size": pixel_size, "overwrite": overwrite,
-                    "channel_axis": channel_axis, "channel": channel, "stitch_threshold": stitch_threshold,
-                    "options": segment_options, "outline_width": outline_width,
+                    "stitch_threshold": stitch_threshold, "options": options, "outline_width": outline_width,
                     # tiles are reported where stderr is the user's, one image at a time: not from threads
                     # side by side, nor from the workers of a cluster
                     "progress": progress and isinstance(whole_executor, InProcessExecutor)
@@ -362,14 +356,12 @@ def segment_files(
         if item.blockwise and item.image.name not in reports:
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
-                zarr_labels=zarr_labels, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                pixel_size=pixel_size, outputs=outputs, progress=progress,
-                options=segment_options, outline_width=outline_width)
+                zarr_labels=zarr_labels, overwrite=overwrite, pixel_size=pixel_size, outputs=outputs,
+                progress=progress, options=options, outline_width=outline_width)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
-        from nucseg.io.rle import write_submission_csv
-
-        write_submission_csv(labels_of_report(report), rle_path, overwrite=overwrite)
+        RLE_WRITER.write(rle_path, (RLE_WRITER.fragment(NucleiPiece(labels, name=name))
+                                    for name, labels in labels_of_report(report)), overwrite=overwrite)
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, report.summary_path, overwrite=True, kept=merge_earlier_summary(report))
     return report
@@ -408,10 +400,9 @@ def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: d
     remove_stale_temporaries(paths.values())
     return segment_file(image, out_dir, model=resolve_model(model), outputs=settings["outputs"],
                         pixel_size=settings["pixel_size"],
-                        overwrite=settings["overwrite"], channel_axis=settings["channel_axis"],
-                        channel=settings["channel"], stitch_threshold=settings["stitch_threshold"],
+                        overwrite=settings["overwrite"], stitch_threshold=settings["stitch_threshold"],
                         progress=settings["progress"], outline_width=settings["outline_width"],
-                        **settings["options"])
+                        options=settings["options"])
 
 
 def _segment_blockwise_image(
@@ -424,12 +415,10 @@ def _segment_blockwise_image(
     margin: int,
     zarr_labels: bool,
     overwrite: bool,
-    channel_axis: int | str | None,
-    channel: Channel,
     pixel_size: float | None,
     outputs: Collection[str],
     progress: bool,
-    options: dict[str, Any],
+    options: SegmentOptions,
     outline_width: int = 1,
 ) -> ImageReport:
     started = time.perf_counter()
@@ -437,9 +426,9 @@ def _segment_blockwise_image(
     try:
         pixel_size, options = physical_settings(image.path, pixel_size, options)
         result = segment_large(image.path, paths["labels"], model=model, executor=executor, block_size=block_size,
-                               margin=margin, overwrite=overwrite, channel_axis=channel_axis, channel=channel,
+                               margin=margin, overwrite=overwrite,
                                outputs={key: path for key, path in paths.items() if key != "labels"},
-                               pixel_size=pixel_size, progress=progress, outline_width=outline_width, **options)
+                               pixel_size=pixel_size, progress=progress, outline_width=outline_width, options=options)
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 import warnings
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -14,20 +13,19 @@ import numpy as np
 
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
-from nucseg.batch.writers import NucleiPiece, OUTLINE_WRITERS, output_paths, write_ome_zarr
+from nucseg.batch.writers import (LABELS_WRITER, MEASUREMENTS_WRITER, NucleiPiece, OUTLINE_WRITERS, output_paths,
+                                  OverlayWriter, write_ome_zarr)
 from nucseg.inference.model import Model
+from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import Quality
 from nucseg.inference.sizing import SizeEstimate
-from nucseg.io.channels import Channel
 from nucseg.errors import InputError
 from nucseg.io.atomic import remove_output
-from nucseg.io.images import ImageStack, read_labels, read_stack, write_labels, write_png
+from nucseg.io.images import ImageStack, read_labels, read_stack
 from nucseg.io.lazy import image_pixel_size
-from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas,
-                                        write_measurements_csv)
+from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas
 from nucseg.postprocess.stitch import link_planes
 from nucseg.scale.executors import TileProgress
-from nucseg.visualize import outline_overlay
 
 
 def _segment_one(
@@ -38,10 +36,8 @@ def _segment_one(
     outputs: Collection[str],
     pixel_size: float | None,
     overwrite: bool,
-    channel_axis: int | str | None,
-    channel: Channel,
     stitch_threshold: float | None,
-    options: Mapping[str, Any],
+    options: SegmentOptions,
     progress: bool = False,
     outline_width: int = 1,
 ) -> ImageReport:
@@ -50,18 +46,17 @@ def _segment_one(
     existing = [path for path in paths.values() if path.exists()]
     if existing and not overwrite:
         if completes_from_labels(paths):
-            return _complete_from_labels(image, paths, pixel_size=pixel_size, channel_axis=channel_axis,
-                                         channel=channel, started=started, outline_width=outline_width)
+            return _complete_from_labels(image, paths, pixel_size=pixel_size, options=options, started=started,
+                                         outline_width=outline_width)
         return skipped_report(image, existing[0])
     written: list[Path] = []
     try:
-        stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
-        pixel_size, plane_options = physical_settings(image.path, pixel_size, options)
-        if progress:
-            plane_options = {**plane_options, "on_tile": TileProgress(image.path.name)}
+        stack = read_stack(image.path, channel_axis=options.layout, channel=options.channel)
+        pixel_size, options = physical_settings(image.path, pixel_size, options)
+        on_tile = {"on_tile": TileProgress(image.path.name)} if progress else {}
         results, qualities = [], []
         for plane in stack.planes:
-            result = model.segment(plane, **plane_options)
+            result = model.segment(plane, options=options.for_planes(), **on_tile)
             qualities.append(model.assess_quality(plane, result))
             result.probabilities = None  # not needed further; those of a whole stack need not fit in memory
             results.append(result)
@@ -69,8 +64,8 @@ def _segment_one(
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
             labels = _linked(labels, stack, stitch_threshold)
-        written.append(write_labels(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
-                                    overwrite=overwrite, axes=stack.plane_axes + "YX"))
+        written.append(LABELS_WRITER.write(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
+                                           axes=stack.plane_axes + "YX", overwrite=overwrite))
         written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite,
                                 outline_width=outline_width)
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
@@ -100,24 +95,25 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
     written = []
     if "overlay" in paths:  # of the middle plane for a stack
         middle = len(labels) // 2
-        written.append(write_png(paths["overlay"], outline_overlay(stack.planes[middle], labels[middle],
-                                                                   width=outline_width),
-                                 overwrite=overwrite))
+        writer = OverlayWriter(labels.shape[1:], outline_width=outline_width)
+        piece = NucleiPiece(labels[middle], pixels=stack.planes[middle])
+        written.append(writer.write(paths["overlay"], [writer.fragment(piece)], overwrite=overwrite))
     planes, names = stack.intensities()
     tables = None
     if "nuclei" in paths or "geojson" in paths:
         tables = [measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
                   for plane, plane_labels in zip(planes, labels)]
-    if "nuclei" in paths:
-        written.append(write_measurements_csv(_with_planes(tables, stack), paths["nuclei"], overwrite=overwrite))
     plane_names = stack.plane_names()
-    for key, writer in OUTLINE_WRITERS.items():
+
+    def pieces() -> Iterator[NucleiPiece]:
+        for i, plane_labels in enumerate(labels):
+            yield NucleiPiece(plane_labels, table=None if tables is None else tables[i],
+                              plane=i if stack.plane_axes else None,
+                              plane_name=plane_names[i] if stack.plane_axes else None)
+
+    for key, writer in {"nuclei": MEASUREMENTS_WRITER, **OUTLINE_WRITERS}.items():
         if key in paths:
-            pieces = (NucleiPiece(plane_labels, table=None if tables is None else tables[i],
-                                  plane=i if stack.plane_axes else None,
-                                  plane_name=plane_names[i] if stack.plane_axes else None)
-                      for i, plane_labels in enumerate(labels))
-            written.append(writer.write(paths[key], map(writer.fragment, pieces), overwrite=overwrite))
+            written.append(writer.write(paths[key], map(writer.fragment, pieces()), overwrite=overwrite))
     if "ome_zarr" in paths:
         shape = stack.plane_shape
         planes, names = without_png_alpha(planes, names, path)
@@ -139,8 +135,7 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
 
 
 def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          channel_axis: int | str | None, channel: Channel, started: float,
-                          outline_width: int = 1) -> ImageReport:
+                          options: SegmentOptions, started: float, outline_width: int = 1) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -149,7 +144,7 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
     """
     missing = {key: path for key, path in paths.items() if not path.exists()}
     try:
-        stack = read_stack(image.path, channel_axis=channel_axis, channel=channel)
+        stack = read_stack(image.path, channel_axis=options.layout, channel=options.channel)
         labels = read_stack(paths["labels"]).planes  # (planes, H, W), as written
         if labels.shape != stack.planes.shape[:3]:
             raise InputError(paths["labels"], f"labels of shape {labels.shape} do not fit the image "
@@ -200,14 +195,6 @@ def _by_time(labels: np.ndarray, stack: ImageStack) -> np.ndarray:
     return labels.reshape((-1, z_count) + labels.shape[1:])
 
 
-def _with_planes(tables: list[NucleusTable], stack: ImageStack) -> NucleusTable:
-    """One table of every plane's nuclei, led by a ``plane`` column (``z=3``; none for a 2-D image)."""
-    if not stack.plane_axes:
-        return tables[0]
-    rows = [{"plane": name, **row} for name, table in zip(stack.plane_names(), tables) for row in table.rows]
-    return NucleusTable(("plane", *tables[0].columns), rows)
-
-
 def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path) -> None:
     """Say when automatic sizing stopped at a limit of its range (on any plane): a diameter should be given."""
     clipped = [estimate for estimate in estimates if estimate is not None and estimate.clipped]
@@ -220,44 +207,18 @@ def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path)
 
 
 def physical_settings(path: Path, pixel_size: float | None,
-                      options: Mapping[str, Any]) -> tuple[float | None, dict[str, Any]]:
-    """The pixel size of an image (the one given, else what its file states) and the segment options for it.
+                      options: SegmentOptions) -> tuple[float | None, SegmentOptions]:
+    """The pixel size of an image (the one given, else what its file states) and the segment options for it
+    (a diameter in microns in pixels: :meth:`~nucseg.inference.options.SegmentOptions.in_pixels`).
 
     Raises
     ------
     InputError
-        As :func:`diameter_in_pixels`, or unreadable metadata.
+        A diameter in microns for an image whose pixel size is not known, or unreadable metadata.
     """
     if pixel_size is None:
         pixel_size = image_pixel_size(path)
-    return pixel_size, diameter_in_pixels(options, pixel_size, path)
-
-
-def diameter_in_pixels(options: Mapping[str, Any], pixel_size: float | None, path: Path | None) -> dict[str, Any]:
-    """``options`` with a ``diameter`` in microns (``"8um"``) turned into pixels with ``pixel_size``.
-
-    Raises
-    ------
-    InputError
-        A diameter in microns for an image whose pixel size is not known.
-    """
-    options = dict(options)
-    microns = microns_of(options.get("diameter"))
-    if microns is not None:
-        if pixel_size is None:
-            raise InputError(path, f"--diameter {options['diameter']} is in microns, but the image states no pixel "
-                                   "size; give --pixel-size")
-        options["diameter"] = microns / pixel_size
-    return options
-
-
-def microns_of(diameter: Any) -> float | None:
-    """The microns of a diameter written ``"8um"`` or ``"8µm"``; None for anything else."""
-    if isinstance(diameter, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(um|µm|micron|microns)\s*", diameter)
-        if match and float(match.group(1)) > 0:
-            return float(match.group(1))
-    return None
+    return pixel_size, options.in_pixels(pixel_size, path)
 
 
 def segment_file(
@@ -270,11 +231,10 @@ def segment_file(
     outputs: Collection[str] = (),
     pixel_size: float | None = None,
     overwrite: bool = False,
-    channel_axis: int | str | None = None,
-    channel: Channel = None,
     stitch_threshold: float | None = None,
     progress: bool = False,
     outline_width: int = 1,
+    options: SegmentOptions | None = None,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
@@ -285,12 +245,13 @@ def segment_file(
     report the network tiles of a large image on stderr
     (:class:`nucseg.scale.executors.TileProgress`). ``outputs``: more of
     :data:`nucseg.batch.writers.OUTPUTS` to write (``overlay`` and
-    ``measure`` add ``overlay`` and ``nuclei``).
+    ``measure`` add ``overlay`` and ``nuclei``). ``options``, ``segment_options``:
+    as for :func:`nucseg.batch.driver.segment_files`.
     """
     outputs = set(outputs) | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
     return _segment_one(image, Path(out_dir), model, outputs=outputs, pixel_size=pixel_size,
-                        overwrite=overwrite, channel_axis=channel_axis, channel=channel,
-                        stitch_threshold=stitch_threshold, options=segment_options, progress=progress,
+                        overwrite=overwrite, stitch_threshold=stitch_threshold,
+                        options=SegmentOptions.from_keywords(options, **segment_options), progress=progress,
                         outline_width=outline_width)
 
 

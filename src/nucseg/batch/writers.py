@@ -1,12 +1,26 @@
-"""The outputs of a segmented image: their file names, and one writer per format of nucleus outlines.
+"""The outputs of a segmented image: their file names, and one writer per output.
 
-Every output of an image ``X`` is named here (:data:`OUTPUTS`). The writers of
-outlines take the nuclei *piece by piece*: the whole image's (or each plane's,
-of a stack) in :mod:`nucseg.batch.whole`, each block's own nuclei in
-:mod:`nucseg.batch.blockwise`, so that a slide's outlines are written without
-its label image in memory. Each piece becomes a *fragment* (bytes, made where
-the piece is, on a worker for a block), and :meth:`OutlineWriter.write` joins
-the fragments into the file, atomically, reading one at a time.
+Every output of an image ``X`` is named here (:data:`OUTPUTS`), and each has
+one writer that the whole-image path (:mod:`nucseg.batch.whole`) and the
+block-wise path (:mod:`nucseg.batch.blockwise`) both call. The writers take
+the nuclei *piece by piece*: the whole image's (or each plane's, of a stack),
+or each block's own nuclei, so that a slide's outputs are written without
+its label image in memory. Each piece becomes a *fragment* (made where the
+piece is, on a worker for a block), and the writer's ``write`` joins the
+fragments into the file, atomically, reading one at a time.
+
+``labels``
+    ``X_labels.tif`` (:class:`LabelsWriter`): a compressed TIFF of a label
+    image in memory, or a block-wise run's stitched Zarr array streamed into
+    a tiled TIFF (or moved into place as ``X_labels.zarr``).
+``overlay``
+    ``X_overlay.png`` (:class:`OverlayWriter`): outlines on the image; of a
+    block-wise image, an overview shrunk to at most :data:`OVERVIEW_SIDE`
+    pixels on its longer side, from every block's strided core.
+``nuclei``
+    ``X_nuclei.csv`` (:class:`MeasurementsWriter`): one row per nucleus
+    (:func:`nucseg.postprocess.measure.measure_nuclei`), led by a ``plane``
+    column for a stack.
 
 ``geojson``
     ``X_nuclei.geojson``: a GeoJSON FeatureCollection as QuPath's *File >
@@ -22,7 +36,9 @@ the fragments into the file, atomically, reading one at a time.
     their plane in a stack).
 
 The OME-Zarr output (``X.ome.zarr``) is written by :mod:`nucseg.io.ngff`
-from the image and its labels, region by region.
+from the image and its labels, region by region. The Kaggle DSB2018
+submission of a batch (``--rle``) has its writer too (:class:`RleWriter`),
+one fragment per image.
 """
 
 from __future__ import annotations
@@ -38,11 +54,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nucseg.batch.scratch import move_into_place, write_tiled_tiff
 from nucseg.io.atomic import atomic_directory, atomic_write
-from nucseg.io.images import labels_dtype
+from nucseg.io.images import labels_dtype, write_labels, write_png
 from nucseg.io.ngff import create_ngff, NgffImage, write_region
-from nucseg.postprocess.measure import NucleusTable
+from nucseg.io.rle import join_submission, submission_lines
+from nucseg.postprocess.measure import NucleusTable, write_measurements_csv
 from nucseg.postprocess.outlines import nucleus_outlines, Outline
+from nucseg.visualize import outline_overlay
 
 #: Output of an image ``X`` -> what follows ``X`` in its file name. ``labels`` is always written.
 OUTPUTS: dict[str, str] = {
@@ -82,6 +101,10 @@ class NucleiPiece:
         Index of the plane of a stack (0-based, planes in file order), None for a 2-D image.
     plane_name
         That plane's name (``z=3``), None for a 2-D image.
+    pixels : ndarray, shape (H, W) or (H, W, C), optional
+        The image under ``labels``, for the overlay.
+    name
+        The image's name, for the Kaggle submission.
     """
 
     labels: np.ndarray
@@ -89,6 +112,8 @@ class NucleiPiece:
     table: NucleusTable | None = None
     plane: int | None = None
     plane_name: str | None = None
+    pixels: np.ndarray | None = None
+    name: str | None = None
 
     def outlines(self) -> list[Outline]:
         return nucleus_outlines(self.labels, offset=self.offset)
@@ -204,6 +229,130 @@ def _imagej_roi(geometry, name: str):
 
 #: The writers of outlines by their key in :data:`OUTPUTS`.
 OUTLINE_WRITERS: dict[str, OutlineWriter] = {writer.key: writer for writer in (GeoJsonWriter(), ImageJRoisWriter())}
+
+
+# ------------------------------------------------------- labels, overlay, measurements, RLE
+
+
+class LabelsWriter:
+    """``X_labels.tif`` (or a block-wise run's ``X_labels.zarr``)."""
+
+    key = "labels"
+
+    def write(self, path: str | Path, labels: np.ndarray | Path, *, axes: str = "YX", overwrite: bool = True) -> Path:
+        """Write ``labels``, atomically.
+
+        Parameters
+        ----------
+        labels : ndarray of int, shape (..., H, W), or Path
+            A label image in memory (:func:`nucseg.io.images.write_labels`,
+            ``axes`` naming its axes), or the folder of a 2-D Zarr array (a
+            block-wise run's stitched labels): streamed into a tiled TIFF a
+            row of its chunks at a time, or moved into place for a ``.zarr`` ``path``.
+        """
+        path = Path(path)
+        if isinstance(labels, np.ndarray):
+            return write_labels(path, labels, overwrite=overwrite, axes=axes)
+        if path.suffix.lower() == ".zarr":
+            move_into_place(Path(labels), path, overwrite=overwrite)
+        else:
+            import zarr
+
+            array = zarr.open_array(str(labels), mode="r")
+            write_tiled_tiff(array, path, tile=array.chunks[0], overwrite=overwrite)
+        return path
+
+
+#: Longest side of the overview overlay of a block-wise image, pixels.
+OVERVIEW_SIDE = 4096
+
+
+def overview_step(shape: tuple[int, int]) -> int:
+    """The stride of the overview of an image of ``shape`` (H, W): its longer side at most :data:`OVERVIEW_SIDE`."""
+    return max(1, -(-max(shape) // OVERVIEW_SIDE))
+
+
+@dataclass(frozen=True)
+class OverlayPart:
+    """A piece's share of the overlay: its pixels and labels every ``step``-th pixel, placed at ``(top, left)``."""
+
+    top: int
+    left: int
+    pixels: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class OverlayWriter:
+    """``X_overlay.png``: outlines on an image of ``shape`` (H, W), every ``step``-th pixel (1: full size).
+
+    Each piece (with its ``pixels``) gives its pixels on the global grid of
+    the stride; :meth:`write` pastes them into place and draws the outlines
+    ``outline_width`` pixels wide (:func:`nucseg.visualize.outline_overlay`).
+    """
+
+    shape: tuple[int, int]
+    step: int = 1
+    outline_width: int = 1
+    key = "overlay"
+
+    def fragment(self, piece: NucleiPiece) -> OverlayPart:
+        step, (top, left) = self.step, piece.offset
+        first_row, first_col = (-top) % step, (-left) % step  # stay on the global grid of the overview
+        return OverlayPart(-(-top // step), -(-left // step), piece.pixels[first_row::step, first_col::step],
+                           piece.labels[first_row::step, first_col::step])
+
+    def write(self, path: str | Path, fragments: Iterable[OverlayPart], *, overwrite: bool = True) -> Path:
+        parts = list(fragments)
+        height, width = (-(-n // self.step) for n in self.shape)
+        if len(parts) == 1 and parts[0].labels.shape == (height, width):  # the whole image: drawn as it is
+            image, labels = parts[0].pixels, parts[0].labels
+        else:
+            sample = parts[0].pixels
+            image = np.zeros((height, width) + sample.shape[2:], dtype=sample.dtype)
+            labels = np.zeros((height, width), dtype=np.uint32)
+            for part in parts:
+                rows, cols = part.labels.shape
+                image[part.top:part.top + rows, part.left:part.left + cols] = part.pixels
+                labels[part.top:part.top + rows, part.left:part.left + cols] = part.labels
+        return write_png(path, outline_overlay(image, labels, width=self.outline_width), overwrite=overwrite)
+
+
+class MeasurementsWriter:
+    """``X_nuclei.csv``: the rows of every piece's table (:attr:`NucleiPiece.table`), by plane, then label."""
+
+    key = "nuclei"
+
+    def fragment(self, piece: NucleiPiece) -> NucleusTable:
+        """The piece's table, led by a ``plane`` column for a plane of a stack."""
+        table = piece.table
+        if piece.plane_name is None:
+            return table
+        return NucleusTable(("plane", *table.columns), [{"plane": piece.plane_name, **row} for row in table.rows])
+
+    def write(self, path: str | Path, fragments: Iterable[NucleusTable], *, overwrite: bool = True) -> Path:
+        tables = list(fragments)
+        planes: dict[str | None, int] = {}  # planes in the order they come; blocks' rows by label
+        rows = sorted((row for table in tables for row in table.rows),
+                      key=lambda row: (planes.setdefault(row.get("plane"), len(planes)), row["label"]))
+        return write_measurements_csv(NucleusTable(tables[0].columns, rows), path, overwrite=overwrite)
+
+
+class RleWriter:
+    """A Kaggle DSB2018 submission CSV of a batch (:mod:`nucseg.io.rle`): one fragment per image, by its name."""
+
+    key = "rle"
+
+    def fragment(self, piece: NucleiPiece) -> str:
+        return submission_lines(piece.name, piece.labels)
+
+    def write(self, path: str | Path, fragments: Iterable[str], *, overwrite: bool = True) -> Path:
+        return join_submission(path, fragments, overwrite=overwrite)
+
+
+LABELS_WRITER = LabelsWriter()
+MEASUREMENTS_WRITER = MeasurementsWriter()
+RLE_WRITER = RleWriter()
 
 
 # ---------------------------------------------------------------------- OME-Zarr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from nucseg.cli.common import EXIT_FAILURES, EXIT_OK
 from nucseg.errors import NucsegError
@@ -11,6 +12,9 @@ from nucseg.inference import BACKENDS
 from nucseg.inference.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 from nucseg.models import SIZE_DIVISOR
 from nucseg.scale.blocks import BLOCK_SIZE_MULTIPLE, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, WHOLE_IMAGE_BYTES_PER_PIXEL
+
+if TYPE_CHECKING:
+    from nucseg.inference.options import SegmentOptions
 
 # ------------------------------------------------------------------------ segment
 
@@ -89,7 +93,7 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _diameter(text: str) -> float | str:
     """``--diameter`` value: ``auto``, a number of pixels, or microns (``8um``; checked by the model)."""
-    from nucseg.batch.whole import microns_of
+    from nucseg.inference.options import microns_of
 
     if text == "auto" or microns_of(text) is not None:
         return text
@@ -124,6 +128,15 @@ def _add_scale_out_arguments(parser: argparse.ArgumentParser) -> None:
                            help="write the labels of block-wise images as X_labels.zarr instead of X_labels.tif")
 
 
+def segment_options(args: argparse.Namespace) -> SegmentOptions:
+    """The :class:`~nucseg.inference.options.SegmentOptions` of ``nucseg segment``'s arguments (checked once, here)."""
+    from nucseg.inference.options import SegmentOptions
+
+    given = {key: getattr(args, key) for key in ("scale", "diameter", "tile_size", "overlap", "backend", "channel",
+                                                 "channel_axis", "axes") if getattr(args, key) is not None}
+    return SegmentOptions(tta=args.tta, **given)
+
+
 def run_segment(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
@@ -136,10 +149,7 @@ def run_segment(args: argparse.Namespace) -> int:
     inputs = list(args.inputs) + (sample_image_paths() if args.sample else [])
     if not inputs:
         raise NucsegError("give the images to segment (INPUT ...) or --sample")
-    options = {key: getattr(args, key) for key in ("scale", "diameter", "tile_size", "overlap", "backend")
-               if getattr(args, key) is not None}
-    if args.tta:
-        options["tta"] = True
+    options = segment_options(args)
     blockwise = {"auto": None, "always": True, "never": False}[args.blockwise]
     with connect(args.dask) if args.dask else nullcontext() as client:
         model = args.model if args.device == "cpu" else load_model(args.model, device=args.device)
@@ -149,11 +159,11 @@ def run_segment(args: argparse.Namespace) -> int:
                                rle_path=args.rle,
                                outputs=[key for key, asked in (("geojson", args.geojson), ("rois", args.imagej_rois),
                                                                ("ome_zarr", args.ome_zarr)) if asked],
-                               overwrite=args.overwrite, channel_axis=args.channel_axis, axes=args.axes,
-                               channel=args.channel, stitch_threshold=args.stitch_threshold,
+                               overwrite=args.overwrite, stitch_threshold=args.stitch_threshold,
                                progress=True, blockwise=blockwise, block_size=args.block_size,
                                margin=args.margin, zarr_labels=args.zarr,
-                               max_memory=None if args.max_memory is None else args.max_memory * 2**30, **options)
+                               max_memory=None if args.max_memory is None else args.max_memory * 2**30,
+                               options=options)
     for image in report.images:
         if image.status == "failed":
             print(f"nucseg: failed: {image.error}", file=sys.stderr)

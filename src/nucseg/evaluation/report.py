@@ -19,6 +19,7 @@ from typing import Any
 
 from nucseg.datasets.kinds import image_kind, IMAGE_KINDS
 from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
+from nucseg.inference.options import SegmentOptions
 
 #: Columns of the markdown tables: (header, DatasetScores attribute).
 METRIC_COLUMNS = (
@@ -113,6 +114,7 @@ def evaluate_model(
     by_kind: bool = True,
     name: str | None = None,
     progress: bool = False,
+    options: SegmentOptions | None = None,
     **segment_options: Any,
 ) -> ModelReport:
     """Segment annotated samples with a model and score the result.
@@ -130,8 +132,9 @@ def evaluate_model(
         Name to report (default: the model's).
     progress
         Show a progress bar.
-    **segment_options
-        Passed to ``model.segment`` (e.g. ``tta=True``).
+    options, **segment_options
+        Passed to ``model.segment``: :class:`~nucseg.inference.options.SegmentOptions`,
+        or its fields as keywords (e.g. ``tta=True``), which replace those of ``options``.
 
     Returns
     -------
@@ -149,16 +152,17 @@ def evaluate_model(
     from nucseg.inference.model import load_model
     from nucseg.errors import InputError
 
+    options = SegmentOptions.for_array(options, **segment_options)
     if isinstance(model, (str, Path)):
         model = load_model(model)
     samples = list(samples)
     if not samples:
         raise InputError(None, "no images to evaluate on")
-    model.prepare(backend=segment_options.get("backend"))  # one-time set-up is not segmenting time
+    model.prepare(backend=options.backend)  # one-time set-up is not segmenting time
     scores, seconds = [], 0.0
     for sample in tqdm(samples, desc=f"evaluating {name or model.name}", unit="img", disable=not progress):
         start = time.perf_counter()
-        labels = model.segment(sample.image, **segment_options).labels
+        labels = model.segment(sample.image, options=options).labels
         seconds += time.perf_counter() - start
         scores.append(image_scores(sample.labels, labels))
     kinds = tuple(image_kind(sample.image) for sample in samples) if by_kind else ()

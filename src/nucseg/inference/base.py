@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,7 @@ import numpy as np
 from nucseg.datasets.kinds import composite_evidence
 from nucseg.errors import InputError
 from nucseg.inference import quality, sizing
+from nucseg.inference.options import SegmentOptions
 from nucseg.io.channels import choose_channel
 from nucseg.io.pixels import usable_pixels
 from nucseg.preprocess.normalize import NormalizationConfig
@@ -23,9 +24,6 @@ from nucseg.preprocess.normalize import NormalizationConfig
 
 #: More channels than this on an array's last axis is taken for a stack of planes given as (Z, H, W).
 MAX_CHANNELS = 16
-
-#: The options every :meth:`Model.segment` accepts.
-SEGMENT_OPTIONS = ("tile_size", "overlap", "batch_size", "tta", "scale", "diameter", "backend", "postprocess")
 
 
 @dataclass
@@ -88,12 +86,14 @@ class Model:
     resize_to: int | None = None
     _threads: int | None = None
 
-    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
+    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
+                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
         """Segment one raw image; see :meth:`NetworkModel.segment`."""
         raise NotImplementedError
 
-    def check_options(self, **options: Any) -> None:
-        """Raise ``ValueError`` or :class:`ModelError` for options :meth:`segment` would reject."""
+    def check_options(self, options: SegmentOptions) -> None:
+        """Raise ``ValueError`` or :class:`ModelError` for valid options that this model cannot honour."""
         raise NotImplementedError
 
     def prepare(self, *, backend: str | None = None) -> None:
@@ -122,15 +122,16 @@ class Model:
         """
         return True
 
-    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
+    def fixed_scale(self, options: SegmentOptions) -> float | None:
         """The resize factor ``options`` fix for every image; None: automatic sizing, or no network."""
         return None
 
-    def estimate_scale(self, image: np.ndarray, **options: Any) -> float | None:
+    def estimate_scale(self, image: np.ndarray, options: SegmentOptions | None = None, **keywords: Any) -> float | None:
         """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
         return None
 
-    def estimate_size(self, image: np.ndarray, **options: Any) -> sizing.SizeEstimate | None:
+    def estimate_size(self, image: np.ndarray, options: SegmentOptions | None = None,
+                      **keywords: Any) -> sizing.SizeEstimate | None:
         """What automatic sizing finds on ``image``, as :meth:`estimate_scale` (None for a model without a network)."""
         return None
 

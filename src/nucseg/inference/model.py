@@ -34,7 +34,8 @@ import numpy as np
 from nucseg.datasets.kinds import IMAGE_KINDS, raw_image_kind
 from nucseg.errors import ModelError, NucsegError, require
 from nucseg.inference import BACKENDS, quality, sizing
-from nucseg.inference.base import check_image, Model, SEGMENT_OPTIONS, SegmentationResult
+from nucseg.inference.base import check_image, Model, SegmentationResult
+from nucseg.inference.options import PostprocessOverrides, SegmentOptions
 from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.folder import (INT8_ONNX_FILE, load_model_folder, ModelConfig, onnx_path, read_model_config,
                                   verify_weights)
@@ -47,6 +48,14 @@ from nucseg.preprocess.normalize import (normalize_with_range, percentile_range,
 #: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
 #: instead when the model folder holds one.
 DEFAULT_CPU_BACKEND = "onnxruntime"
+
+
+def _run_settings(options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
+                  on_tile: Callable[[int, int], None] | None) -> dict[str, Any]:
+    """The keyword arguments of :meth:`NetworkModel.probabilities` for ``options``."""
+    tile_size, overlap, batch_size = options.tiling()
+    return dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=options.tta,
+                backend=options.backend, intensity_range=intensity_range, on_tile=on_tile)
 
 
 def _kind_if_any(image: np.ndarray) -> str | None:
@@ -165,11 +174,8 @@ class NetworkModel(Model):
     def segments_side_by_side(self, *, backend: str | None = None) -> bool:
         return (backend or self.default_backend()) != "torch"
 
-    def fixed_scale(self, options: Mapping[str, Any]) -> float | None:
-        return self.resolve_scale(options.get("scale"), options.get("diameter", AUTO_DIAMETER))
-
-    def resolve_scale(self, scale: float | None = None, diameter: float | str | None = AUTO_DIAMETER) -> float | None:
-        """The resize factor for ``scale`` or a typical nucleus ``diameter`` in pixels.
+    def fixed_scale(self, options: SegmentOptions) -> float | None:
+        """The resize factor of ``options``' scale, or of a typical nucleus diameter in pixels.
 
         ``diameter`` gives ``training_diameter / diameter``: images with larger
         nuclei than the training images are shrunk before the network. A
@@ -186,57 +192,33 @@ class NetworkModel(Model):
         Raises
         ------
         ValueError
-            A number and ``scale`` both given, or not positive numbers, or a
-            scale for a model that resizes every image to a fixed size.
+            A diameter in microns (an array has no pixel size), or a scale for
+            a model that resizes every image to a fixed size.
         ModelError
             A numeric ``diameter`` for a model that records no training diameter.
         """
-        if isinstance(diameter, str):
-            if diameter != AUTO_DIAMETER:
-                raise ValueError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r}, got {diameter!r} (a "
-                                 "diameter in micrometres divided by the pixel size in micrometres is one in "
-                                 "pixels; nucseg.segment_files takes '8um' and reads the pixel size from the file)")
+        scale, diameter = options.scale, options.diameter
+        if options.microns is not None:
+            raise ValueError(f"diameter {diameter!r} is in microns: give it in pixels (microns divided by the pixel "
+                             "size in microns), or segment files with nucseg.segment_files, which reads the pixel "
+                             "size from the file")
+        if diameter == AUTO_DIAMETER:
             if scale is None:
                 return None if self.training_diameter is not None and self.config.resize_to is None else 1.0
-            diameter = None
-        if scale is not None and diameter is not None:
-            raise ValueError("give scale or diameter, not both")
-        if diameter is not None:
-            if not (np.isfinite(diameter) and diameter > 0):
-                raise ValueError(f"diameter must be a positive number of pixels, got {diameter}")
+        elif diameter is not None:
             if self.training_diameter is None:
                 raise ModelError(self.path, "the model records no nucleus diameter of its training images, "
                                             "so diameter cannot be used; give a scale factor instead")
-            scale = self.training_diameter / float(diameter)
+            scale = self.training_diameter / diameter
         if scale is None:
             return 1.0
-        if not (np.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive number, got {scale}")
         if self.config.resize_to is not None and scale != 1.0:
             raise ValueError(f"the model resizes every image to {self.config.resize_to} x {self.config.resize_to} "
                              "pixels itself; scale and diameter do not apply")
         return float(scale)
 
-    def check_options(
-        self,
-        *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        tta: bool = False,
-        scale: float | None = None,
-        diameter: float | str | None = AUTO_DIAMETER,
-        backend: str | None = None,
-        postprocess: Mapping[str, Any] | None = None,
-    ) -> None:
-        from nucseg.inference.tiling import check_tiling, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
-
-        check_tiling(tile_size or DEFAULT_TILE_SIZE, DEFAULT_OVERLAP if overlap is None else overlap,
-                      batch_size or DEFAULT_BATCH_SIZE)
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        self.resolve_scale(scale, diameter)
-        self._postprocess_config(postprocess)
+    def check_options(self, options: SegmentOptions) -> None:
+        self.fixed_scale(options)
 
     def postprocess_for(self, image: np.ndarray | None = None) -> PostprocessConfig:
         """The model's post-processing settings for ``image``: those of its kind, if the model has them.
@@ -255,11 +237,8 @@ class NetworkModel(Model):
     def _settings_for_kind(self, kind: str | None) -> PostprocessConfig:
         return self.postprocess_by_kind.get(kind, self.postprocess_config) if kind else self.postprocess_config
 
-    def _postprocess_config(self, overrides: Mapping[str, Any] | None, kind: str | None = None):
-        base = self._settings_for_kind(kind)
-        if not overrides:
-            return base
-        return PostprocessConfig.from_dict({**base.to_dict(), **overrides})
+    def _postprocess_config(self, overrides: PostprocessOverrides, kind: str | None = None) -> PostprocessConfig:
+        return overrides.apply(self._settings_for_kind(kind))
 
     def probabilities(
         self,
@@ -297,18 +276,11 @@ class NetworkModel(Model):
     def segment(
         self,
         image: np.ndarray,
+        options: SegmentOptions | None = None,
         *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        tta: bool = False,
-        scale: float | None = None,
-        diameter: float | str | None = AUTO_DIAMETER,
-        backend: str | None = None,
-        postprocess: Mapping[str, Any] | None = None,
         intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
         on_tile: Callable[[int, int], None] | None = None,
-        channel: int | None = None,
+        **keywords: Any,
     ) -> SegmentationResult:
         """Find the nuclei of one raw image.
 
@@ -317,6 +289,10 @@ class NetworkModel(Model):
         image : ndarray, shape (H, W) or (H, W, C)
             Raw image, any dtype, any size, channels last; gray, or 8-bit RGB
             or RGBA (alpha dropped). Normalized as in training.
+        options
+            Every setting below at once (:class:`~nucseg.inference.options.SegmentOptions`);
+            keyword options replace its values. Options that describe files
+            (``channel_axis``, ``axes``) are refused for an array.
         tile_size
             Side of the square tiles in pixels, a multiple of 32 (default
             :data:`nucseg.inference.tiling.DEFAULT_TILE_SIZE`). Larger tiles are a
@@ -349,7 +325,8 @@ class NetworkModel(Model):
             for the device (:meth:`default_backend`).
         postprocess
             Settings of :class:`nucseg.postprocess.watershed.PostprocessConfig` that
-            replace the model's, e.g. ``{"min_size": 30}``.
+            replace the model's, e.g. ``{"min_size": 30}``
+            (:class:`~nucseg.inference.options.PostprocessOverrides`).
         intensity_range
             Per-channel intensities ``(low, high)``, arrays of shape
             (channels,), that map to 0 and 1 instead of the image's own
@@ -370,21 +347,30 @@ class NetworkModel(Model):
         SegmentationResult
             ``labels`` (H, W) int32, 0 background, nuclei 1..N; the
             probabilities they were built from; the factor the network ran at.
+
+        Raises
+        ------
+        TypeError
+            A keyword that is no option.
+        ValueError
+            An option that cannot be right
+            (:class:`~nucseg.inference.options.OptionsError`), or that this
+            model cannot honour, or an image as :func:`check_image` refuses.
         """
-        factor = self.resolve_scale(scale, diameter)
-        image = check_image(image, channel=channel)
+        options = SegmentOptions.for_array(options, **keywords)
+        factor = self.fixed_scale(options)
+        image = check_image(image, channel=options.channel)
         kind = _kind_if_any(image)
-        post_config = self._postprocess_config(postprocess, kind)
-        options = dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=tta, backend=backend,
-                       intensity_range=intensity_range, on_tile=on_tile)
+        post_config = self._postprocess_config(options.postprocess, kind)
+        run = _run_settings(options, intensity_range, on_tile)
         estimate = None
         if factor is None:
-            estimate, options = self._size(image, post_config, options)
+            estimate, run = self._size(image, post_config, run)
             factor = estimate.factor
         if estimate is not None and estimate.first_pass is not None and factor == 1.0:
             result = estimate.first_pass
         else:
-            result = self._segment_at(image, factor, post_config, options)
+            result = self._segment_at(image, factor, post_config, run)
         if estimate is not None:
             result.size_estimate = dataclasses.replace(estimate, first_pass=None)
         result.image_kind = kind
@@ -415,9 +401,10 @@ class NetworkModel(Model):
     def estimate_scale(
         self,
         image: np.ndarray,
+        options: SegmentOptions | None = None,
         *,
-        postprocess: Mapping[str, Any] | None = None,
-        **options: Any,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        **keywords: Any,
     ) -> float:
         """The resize factor that automatic sizing (``diameter="auto"``) picks for ``image``.
 
@@ -429,41 +416,43 @@ class NetworkModel(Model):
         ----------
         image : ndarray, shape (H, W) or (H, W, C)
             Raw image, as for :meth:`segment`.
-        postprocess, **options
-            As for :meth:`segment` (``tile_size``, ``overlap``, ``batch_size``,
-            ``tta``, ``backend``, ``intensity_range``).
+        options, intensity_range, **keywords
+            As for :meth:`segment`; the sizing options (``scale``, ``diameter``) are not used.
         """
-        return self.estimate_size(image, postprocess=postprocess, **options).factor
+        return self.estimate_size(image, options, intensity_range=intensity_range, **keywords).factor
 
     def estimate_size(
         self,
         image: np.ndarray,
+        options: SegmentOptions | None = None,
         *,
-        postprocess: Mapping[str, Any] | None = None,
-        **options: Any,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        **keywords: Any,
     ) -> sizing.SizeEstimate:
         """What automatic sizing finds on ``image``: the factor, the diameter measured, whether it was clipped.
 
         Options as for :meth:`estimate_scale`; the estimate holds no first pass.
         """
-        image = check_image(image)
-        estimate, _ = self._size(image, self._postprocess_config(postprocess, _kind_if_any(image)), options)
+        options = SegmentOptions.for_array(options, **keywords)
+        image = check_image(image, channel=options.channel)
+        post_config = self._postprocess_config(options.postprocess, _kind_if_any(image))
+        estimate, _ = self._size(image, post_config, _run_settings(options, intensity_range, None))
         return dataclasses.replace(estimate, first_pass=None)
 
     def _size(self, image: np.ndarray, post_config: PostprocessConfig,
-              options: Mapping[str, Any]) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
-        """Automatic sizing's first pass, and the options for the pass after it.
+              run: Mapping[str, Any]) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
+        """Automatic sizing's first pass, and the run settings (of :meth:`probabilities`) for the pass after it.
 
         When sizing segments the centre only, the crop is normalized as the
-        whole image is, and the options gain that intensity range, so that the
+        whole image is, and the run settings gain that intensity range, so that the
         second pass reuses it instead of computing the same percentiles again.
         """
-        options = dict(options)
-        if options.get("intensity_range") is None and sizing.sized_on_crop(image):
-            options["intensity_range"] = self.intensity_range(image)
+        run = dict(run)
+        if run.get("intensity_range") is None and sizing.sized_on_crop(image):
+            run["intensity_range"] = self.intensity_range(image)
         estimate = sizing.estimate_factor(
-            image, lambda part: self._segment_at(part, 1.0, post_config, options), self.training_diameter)
-        return estimate, options
+            image, lambda part: self._segment_at(part, 1.0, post_config, run), self.training_diameter)
+        return estimate, run
 
     def intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel intensities of ``image`` that normalization maps to 0 and 1, shape (channels,) each.
@@ -486,8 +475,8 @@ class NetworkModel(Model):
         return size_factor(labels, self.training_diameter)
 
     def _segment_at(self, image: np.ndarray, factor: float, post_config: PostprocessConfig,
-                    options: Mapping[str, Any]) -> SegmentationResult:
-        probabilities = self.probabilities(image, scale=factor, **options)
+                    run: Mapping[str, Any]) -> SegmentationResult:
+        probabilities = self.probabilities(image, scale=factor, **run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
         return SegmentationResult(labels, probabilities, factor)
 
@@ -498,34 +487,23 @@ class ClassicalModel(Model):
     name = "classical"
     path = None
 
-    def check_options(
-        self,
-        *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        tta: bool = False,
-        scale: float | None = None,
-        diameter: float | str | None = None,
-        backend: str | None = None,
-        postprocess: Mapping[str, Any] | None = None,
-    ) -> None:
-        numeric_diameter = diameter != AUTO_DIAMETER and diameter  # "auto" is what the baseline does anyway
-        unsupported = [name for name, value in (("tta", tta), ("scale", scale), ("diameter", numeric_diameter),
-                                                ("backend", backend), ("postprocess", postprocess)) if value]
+    def check_options(self, options: SegmentOptions) -> None:
+        unsupported = options.network_options()  # "auto" is what the baseline does anyway
         if unsupported:
             raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
                              "(it estimates the nucleus size itself)")
 
-    def segment(self, image: np.ndarray, **options: Any) -> SegmentationResult:
-        """Segment one raw image with the classical baseline.
+    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
+                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+        """Segment one raw image with the classical baseline (the signature of :meth:`Model.segment`).
 
         Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
         ``diameter="auto"`` are accepted and unused (the baseline estimates the
         nucleus size itself); ``channel`` chooses the nuclear channel as for
         :meth:`NetworkModel.segment`; network options (``tta``, ``scale``, a numeric
-        ``diameter``, ``backend``, ``postprocess``) raise ``ValueError``;
-        ``on_tile`` is accepted and never called.
+        ``diameter``, ``backend``, ``postprocess``) and an ``intensity_range``
+        raise ``ValueError``; ``on_tile`` is accepted and never called.
 
         Returns
         -------
@@ -534,13 +512,11 @@ class ClassicalModel(Model):
         """
         from nucseg.inference.classical import segment_classical
 
-        options.pop("on_tile", None)  # accepted for the callers' sake; there are no tiles
-        channel = options.pop("channel", None)
-        unknown = sorted(set(options) - set(SEGMENT_OPTIONS))
-        if unknown:
-            raise TypeError(f"unexpected option(s) {', '.join(unknown)}")
-        self.check_options(**options)
-        return SegmentationResult(segment_classical(check_image(image, channel=channel)))
+        options = SegmentOptions.for_array(options, **keywords)
+        self.check_options(options)
+        if intensity_range is not None:
+            raise ValueError("the classical model normalizes each image itself; intensity_range does not apply")
+        return SegmentationResult(segment_classical(check_image(image, channel=options.channel)))
 
 
 def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu", threads: int | None = None) -> Model:

@@ -33,6 +33,21 @@ GIVEN_AXES_LETTERS = "TZCSYX"
 _UNDECLARED = "QI"
 
 
+def check_axes_letters(axes: str, path: Path | None = None) -> str:
+    """``axes`` (``--axes``) in capitals, when it names each axis once with :data:`GIVEN_AXES_LETTERS`.
+
+    Raises
+    ------
+    InputError
+        Not a string, unknown or repeated letters, or no Y and X.
+    """
+    given = axes.upper() if isinstance(axes, str) else ""
+    if set(given) - set(GIVEN_AXES_LETTERS) or len(set(given)) != len(given) or not {"Y", "X"} <= set(given):
+        raise InputError(path, f"--axes {axes!r}: name each axis once with the letters {GIVEN_AXES_LETTERS}, "
+                               "Y and X among them (e.g. ZYX, CYX, YXC)")
+    return given
+
+
 def given_axes(path: Path, shape: tuple[int, ...], file_axes: str, axes: str) -> str:
     """The axis letters that ``axes`` (``--axes``, e.g. ``ZYX``, ``CYX``, ``YXC``) gives an image of ``shape``.
 
@@ -45,10 +60,7 @@ def given_axes(path: Path, shape: tuple[int, ...], file_axes: str, axes: str) ->
         Unknown or repeated letters, no Y and X, a count that fits neither, or
         a contradiction of the axes the file declares.
     """
-    given = axes.upper()
-    if set(given) - set(GIVEN_AXES_LETTERS) or len(set(given)) != len(given) or not {"Y", "X"} <= set(given):
-        raise InputError(path, f"--axes {axes!r}: name each axis once with the letters {GIVEN_AXES_LETTERS}, "
-                               "Y and X among them (e.g. ZYX, CYX, YXC)")
+    given = check_axes_letters(axes, path)
     if len(given) == len(shape):
         letters = given
     else:

@@ -11,6 +11,7 @@ gets one line with empty ``EncodedPixels``.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -160,22 +161,52 @@ def write_submission_csv(
     FileExistsError
         ``overwrite`` is False and ``path`` exists.
     """
+    return join_submission(path, (submission_lines(image_id, labels) for image_id, labels in rows),
+                           overwrite=overwrite)
+
+
+def submission_lines(image_id: str, labels: np.ndarray) -> str:
+    """The lines of one image in a submission file: ``image_id,RLE`` per nucleus, ``image_id,`` for none.
+
+    Raises
+    ------
+    ValueError
+        As :func:`check_image_id`.
+    """
+    check_image_id(image_id)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for rle in labels_to_rles(labels) or [""]:
+        writer.writerow((image_id, rle))
+    return buffer.getvalue()
+
+
+def join_submission(path: str | Path, parts: Iterable[str], *, overwrite: bool = True) -> Path:
+    """Write the header and the :func:`submission_lines` of every image (read one at a time), atomically.
+
+    Raises
+    ------
+    ValueError
+        An image id that appears twice.
+    FileExistsError
+        ``overwrite`` is False and ``path`` exists.
+    """
     seen: set[str] = set()
     with atomic_write(path, overwrite=overwrite) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(SUBMISSION_HEADER)
-            for image_id, labels in rows:
-                _check_image_id(image_id, seen)
-                rles = labels_to_rles(labels)
-                for rle in rles or [""]:
-                    writer.writerow((image_id, rle))
+            handle.write(",".join(SUBMISSION_HEADER) + "\n")
+            for part in parts:
+                check_image_id(part.split(",", 1)[0], seen)
+                handle.write(part)
     return Path(path)
 
 
-def _check_image_id(image_id: str, seen: set[str]) -> None:
+def check_image_id(image_id: str, seen: set[str] | None = None) -> None:
+    """Raise ``ValueError`` for an image id that is empty, holds a comma, quote or line break, or is in ``seen``
+    (to which it is added)."""
     if not isinstance(image_id, str) or not image_id or any(ch in image_id for ch in ',"\r\n'):
         raise ValueError(f"image id must be a non-empty string without commas, quotes or line breaks: {image_id!r}")
-    if image_id in seen:
-        raise ValueError(f"image id {image_id!r} appears twice")
-    seen.add(image_id)
+    if seen is not None:
+        if image_id in seen:
+            raise ValueError(f"image id {image_id!r} appears twice")
+        seen.add(image_id)

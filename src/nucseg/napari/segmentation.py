@@ -15,6 +15,7 @@ import numpy as np
 
 from nucseg.errors import InputError
 from nucseg.inference.model import Model
+from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import Quality
 from nucseg.postprocess.measure import measure_nuclei, NucleusTable
 
@@ -99,8 +100,7 @@ def segment_layer(
     *,
     rgb: bool = False,
     channel: int | None = None,
-    diameter: float | None = None,
-    tta: bool = False,
+    options: SegmentOptions | None = None,
     name: str = "layer",
 ) -> LayerSegmentation:
     """Segment and measure the image of one layer.
@@ -111,10 +111,10 @@ def segment_layer(
         As for :func:`layer_image`.
     model
         A loaded model (:func:`nucseg.load_model`).
-    diameter
-        Typical nucleus diameter in pixels; None sizes the image automatically.
-    tta
-        Test-time augmentation (networks only).
+    options
+        The segment options (:class:`~nucseg.inference.options.SegmentOptions`:
+        the widget's diameter and test-time augmentation); None: the defaults.
+        Their ``channel`` is not the layer's: ``channel`` chooses the plane.
 
     Raises
     ------
@@ -123,12 +123,7 @@ def segment_layer(
     """
     started = time.perf_counter()
     image = layer_image(data, rgb=rgb, channel=channel, name=name)
-    options: dict[str, Any] = {}
-    if diameter is not None:
-        options["diameter"] = float(diameter)
-    if tta:
-        options["tta"] = True
-    result = model.segment(image, **options)
+    result = model.segment(image, options=options)
     intensities = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image  # alpha is not intensity
     table = measure_nuclei(result.labels, intensities)
     return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started,

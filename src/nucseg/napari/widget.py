@@ -16,6 +16,8 @@ from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, Q
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from nucseg.errors import first_line
+from nucseg.inference.options import SegmentOptions
+from nucseg.inference.sizing import AUTO_DIAMETER
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS
 from nucseg.napari.segmentation import LayerSegmentation, segment_layer
 
@@ -128,7 +130,7 @@ class SegmentWidget(QWidget):
             return
         model_name = self.model_box.currentText()
         channel = self.channel_box.value() if self.channel_box.isEnabled() else None
-        diameter = self.diameter_box.value() or None
+        diameter = self.diameter_box.value() or AUTO_DIAMETER
         tta = self.tta_box.isChecked()
         data, rgb, name = layer.data, layer.rgb, layer.name
         self.segment_button.setEnabled(False)
@@ -139,8 +141,8 @@ class SegmentWidget(QWidget):
             # Errors come back as a value: an exception leaving the thread would reach napari's traceback dialog.
             try:
                 model = self._model(model_name)
-                return segment_layer(data, model, rgb=rgb, channel=channel, diameter=diameter,
-                                     tta=tta and model.name != "classical", name=name)
+                options = SegmentOptions(diameter=diameter, tta=tta and model.name != "classical")
+                return segment_layer(data, model, rgb=rgb, channel=channel, options=options, name=name)
             except Exception as exc:  # noqa: BLE001 - any failure is shown to the user in one line
                 return first_line(exc)
 
