@@ -34,10 +34,12 @@ from nucseg.postprocess.measure import AUTO_SCALE_LIMITS
 CARD_FILE = "MODEL_CARD.md"
 
 
-def test_lines(document: dict, row: str, command: str) -> list[str]:
+def test_lines(document: dict, row: str, command: str, note: str | None = None) -> list[str]:
     """The card's test section from an ``eval_validation.py --json`` document (its model ``row``)."""
     report = document["models"][row]
     images = report["images"]
+    own = Path(document["split_from"]).name == row
+    split_from = "config.json (images no choice was made on)" if own else f"`{document['split_from']}`"
     datasets: dict[str, list[dict]] = defaultdict(list)
     kinds: dict[str, list[dict]] = defaultdict(list)
     for image in images:
@@ -48,14 +50,14 @@ def test_lines(document: dict, row: str, command: str) -> list[str]:
     groups = {**(datasets if len(datasets) > 1 else {}), **kinds}
     backend = document.get("backend") or "the model's default backend (the int8 graph where the folder holds one)"
     lines = ["## Test scores", "",
-             f"On the {len(images)} test images of the split stored in config.json (images no choice was made on), "
+             f"On the {len(images)} test images of the split stored in {split_from}, "
              f"with automatic sizing and {backend}:", "",
              "| images | n | DSB score | AP@0.5 |", "|---|---:|---:|---:|",
              f"| all | {len(images)} | {report['overall']['dsb_score']:.3f} | {report['overall']['ap50']:.3f} |"]
     for name, group in groups.items():
         lines.append(f"| {name} | {len(group)} | {fmean(i['dsb_score'] for i in group):.3f} | "
                      f"{fmean(i['ap50'] for i in group):.3f} |")
-    return [*lines, "", f"Reproduce: `{command}`.", ""]
+    return [*lines, "", *([note, ""] if note else []), f"Reproduce: `{command}`.", ""]
 
 
 def size_lines(config) -> list[str]:
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", type=Path, help="the model folder")
     parser.add_argument("--test", type=Path, required=True, help="eval_validation.py --json of its test split")
     parser.add_argument("--row", help="the model's row name in that file (default: its only model)")
+    parser.add_argument("--note", help="a sentence under the test table (e.g. which images are not truly held out)")
     args = parser.parse_args(argv)
     config, _ = read_model_config(args.model_dir)
     document = json.loads(args.test.read_text())
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     model = document["models"][row]["model"]
     command = (f"python benchmarks/eval_validation.py --split-from {document['split_from']} --split-part test "
                f"--model {row}={model}" + (f" --backend {document['backend']}" if document.get("backend") else ""))
-    card = "\n".join([model_card(config).rstrip("\n"), "", *test_lines(document, row, command), *size_lines(config)])
+    card = "\n".join([model_card(config).rstrip("\n"), "", *test_lines(document, row, command, args.note),
+                      *size_lines(config)])
     with atomic_write(args.model_dir / CARD_FILE) as tmp:
         tmp.write_text(card)
     print(f"wrote {args.model_dir / CARD_FILE}")
