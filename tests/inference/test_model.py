@@ -446,9 +446,9 @@ def test_existing_outputs_are_never_overwritten_without_overwrite(tmp_path, acti
 def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, active_model_dir, monkeypatch):
     import tifffile
 
-    import nucseg.batch.whole
+    import nucseg.batch.writers
 
-    real_imwrite, real_overlay = tifffile.imwrite, nucseg.batch.whole.outline_overlay
+    real_imwrite, real_overlay = tifffile.imwrite, nucseg.batch.writers.outline_overlay
     first, second, third = (p.name for p in _small_inputs())
 
     def failing_imwrite(path, data, **kwargs):  # the disk fills up halfway through one file
@@ -463,7 +463,7 @@ def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, acti
         return real_overlay(image, labels, **options)
 
     monkeypatch.setattr(tifffile, "imwrite", failing_imwrite)
-    monkeypatch.setattr(nucseg.batch.whole, "outline_overlay", failing_overlay)
+    monkeypatch.setattr(nucseg.batch.writers, "outline_overlay", failing_overlay)
     out = tmp_path / "out"
     report = segment_files(_small_inputs(), out, model=active_model_dir, overlay=True)
     assert [image.status for image in report.images] == ["failed", "failed", "ok"]
