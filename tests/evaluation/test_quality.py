@@ -118,7 +118,7 @@ def test_hollow_letters_count_as_thin_strokes_and_filled_nuclei_do_not():
     assert quality_features(lines, None, **options)["thin_strokes"] == 1.0
 
 
-def test_objects_that_do_not_stand_out_are_faint_and_filling_the_field_is_coverage():
+def test_objects_that_do_not_stand_out_are_faint():
     labels = _discs()
     rng = np.random.default_rng(0)
     texture = rng.integers(90, 110, labels.shape).astype(np.uint8)  # outlined objects on an even texture
@@ -129,8 +129,6 @@ def test_objects_that_do_not_stand_out_are_faint_and_filling_the_field_is_covera
     dark_nuclei = (255 - nuclei).astype(np.uint8)  # brightfield: nuclei darker than the field stand out
     assert quality_features(labels, None, image=dark_nuclei, image_kind="brightfield",
                             training_diameter=16.0)["faint"] == 0.0
-    coverage = quality_features(labels, None, **options)["coverage"]
-    assert coverage == pytest.approx((labels > 0).mean())
 
 
 def test_beyond_a_not_nuclei_limit_of_its_kind_an_image_is_flagged_whatever_its_score():
@@ -139,7 +137,7 @@ def test_beyond_a_not_nuclei_limit_of_its_kind_an_image_is_flagged_whatever_its_
     features = dict.fromkeys(QUALITY_FEATURES, 0.0) | {"thin_strokes": 0.3}
     quality = assess(features, calibration, image_kind="fluorescence")
     assert quality.flag == "check" and quality.score == pytest.approx(0.9)
-    assert quality.reason == "objects look like text or thin strokes, not nuclei"
+    assert quality.reason == "objects look like text, fibres or thin strokes, not nuclei"
     assert assess(features | {"thin_strokes": 0.05}, calibration, image_kind="fluorescence").flag == "ok"
     assert assess(features, calibration, image_kind="histology").flag == "ok"  # textured nuclei reach further
     assert assess(features, calibration, image_kind="brightfield").flag == "ok"  # no limits for that kind
@@ -157,9 +155,9 @@ def test_limits_are_the_largest_values_of_the_well_segmented_fitted_images_of_ea
     ap50 = [0.9, 0.5, 0.6, 0.2, 0.8, 0.0]
     kinds = ["fluorescence"] * 4 + ["histology", "fluorescence"]
     calibration = fit_calibration(rows, ap50, kinds=kinds)
-    assert calibration.limits["fluorescence"]["faint"] == pytest.approx(0.3)  # 0.6 was segmented badly
-    assert calibration.limits["histology"]["faint"] == pytest.approx(0.05)
-    assert calibration.limits["fluorescence"]["coverage"] == 0.0
+    assert calibration.limits["fluorescence"]["faint"] == pytest.approx(2 * 0.3)  # 0.6 was segmented badly
+    assert calibration.limits["histology"]["faint"] == pytest.approx(2 * 0.05)
+    assert calibration.limits["fluorescence"]["thin_strokes"] == 0.0
     good = [i for i, a in enumerate(ap50) if a >= 0.5]
     assert all(assess(rows[i], calibration, image_kind=kinds[i]).flag == "ok" for i in good)
     assert fit_calibration(rows, ap50).limits == {}

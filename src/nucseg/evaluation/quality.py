@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg.inference.quality import assess, FLAG_CHECK, NOT_NUCLEI_FEATURES, QUALITY_FEATURES, QualityCalibration
+from nucseg.inference.quality import (assess, FLAG_CHECK, LIMIT_MARGIN, NOT_NUCLEI_FEATURES, QUALITY_FEATURES,
+                                     QualityCalibration)
 
 #: Images whose estimated AP@0.5 is below this are flagged ``check``.
 DEFAULT_THRESHOLD = 0.5
@@ -28,9 +29,9 @@ def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[floa
     """Least-squares (ridge) weights that predict each image's AP@0.5 from its quality features.
 
     The limits of :data:`nucseg.inference.quality.NOT_NUCLEI_FEATURES` are,
-    per image kind (``kinds``), the largest values reached by the images the
-    model segmented well (AP@0.5 at least ``threshold``): none of them is
-    flagged by a limit. Without ``kinds`` there are no limits.
+    per image kind (``kinds``), :data:`~nucseg.inference.quality.LIMIT_MARGIN`
+    times the largest values reached by the images the model segmented well
+    (AP@0.5 at least ``threshold``): none of them is flagged by a limit. Without ``kinds`` there are no limits.
 
     Parameters
     ----------
@@ -62,7 +63,7 @@ def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[floa
     for kind in sorted(set(kinds or ())):
         good = [row for row, k, a in zip(features, kinds, ap50) if k == kind and a >= threshold and not row["no_nuclei"]]
         if good:
-            limits[kind] = {name: float(max(row[name] for row in good)) for name in NOT_NUCLEI_FEATURES}
+            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good)) for name in NOT_NUCLEI_FEATURES}
     return QualityCalibration(intercept, {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
                               float(threshold), sorted(training_kinds), fitted_on, limits)
 

@@ -33,15 +33,12 @@ measured from the network's own output (no ground truth needed):
     share of the objects whose nuclear signal (fluorescence: intensity;
     brightfield: darkness; histology: haematoxylin density) stands out from
     the ring of free pixels around them by less than :data:`FAINT_CONTRAST`
-    of the image's range: texture outlined as nuclei;
-``coverage``
-    share of the image inside objects: cells stained whole, or their
-    cytoplasm, fill the field; nuclei seldom do.
+    of the image's range: texture, a whole-cell or cytoplasm stain.
 
-The last three describe the objects against what nuclei look like, so they
+The last two describe the objects against what nuclei look like, so they
 also flag an image on their own: each calibration stores, per image kind and
-such feature, the largest value its well-segmented validation images reached
-(``limits``); an image beyond it is flagged ``check`` with that feature's
+such feature, :data:`LIMIT_MARGIN` times the largest value its well-segmented validation
+images reached (``limits``); an image beyond it is flagged ``check`` with that feature's
 reason, whatever its score.
 
 The weights are fitted per model, on validation images, against the
@@ -62,9 +59,12 @@ from scipy import ndimage as ndi
 
 #: The features, in the order of the calibration's weights.
 QUALITY_FEATURES = ("ambiguous", "entropy", "irregular", "size_offset", "sizing_clipped", "no_nuclei",
-                    "unseen_kind", "area_spread", "thin_strokes", "faint", "coverage")
+                    "unseen_kind", "area_spread", "thin_strokes", "faint")
 #: The features that say the objects are not nuclei: each flags an image beyond its calibrated limit.
-NOT_NUCLEI_FEATURES = ("thin_strokes", "faint", "coverage")
+NOT_NUCLEI_FEATURES = ("thin_strokes", "faint")
+#: A limit is this many times the largest value of the well-segmented validation images: a few dozen images
+#: show little of the tail of what nuclei reach (at 1, well-segmented test images were flagged).
+LIMIT_MARGIN = 2.0
 #: Thickness over equivalent diameter below which an object is a stroke (a 6 : 1 ellipse's is 0.41).
 STROKE_RATIO = 0.4
 #: Contrast to the surrounding ring, as a share of the image's 1-99 percentile range, below which an object is faint.
@@ -79,9 +79,8 @@ REASONS = {
     "no_nuclei": "no nuclei found",
     "unseen_kind": "an image kind the model was not trained on",
     "area_spread": "very uneven nucleus sizes",
-    "thin_strokes": "objects look like text or thin strokes, not nuclei",
-    "faint": "objects hardly stand out from their surroundings (texture outlined as nuclei?)",
-    "coverage": "objects fill the field (a whole-cell or cytoplasm stain given as the nuclear channel?)",
+    "thin_strokes": "objects look like text, fibres or thin strokes, not nuclei",
+    "faint": "objects hardly stand out from their surroundings (texture, or a whole-cell or cytoplasm stain?)",
 }
 FLAG_OK, FLAG_CHECK, FLAG_UNKNOWN = "ok", "check", "unknown"
 #: Why an image in which nothing was found is flagged: an empty field and a failed one look alike.
@@ -202,7 +201,6 @@ def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, im
         if training_diameter:
             features["size_offset"] = float(abs(np.log2(max(float(np.median(diameters)), 1.0) / training_diameter)))
         index = np.flatnonzero(present) + 1
-        features["coverage"] = float(areas.sum() / labels.size)
         strokes = labels
         if image is not None:
             signal = nuclear_signal(image, image_kind)
@@ -277,7 +275,9 @@ def assess(features: Mapping[str, float], calibration: QualityCalibration | None
         return Quality(None, FLAG_CHECK, NO_NUCLEI_REASON, dict(features))
     contributions = {name: calibration.weights.get(name, 0.0) * features[name] for name in QUALITY_FEATURES}
     score = float(np.clip(calibration.intercept + sum(contributions.values()), 0.0, 1.0))
-    beyond = [name for name, limit in _limits(calibration, image_kind).items() if features[name] > limit]
+    limits = _limits(calibration, image_kind)
+    beyond = sorted((name for name, limit in limits.items() if features[name] > limit),
+                    key=lambda name: -features[name] / max(limits[name], 1e-6))  # the furthest beyond first
     if score >= calibration.threshold and not beyond:
         return Quality(score, FLAG_OK, "", dict(features))
     worst = [] if score >= calibration.threshold else [
