@@ -54,6 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="also measure images with things other than nuclei built from the first N "
                              "fluorescence test images (burned-in text, a whole-cell stain) and the first N "
                              "histology ones (stroma texture): nucseg.evaluation.not_nuclei")
+    parser.add_argument("--limits-only", action="store_true",
+                        help="keep the stored calibration's weights and threshold; fit only the limits of the "
+                             "not-nuclei features (so the score, and the images it flags, stay as they were)")
     parser.add_argument("--cache", metavar="DIR",
                         help="keep each image's segmentation here and reuse it (features change, the network's "
                              "output does not: delete the folder after changing the model)")
@@ -122,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     calibration = fit_calibration([r["features"] for r in fit_rows], [r["ap50"] for r in fit_rows],
                                   training_kinds=train_kinds, kinds=[r["kind"] for r in fit_rows],
                                   fitted_on=f"the {len(fit_rows)} validation images of the model's split")
+    stored = model.quality_calibration()
+    if args.limits_only:
+        if stored is None:
+            raise SystemExit(f"{args.model}: --limits-only needs a stored calibration, and it has none")
+        calibration = dataclasses.replace(stored, limits=calibration.limits, fitted_on=(
+            f"{stored.fitted_on}; limits: the {len(fit_rows)} validation images of the model's split"))
     sets = {"validation (fitted on)": fit_rows}
     if config.split.get("test"):
         test_rows = measured(model, load_validation_samples(args.model, args.data, part="test"), cache)
@@ -136,7 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets[f"unseen: {folder.rstrip('/').split('/')[-1]}"] = measured(model, load_dataset(folder), cache)
     held_out = [r for title, rows in sets.items() if title == "test split" or title.startswith(("unseen", "built"))
                 for r in rows]
-    stored = model.quality_calibration()
     for name, scoring in [("the calibration stored in the model folder now", stored), ("the new fit", calibration)]:
         if scoring is None:
             continue
