@@ -61,9 +61,11 @@ def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[floa
     intercept = float(y.mean() - weights @ mean)
     limits: dict[str, dict[str, float]] = {}
     for kind in sorted(set(kinds or ())):
-        good = [row for row, k, a in zip(features, kinds, ap50) if k == kind and a >= threshold and not row["no_nuclei"]]
+        good = [row for row, k, a in zip(features, kinds, ap50)
+                if k == kind and a >= threshold and not row["no_nuclei"]]
         if good:
-            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good)) for name in NOT_NUCLEI_FEATURES}
+            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good))
+                            for name in NOT_NUCLEI_FEATURES}
     return QualityCalibration(intercept, {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
                               float(threshold), sorted(training_kinds), fitted_on, limits)
 

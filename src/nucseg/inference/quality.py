@@ -204,7 +204,8 @@ def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, im
         strokes = labels
         if image is not None:
             signal = nuclear_signal(image, image_kind)
-            inside, outside = _inside_and_around(labels, index, signal, ring=max(2.0, 0.25 * float(np.median(diameters))))
+            ring = max(2.0, 0.25 * float(np.median(diameters)))
+            inside, outside = _inside_and_around(labels, index, signal, ring=ring)
             low, high = np.percentile(signal, [1, 99])
             contrast = (inside - outside) / max(float(high - low), 1e-6)
             measured = contrast[~np.isnan(contrast)]
