@@ -92,3 +92,72 @@ def test_the_shipped_model_flags_an_image_without_nuclei(tmp_path):
     assert quality.flag == "check" and quality.score is None
     with pytest.raises(ValueError, match="unknown quality feature"):
         QualityCalibration.from_dict({"intercept": 1, "weights": {"colour": 1}, "threshold": 0.5})
+
+
+def _ring_letters(count=6, shape=(96, 96)):
+    """Bright hollow rings (an 'O' of burned-in text) as the image, and the filled discs a network outlines."""
+    from skimage.draw import disk
+
+    labels, image = _discs(count, radius=9, shape=shape), np.full(shape, 10, np.uint8)
+    for i in range(count):
+        centre = (16 + 30 * (i // 3), 16 + 30 * (i % 3))
+        image[disk(centre, 9, shape=shape)] = 255
+        image[disk(centre, 6, shape=shape)] = 10
+    return labels, image
+
+
+def test_hollow_letters_count_as_thin_strokes_and_filled_nuclei_do_not():
+    labels, letters = _ring_letters()
+    nuclei = np.where(labels > 0, 200, 10).astype(np.uint8)
+    options = dict(image_kind="fluorescence", training_diameter=18.0)
+    assert quality_features(labels, None, image=letters, **options)["thin_strokes"] == 1.0
+    assert quality_features(labels, None, image=nuclei, **options)["thin_strokes"] == 0.0
+    assert quality_features(labels, None, **options)["thin_strokes"] == 0.0  # without the image: shapes only
+    lines = np.zeros((96, 96), np.int32)
+    lines[10:13, 5:60], lines[40:43, 5:60] = 1, 2  # strokes 3 px thick, 55 px long
+    assert quality_features(lines, None, **options)["thin_strokes"] == 1.0
+
+
+def test_objects_that_do_not_stand_out_are_faint():
+    labels = _discs()
+    rng = np.random.default_rng(0)
+    texture = rng.integers(90, 110, labels.shape).astype(np.uint8)  # outlined objects on an even texture
+    nuclei = np.where(labels > 0, 200, 10).astype(np.uint8)
+    options = dict(image_kind="fluorescence", training_diameter=16.0)
+    assert quality_features(labels, None, image=texture, **options)["faint"] == 1.0
+    assert quality_features(labels, None, image=nuclei, **options)["faint"] == 0.0
+    dark_nuclei = (255 - nuclei).astype(np.uint8)  # brightfield: nuclei darker than the field stand out
+    assert quality_features(labels, None, image=dark_nuclei, image_kind="brightfield",
+                            training_diameter=16.0)["faint"] == 0.0
+
+
+def test_beyond_a_not_nuclei_limit_of_its_kind_an_image_is_flagged_whatever_its_score():
+    calibration = QualityCalibration(0.9, {"ambiguous": -0.8}, 0.5, limits={
+        "fluorescence": {"thin_strokes": 0.05, "faint": 0.2}, "histology": {"thin_strokes": 0.4}})
+    features = dict.fromkeys(QUALITY_FEATURES, 0.0) | {"thin_strokes": 0.3}
+    quality = assess(features, calibration, image_kind="fluorescence")
+    assert quality.flag == "check" and quality.score == pytest.approx(0.9)
+    assert quality.reason == "objects look like text, fibres or thin strokes, not nuclei"
+    assert assess(features | {"thin_strokes": 0.05}, calibration, image_kind="fluorescence").flag == "ok"
+    assert assess(features, calibration, image_kind="histology").flag == "ok"  # textured nuclei reach further
+    assert assess(features, calibration, image_kind="brightfield").flag == "ok"  # no limits for that kind
+    assert assess(features, calibration).flag == "ok"  # kind unknown: the loosest limit
+    both = assess(features | {"ambiguous": 0.7}, calibration, image_kind="fluorescence")
+    assert both.reason.startswith("objects look like text") and "uncertain class" in both.reason
+    with pytest.raises(ValueError, match="unknown quality feature"):
+        QualityCalibration.from_dict(calibration.to_dict() | {"limits": {"histology": {"ambiguous": 0.1}}})
+
+
+def test_limits_are_the_largest_values_of_the_well_segmented_fitted_images_of_each_kind():
+    rows = [dict.fromkeys(QUALITY_FEATURES, 0.0) | {"faint": f, "ambiguous": a} for f, a in
+            [(0.1, 0.2), (0.3, 0.5), (0.2, 0.4), (0.6, 0.6), (0.05, 0.1)]]
+    rows.append(dict.fromkeys(QUALITY_FEATURES, 0.0) | {"no_nuclei": 1.0, "faint": 0.9})
+    ap50 = [0.9, 0.5, 0.6, 0.2, 0.8, 0.0]
+    kinds = ["fluorescence"] * 4 + ["histology", "fluorescence"]
+    calibration = fit_calibration(rows, ap50, kinds=kinds)
+    assert calibration.limits["fluorescence"]["faint"] == pytest.approx(2 * 0.3)  # 0.6 was segmented badly
+    assert calibration.limits["histology"]["faint"] == pytest.approx(2 * 0.05)
+    assert calibration.limits["fluorescence"]["thin_strokes"] == 0.0
+    good = [i for i, a in enumerate(ap50) if a >= 0.5]
+    assert all(assess(rows[i], calibration, image_kind=kinds[i]).flag == "ok" for i in good)
+    assert fit_calibration(rows, ap50).limits == {}

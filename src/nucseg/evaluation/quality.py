@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg.inference.quality import assess, FLAG_CHECK, QUALITY_FEATURES, QualityCalibration
+from nucseg.inference.quality import (assess, FLAG_CHECK, LIMIT_MARGIN, NOT_NUCLEI_FEATURES, QUALITY_FEATURES,
+                                     QualityCalibration)
 
 #: Images whose estimated AP@0.5 is below this are flagged ``check``.
 DEFAULT_THRESHOLD = 0.5
@@ -24,8 +25,13 @@ RIDGE = 1.0
 
 def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[float], *,
                     training_kinds: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD,
-                    fitted_on: str = "") -> QualityCalibration:
+                    fitted_on: str = "", kinds: Sequence[str] | None = None) -> QualityCalibration:
     """Least-squares (ridge) weights that predict each image's AP@0.5 from its quality features.
+
+    The limits of :data:`nucseg.inference.quality.NOT_NUCLEI_FEATURES` are,
+    per image kind (``kinds``), :data:`~nucseg.inference.quality.LIMIT_MARGIN`
+    times the largest values reached by the images the model segmented well
+    (AP@0.5 at least ``threshold``): none of them is flagged by a limit. Without ``kinds`` there are no limits.
 
     Parameters
     ----------
@@ -53,8 +59,15 @@ def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[floa
     beta = np.linalg.solve(gram, z.T @ (y - y.mean()))
     weights = np.where(varies, beta / np.where(varies, std, 1.0), 0.0)
     intercept = float(y.mean() - weights @ mean)
+    limits: dict[str, dict[str, float]] = {}
+    for kind in sorted(set(kinds or ())):
+        good = [row for row, k, a in zip(features, kinds, ap50)
+                if k == kind and a >= threshold and not row["no_nuclei"]]
+        if good:
+            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good))
+                            for name in NOT_NUCLEI_FEATURES}
     return QualityCalibration(intercept, {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
-                              float(threshold), sorted(training_kinds), fitted_on)
+                              float(threshold), sorted(training_kinds), fitted_on, limits)
 
 
 @dataclass(frozen=True)
@@ -80,11 +93,13 @@ class QualityRelation:
 
 
 def quality_relation(features: Sequence[Mapping[str, float]], ap50: Sequence[float],
-                     calibration: QualityCalibration) -> QualityRelation:
-    """Score ``features`` with ``calibration`` and compare the scores and flags with ``ap50``."""
+                     calibration: QualityCalibration, *, kinds: Sequence[str] | None = None) -> QualityRelation:
+    """Score ``features`` (of images of ``kinds``) with ``calibration`` and compare the scores and flags
+    with ``ap50``."""
     from scipy.stats import spearmanr
 
-    qualities = [assess(row, calibration) for row in features]
+    kinds = kinds if kinds is not None else [None] * len(features)
+    qualities = [assess(row, calibration, image_kind=kind) for row, kind in zip(features, kinds)]
     scores = np.array([np.nan if q.score is None else q.score for q in qualities], dtype=np.float64)
     y = np.asarray(ap50, dtype=np.float64)
     flagged = np.array([q.flag == FLAG_CHECK for q in qualities])

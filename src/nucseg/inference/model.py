@@ -390,13 +390,13 @@ class NetworkModel(Model):
 
         calibration = self.quality_calibration()
         clipped = result.size_estimate is not None and result.size_estimate.clipped
+        kind = result.image_kind if result.image_kind is not None else raw_image_kind(image)
         features = quality.quality_features(
-            result.labels, result.probabilities,
-            image_kind=result.image_kind if result.image_kind is not None else raw_image_kind(image),
+            result.labels, result.probabilities, image_kind=kind,
             training_diameter=self.training_diameter, sizing_clipped=clipped,
             training_kinds=calibration.training_kinds if calibration else (),
-            classes=output_layout(self.config.target).classes)
-        return quality.assess(features, calibration)
+            classes=output_layout(self.config.target).classes, image=image)
+        return quality.assess(features, calibration, image_kind=kind)
 
     def estimate_scale(
         self,

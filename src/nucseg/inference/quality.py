@@ -23,7 +23,23 @@ measured from the network's own output (no ground truth needed):
     1 when the image's kind (fluorescence, brightfield, histology) is not one
     the model was trained on;
 ``area_spread``
-    coefficient of variation of the nuclei's areas.
+    coefficient of variation of the nuclei's areas;
+``thin_strokes``
+    share of the objects thinner than :data:`STROKE_RATIO` of their size
+    (twice the largest distance inside to their edge over their
+    equivalent diameter: 1 for a disc, 0.58 for a 3 : 1 ellipse): letters of
+    burned-in text, fibres;
+``faint``
+    share of the objects whose nuclear signal (fluorescence: intensity;
+    brightfield: darkness; histology: haematoxylin density) stands out from
+    the ring of free pixels around them by less than :data:`FAINT_CONTRAST`
+    of the image's range: texture, a whole-cell or cytoplasm stain.
+
+The last two describe the objects against what nuclei look like, so they
+also flag an image on their own: each calibration stores, per image kind and
+such feature, :data:`LIMIT_MARGIN` times the largest value its well-segmented validation
+images reached (``limits``); an image beyond it is flagged ``check`` with that feature's
+reason, whatever its score.
 
 The weights are fitted per model, on validation images, against the
 per-image AP@0.5 (``benchmarks/calibrate_quality.py``), and stored in the
@@ -43,7 +59,16 @@ from scipy import ndimage as ndi
 
 #: The features, in the order of the calibration's weights.
 QUALITY_FEATURES = ("ambiguous", "entropy", "irregular", "size_offset", "sizing_clipped", "no_nuclei",
-                    "unseen_kind", "area_spread")
+                    "unseen_kind", "area_spread", "thin_strokes", "faint")
+#: The features that say the objects are not nuclei: each flags an image beyond its calibrated limit.
+NOT_NUCLEI_FEATURES = ("thin_strokes", "faint")
+#: A limit is this many times the largest value of the well-segmented validation images: a few dozen images
+#: show little of the tail of what nuclei reach (at 1, well-segmented test images were flagged).
+LIMIT_MARGIN = 2.0
+#: Thickness over equivalent diameter below which an object is a stroke (a 6 : 1 ellipse's is 0.41).
+STROKE_RATIO = 0.4
+#: Contrast to the surrounding ring, as a share of the image's 1-99 percentile range, below which an object is faint.
+FAINT_CONTRAST = 0.1
 #: What each feature means, for the flag's reason.
 REASONS = {
     "ambiguous": "many pixels of uncertain class",
@@ -54,6 +79,8 @@ REASONS = {
     "no_nuclei": "no nuclei found",
     "unseen_kind": "an image kind the model was not trained on",
     "area_spread": "very uneven nucleus sizes",
+    "thin_strokes": "objects look like text, fibres or thin strokes, not nuclei",
+    "faint": "objects hardly stand out from their surroundings (texture, or a whole-cell or cytoplasm stain?)",
 }
 FLAG_OK, FLAG_CHECK, FLAG_UNKNOWN = "ok", "check", "unknown"
 #: Why an image in which nothing was found is flagged: an empty field and a failed one look alike.
@@ -74,6 +101,11 @@ class QualityCalibration:
         Image kinds of the model's training images.
     fitted_on
         What the weights were fitted on, for the record.
+    limits
+        Per image kind, per feature of :data:`NOT_NUCLEI_FEATURES`, the value
+        above which an image is flagged ``check`` whatever its score (the
+        largest its well-segmented validation images of that kind reached); a
+        kind or feature without a limit flags nothing.
     """
 
     intercept: float
@@ -81,6 +113,7 @@ class QualityCalibration:
     threshold: float
     training_kinds: list[str] = field(default_factory=list)
     fitted_on: str = ""
+    limits: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,7 +124,8 @@ class QualityCalibration:
         if unknown:
             raise ValueError(f"unknown quality setting(s) {', '.join(unknown)}")
         calibration = cls(**data)
-        strange = sorted(set(calibration.weights) - set(QUALITY_FEATURES))
+        limited = {name for kind_limits in calibration.limits.values() for name in kind_limits}
+        strange = sorted((set(calibration.weights) - set(QUALITY_FEATURES)) | (limited - set(NOT_NUCLEI_FEATURES)))
         if strange:
             raise ValueError(f"unknown quality feature(s) {', '.join(strange)}")
         return calibration
@@ -122,7 +156,8 @@ class Quality:
 
 def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, image_kind: str,
                      training_diameter: float | None, training_kinds: Sequence[str] = (),
-                     sizing_clipped: bool = False, classes: int = 3) -> dict[str, float]:
+                     sizing_clipped: bool = False, classes: int = 3,
+                     image: np.ndarray | None = None) -> dict[str, float]:
     """The features of :data:`QUALITY_FEATURES` for one segmentation.
 
     Parameters
@@ -130,6 +165,8 @@ def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, im
     labels : ndarray of int, shape (H, W)
     probabilities : ndarray of float, shape (C, H, W), or None
         The maps the labels were built from (class probabilities first).
+    image : ndarray, shape (H, W) or (H, W, C), or None
+        The image segmented (for ``faint``; None: ``faint`` is 0).
     image_kind
         :func:`nucseg.datasets.kinds.image_kind` of the image.
     training_diameter
@@ -160,25 +197,104 @@ def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, im
         fill = areas[present] / box_areas[present]
         features["irregular"] = float(max(0.0, 1.0 - np.median(fill) / (np.pi / 4)))
         features["area_spread"] = float(areas[present].std() / max(areas[present].mean(), 1.0))
+        diameters = np.sqrt(4 * areas[present] / np.pi)
         if training_diameter:
-            diameter = float(np.median(np.sqrt(4 * areas[present] / np.pi)))
-            features["size_offset"] = float(abs(np.log2(max(diameter, 1.0) / training_diameter)))
+            features["size_offset"] = float(abs(np.log2(max(float(np.median(diameters)), 1.0) / training_diameter)))
+        index = np.flatnonzero(present) + 1
+        strokes = labels
+        if image is not None:
+            signal = nuclear_signal(image, image_kind)
+            ring = max(2.0, 0.25 * float(np.median(diameters)))
+            inside, outside = _inside_and_around(labels, index, signal, ring=ring)
+            low, high = np.percentile(signal, [1, 99])
+            contrast = (inside - outside) / max(float(high - low), 1e-6)
+            measured = contrast[~np.isnan(contrast)]
+            features["faint"] = float((measured < FAINT_CONTRAST).mean()) if measured.size else 0.0
+            # the bright part of each object: a filled letter's strokes, a nucleus's whole body
+            level = np.zeros(int(labels.max()) + 1)
+            level[index] = np.where(np.isnan(outside), -np.inf, (inside + outside) / 2)
+            strokes = np.where(signal > level[labels], labels, 0)
+        features["thin_strokes"] = float((_thickness(strokes, index) / diameters < STROKE_RATIO).mean())
     return features
 
 
-def assess(features: Mapping[str, float], calibration: QualityCalibration | None) -> Quality:
-    """Score and flag one image's features with a model's calibration (``unknown`` without one)."""
+def nuclear_signal(image: np.ndarray, image_kind: str) -> np.ndarray:
+    """Where nuclei stain, high: intensity (fluorescence), darkness (brightfield), haematoxylin density (histology).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C)
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+        In the image's own units (only differences and ranges of it are used).
+    """
+    from nucseg.preprocess.normalize import to_channels
+
+    rgb = to_channels(image, 3).astype(np.float32)
+    if image_kind == "histology":
+        from skimage.color import rgb2hed
+
+        return rgb2hed(rgb / max(float(rgb.max()), 1e-6))[..., 0].astype(np.float32)
+    grey = rgb.mean(axis=-1)
+    return -grey if image_kind == "brightfield" else grey
+
+
+def _thickness(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Per object of ``index``, twice the largest distance from inside it to its edge, pixels."""
+    from skimage.segmentation import find_boundaries
+
+    inside = (labels > 0) & ~find_boundaries(labels, mode="inner")  # touching objects keep their own edges
+    depth = ndi.distance_transform_edt(inside)
+    return 2.0 * np.asarray(ndi.maximum(depth, labels, index), dtype=np.float64)
+
+
+def _inside_and_around(labels: np.ndarray, index: np.ndarray, signal: np.ndarray, *,
+                       ring: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per object of ``index``: mean ``signal`` inside it, and over the free pixels within ``ring`` pixels
+    around it (nan for an object with no free pixel around it)."""
+    from skimage.segmentation import expand_labels
+
+    around = np.where(labels == 0, expand_labels(labels, distance=ring), 0)
+    inside = np.asarray(ndi.mean(signal, labels, index), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        outside = np.asarray(ndi.mean(signal, around, index), dtype=np.float64)
+    return inside, outside
+
+
+def assess(features: Mapping[str, float], calibration: QualityCalibration | None, *,
+           image_kind: str | None = None) -> Quality:
+    """Score and flag one image's features with a model's calibration (``unknown`` without one).
+
+    ``image_kind`` chooses the calibration's limits of :data:`NOT_NUCLEI_FEATURES`;
+    None (an image pooled from blocks of their own kinds) takes, per feature, the largest of the kinds' limits.
+    """
     if calibration is None:
         return Quality(None, FLAG_UNKNOWN, "the model has no quality calibration", dict(features))
     if features["no_nuclei"]:  # the other features describe the nuclei found: with none, they say nothing
         return Quality(None, FLAG_CHECK, NO_NUCLEI_REASON, dict(features))
     contributions = {name: calibration.weights.get(name, 0.0) * features[name] for name in QUALITY_FEATURES}
     score = float(np.clip(calibration.intercept + sum(contributions.values()), 0.0, 1.0))
-    if score >= calibration.threshold:
+    limits = _limits(calibration, image_kind)
+    beyond = sorted((name for name, limit in limits.items() if features[name] > limit),
+                    key=lambda name: -features[name] / max(limits[name], 1e-6))  # the furthest beyond first
+    if score >= calibration.threshold and not beyond:
         return Quality(score, FLAG_OK, "", dict(features))
-    worst = sorted((value, name) for name, value in contributions.items() if value < 0)[:2]
-    reason = "; ".join(REASONS[name] for _, name in worst) or "low estimated accuracy"
+    worst = [] if score >= calibration.threshold else [
+        name for _, name in sorted((value, name) for name, value in contributions.items() if value < 0)]
+    reason = "; ".join(REASONS[name] for name in list(dict.fromkeys(beyond + worst))[:2]) or "low estimated accuracy"
     return Quality(score, FLAG_CHECK, reason, dict(features))
+
+
+def _limits(calibration: QualityCalibration, image_kind: str | None) -> dict[str, float]:
+    if image_kind is not None:
+        return calibration.limits.get(image_kind, {})
+    loosest: dict[str, float] = {}
+    for kind_limits in calibration.limits.values():
+        for name, limit in kind_limits.items():
+            loosest[name] = max(limit, loosest.get(name, limit))
+    return loosest
 
 
 def pooled_features(parts: Sequence[Mapping[str, float]], nuclei: Sequence[int]) -> dict[str, float]:
