@@ -159,3 +159,16 @@ def test_tune_reads_a_mixture_models_validation_split_from_its_datasets(mixture_
     assert main(["tune", "--model", str(mixture_run.model_dir), "--split-from-model", "--dry-run"]) == 0
     assert "images of 2 datasets" in capsys.readouterr().out
     assert main(["tune", "--model", str(mixture_run.model_dir)]) != 0  # neither data nor the stored split
+
+
+def test_split_from_keeps_the_part_of_the_split_for_the_datasets_it_trains_on(mixture_run, two_datasets, tmp_path):
+    # A run on one of the mixture's two datasets keeps that dataset's part of the split, and says what it left out.
+    config = TINY.updated(datasets=[two_datasets[0]], split_from=str(mixture_run.model_dir))
+    messages: list[str] = []
+    run = train(config, tmp_path / "one", progress=False, log=messages.append)
+    first = json.loads((mixture_run.run_dir / "split.json").read_text())
+    second = json.loads((run.run_dir / "split.json").read_text())
+    for side in ("train", "validation", "test"):
+        assert second[side] == [n for n in first[side] if n.startswith("dsb/")]
+    left_out = [m for m in messages if "left out" in m]
+    assert len(left_out) == 1 and "paired" in left_out[0]

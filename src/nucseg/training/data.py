@@ -216,6 +216,10 @@ class TrainingData:
         ``datasets`` (``{name: folder}``, mixtures only) and ``source``.
     groups
         Dataset name of every validation sample (mixtures), or None.
+    drawn
+        Datasets of the run that a stored split (``split_from``) does not hold: split by the seed.
+    left_out
+        Datasets that a stored split holds and the run does not train on: their names are not in ``split``.
     """
 
     train: list[Sample]
@@ -223,6 +227,7 @@ class TrainingData:
     split: dict
     groups: list[str] | None = None
     drawn: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
 
 def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks_dir=None, val_data=None,
@@ -251,9 +256,10 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
         A dataset is missing, too small to split, or lacks an image of the saved split.
     """
     from nucseg.datasets.layouts import load_dataset
-    from nucseg.datasets.mixture import dataset_folders, load_mixture, split_qualified
+    from nucseg.datasets.mixture import dataset_folders, load_mixture, NAME_SEPARATOR, split_qualified
 
     drawn: list[str] = []
+    left_out: list[str] = []
     if config.datasets:
         folders = dataset_folders(config.datasets)
         by_dataset = load_mixture(folders, progress=progress)
@@ -269,7 +275,13 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
                     split[side].extend(names)
         else:
             split = {"datasets": folders, **saved_split}
-            split.update({side: list(saved_split.get(side, [])) for side in ("train", "validation", "test")})
+            # A stored split may hold datasets this run does not train on (a run on some of a model's
+            # datasets keeps their part of its split): their names are left out, and said.
+            in_run = {name: NAME_SEPARATOR not in name or name.partition(NAME_SEPARATOR)[0] in by_dataset
+                      for side in ("train", "validation", "test") for name in saved_split.get(side, [])}
+            left_out = sorted({name.partition(NAME_SEPARATOR)[0] for name, kept in in_run.items() if not kept})
+            split.update({side: [n for n in saved_split.get(side, []) if in_run[n]]
+                          for side in ("train", "validation", "test")})
             known = {name for side in ("train", "validation", "test") for name in split[side]}
             for dataset, samples in by_dataset.items():
                 if not any(s.name in known for s in samples):  # a dataset the stored split never saw
@@ -293,7 +305,8 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     validation = [by_name[n] for n in split["validation"]]
     groups = [split_qualified(s.name)[0] for s in validation] if config.datasets else None
     split = _with_source(split, data, images_dir, masks_dir, val_data)
-    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups, tuple(drawn))
+    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups, tuple(drawn),
+                        tuple(left_out))
 
 
 def _split_samples(samples: Sequence[Sample], config: TrainConfig, train_only: Sequence[str],

@@ -164,6 +164,9 @@ def train(
     if loaded.drawn:
         log(f"split by the seed {config.seed}: {', '.join(loaded.drawn)}, which the split of "
             f"{config.split_from} does not hold")
+    if loaded.left_out:
+        log(f"the split of {config.split_from} also holds images of {', '.join(loaded.left_out)}, which this run "
+            "does not train on: left out")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
