@@ -116,13 +116,12 @@ def rescaled(sample: Sample, factor: float) -> Sample:
 
 
 def set_scale_limits(low: float, high: float) -> None:
-    """Set the range of automatic sizing's factors in this process (the two modules that read it)."""
-    from nucseg.inference import sizing
+    """Set the range of automatic sizing's factors in this process."""
     from nucseg.postprocess import measure
 
     if not 0 < low <= 1 <= high:
         raise NucsegError(f"--scale-limits {low:g} {high:g}: need 0 < LOW <= 1 <= HIGH")
-    measure.AUTO_SCALE_LIMITS = sizing.AUTO_SCALE_LIMITS = (low, high)
+    measure.AUTO_SCALE_LIMITS = (low, high)
 
 
 def dataset_positions(names: Sequence[str]) -> dict[str, list[int]]:

@@ -28,10 +28,8 @@ from statistics import fmean
 from nucseg.datasets.mixture import NAME_SEPARATOR
 from nucseg.export.bioimageio import model_card
 from nucseg.io.atomic import atomic_write
-from nucseg.models.folder import read_model_config
+from nucseg.models.folder import CARD_FILE, read_model_config
 from nucseg.postprocess.measure import AUTO_SCALE_LIMITS
-
-CARD_FILE = "MODEL_CARD.md"
 
 
 def test_lines(document: dict, row: str, command: str, note: str | None = None) -> list[str]:

@@ -23,7 +23,8 @@ from nucseg.errors import InputError
 from nucseg.io.atomic import remove_output
 from nucseg.io.images import ImageStack, read_labels, read_stack
 from nucseg.io.lazy import image_pixel_size
-from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, NucleusTable, measure_nuclei, median_diameter_of_areas
+from nucseg.postprocess import measure as nucleus_measure
+from nucseg.postprocess.measure import NucleusTable, measure_nuclei, median_diameter_of_areas
 from nucseg.postprocess.stitch import link_planes
 from nucseg.scale.executors import TileProgress
 
@@ -200,7 +201,7 @@ def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path)
     clipped = [estimate for estimate in estimates if estimate is not None and estimate.clipped]
     if clipped:
         estimate = clipped[0]
-        low, high = AUTO_SCALE_LIMITS
+        low, high = nucleus_measure.AUTO_SCALE_LIMITS
         warnings.warn(f"{path}: nuclei measured about {estimate.measured_diameter:.0f} px across, too far from the "
                       f"training size for automatic sizing (factors {low:g} to {high:g}); it ran at "
                       f"{estimate.factor:g}: give --diameter for this image", stacklevel=2)

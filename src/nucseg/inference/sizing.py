@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.postprocess.measure import AUTO_SCALE_LIMITS, median_nucleus_diameter, size_factor
+from nucseg.postprocess import measure
+from nucseg.postprocess.measure import median_nucleus_diameter, size_factor
 
 #: ``diameter`` value that sizes each image automatically.
 AUTO_DIAMETER = "auto"
@@ -106,7 +107,7 @@ def estimate_factor(
         first_pass = segment_native(image)
         labels = first_pass.labels
     measured = median_nucleus_diameter([labels])
-    low, high = AUTO_SCALE_LIMITS
+    low, high = measure.AUTO_SCALE_LIMITS
     clipped = bool(measured and training_diameter and not low <= training_diameter / measured <= high)
     return SizeEstimate(size_factor(labels, training_diameter), measured, clipped, first_pass)
 

@@ -39,6 +39,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 ONNX_FILE = "network.onnx"
 INT8_ONNX_FILE = "network.int8.onnx"
+#: The model card beside a model folder's files (shipped and fine-tuned models carry one).
+CARD_FILE = "MODEL_CARD.md"
 #: Checksum keys of config.json, beside the configuration: the weights, the float graph, the int8 graph and the
 #: float graph that the int8 graph was made from.
 CHECKSUM_KEYS = ("weights_sha256", "onnx_sha256", "onnx_int8_sha256", "onnx_int8_source_sha256")

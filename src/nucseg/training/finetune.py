@@ -30,7 +30,7 @@ from typing import Any
 from nucseg.datasets.project import TrainingProject
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_directory, OutputExistsError
-from nucseg.models.folder import load_model_folder, read_model_config, rewrite_model_config
+from nucseg.models.folder import CARD_FILE, load_model_folder, read_model_config, rewrite_model_config
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.training.config import resolve_config
 from nucseg.training.loop import MODEL_DIR, train
@@ -53,8 +53,6 @@ def project_settings(images: int) -> dict[str, Any]:
     return {"epochs": max(3, round(PROJECT_CROPS / samples_per_epoch)), "samples_per_epoch": samples_per_epoch,
             "warmup_epochs": 1, "ema_decay": 0.9, "num_workers": 0}
 
-
-CARD_FILE = "MODEL_CARD.md"
 
 
 @dataclass(frozen=True)
