@@ -20,7 +20,7 @@ from nucseg.batch.whole import measure_pixels
 from nucseg.batch.writers import (MEASUREMENTS_WRITER, ngff_layout, NucleiPiece, OUTLINE_WRITERS, OverlayPart,
                                   OverlayWriter, overview_step, to_ngff_order)
 from nucseg.io.atomic import atomic_directory
-from nucseg.io.lazy import LazyImage
+from nucseg.io.opened import OpenedImage
 from nucseg.io.ngff import create_ngff, NgffImage, write_region
 from nucseg.postprocess.measure import NucleusTable
 from nucseg.scale.blocks import Block, BlockGrid, select_owned_objects
@@ -32,18 +32,18 @@ class Intensities:
     """What measurements and the OME-Zarr output take their pixels from: every channel of a file, when one was
     chosen."""
 
-    pixels: LazyImage | np.ndarray
+    pixels: OpenedImage | np.ndarray
     names: list[str] | None = None  # None: channels by position
 
 
-def region_pixels(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+def region_pixels(source: OpenedImage | np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
     """The pixels of ``region``: read from a lazy image, or already cut out by the driver."""
-    return source.read(*region) if isinstance(source, LazyImage) else source
+    return source.read(*region) if isinstance(source, OpenedImage) else source
 
 
-def task_input(source: LazyImage | np.ndarray, region: tuple[slice, slice]) -> LazyImage | np.ndarray:
+def task_input(source: OpenedImage | np.ndarray, region: tuple[slice, slice]) -> OpenedImage | np.ndarray:
     """What a task reads ``region`` from: the lazy image (a path), or the region's pixels of an array."""
-    return source if isinstance(source, LazyImage) else source[region]
+    return source if isinstance(source, OpenedImage) else source[region]
 
 
 def write_nuclei_outputs(outputs: Mapping[str, Path], assembled: Path, measured: Intensities, grid: BlockGrid,
@@ -77,7 +77,7 @@ def write_ome_zarr_blockwise(path: Path, assembled: Path, measured: Intensities,
     import zarr
 
     pixels = measured.pixels
-    if isinstance(pixels, LazyImage):
+    if isinstance(pixels, OpenedImage):
         shape, dtype = pixels.shape + ((pixels.channels,) if pixels.channels else ()), pixels.dtype
     else:
         shape, dtype = pixels.shape, pixels.dtype
@@ -91,7 +91,7 @@ def write_ome_zarr_blockwise(path: Path, assembled: Path, measured: Intensities,
                      description=f"writing {path.name}", progress=progress)
 
 
-def write_overview(path: Path, assembled: Path, source: LazyImage | np.ndarray, grid: BlockGrid, *,
+def write_overview(path: Path, assembled: Path, source: OpenedImage | np.ndarray, grid: BlockGrid, *,
                    executor: Executor, progress: bool, overwrite: bool, name: str, outline_width: int = 1) -> None:
     """The overview PNG (:class:`nucseg.batch.writers.OverlayWriter`): outlines on the image shrunk to at most
     :data:`nucseg.batch.writers.OVERVIEW_SIDE` pixels on its longer side, from every block's core."""
@@ -102,7 +102,7 @@ def write_overview(path: Path, assembled: Path, source: LazyImage | np.ndarray, 
     writer.write(path, parts, overwrite=overwrite)
 
 
-def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, pixel_size: float | None,
+def _nuclei_task(labels_path: str, source: OpenedImage | np.ndarray, block: Block, pixel_size: float | None,
                  image_path: Path | None, channel_names: list[str] | None, measure: bool, return_table: bool,
                  fragments: dict[str, str]) -> NucleusTable | None:
     """The stitched nuclei that ``block`` owns, whole: for each writer of outlines in ``fragments`` (key ->
@@ -135,7 +135,7 @@ def _nuclei_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
     return MEASUREMENTS_WRITER.fragment(piece) if return_table else None
 
 
-def _ome_zarr_task(labels_path: str, source: LazyImage | np.ndarray, block: Block, group: str,
+def _ome_zarr_task(labels_path: str, source: OpenedImage | np.ndarray, block: Block, group: str,
                    factors: list[int], layout: NgffImage) -> None:
     """Copy the image and the stitched labels of ``block``'s core into every level of the OME-Zarr group."""
     import zarr
@@ -145,7 +145,7 @@ def _ome_zarr_task(labels_path: str, source: LazyImage | np.ndarray, block: Bloc
                  labels=labels)
 
 
-def _overview_task(labels_path: str, source: LazyImage | np.ndarray, block: Block,
+def _overview_task(labels_path: str, source: OpenedImage | np.ndarray, block: Block,
                    writer: OverlayWriter) -> OverlayPart:
     """The overview's fragment of the block's core: every ``writer.step``-th pixel of its image and labels."""
     import zarr

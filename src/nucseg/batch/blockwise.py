@@ -45,8 +45,7 @@ from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import assess, pooled_features, Quality, QUALITY_FEATURES
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
-from nucseg.io.images import read_stack, TIFF_SUFFIXES
-from nucseg.io.lazy import is_zarr, LazyImage, open_image
+from nucseg.io.opened import open_image, OpenedImage
 from nucseg.io.pixels import usable_pixels
 from nucseg.preprocess.normalize import to_channels, working_float
 from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
@@ -102,13 +101,13 @@ def _segment_block_image(model: Model, image: np.ndarray, options: SegmentOption
 # --------------------------------------------------------------------- the tasks
 
 
-def _sample_task(source: LazyImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
+def _sample_task(source: OpenedImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
     """A strided sample of the block's core: (n, channels) float32 (float64 for wide integer types)."""
     pixels = region_pixels(source, block.core)
     return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(working_float(pixels.dtype))
 
 
-def _segment_task(source: LazyImage | np.ndarray, block: Block, scratch: str, model: Any,
+def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, model: Any,
                   options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
@@ -233,7 +232,7 @@ class BlockwiseReport:
 
 
 def segment_large(
-    image: str | Path | np.ndarray,
+    image: str | Path | OpenedImage | np.ndarray,
     output_path: str | Path,
     *,
     model: Any = None,
@@ -258,8 +257,9 @@ def segment_large(
     ----------
     image
         A TIFF file or Zarr store, read lazily (see :func:`open_image`); a
-        PNG or JPEG file, read whole; or an in-memory array of shape (H, W)
-        or (H, W, C).
+        PNG or JPEG file, read whole; the image file opened (its own axes and
+        channel then stand: ``channel``, ``channel_axis`` and ``axes`` are not
+        applied again); or an in-memory array of shape (H, W) or (H, W, C).
     output_path
         ``.zarr``: a Zarr array (uint16, or uint32 above 65,535 nuclei; chunks
         of 512 or 256 pixels). ``.tif``/``.tiff``: a tiled, zlib-compressed
@@ -323,7 +323,7 @@ def segment_large(
 
     started = time.perf_counter()
     options = SegmentOptions.from_keywords(options, **segment_options).in_pixels(
-        pixel_size, None if isinstance(image, np.ndarray) else Path(image))
+        pixel_size, _file_of(image))
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
@@ -348,7 +348,7 @@ def segment_large(
     local_model = _as_model(model)
     executor = InProcessExecutor() if executor is None else executor
     _check_model(local_model, options)
-    shape = source.shape if isinstance(source, LazyImage) else tuple(source.shape[:2])
+    shape = source.shape if isinstance(source, OpenedImage) else tuple(source.shape[:2])
     grid = BlockGrid(shape, block_size, margin)
 
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
@@ -367,7 +367,7 @@ def segment_large(
         else:
             intensity_range = _global_intensity_range(source, grid, local_model, executor, progress)
             write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
-    named = output_path if isinstance(image, np.ndarray) else Path(image)  # the file the user named
+    named = output_path if isinstance(image, np.ndarray) else _file_of(image)  # the file the user named
     name = named.name
     block_options, scale = _one_scale_for_all_blocks(local_model, source, grid, options.for_planes(),
                                                      intensity_range, scratch, attributes, named)
@@ -388,7 +388,7 @@ def segment_large(
                            for block in grid],
                           description=f"stitching {name}", progress=progress)
     write_nuclei_outputs(outputs, assembled, measured, grid, scratch, pixel_size=pixel_size,
-                         image_path=None if isinstance(image, np.ndarray) else Path(image), executor=executor,
+                         image_path=_file_of(image), executor=executor,
                          progress=progress, overwrite=overwrite, name=name)
     if "ome_zarr" in outputs:
         write_ome_zarr_blockwise(outputs["ome_zarr"], assembled, measured, grid, pixel_size=pixel_size,
@@ -413,7 +413,7 @@ def segment_large(
         median_diameter=diameter, quality=quality)
 
 
-def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: BlockGrid,
+def _one_scale_for_all_blocks(model: Any, source: OpenedImage | np.ndarray, grid: BlockGrid,
                               options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
                               scratch: Path, attributes: dict[str, Any],
                               named: Path) -> tuple[SegmentOptions, float | None]:
@@ -447,8 +447,15 @@ def _one_scale_for_all_blocks(model: Any, source: LazyImage | np.ndarray, grid: 
     return options.replace(scale=factor), factor
 
 
-def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
-                 channel: Channel) -> tuple[LazyImage | np.ndarray, str, Intensities]:
+def _file_of(image: str | Path | OpenedImage | np.ndarray) -> Path | None:
+    """The file ``image`` is read from, or None for an array."""
+    if isinstance(image, np.ndarray):
+        return None
+    return image.path if isinstance(image, OpenedImage) else Path(image)
+
+
+def _open_source(image: str | Path | OpenedImage | np.ndarray, channel_axis: int | str | None,
+                 channel: Channel) -> tuple[OpenedImage | np.ndarray, str, Intensities]:
     """The image to read blocks from, a description of it for the scratch group's settings, and what to
     measure intensities on."""
     if isinstance(image, np.ndarray):
@@ -456,12 +463,16 @@ def _open_source(image: str | Path | np.ndarray, channel_axis: int | str | None,
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
         image = usable_pixels(image)
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
-    path = Path(image)
-    if is_zarr(path) or path.suffix.lower() in TIFF_SUFFIXES:
-        source: LazyImage | np.ndarray = open_image(path, channel_axis=channel_axis, channel=channel)
-        measured = Intensities(source.every_channel(), list(source.channel_names) or None)
-    else:
-        stack = read_stack(path, channel_axis=channel_axis, channel=channel)  # one plane: not a TIFF
+    opened = image if isinstance(image, OpenedImage) else open_image(image, channel_axis=channel_axis,
+                                                                      channel=channel)
+    path = opened.path
+    if opened.lazy:  # blocks read their regions
+        opened.check_one_plane()
+        opened.check_channel_chosen()
+        source: OpenedImage | np.ndarray = opened
+        measured = Intensities(opened.every_channel(), list(opened.channel_names) or None)
+    else:  # a PNG or JPEG, decoded whole
+        stack = opened.read_stack()
         pixels, names = without_png_alpha(*stack.intensities(), path)
         source, measured = stack.planes[0], Intensities(pixels[0], None if names is None else list(names))
     stat = path.stat()
@@ -492,7 +503,7 @@ def _describe_model(model: Model) -> str:
     return repr(model)
 
 
-def _global_intensity_range(source: LazyImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
+def _global_intensity_range(source: OpenedImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
                             progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel intensities at the model's normalization percentiles, over the whole image."""
     normalization = model.normalization

@@ -35,14 +35,16 @@ from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
 from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
                                  write_summary_csv)
-from nucseg.batch.whole import (completes_from_labels, labels_of_report, physical_settings, segment_file,
-                                skipped_report, with_quality)
+from nucseg.batch.whole import (completes_from_labels, labels_of_report, open_input, physical_settings,
+                                segment_file, skipped_report, with_quality)
 from nucseg.batch.writers import NucleiPiece, output_paths, RLE_WRITER
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model
 from nucseg.inference.options import SegmentOptions
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
-from nucseg.io.lazy import image_planes, is_zarr
+from nucseg.io.formats import is_zarr
+from nucseg.io.channels import Channel
+from nucseg.io.opened import open_image, OpenedImage
 from nucseg.inference.runners import default_threads
 from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
                                  needs_blocks, whole_image_bytes)
@@ -65,11 +67,16 @@ class PlannedImage:
         (:func:`nucseg.scale.blocks.whole_image_bytes`, with all its planes
         for a stack; 0 when its header could not be read, or for a block-wise
         image).
+    opened
+        The image file opened (:func:`nucseg.batch.whole.open_input`): its
+        header and metadata, read once for the plan and the run; None when
+        it could not be opened (its run opens it again and reports why).
     """
 
     image: ImageInput
     blockwise: bool
     memory: int = 0
+    opened: OpenedImage | None = None
 
 
 def plan_images(
@@ -79,6 +86,7 @@ def plan_images(
     blockwise: bool | None = None,
     max_memory: float | None = None,
     channel_axis: int | str | None = None,
+    channel: Channel = None,
 ) -> list[PlannedImage]:
     """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
 
@@ -89,7 +97,9 @@ def plan_images(
     :func:`nucseg.scale.blocks.default_max_memory`). Z-stacks and time
     series run in memory, plane by plane, with an estimate that counts all
     their planes; a warning says so when block-wise was asked for or the
-    estimate is above the budget.
+    estimate is above the budget. Each image is opened here, once
+    (:func:`nucseg.io.opened.open_image` with ``channel_axis``, which may
+    be ``--axes`` letters, and ``channel``), for the plan and its run.
 
     Raises
     ------
@@ -106,23 +116,31 @@ def plan_images(
         if path.stem in names:
             raise InputError(path, f"has the same output name {path.stem!r} as another input")
         names.add(path.stem)
-    planned = [PlannedImage(ImageInput(path.stem, path), True) for path in zarr_inputs]
+    planned = [PlannedImage(ImageInput(path.stem, path), True, opened=_opened(path, channel_axis, channel))
+               for path in zarr_inputs]
     max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
-        try:
-            planes, height, width = image_planes(image.path, channel_axis=channel_axis)
-        except InputError:  # unreadable: the path it takes reports why
-            planes, height, width = 1, 0, 0
+        opened = _opened(image.path, channel_axis, channel)
+        planes, (height, width) = (1, (0, 0)) if opened is None else (int(np.prod(opened.plane_shape)), opened.shape)
         if planes > 1:
-            planned.append(_planned_stack(image, planes, height, width, blockwise=blockwise, max_memory=max_memory))
+            planned.append(_planned_stack(image, planes, height, width, blockwise=blockwise, max_memory=max_memory,
+                                          opened=opened))
             continue
         large = needs_blocks(height, width, max_memory) if blockwise is None else blockwise
-        planned.append(PlannedImage(image, large, 0 if large else whole_image_bytes(height, width)))
+        planned.append(PlannedImage(image, large, 0 if large else whole_image_bytes(height, width), opened))
     return planned
 
 
+def _opened(path: Path, channel_axis: int | str | None, channel: Channel) -> OpenedImage | None:
+    """The image file opened, or None when it cannot be: the path it takes then opens it again and says why."""
+    try:
+        return open_image(path, channel_axis=channel_axis, channel=channel)
+    except InputError:
+        return None
+
+
 def _planned_stack(image: ImageInput, planes: int, height: int, width: int, *, blockwise: bool | None,
-                   max_memory: float) -> PlannedImage:
+                   max_memory: float, opened: OpenedImage | None) -> PlannedImage:
     """A Z-stack or time series runs in memory, plane by plane (block-wise runs take 2-D images): said when
     block-wise was asked for or its estimate is above the budget."""
     memory = whole_image_bytes(height, width, planes=planes)
@@ -134,7 +152,7 @@ def _planned_stack(image: ImageInput, planes: int, height: int, width: int, *, b
                       f"{memory / 2**30:.1f} GB, above the memory budget of {max_memory / 2**30:.1f} GB "
                       "(block-wise segmentation takes 2-D images); segmenting it in memory, plane by plane",
                       stacklevel=3)
-    return PlannedImage(image, False, memory)
+    return PlannedImage(image, False, memory, opened)
 
 
 def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False) -> Path:
@@ -310,7 +328,7 @@ def segment_files(
         raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
     max_memory = default_max_memory() if max_memory is None else max_memory
     planned = plan_images(inputs, out_dir, blockwise=blockwise, max_memory=max_memory,
-                          channel_axis=options.layout)
+                          channel_axis=options.layout, channel=options.channel)
     if not isinstance(model, Model):
         model = load_model(model)
     try:  # a diameter in microns becomes pixels per image; any number stands in for it here
@@ -345,7 +363,7 @@ def segment_files(
                     "progress": progress and isinstance(whole_executor, InProcessExecutor)
                                 and whole_executor.workers == 1}
         shared = whole_executor.share_model(model)
-        tasks = [(item.image, out_dir, shared, settings) for item in whole]
+        tasks = [(item.image, out_dir, shared, settings, item.opened) for item in whole]
         with model.threads_per_call(threads):
             results = whole_executor.run(_segment_file_task, tasks, description="segmenting", progress=progress,
                                          collect_failures=True, memory=[item.memory for item in whole])
@@ -357,7 +375,7 @@ def segment_files(
             reports[item.image.name] = _segment_blockwise_image(
                 executor, item.image, out_dir, model, block_size=block_size, margin=margin,
                 zarr_labels=zarr_labels, overwrite=overwrite, pixel_size=pixel_size, outputs=outputs,
-                progress=progress, options=options, outline_width=outline_width)
+                progress=progress, options=options, outline_width=outline_width, opened=item.opened)
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
         RLE_WRITER.write(rle_path, (RLE_WRITER.fragment(NucleiPiece(labels, name=name))
@@ -394,15 +412,16 @@ def _failed(image: ImageInput, exc: BaseException) -> ImageReport:
     return ImageReport(image.name, image.path, "failed", error=reason)
 
 
-def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any]) -> ImageReport:
-    """Segment one image file and write its outputs (runs where the executor runs it)."""
+def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any],
+                       opened: OpenedImage | None = None) -> ImageReport:
+    """Segment one image file, opened by the plan, and write its outputs (runs where the executor runs it)."""
     paths = output_paths(out_dir, image.name, outputs=settings["outputs"])
     remove_stale_temporaries(paths.values())
     return segment_file(image, out_dir, model=resolve_model(model), outputs=settings["outputs"],
                         pixel_size=settings["pixel_size"],
                         overwrite=settings["overwrite"], stitch_threshold=settings["stitch_threshold"],
                         progress=settings["progress"], outline_width=settings["outline_width"],
-                        options=settings["options"])
+                        options=settings["options"], opened=opened)
 
 
 def _segment_blockwise_image(
@@ -420,12 +439,14 @@ def _segment_blockwise_image(
     progress: bool,
     options: SegmentOptions,
     outline_width: int = 1,
+    opened: OpenedImage | None = None,
 ) -> ImageReport:
     started = time.perf_counter()
     paths = _outputs(out_dir, image.name, blockwise=True, outputs=outputs, zarr_labels=zarr_labels)
     try:
-        pixel_size, options = physical_settings(image.path, pixel_size, options)
-        result = segment_large(image.path, paths["labels"], model=model, executor=executor, block_size=block_size,
+        opened = open_input(image.path, options) if opened is None else opened
+        pixel_size, options = physical_settings(opened, pixel_size, options)
+        result = segment_large(opened, paths["labels"], model=model, executor=executor, block_size=block_size,
                                margin=margin, overwrite=overwrite,
                                outputs={key: path for key, path in paths.items() if key != "labels"},
                                pixel_size=pixel_size, progress=progress, outline_width=outline_width, options=options)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from nucseg.datasets.layouts import paired_folders
 from nucseg.errors import InputError
-from nucseg.io.images import IMAGE_SUFFIXES, TIFF_SUFFIXES
+from nucseg.io.formats import IMAGE_SUFFIXES, TIFF_SUFFIXES
 
 
 @dataclass(frozen=True)

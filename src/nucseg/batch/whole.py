@@ -21,8 +21,8 @@ from nucseg.inference.quality import Quality
 from nucseg.inference.sizing import SizeEstimate
 from nucseg.errors import InputError
 from nucseg.io.atomic import remove_output
-from nucseg.io.images import ImageStack, read_labels, read_stack
-from nucseg.io.lazy import image_pixel_size
+from nucseg.io.images import read_labels, read_stack
+from nucseg.io.opened import ImageStack, open_image, OpenedImage
 from nucseg.postprocess import measure as nucleus_measure
 from nucseg.postprocess.measure import NucleusTable, measure_nuclei, median_diameter_of_areas
 from nucseg.postprocess.stitch import link_planes
@@ -41,6 +41,7 @@ def _segment_one(
     options: SegmentOptions,
     progress: bool = False,
     outline_width: int = 1,
+    opened: OpenedImage | None = None,
 ) -> ImageReport:
     started = time.perf_counter()
     paths = output_paths(out_dir, image.name, outputs=outputs)
@@ -48,12 +49,13 @@ def _segment_one(
     if existing and not overwrite:
         if completes_from_labels(paths):
             return _complete_from_labels(image, paths, pixel_size=pixel_size, options=options, started=started,
-                                         outline_width=outline_width)
+                                         outline_width=outline_width, opened=opened)
         return skipped_report(image, existing[0])
     written: list[Path] = []
     try:
-        stack = read_stack(image.path, channel_axis=options.layout, channel=options.channel)
-        pixel_size, options = physical_settings(image.path, pixel_size, options)
+        opened = open_input(image.path, options) if opened is None else opened
+        stack = opened.read_stack()
+        pixel_size, options = physical_settings(opened, pixel_size, options)
         on_tile = {"on_tile": TileProgress(image.path.name)} if progress else {}
         results, qualities = [], []
         for plane in stack.planes:
@@ -136,7 +138,8 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
 
 
 def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          options: SegmentOptions, started: float, outline_width: int = 1) -> ImageReport:
+                          options: SegmentOptions, started: float, outline_width: int = 1,
+                          opened: OpenedImage | None = None) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -145,14 +148,15 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
     """
     missing = {key: path for key, path in paths.items() if not path.exists()}
     try:
-        stack = read_stack(image.path, channel_axis=options.layout, channel=options.channel)
+        opened = open_input(image.path, options) if opened is None else opened
+        stack = opened.read_stack()
         labels = read_stack(paths["labels"]).planes  # (planes, H, W), as written
         if labels.shape != stack.planes.shape[:3]:
             raise InputError(paths["labels"], f"labels of shape {labels.shape} do not fit the image "
                                               f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
                                               "use --overwrite to segment it again")
         if pixel_size is None:
-            pixel_size = image_pixel_size(image.path)
+            pixel_size = opened.pixel_size
         written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False,
                                outline_width=outline_width)
     except Exception as exc:  # one bad image must not stop the batch
@@ -207,7 +211,13 @@ def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path)
                       f"{estimate.factor:g}: give --diameter for this image", stacklevel=2)
 
 
-def physical_settings(path: Path, pixel_size: float | None,
+def open_input(path: Path, options: SegmentOptions) -> OpenedImage:
+    """The image file ``path`` opened with the axes and channel of ``options``
+    (:func:`nucseg.io.opened.open_image`)."""
+    return open_image(path, channel_axis=options.layout, channel=options.channel)
+
+
+def physical_settings(image: OpenedImage, pixel_size: float | None,
                       options: SegmentOptions) -> tuple[float | None, SegmentOptions]:
     """The pixel size of an image (the one given, else what its file states) and the segment options for it
     (a diameter in microns in pixels: :meth:`~nucseg.inference.options.SegmentOptions.in_pixels`).
@@ -218,8 +228,8 @@ def physical_settings(path: Path, pixel_size: float | None,
         A diameter in microns for an image whose pixel size is not known, or unreadable metadata.
     """
     if pixel_size is None:
-        pixel_size = image_pixel_size(path)
-    return pixel_size, options.in_pixels(pixel_size, path)
+        pixel_size = image.pixel_size
+    return pixel_size, options.in_pixels(pixel_size, image.path)
 
 
 def segment_file(
@@ -236,6 +246,7 @@ def segment_file(
     progress: bool = False,
     outline_width: int = 1,
     options: SegmentOptions | None = None,
+    opened: OpenedImage | None = None,
     **segment_options: Any,
 ) -> ImageReport:
     """Segment one image file and write its outputs, as :func:`segment_files` does for each image.
@@ -247,13 +258,15 @@ def segment_file(
     (:class:`nucseg.scale.executors.TileProgress`). ``outputs``: more of
     :data:`nucseg.batch.writers.OUTPUTS` to write (``overlay`` and
     ``measure`` add ``overlay`` and ``nuclei``). ``options``, ``segment_options``:
-    as for :func:`nucseg.batch.driver.segment_files`.
+    as for :func:`nucseg.batch.driver.segment_files`. ``opened``: the image as
+    the plan opened it (:func:`open_input`), so that its header and metadata
+    are read once; None: opened here.
     """
     outputs = set(outputs) | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
     return _segment_one(image, Path(out_dir), model, outputs=outputs, pixel_size=pixel_size,
                         overwrite=overwrite, stitch_threshold=stitch_threshold,
                         options=SegmentOptions.from_keywords(options, **segment_options), progress=progress,
-                        outline_width=outline_width)
+                        outline_width=outline_width, opened=opened)
 
 
 def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,

@@ -35,7 +35,9 @@ import numpy as np
 from nucseg.datasets.cache import cache_entry, CacheEntry, Decoded, default_cache_dir, read_cache, write_cache
 from nucseg.datasets.sample import DatasetWarning, Sample, SampleFiles
 from nucseg.errors import InputError, NucsegError
-from nucseg.io.images import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES, read_image, read_labels, read_mask_crop
+from nucseg.io.formats import IMAGE_SUFFIXES, LOSSLESS_SUFFIXES
+from nucseg.io.images import read_labels, read_mask_crop
+from nucseg.io.opened import open_image
 
 # ------------------------------------------------------------------------ layouts
 
@@ -130,7 +132,7 @@ def list_dataset(
 def _image_files(folder: Path) -> list[Path]:
     # Path.iterdir builds child paths without re-parsing them: listing the
     # 29,000 DSB2018 masks is a large part of a cached reload. A folder named
-    # like an image is left for read_image to reject by name.
+    # like an image is left for open_image to reject by name.
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith(".")), key=lambda p: p.name)
 
@@ -231,7 +233,7 @@ def decode_sample(files: SampleFiles) -> Sample:
     InputError
         Unreadable file, or a mask whose size differs from the image.
     """
-    image = read_image(files.image_path)
+    image = open_image(files.image_path).read()
     if files.layout == "dsb2018":
         labels = _labels_from_binary_masks(files.mask_paths, image.shape[:2], files.name)
     else:

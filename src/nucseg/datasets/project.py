@@ -24,7 +24,8 @@ import numpy as np
 from nucseg.datasets.layouts import list_dataset, paired_folders
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
-from nucseg.io.images import IMAGE_SUFFIXES, write_labels, write_png
+from nucseg.io.formats import IMAGE_SUFFIXES
+from nucseg.io.images import write_labels, write_png
 
 IMAGES_DIR, MASKS_DIR, RUNS_DIR, MODELS_DIR = "images", "masks", "runs", "models"
 

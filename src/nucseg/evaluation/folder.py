@@ -24,7 +24,8 @@ import numpy as np
 
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write
-from nucseg.io.images import IMAGE_SUFFIXES, read_label_stack, read_labels
+from nucseg.io.formats import IMAGE_SUFFIXES
+from nucseg.io.images import read_label_stack, read_labels
 from nucseg.evaluation.metrics import DatasetScores, image_scores, ImageScores, summarize
 
 #: File names tried for the prediction of image ``<name>``, in order of preference.

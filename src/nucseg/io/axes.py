@@ -3,8 +3,8 @@
 Length-1 axes are dropped; what remains must be Y, X and at most one channel
 axis. The channel axis is the one the file declares (tifffile's ``S``
 samples or an ImageJ/OME ``C`` axis) or the one the caller gives; nothing is
-guessed. :func:`nucseg.io.images.read_image` and
-:func:`nucseg.io.lazy.open_image` both decide with :func:`axis_roles`.
+guessed. The one reader, :func:`nucseg.io.opened.open_image`, decides with
+:func:`axis_roles`.
 """
 
 from __future__ import annotations

@@ -168,15 +168,14 @@ def select_channel(image: np.ndarray, index: int | None) -> np.ndarray:
     return image if index is None else np.ascontiguousarray(image[..., index])
 
 
-def tiff_channel_names(tif, count: int) -> list[str] | None:
-    """Channel names that a TIFF's OME or ImageJ metadata states, one per channel, or None.
+def tiff_stated_names(tif) -> tuple[tuple[str, ...], bool]:
+    """The channel names that a TIFF's OME or ImageJ metadata states, as stated, and whether they are
+    ImageJ's per-plane ``Labels`` (which :func:`names_of_channels` reduces to one per channel).
 
     Parameters
     ----------
     tif : tifffile.TiffFile
         The open file.
-    count
-        Number of channels of its first series.
     """
     names: list[str] = []
     if tif.is_ome and tif.ome_metadata:
@@ -190,12 +189,23 @@ def tiff_channel_names(tif, count: int) -> list[str] | None:
             image = next((node for node in root.iter() if node.tag.endswith("}Image")), None)
             channels = [] if image is None else [node for node in image.iter() if node.tag.endswith("}Channel")]
             names = [node.get("Name", "") for node in channels]
-    elif tif.is_imagej and tif.imagej_metadata:
+        return tuple(names), False
+    if tif.is_imagej and tif.imagej_metadata:
         labels = tif.imagej_metadata.get("Labels")
         names = list(labels) if isinstance(labels, (list, tuple)) else []
-        # a hyperstack labels every plane, channels fastest (C, then Z, then T): channel names repeat
-        if len(names) > count and len(names) % count == 0 and all(
-                name == names[index % count] for index, name in enumerate(names)):
-            names = names[:count]
+    return tuple(str(name) for name in names), True
+
+
+def names_of_channels(names: Sequence[str], count: int, *, per_plane: bool = False) -> list[str] | None:
+    """The names of the ``count`` channels of an image, one each, from the ``names`` its file states; None
+    where they do not name each channel.
+
+    ``per_plane``: an ImageJ hyperstack labels every plane, channels fastest
+    (C, then Z, then T), so its channel names repeat.
+    """
+    names = list(names)
+    if per_plane and len(names) > count and len(names) % count == 0 and all(
+            name == names[index % count] for index, name in enumerate(names)):
+        names = names[:count]
     names = [str(name).strip() for name in names]
     return names if len(names) == count and all(names) else None

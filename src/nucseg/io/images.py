@@ -6,40 +6,30 @@ last. Nothing is guessed silently: a TIFF whose channel axis is not stated by
 the file itself (RGB photometric samples, or an ImageJ/OME ``C`` axis) needs
 an explicit ``channel_axis``.
 
-Pillow decodes PNG and JPEG, tifffile decodes TIFF. Pillow keeps only the
-high byte of each sample of a 16-bit colour PNG; :func:`read_image` recovers
-the full 16 bits (see :func:`_read_png_16bit_colour`).
+:func:`read_image`, :func:`read_stack` and :func:`read_pixel_size` are the
+everyday names of the one reader, :func:`nucseg.io.opened.open_image`; the
+formats and their suffixes are in :mod:`nucseg.io.formats`.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nucseg.errors import first_line, InputError
 from nucseg.io.atomic import atomic_write
-from nucseg.io.channels import Channel, choose_channel, ChosenChannel, tiff_channel_names
-from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
-from nucseg.io.pixels import usable_channels
+from nucseg.io.channels import Channel
+from nucseg.io.formats import check_readable_file, decode_pillow, IMAGE_SUFFIXES, TIFF_SUFFIXES
+from nucseg.io.opened import image_pixel_size, ImageStack, open_image
 
 if TYPE_CHECKING:
     from PIL import Image
 
-_T = TypeVar("_T")
-
-#: TIFF and the TIFF-based formats tifffile reads (whole-slide images: Aperio SVS, Hamamatsu NDPI, Leica SCN,
-#: Ventana BIF, PerkinElmer QPTIFF; BigTIFF), lower case: the first series, full resolution (level 0).
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".btf", ".tf8", ".tf2")
-#: File suffixes that :func:`read_image` understands (lower case): the one list every reader and finder uses.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)
-#: Suffixes of formats that store pixel values exactly (usable for label images).
-LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
+__all__ = ["ImageStack", "MaskCrop", "labels_dtype", "read_image", "read_label_stack", "read_labels",
+           "read_mask_crop", "read_pixel_size", "read_stack", "write_labels", "write_png"]
 
 
 def read_image(
@@ -84,118 +74,7 @@ def read_image(
         multi-channel TIFF without a stated channel axis, or a multi-channel
         microscopy image without ``channel``.
     """
-    return _read_2d(Path(path), channel_axis, channel, palette_indices=palette_indices).image
-
-
-def _read_2d(path: Path, channel_axis: int | str | None, channel: Channel, *,
-             palette_indices: bool = False) -> ChosenChannel:
-    """:func:`read_image`, with the name of the channel chosen."""
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise InputError(
-            path, f"unsupported image format {suffix or '(no suffix)'!r}; supported: {', '.join(IMAGE_SUFFIXES)}"
-        )
-    _check_readable_file(path)
-    if suffix not in TIFF_SUFFIXES:
-        image = _read_pillow(path, palette_indices=palette_indices)
-        rgb_samples, names = True, None
-    else:
-        image, rgb_samples, names, _ = _read_tiff(path, channel_axis)
-    if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
-        raise InputError(path, f"expected a 2-D image with optional channels, got shape {image.shape}")
-    return choose_channel(path, image, 2, channel, names, rgb_samples=rgb_samples)
-
-
-def _check_readable_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "file does not exist")
-    if not path.is_file():
-        raise InputError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise InputError(path, "file is not readable (permission denied)")
-
-
-def _decode_pillow(path: Path, to_array: Callable[[Image.Image], _T]) -> _T | np.ndarray:
-    """Decode ``path`` with Pillow and return ``to_array(image)``, translating Pillow's errors.
-
-    A 16-bit colour PNG goes to :func:`_read_png_16bit_colour` instead.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with open_pillow(path) as im:
-            _check_png_can_hold(path, im)
-            rawmode = _png_rawmode(im)
-            if rawmode not in _PNG16_COLOUR_RAWMODES:
-                im.load()
-                return to_array(im)
-    except UnidentifiedImageError:
-        raise InputError(path, "not a readable image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(path, f"refused as a possible decompression bomb ({first_line(exc)}); if the image is "
-                               "genuine, convert it to a tiled TIFF") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
-    return _read_png_16bit_colour(path, rawmode)
-
-
-def open_pillow(path: Path) -> Image.Image:
-    """``PIL.Image.open(path)`` without Pillow's warning for images of 89-179 million pixels.
-
-    nucseg checks such files itself (a PNG must be large enough for its
-    header's pixels; the memory budget chooses how a large image is
-    processed), so the warning would only be noise; Pillow still raises
-    ``DecompressionBombError`` above that.
-    """
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(path)
-
-
-#: Deflate's highest compression ratio: no PNG stores more raw bytes than this many times its size.
-_DEFLATE_MAX_RATIO = 1032
-
-
-def _check_png_can_hold(path: Path, im: Image.Image) -> None:
-    """Refuse a PNG too small for the pixels its header claims (Pillow decodes the missing rows as 0)."""
-    if im.format != "PNG":
-        return
-    width, height = im.size
-    bits = 1 if im.mode in ("1", "P") else 8 * len(im.getbands())  # the fewest bits a pixel of the mode can take
-    raw_bytes = height * (1 + -(-width * bits // 8))  # a filter byte, then the packed samples of each row
-    if path.stat().st_size * _DEFLATE_MAX_RATIO < raw_bytes:
-        raise InputError(path, f"truncated or corrupt: {path.stat().st_size} bytes cannot hold the "
-                               f"{width} x {height} pixels its header states")
-
-
-# Pillow decodes a 16-bit colour PNG into 8-bit modes, keeping the high byte of
-# each sample. The raw modes below make its decoder take the low byte instead.
-_PNG16_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}
-_PNG16_COLOUR_RAWMODES = (*_PNG16_LOW_BYTE_RAWMODES, "LA;16B")
-
-
-def _read_pillow(path: Path, *, palette_indices: bool) -> np.ndarray:
-    def to_array(im: Image.Image) -> np.ndarray:
-        if im.mode == "P" and palette_indices:
-            pass
-        elif im.mode in ("P", "PA"):
-            im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-        elif im.mode in ("1", "LA"):
-            im = im.convert("L")
-        elif im.mode == "I;16B":
-            im = im.convert("I;16")
-        elif im.mode in ("CMYK", "YCbCr"):
-            im = im.convert("RGB")
-        return np.asarray(im)
-
-    array = _decode_pillow(path, to_array)
-    if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() < 2**16:
-        array = array.astype(np.uint16)  # mode "I" of older Pillow versions for 16-bit gray PNGs
-    return array
+    return open_image(path, channel_axis=channel_axis, channel=channel, palette_indices=palette_indices).read()
 
 
 @dataclass(frozen=True)
@@ -233,7 +112,7 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
     """
     path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES and path.suffix.lower() in IMAGE_SUFFIXES:
-        _check_readable_file(path)
+        check_readable_file(path)
 
         def to_crop(im: Image.Image) -> MaskCrop | None:
             if im.mode not in ("1", "L", "I;16", "I"):
@@ -245,7 +124,7 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
             left, top, right, bottom = box
             return MaskCrop(shape, (slice(top, bottom), slice(left, right)), np.asarray(im.crop(box)) > 0)
 
-        crop = _decode_pillow(path, to_crop)
+        crop = decode_pillow(path, to_crop)
         if crop is not None:
             return crop
     mask = read_image(path, palette_indices=True)
@@ -255,117 +134,6 @@ def read_mask_crop(path: str | Path) -> MaskCrop:
         return MaskCrop(foreground.shape, None, np.zeros((0, 0), dtype=bool))
     slices = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     return MaskCrop(foreground.shape, slices, foreground[slices])
-
-
-def _png_rawmode(im: object) -> str | None:
-    if getattr(im, "format", None) != "PNG" or len(im.tile) != 1:
-        return None
-    args = im.tile[0][3]
-    rawmode = args[0] if isinstance(args, tuple) else args
-    return rawmode if isinstance(rawmode, str) else None
-
-
-def _read_png_16bit_colour(path: Path, rawmode: str) -> np.ndarray:
-    """Decode a 16-bit RGB, RGBA or gray + alpha PNG without losing the low byte.
-
-    Pillow has no 16-bit colour modes. Its PNG decoder is run with raw modes
-    of the same bits per pixel (so that PNG row filters are undone
-    correctly) that unpack the high and the low byte of each sample;
-    gray + alpha is unpacked as four bytes (gray high, gray low, alpha high,
-    alpha low) and loses its alpha channel as 8-bit gray + alpha does.
-    """
-    if rawmode == "LA;16B":
-        raw = _decode_with_rawmode(path, "RGBA").astype(np.uint16)
-        return (raw[..., 0] << 8) | raw[..., 1]
-    high = _decode_with_rawmode(path, rawmode).astype(np.uint16)
-    low = _decode_with_rawmode(path, _PNG16_LOW_BYTE_RAWMODES[rawmode])
-    return (high << 8) | low
-
-
-def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
-    try:
-        with open_pillow(path) as im:
-            codec, extents, offset, _ = im.tile[0]
-            im.tile = [(codec, extents, offset, rawmode)]
-            im.load()
-            return np.asarray(im)
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(path, f"cannot decode 16-bit PNG ({first_line(exc)})") from None
-
-
-def _read_tiff(path: Path, channel_axis: int | str | None, *,
-               planes: bool = False) -> tuple[np.ndarray, bool, list[str] | None, str]:
-    """The image, axes ordered (T, Z,) Y, X(, C); whether its channels are RGB samples (``S``, not an
-    ImageJ/OME ``C`` axis); its channel names if stored; its plane axes ("", "Z", "T" or "TZ")."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes = tiff_series_axes(series.shape, series.axes)
-            if not any(count for page in series.pages if page is not None for count in page.databytecounts):
-                raise InputError(path, "holds no pixel data (every strip or tile is empty): truncated or corrupt")
-            array = series.asarray()
-            roles = axis_roles(path, array.shape, axes, DECLARED_CHANNEL_AXES, channel_axis, planes=planes)
-            count = next((n for n, role in zip(array.shape, roles) if role == "c"), 1)
-            names = tiff_channel_names(tif, count) if count > 1 else None
-    except InputError:
-        raise
-    except Exception as exc:  # tifffile raises many types for corrupt files
-        raise InputError(path, f"cannot decode TIFF ({first_line(exc)})") from None
-    rgb_samples = next((axis for axis, role in zip(axes, roles) if role == "c"), "") == "S"
-    kept = [role for role in roles if role]
-    array = array.reshape([n for n, role in zip(array.shape, roles) if role])
-    order = [axis for axis in ("t", "z", "y", "x", "c") if axis in kept]
-    plane_axes = "".join(axis.upper() for axis in order if axis in "tz")
-    return np.transpose(array, [kept.index(axis) for axis in order]), rgb_samples, names, plane_axes
-
-
-@dataclass(frozen=True)
-class ImageStack:
-    """An image's planes: a Z-stack, a time series, or both; a 2-D image is one plane.
-
-    Attributes
-    ----------
-    planes : ndarray, shape (P, H, W) or (P, H, W, C)
-        Every plane, in the file's order (T slowest), channels last.
-    plane_shape
-        The sizes of the plane axes: ``(T, Z)``, ``(Z,)``, ``(T,)`` or ``()``
-        for a 2-D image, whose product is P.
-    plane_axes
-        Their letters: ``"TZ"``, ``"Z"``, ``"T"`` or ``""``.
-    channel_name
-        What measurements call the one channel chosen of several
-        (:func:`nucseg.io.channels.channel_labels`), or None when every
-        channel is kept.
-    channels : ndarray, shape (P, H, W, C), optional
-        Every channel of every plane, when one channel was chosen for
-        ``planes``: measurements take the intensities of all of them.
-    channel_names
-        What measurements call each channel of ``channels``.
-    """
-
-    planes: np.ndarray
-    plane_shape: tuple[int, ...]
-    plane_axes: str
-    channel_name: str | None = None
-    channels: np.ndarray | None = None
-    channel_names: tuple[str, ...] = ()
-
-    def intensities(self) -> tuple[np.ndarray, list[str] | None]:
-        """The planes to measure intensities on, (P, H, W) or (P, H, W, C), and their channels' names.
-
-        Every channel of the file when one was chosen, named; otherwise
-        ``planes`` and None (channels by position).
-        """
-        if self.channels is None:
-            return self.planes, None
-        return self.channels, list(self.channel_names)
-
-    def plane_names(self) -> list[str]:
-        """``"z=3"``, ``"t=0,z=3"``, ... for every plane (``""`` for the one plane of a 2-D image)."""
-        return [",".join(f"{axis.lower()}={i}" for axis, i in zip(self.plane_axes, index))
-                for index in np.ndindex(*self.plane_shape)] if self.plane_axes else [""]
 
 
 def read_stack(path: str | Path, *, channel_axis: int | str | None = None, channel: Channel = None) -> ImageStack:
@@ -379,18 +147,7 @@ def read_stack(path: str | Path, *, channel_axis: int | str | None = None, chann
     InputError
         As :func:`read_image`.
     """
-    path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        chosen = usable_channels(_read_2d(path, channel_axis, channel), path)
-        every = None if chosen.every_channel is None else chosen.every_channel[None]
-        return ImageStack(chosen.image[None], (), "", chosen.name, every, chosen.channel_names)
-    _check_readable_file(path)
-    array, rgb_samples, names, plane_axes = _read_tiff(path, channel_axis, planes=True)
-    plane_shape = array.shape[:len(plane_axes)]
-    planes = array.reshape((-1, *array.shape[len(plane_axes):]))
-    chosen = usable_channels(choose_channel(path, planes, 3, channel, names, rgb_samples=rgb_samples), path)
-    return ImageStack(chosen.image, tuple(int(n) for n in plane_shape), plane_axes, chosen.name,
-                      chosen.every_channel, chosen.channel_names)
+    return open_image(path, channel_axis=channel_axis, channel=channel).read_stack()
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -524,12 +281,6 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     return Path(path)
 
 
-#: Microns per unit of the length units that OME, ImageJ and OME-Zarr (NGFF) metadata use.
-MICRONS_PER_UNIT = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-                    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
-                    "meter": 1e6, "angstrom": 1e-4}
-
-
 def read_pixel_size(path: str | Path) -> float | None:
     """The pixel size that a TIFF's OME or ImageJ metadata states, in microns; None if it states none.
 
@@ -537,39 +288,7 @@ def read_pixel_size(path: str | Path) -> float | None:
     ImageJ/Fiji TIFF: the ``XResolution`` tag (pixels per unit) with the
     ``unit`` of the ImageJ description (micron, µm, nm, mm). Other files
     (and a resolution without a length unit, as in most PNGs and JPEGs)
-    give None.
+    give None. :func:`nucseg.io.opened.image_pixel_size` reads OME-Zarr's too.
     """
     path = Path(path)
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        return None
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            if tif.is_ome and tif.ome_metadata:
-                return _ome_pixel_size(tif.ome_metadata)
-            if tif.is_imagej and tif.imagej_metadata:
-                unit = str(tif.imagej_metadata.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
-                tag = tif.pages.first.tags.get("XResolution")
-                if unit in MICRONS_PER_UNIT and tag is not None:
-                    numerator, denominator = tag.value
-                    if numerator > 0 and denominator > 0:
-                        return float(denominator / numerator * MICRONS_PER_UNIT[unit])
-    except Exception as exc:  # tifffile raises many types for corrupt files
-        raise InputError(path, f"cannot read TIFF metadata ({first_line(exc)})") from None
-    return None
-
-
-def _ome_pixel_size(ome_xml: str) -> float | None:
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        root = ElementTree.fromstring(ome_xml)
-    except ElementTree.ParseError:
-        return None
-    pixels = next((node for node in root.iter() if node.tag.endswith("}Pixels")), None)
-    if pixels is None or pixels.get("PhysicalSizeX") is None:
-        return None
-    unit = pixels.get("PhysicalSizeXUnit", "µm").strip().lower()
-    size = float(pixels.get("PhysicalSizeX"))
-    return size * MICRONS_PER_UNIT[unit] if unit in MICRONS_PER_UNIT and size > 0 else None
+    return image_pixel_size(path) if path.suffix.lower() in TIFF_SUFFIXES else None

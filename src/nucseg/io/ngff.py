@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.io.images import MICRONS_PER_UNIT
+from nucseg.io.formats import MICRONS_PER_UNIT
 
 NGFF_VERSION = "0.4"
 #: Pyramid levels stop once the longer side is at most this many pixels.

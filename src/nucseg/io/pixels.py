@@ -1,8 +1,8 @@
 """The one rule for pixel types: which pixel values nucseg segments, and how.
 
 Every path that segments pixels applies :func:`usable_pixels`: whole image
-files (:func:`nucseg.io.images.read_stack`), regions of images read block by
-block (:meth:`nucseg.io.lazy.LazyImage.read`) and arrays given to
+files (:meth:`nucseg.io.opened.OpenedImage.read_stack`), regions of images read
+block by block (:meth:`nucseg.io.opened.OpenedImage.read`) and arrays given to
 ``Model.segment``.
 
 - NaN and infinite pixels are refused, in one line with their count. They

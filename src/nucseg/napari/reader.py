@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nucseg.io.images import IMAGE_SUFFIXES, read_image, read_labels
+from nucseg.io.formats import IMAGE_SUFFIXES
+from nucseg.io.images import read_labels
+from nucseg.io.opened import open_image
 
 LABELS_SUFFIX = "_labels.tif"
 
@@ -26,7 +28,7 @@ def read_outputs(path: str | list[str]) -> list[tuple]:
         name = labels_path.name[: -len(LABELS_SUFFIX)]
         image_path = source_image(labels_path)
         if image_path is not None:
-            image = read_image(image_path)
+            image = open_image(image_path).read()
             layers.append((image, {"name": name, "rgb": image.ndim == 3 and image.shape[2] in (3, 4)}, "image"))
         layers.append((read_labels(labels_path), {"name": f"{name} nuclei"}, "labels"))
     return layers
