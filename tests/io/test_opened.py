@@ -153,3 +153,21 @@ def test_an_opened_image_pickles_and_reads_where_it_is_unpickled(tmp_path):
     tifffile.imwrite(tmp_path / "a.tif", gray, tile=(32, 32))
     opened = pickle.loads(pickle.dumps(open_image(tmp_path / "a.tif")))
     assert np.array_equal(opened.read(slice(32, 64), slice(0, 32)), gray[32:, :32])
+
+
+def test_a_slide_states_its_pixel_size_aperio_in_its_description_others_in_centimetre_resolution(tmp_path):
+    rgb = RNG.integers(0, 255, (512, 384, 3), dtype=np.uint8)
+    header = "Aperio Image Library v12.0.15\r\n384x512 [0,0 384x512] (256x256) JPEG/RGB Q=70"
+    with tifffile.TiffWriter(tmp_path / "aperio.svs") as tif:  # Aperio's description, as scanners write it
+        tif.write(rgb, photometric="rgb", tile=(256, 256), description=header + "|AppMag = 20|MPP = 0.4990")
+        tif.write(rgb[::2, ::2], photometric="rgb", tile=(128, 128), subfiletype=1, description=header)
+    assert open_image(tmp_path / "aperio.svs").pixel_size == pytest.approx(0.499)
+    assert open_image(tmp_path / "aperio.svs", level=1).pixel_size == pytest.approx(0.998)
+    tifffile.imwrite(tmp_path / "scanner.scn", rgb, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25),
+                     resolutionunit="CENTIMETER")
+    assert open_image(tmp_path / "scanner.scn").pixel_size == pytest.approx(0.25)
+    # a plain TIFF's resolution tags are not a statement: 72 dpi is many writers' default
+    tifffile.imwrite(tmp_path / "plain.tif", rgb, photometric="rgb", resolution=(72, 72), resolutionunit="INCH")
+    tifffile.imwrite(tmp_path / "plain_cm.tif", rgb, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25),
+                     resolutionunit="CENTIMETER")
+    assert all(open_image(tmp_path / name).pixel_size is None for name in ("plain.tif", "plain_cm.tif"))

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-#: TIFF and the TIFF-based formats tifffile reads (whole-slide images: Aperio SVS, Hamamatsu NDPI, Leica SCN,
-#: Ventana BIF, PerkinElmer QPTIFF; BigTIFF), lower case: the first series, full resolution (level 0).
-TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif", ".qptiff", ".btf", ".tf8", ".tf2")
+#: TIFF-based whole-slide formats (Aperio SVS, Hamamatsu NDPI, Leica SCN, Ventana BIF, PerkinElmer QPTIFF), lower
+#: case: their resolution tags state the pixel size.
+SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".qptiff")
+#: TIFF and the TIFF-based formats tifffile reads (the slides, BigTIFF), lower case: the first series, full
+#: resolution (level 0) unless a level is asked for.
+TIFF_SUFFIXES = (".tif", ".tiff", *SLIDE_SUFFIXES, ".btf", ".tf8", ".tf2")
 #: File suffixes of the image files nucseg reads (lower case): the one list every reader and finder uses.
 #: Zarr stores are folders, recognised by :func:`is_zarr`.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", *TIFF_SUFFIXES)

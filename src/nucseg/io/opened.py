@@ -31,7 +31,7 @@ from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
 from nucseg.io.channels import (Channel, channel_index, ChosenChannel, channel_labels, choose_channel, is_photographic,
                                 names_of_channels, tiff_stated_names)
 from nucseg.io.formats import (check_image_file, is_zarr, MICRONS_PER_UNIT, pillow_header, pillow_layout,
-                               read_pillow, TIFF_SUFFIXES)
+                               read_pillow, SLIDE_SUFFIXES, TIFF_SUFFIXES)
 from nucseg.io.ngff import ngff_metadata
 from nucseg.io.pixels import usable_channels, usable_pixels
 
@@ -154,7 +154,9 @@ class OpenedImage:
 
         OME-TIFF: ``PhysicalSizeX`` in ``PhysicalSizeXUnit`` (µm by default).
         ImageJ/Fiji TIFF: the ``XResolution`` tag (pixels per unit) with the
-        ``unit`` of the ImageJ description. OME-Zarr: the ``scale``
+        ``unit`` of the ImageJ description. Aperio SVS: ``MPP`` in its
+        description. Other slide formats (NDPI, SCN, ...): the ``XResolution``
+        tag in pixels per centimetre. OME-Zarr: the ``scale``
         transform along ``x`` with its axis unit. PNG and JPEG: None.
 
         Raises
@@ -439,6 +441,13 @@ def _tiff_stored(path: Path, level: int) -> _Stored:
 def _tiff_pixel_size(tif) -> float | None:
     if tif.is_ome and tif.ome_metadata:
         return _ome_pixel_size(tif.ome_metadata)
+    if tif.is_svs:
+        from tifffile.tifffile import svs_description_metadata
+
+        mpp = svs_description_metadata(tif.pages.first.description).get("MPP")
+        return float(mpp) if isinstance(mpp, (int, float)) and mpp > 0 else None
+    if Path(tif.filename).suffix.lower() in SLIDE_SUFFIXES:
+        return _centimetre_resolution(tif.pages.first)
     if tif.is_imagej and tif.imagej_metadata:
         unit = str(tif.imagej_metadata.get("unit", "")).strip().lower().replace("\\u00b5", "µ")
         tag = tif.pages.first.tags.get("XResolution")
@@ -447,6 +456,16 @@ def _tiff_pixel_size(tif) -> float | None:
             if numerator > 0 and denominator > 0:
                 return float(denominator / numerator * MICRONS_PER_UNIT[unit])
     return None
+
+
+def _centimetre_resolution(page) -> float | None:
+    """Microns per pixel from the ``XResolution`` tag when ``ResolutionUnit`` is centimetre (as NDPI, SCN and
+    other slide scanners write it); None otherwise (the inch unit's 72 dpi is a default, not a statement)."""
+    unit, resolution = page.tags.get("ResolutionUnit"), page.tags.get("XResolution")
+    if unit is None or resolution is None or int(unit.value) != 3:
+        return None
+    numerator, denominator = resolution.value
+    return float(denominator / numerator * 1e4) if numerator > 0 and denominator > 0 else None
 
 
 def _ome_pixel_size(ome_xml: str) -> float | None:
