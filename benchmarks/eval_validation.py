@@ -133,7 +133,8 @@ def dataset_positions(names: Sequence[str]) -> dict[str, list[int]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nucseg.inference.model import ClassicalModel, load_model
+    from nucseg.inference.classical import ClassicalModel
+    from nucseg.inference.model import load_model
     from nucseg.io.atomic import atomic_write
 
     args = parse_args(argv)

@@ -16,7 +16,8 @@ from nucseg.inference import sizing
 from nucseg.batch.driver import segment_files
 from nucseg.batch.inputs import find_images
 from nucseg.batch.writers import output_paths
-from nucseg.inference.model import ClassicalModel, load_model, NetworkModel, SegmentationResult
+from nucseg.inference.classical import ClassicalModel
+from nucseg.inference.model import load_model, NetworkModel, SegmentationResult
 from nucseg.errors import InputError, ModelError
 from nucseg.io.images import read_image, read_labels
 from nucseg.postprocess.watershed import instances_from_probabilities

@@ -18,7 +18,7 @@ resumable: blocks segmented by a killed run are not segmented again.
 Network models are normalized with intensity percentiles of the *whole*
 image (from a strided sample of every block), as the in-memory path
 normalizes an image, so that blocks of empty background are not stretched
-into noise. The classical baseline adapts its threshold and nucleus size to
+into noise (:mod:`nucseg.batch.block_model`). The classical baseline adapts its threshold and nucleus size to
 each block; prefer a trained model for slides with large empty areas.
 """
 
@@ -26,85 +26,35 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nucseg.batch.block_model import (as_model, check_model, describe_model, global_intensity_range,
+                                      one_scale_for_all_blocks, pooled_quality, segment_block_image)
 from nucseg.batch.scratch import (create_labels_array, median_diameter, open_scratch, SCRATCH_FORMAT, SCRATCH_VERSION,
                                   write_attributes)
 from nucseg.batch.block_outputs import (Intensities, region_pixels, task_input, write_nuclei_outputs,
                                         write_ome_zarr_blockwise, write_overview)
-from nucseg.batch.whole import warn_if_sizing_clipped, without_png_alpha
+from nucseg.batch.whole import without_png_alpha
 from nucseg.batch.writers import LABELS_WRITER, OUTPUTS
-from nucseg.errors import InputError, ModelError, NucsegError
-from nucseg.inference.model import load_model, Model, SegmentationResult
+from nucseg.errors import InputError
 from nucseg.inference.options import SegmentOptions
-from nucseg.inference.quality import assess, pooled_features, Quality, QUALITY_FEATURES
+from nucseg.inference.quality import Quality, QUALITY_FEATURES
 from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.opened import open_image, OpenedImage
 from nucseg.io.pixels import usable_pixels
-from nucseg.preprocess.normalize import to_channels, working_float
 from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
                                  DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core,
                                  renumbering_tables, select_owned_objects)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
 
-#: Pixels sampled over the whole image for its intensity percentiles (network models).
-NORMALIZATION_SAMPLES = 4_000_000
-
-
-class _CallableModel(Model):
-    """A plain function ``block image -> labels`` used as a model (no options)."""
-
-    def __init__(self, function: Callable[[np.ndarray], np.ndarray]):
-        self.function = function
-        self.name = getattr(function, "__name__", "function")
-        self.path = None
-
-    def check_options(self, options: SegmentOptions) -> None:
-        given = sorted(options.for_planes().to_dict())  # the channel is chosen by the reader
-        if given:
-            raise TypeError(f"segment options ({', '.join(given)}) need a Model, not a plain callable")
-
-    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
-                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
-        self.check_options(SegmentOptions.for_array(options, **keywords))
-        return SegmentationResult(np.asarray(self.function(image)))
-
-    def __repr__(self) -> str:
-        return f"_CallableModel({self.function!r})"
-
-
-def _as_model(model: Model | str | Path | Callable | None) -> Model:
-    if model is None or isinstance(model, (str, Path)):
-        return load_model(model)
-    if isinstance(model, Model):
-        return model
-    if callable(model):
-        return _CallableModel(model)
-    raise TypeError(f"model must be a Model, a model name or folder, or a function, got {type(model).__name__}")
-
-
-def _segment_block_image(model: Model, image: np.ndarray, options: SegmentOptions,
-                         intensity_range: tuple[np.ndarray, np.ndarray] | None) -> SegmentationResult:
-    """The segmentation of one block's read region (``options``: those of a plane, ``SegmentOptions.for_planes``)."""
-    if intensity_range is not None:
-        return model.segment(image, options=options, intensity_range=intensity_range)
-    return model.segment(image, options=options)
-
 
 # --------------------------------------------------------------------- the tasks
-
-
-def _sample_task(source: OpenedImage | np.ndarray, block: Block, step: int, channels: int) -> np.ndarray:
-    """A strided sample of the block's core: (n, channels) float32 (float64 for wide integer types)."""
-    pixels = region_pixels(source, block.core)
-    return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(working_float(pixels.dtype))
 
 
 def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, model: Any,
@@ -114,7 +64,7 @@ def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, 
 
     pixels = region_pixels(source, block.read)
     model = resolve_model(model)
-    result = _segment_block_image(model, pixels, options, intensity_range)
+    result = segment_block_image(model, pixels, options, intensity_range)
     labels = np.asarray(result.labels)
     if labels.shape != block.read_shape:
         raise ValueError(f"the model returned labels of shape {labels.shape} for a block of "
@@ -129,16 +79,6 @@ def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, 
     zarr.open_array(f"{scratch}/counts", mode="r+")[block.row, block.col] = [owned.count, owned.cut]
     return owned.count, owned.cut
 
-
-def _pooled_quality(model: Model, stored: np.ndarray) -> Quality | None:
-    """The image's quality from its blocks' (``stored``: the scratch group's ``quality``), or None when the
-    model gives none."""
-    rows = stored.reshape(-1, stored.shape[-1])
-    rows = rows[~np.isnan(rows[:, 0])]
-    if not len(rows):
-        return None
-    features = pooled_features([dict(zip(QUALITY_FEATURES, row[1:])) for row in rows], rows[:, 0])
-    return assess(features, model.quality_calibration())
 
 
 def _stored_objects(objects: Any, block: Block, region: tuple[slice, slice] | None = None) -> np.ndarray:
@@ -345,16 +285,16 @@ def segment_large(
         raise InputError(None, "channel, channel_axis and axes describe files; of an array, pass the channel that "
                                "shows the nuclei, (H, W), or an (H, W, C) colour image")
     source, description, measured = _open_source(image, options.layout, options.channel)
-    local_model = _as_model(model)
+    local_model = as_model(model)
     executor = InProcessExecutor() if executor is None else executor
-    _check_model(local_model, options)
+    check_model(local_model, options)
     shape = source.shape if isinstance(source, OpenedImage) else tuple(source.shape[:2])
     grid = BlockGrid(shape, block_size, margin)
 
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
     settings = {"format": SCRATCH_FORMAT, "version": SCRATCH_VERSION, "input": description,
                 "shape": list(shape), "block_size": block_size, "margin": margin,
-                "model": _describe_model(local_model),
+                "model": describe_model(local_model),
                 # the channel is in the input's description; the rest is the JSON earlier versions stored
                 "options": {key: value for key, value in options.to_dict().items() if key != "channel"}}
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -365,11 +305,11 @@ def segment_large(
         if "intensity_range" in attributes:
             intensity_range = tuple(np.asarray(a, dtype=np.float64) for a in attributes["intensity_range"])
         else:
-            intensity_range = _global_intensity_range(source, grid, local_model, executor, progress)
+            intensity_range = global_intensity_range(source, grid, local_model, executor, progress)
             write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
     named = output_path if isinstance(image, np.ndarray) else _file_of(image)  # the file the user named
     name = named.name
-    block_options, scale = _one_scale_for_all_blocks(local_model, source, grid, options.for_planes(),
+    block_options, scale = one_scale_for_all_blocks(local_model, source, grid, options.for_planes(),
                                                      intensity_range, scratch, attributes, named)
 
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
@@ -398,11 +338,11 @@ def segment_large(
                        overwrite=overwrite, name=name, outline_width=outline_width)
     diameter = median_diameter(assembled, nuclei)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
-        {"nucseg": {"input": description, "model": _describe_model(local_model), "nuclei": nuclei,
+        {"nucseg": {"input": description, "model": describe_model(local_model), "nuclei": nuclei,
                     "block_size": block_size, "margin": margin}})
     LABELS_WRITER.write(output_path, assembled, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
-    quality = _pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
+    quality = pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
     shutil.rmtree(scratch, ignore_errors=True)
     foreground = sum(total[0] for total in totals)
     return BlockwiseReport(
@@ -411,40 +351,6 @@ def segment_large(
         duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
         resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale,
         median_diameter=diameter, quality=quality)
-
-
-def _one_scale_for_all_blocks(model: Any, source: OpenedImage | np.ndarray, grid: BlockGrid,
-                              options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
-                              scratch: Path, attributes: dict[str, Any],
-                              named: Path) -> tuple[SegmentOptions, float | None]:
-    """The segment options with automatic sizing replaced by one factor, and that factor.
-
-    The factor is estimated on the centre block and stored in the scratch group, so that a resumed
-    run keeps it (``named``, the image's file, is warned about when sizing stops at a limit of its range).
-    A model's settings per image kind are chosen once too, by the centre block's kind, so that every
-    block is cut alike. Returns ``(options, None)`` for models without a network.
-    """
-    if not model.has_network:
-        return options, None
-    rows, cols = grid.grid_shape
-    centre = grid.block(rows // 2, cols // 2)
-    centre_pixels = None
-    if model.postprocess_by_kind:
-        centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
-        options = options.replace(postprocess=options.postprocess.apply(model.postprocess_for(centre_pixels)).to_dict())
-    factor = model.fixed_scale(options)
-    if factor is not None:
-        return options, factor
-    if "scale" in attributes:
-        factor = float(attributes["scale"])
-    else:
-        if centre_pixels is None:
-            centre_pixels = region_pixels(task_input(source, centre.read), centre.read)
-        estimate = model.estimate_size(centre_pixels, options=options, intensity_range=intensity_range)
-        warn_if_sizing_clipped([estimate], named)
-        factor = estimate.factor
-        write_attributes(scratch, {"scale": factor})
-    return options.replace(scale=factor), factor
 
 
 def _file_of(image: str | Path | OpenedImage | np.ndarray) -> Path | None:
@@ -483,36 +389,3 @@ def _array_digest(image: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(image[:: max(1, image.shape[0] // 64)]).tobytes()).hexdigest()[:16]
-
-
-def _check_model(model: Model, options: SegmentOptions) -> None:
-    if model.resize_to is not None:
-        raise ModelError(model.path, f"the model resizes every image to {model.resize_to} x {model.resize_to} "
-                                     "pixels; block-wise segmentation needs a model that runs at native resolution")
-    try:
-        model.check_options(options)
-    except ValueError as exc:
-        raise NucsegError(str(exc)) from None
-
-
-def _describe_model(model: Model) -> str:
-    """The model, as the scratch group records it: a changed model folder starts the blocks again."""
-    if model.path is not None and (Path(model.path) / "config.json").is_file():
-        folder = Path(model.path).resolve()
-        return f"{folder} {(folder / 'config.json').stat().st_mtime_ns}"
-    return repr(model)
-
-
-def _global_intensity_range(source: OpenedImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
-                            progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel intensities at the model's normalization percentiles, over the whole image."""
-    normalization = model.normalization
-    height, width = grid.shape
-    step = max(1, int(np.sqrt(height * width / NORMALIZATION_SAMPLES)))
-    arguments = [(task_input(source, block.core), block, step, normalization.channels) for block in grid]
-    samples = executor.run(_sample_task, arguments, description="sampling intensities", progress=progress)
-    pooled = np.concatenate(samples, axis=0)
-    low, high = np.percentile(pooled, [normalization.low_percentile, normalization.high_percentile], axis=0)
-    return low, high
-
-

@@ -25,12 +25,15 @@ fluorescence to 0.15: hence three phases only on request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from nucseg.inference.base import check_image, Model, SegmentationResult
+from nucseg.inference.options import SegmentOptions
 from nucseg.postprocess.watershed import fill_small_holes, remove_small_labels, split_by_distance
 from nucseg.preprocess.normalize import normalize_percentile, to_channels
 
@@ -188,3 +191,39 @@ def estimate_nucleus_radius(labels: np.ndarray) -> float:
     if areas.size == 0:
         return 0.0
     return float(np.sqrt(np.median(areas) / np.pi))
+
+
+class ClassicalModel(Model):
+    """The classical baseline (:func:`nucseg.inference.classical.segment_classical`), no network."""
+
+    name = "classical"
+    path = None
+
+    def check_options(self, options: SegmentOptions) -> None:
+        unsupported = options.network_options()  # "auto" is what the baseline does anyway
+        if unsupported:
+            raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
+                             "(it estimates the nucleus size itself)")
+
+    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
+                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+        """Segment one raw image with the classical baseline (the signature of :meth:`Model.segment`).
+
+        Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
+        ``diameter="auto"`` are accepted and unused (the baseline estimates the
+        nucleus size itself); ``channel`` chooses the nuclear channel as for
+        :meth:`nucseg.inference.model.NetworkModel.segment`; network options (``tta``, ``scale``, a numeric
+        ``diameter``, ``backend``, ``postprocess``) and an ``intensity_range``
+        raise ``ValueError``; ``on_tile`` is accepted and never called.
+
+        Returns
+        -------
+        SegmentationResult
+            Labels only (no probabilities, no scale).
+        """
+        options = SegmentOptions.for_array(options, **keywords)
+        self.check_options(options)
+        if intensity_range is not None:
+            raise ValueError("the classical model normalizes each image itself; intensity_range does not apply")
+        return SegmentationResult(segment_classical(check_image(image, channel=options.channel)))

@@ -32,22 +32,19 @@ from typing import Any
 import numpy as np
 
 from nucseg.datasets.kinds import IMAGE_KINDS, raw_image_kind
-from nucseg.errors import ModelError, NucsegError, require
-from nucseg.inference import BACKENDS, quality, sizing
+from nucseg.errors import ModelError, require
+from nucseg.inference import quality, sizing
 from nucseg.inference.base import check_image, Model, SegmentationResult
+from nucseg.inference.classical import ClassicalModel
 from nucseg.inference.options import PostprocessOverrides, SegmentOptions
+from nucseg.inference.runners import ModelRunners, Runner
 from nucseg.inference.sizing import AUTO_DIAMETER
-from nucseg.models.folder import (INT8_ONNX_FILE, load_model_folder, ModelConfig, onnx_path, read_model_config,
-                                  verify_weights)
+from nucseg.models.folder import ModelConfig, read_model_config, verify_weights
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.postprocess.measure import size_factor
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
 from nucseg.preprocess.normalize import (normalize_with_range, percentile_range, prepare_image,
                                          to_channels)
-
-#: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
-#: instead when the model folder holds one.
-DEFAULT_CPU_BACKEND = "onnxruntime"
 
 
 def _run_settings(options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
@@ -99,20 +96,12 @@ class NetworkModel(Model):
         if unknown:
             raise ModelError(self.path, f"postprocess_by_kind in config.json names unknown image kinds "
                                         f"{', '.join(unknown)}; known: {', '.join(IMAGE_KINDS)}")
-        self._network = None
-        self._runners: dict[tuple[str, int | None], Any] = {}
+        self._runners = ModelRunners(self.path, config, device)
 
     @property
     def network(self):
         """The torch network (``torch.nn.Module``) in eval mode on :attr:`device`, loaded on first use."""
-        if self._network is None:
-            network = load_model_folder(self.path).network
-            try:
-                network.to(self.device)
-            except (RuntimeError, AssertionError) as exc:
-                raise ModelError(self.path, f"cannot move the network to device {self.device!r} ({exc})") from None
-            self._network = network
-        return self._network
+        return self._runners.network
 
     @property
     def training_diameter(self) -> float | None:
@@ -122,51 +111,18 @@ class NetworkModel(Model):
 
     def default_backend(self) -> str:
         """``"torch"`` on a GPU; on CPU ``"onnxruntime-int8"`` when the folder holds an int8 graph, else
-        :data:`DEFAULT_CPU_BACKEND`."""
-        if self.device != "cpu":
-            return "torch"
-        return "onnxruntime-int8" if self.has_int8_graph else DEFAULT_CPU_BACKEND
+        :data:`~nucseg.inference.runners.DEFAULT_CPU_BACKEND`."""
+        return self._runners.default_backend()
 
     @property
     def has_int8_graph(self) -> bool:
         """Whether the model folder holds an int8 ONNX graph (``network.int8.onnx``)."""
-        return (self.path / INT8_ONNX_FILE).is_file()
+        return self._runners.has_int8_graph
 
-    def runner(self, backend: str | None = None):
-        """The callable that runs the network on a batch of tiles (cached per backend).
-
-        ONNX Runtime opens the folder's ONNX graph (``onnxruntime-int8``: its
-        int8 graph, which it must hold); a folder without a float graph has
-        its network exported in memory (needs torch; about a second).
-        """
-        from nucseg.inference.runners import OnnxRunner, TorchRunner
-
-        backend = backend or self.default_backend()
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        key = (backend, None if backend == "torch" else self._threads)
-        if key not in self._runners:
-            if backend == "torch":
-                self._runners[key] = TorchRunner(self.network, classes=self.config.classes)
-            else:
-                if self.device != "cpu":
-                    raise ValueError(f"the {backend} backend runs on CPU; load the model with device='cpu'")
-                try:
-                    graph = onnx_path(self.path, int8=backend == "onnxruntime-int8")
-                    if graph is None and backend == "onnxruntime-int8":
-                        raise ModelError(self.path, f"has no int8 graph ({INT8_ONNX_FILE}) for the onnxruntime-int8 "
-                                                    "backend; use --backend onnxruntime, or make one with "
-                                                    "nucseg quantize")
-                    if graph is None:
-                        from nucseg.models.onnx import onnx_bytes
-
-                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels,
-                                           classes=self.config.classes)
-                    self._runners[key] = OnnxRunner(graph, threads=self._threads)
-                except ImportError as exc:
-                    raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "
-                                      "install it, or use the torch backend") from None
-        return self._runners[key]
+    def runner(self, backend: str | None = None) -> Runner:
+        """The callable that runs the network on a batch of tiles, cached per backend
+        (:class:`~nucseg.inference.runners.ModelRunners`)."""
+        return self._runners.runner(backend, threads=self._threads)
 
     def prepare(self, *, backend: str | None = None) -> None:
         self.runner(backend)
@@ -479,44 +435,6 @@ class NetworkModel(Model):
         probabilities = self.probabilities(image, scale=factor, **run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
         return SegmentationResult(labels, probabilities, factor)
-
-
-class ClassicalModel(Model):
-    """The classical baseline (:func:`nucseg.inference.classical.segment_classical`), no network."""
-
-    name = "classical"
-    path = None
-
-    def check_options(self, options: SegmentOptions) -> None:
-        unsupported = options.network_options()  # "auto" is what the baseline does anyway
-        if unsupported:
-            raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
-                             "(it estimates the nucleus size itself)")
-
-    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
-                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
-        """Segment one raw image with the classical baseline (the signature of :meth:`Model.segment`).
-
-        Tiling options (``tile_size``, ``overlap``, ``batch_size``) and
-        ``diameter="auto"`` are accepted and unused (the baseline estimates the
-        nucleus size itself); ``channel`` chooses the nuclear channel as for
-        :meth:`NetworkModel.segment`; network options (``tta``, ``scale``, a numeric
-        ``diameter``, ``backend``, ``postprocess``) and an ``intensity_range``
-        raise ``ValueError``; ``on_tile`` is accepted and never called.
-
-        Returns
-        -------
-        SegmentationResult
-            Labels only (no probabilities, no scale).
-        """
-        from nucseg.inference.classical import segment_classical
-
-        options = SegmentOptions.for_array(options, **keywords)
-        self.check_options(options)
-        if intensity_range is not None:
-            raise ValueError("the classical model normalizes each image itself; intensity_range does not apply")
-        return SegmentationResult(segment_classical(check_image(image, channel=options.channel)))
 
 
 def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu", threads: int | None = None) -> Model:

@@ -9,6 +9,8 @@ any distance map (:mod:`nucseg.models.outputs`).
     (:func:`nucseg.models.onnx.export_onnx`); needs no torch.
 :class:`TorchRunner`
     PyTorch, on the network's device, channels-last on CPU.
+
+:class:`ModelRunners` opens them for a model folder, one per backend.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nucseg.errors import ModelError, NucsegError
+from nucseg.inference import BACKENDS
+from nucseg.models.folder import INT8_ONNX_FILE, load_model_folder, ModelConfig, onnx_path
+
+#: Backend used on CPU when none is named (the faster one in ``benchmarks/bench_inference.py``); the int8 graph
+#: instead when the model folder holds one.
+DEFAULT_CPU_BACKEND = "onnxruntime"
 
 #: A backend: float32 batch (N, C_in, h, w) -> float32 probabilities (N, C, h, w).
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -98,3 +108,82 @@ class OnnxRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run(None, {self.input_name: batch})[0]
+
+
+class ModelRunners:
+    """The runners of a model folder's network, opened on first use and kept: one per backend and thread count.
+
+    ONNX Runtime opens the folder's ONNX graph (``onnxruntime-int8``: its
+    int8 graph, which it must hold); a folder without a float graph has its
+    network exported in memory (needs torch; about a second).
+
+    Parameters
+    ----------
+    path
+        The model folder.
+    config
+        Its configuration.
+    device
+        Where the torch network runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``);
+        ONNX Runtime always runs on CPU.
+    """
+
+    def __init__(self, path: Path, config: ModelConfig, device: str):
+        self.path = path
+        self.config = config
+        self.device = device
+        self._network = None
+        self._runners: dict[tuple[str, int | None], Runner] = {}
+
+    @property
+    def network(self):
+        """The torch network (``torch.nn.Module``) in eval mode on :attr:`device`, loaded on first use."""
+        if self._network is None:
+            network = load_model_folder(self.path).network
+            try:
+                network.to(self.device)
+            except (RuntimeError, AssertionError) as exc:
+                raise ModelError(self.path, f"cannot move the network to device {self.device!r} ({exc})") from None
+            self._network = network
+        return self._network
+
+    @property
+    def has_int8_graph(self) -> bool:
+        """Whether the model folder holds an int8 ONNX graph (``network.int8.onnx``)."""
+        return (self.path / INT8_ONNX_FILE).is_file()
+
+    def default_backend(self) -> str:
+        """``"torch"`` on a GPU; on CPU ``"onnxruntime-int8"`` when the folder holds an int8 graph, else
+        :data:`DEFAULT_CPU_BACKEND`."""
+        if self.device != "cpu":
+            return "torch"
+        return "onnxruntime-int8" if self.has_int8_graph else DEFAULT_CPU_BACKEND
+
+    def runner(self, backend: str | None = None, *, threads: int | None = None) -> Runner:
+        """The runner of ``backend`` (None: :meth:`default_backend`); ``threads``: ONNX Runtime's intra-op threads."""
+        backend = backend or self.default_backend()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        key = (backend, None if backend == "torch" else threads)
+        if key not in self._runners:
+            if backend == "torch":
+                self._runners[key] = TorchRunner(self.network, classes=self.config.classes)
+            else:
+                if self.device != "cpu":
+                    raise ValueError(f"the {backend} backend runs on CPU; load the model with device='cpu'")
+                try:
+                    graph = onnx_path(self.path, int8=backend == "onnxruntime-int8")
+                    if graph is None and backend == "onnxruntime-int8":
+                        raise ModelError(self.path, f"has no int8 graph ({INT8_ONNX_FILE}) for the onnxruntime-int8 "
+                                                    "backend; use --backend onnxruntime, or make one with "
+                                                    "nucseg quantize")
+                    if graph is None:
+                        from nucseg.models.onnx import onnx_bytes
+
+                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels,
+                                           classes=self.config.classes)
+                    self._runners[key] = OnnxRunner(graph, threads=threads)
+                except ImportError as exc:
+                    raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "
+                                      "install it, or use the torch backend") from None
+        return self._runners[key]

@@ -220,7 +220,8 @@ class DaskExecutor(Executor):
         self.client = client
 
     def share_model(self, model: Model) -> Any:
-        from nucseg.inference.model import ClassicalModel, NetworkModel
+        from nucseg.inference.classical import ClassicalModel
+        from nucseg.inference.model import NetworkModel
 
         if isinstance(model, ClassicalModel):
             return "classical"

@@ -33,7 +33,8 @@ from nucseg.io.atomic import atomic_directory, OutputExistsError
 from nucseg.models.folder import CARD_FILE, load_model_folder, read_model_config, rewrite_model_config
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.training.config import resolve_config
-from nucseg.training.loop import MODEL_DIR, train
+from nucseg.training.loop import train
+from nucseg.training.run_folder import MODEL_DIR
 
 #: Training crops of a project's run, whatever its size (256-pixel crops, 8 a batch): about 5 minutes for the
 #: default model on 2 CPU cores; the time budget ends a run that would take longer.

@@ -1,33 +1,17 @@
-"""The training loop behind ``nucseg train``.
+"""The training loop behind ``nucseg train``: setup, resume, one epoch after another, early stopping.
 
-A run folder holds everything a run produces::
-
-    RUN/config.yaml          the resolved TrainConfig
-    RUN/split.json           training and validation image names
-    RUN/metrics.csv          one row per epoch (losses, learning rate, validation scores)
-    RUN/curves.png           the metric curves, drawn at the end
-    RUN/snapshots/           every epoch: input | true outlines | predicted outlines, fixed images
-    RUN/tensorboard/         scalars and snapshot images for TensorBoard
-    RUN/checkpoints/last.pt  model, optimizer, scheduler, early-stopping and RNG state
-    RUN/checkpoints/best.pt  the same, at the best validation epoch
-    RUN/model/               the best model as a self-describing model folder
-
-Checkpoints hold only tensors and plain Python values, so they load with
-``torch.load(..., weights_only=True)``. Every crop is a pure function of
-(seed, epoch, index), which makes a resumed run continue exactly where the
-killed one stopped.
+What a run reads and writes (its run folder, checkpoints, the model folders it
+starts from and saves) is :mod:`nucseg.training.run_folder`. Every crop is a
+pure function of (seed, epoch, index), which makes a resumed run continue
+exactly where the killed one stopped.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io as _io
-import json
 import math
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +24,18 @@ from torch import nn
 from nucseg.training.config import MIN_STEPS_PER_EPOCH, TrainConfig
 from nucseg.datasets.sample import Sample
 from nucseg.errors import InputError
-from nucseg.io.atomic import atomic_write
 from nucseg.postprocess.measure import median_nucleus_diameter
-from nucseg.models.folder import ModelConfig, read_model_config, save_model
 from nucseg.models.networks import build_model, select_device
 from nucseg.training.data import (carried_quality_calibration, CropDataset, EpochSampler,
                                   initial_training_images_given, initial_training_names, load_training_data,
-                                  normalization_of, prepare_samples, stored_split)
+                                  prepare_samples, stored_split)
 from nucseg.training.loss import segmentation_loss
 from nucseg.models.outputs import output_layout
+from nucseg.training.run_folder import (CHECKPOINT_VERSION, default_postprocess, load_initial_weights, load_run,
+                                        log_settings_not_carried_over, MODEL_DIR, plot_curves, save_checkpoint,
+                                        save_model_folder, tune_saved_model, write_config, write_metrics_csv,
+                                        write_split)
 from nucseg.training.validation import validate, ValidationResult
-
-CHECKPOINT_VERSION = 1
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -113,19 +96,17 @@ def train(
     cancel
         Set (from any thread) to stop between batches: that epoch and the threshold tuning are dropped.
     """
-    import yaml
-
     cancel = cancel or threading.Event()
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / "checkpoints"
     if resume:
-        config, split, state = _load_run(run_dir)
+        config, split, state = load_run(run_dir)
         if extend:
             unknown = sorted(set(extend) - {"epochs", "time_limit_minutes"})
             if unknown:
                 raise ValueError(f"a resumed run can only extend epochs and time_limit_minutes, not {unknown}")
             config = config.updated(**extend)
-            _write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_config(run_dir, config)
         if data is None and images_dir is None:
             source = split.get("source", {})
             data, images_dir, masks_dir = source.get("data"), source.get("images_dir"), source.get("masks_dir")
@@ -153,7 +134,7 @@ def train(
         log(f"{kept} of the images given were training images of {config.init_from}: they stay on the training "
             "side, never validated or tested on")
     if state is None and config.init_from is not None:
-        _log_settings_not_carried_over(config.init_from, log)
+        log_settings_not_carried_over(config.init_from, log)
         carried = carried_quality_calibration(config.init_from)
         log(f"quality flags: {carried['fitted_on']}" if carried else
             f"quality flags: {config.init_from} has no quality calibration, so the fine-tuned model flags every "
@@ -171,8 +152,8 @@ def train(
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
     if not resume:
-        _write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-        _write_text(run_dir / "split.json", json.dumps(split, indent=1) + "\n")
+        write_config(run_dir, config)
+        write_split(run_dir, split)
 
     progress_state = _Progress()
     if state is not None:
@@ -189,7 +170,7 @@ def train(
         num_workers=config.num_workers, drop_last=samples_per_epoch >= config.batch_size,
         persistent_workers=config.num_workers > 0, pin_memory=device.type == "cuda",
     )
-    postprocess = _default_postprocess(config)
+    postprocess = default_postprocess(config)
     snapshot_indices = list(range(min(config.snapshot_images, len(val_samples))))
 
     from torch.utils.tensorboard import SummaryWriter
@@ -226,13 +207,13 @@ def train(
             history.append(row)
             improved = progress_state.record(epoch, monitored, config.monitor)
             _log_epoch(writer, row, result, val_samples, snapshot_indices, run_dir, epoch)
-            _write_metrics_csv(run_dir / "metrics.csv", history)
+            write_metrics_csv(run_dir / "metrics.csv", history)
             state = _checkpoint_state(parts, progress_state, epoch)
-            _save_checkpoint(state, checkpoint_dir / "last.pt")
+            save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
-                _save_checkpoint(state, checkpoint_dir / "best.pt")
-                _save_model_folder(parts.evaluated, config, split, row, postprocess, median_diameter,
-                                   run_dir / MODEL_DIR)
+                save_checkpoint(state, checkpoint_dir / "best.pt")
+                save_model_folder(parts.evaluated, config, split, row, postprocess, median_diameter,
+                              run_dir / MODEL_DIR)
             log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
                 f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
@@ -248,9 +229,9 @@ def train(
     finally:
         writer.close()
     if history:
-        _plot_curves(history, run_dir / "curves.png")
+        plot_curves(history, run_dir / "curves.png")
     if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir() and not cancel.is_set():
-        _tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
+        tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
     best = progress_state.best_metric
     return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
                        float("nan") if best is None else float(best), history)
@@ -368,31 +349,6 @@ def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: i
             "stale_epochs": progress_state.stale_epochs}
 
 
-def _tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None], *,
-                      groups: Sequence[str] | None = None) -> None:
-    """Tune the post-processing thresholds of the run's best model on its validation images (``nucseg tune``).
-
-    With ``groups`` (the dataset of each image of a mixture), every dataset weighs alike in the score.
-    """
-    from nucseg.evaluation.tuning import save_tuning, SmallTuningSetWarning, tune_postprocess
-    from nucseg.inference.model import load_model
-
-    from nucseg.datasets.mixture import equal_dataset_weights
-
-    weights = None if groups is None else equal_dataset_weights(groups)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", SmallTuningSetWarning)
-        result = tune_postprocess(load_model(model_dir), val_samples, weights=weights)
-    for warning in caught:
-        log(f"warning: {warning.message}")
-    _, weights_sha256 = read_model_config(model_dir)
-    save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
-                expected_weights_sha256=weights_sha256)
-    changes = ", ".join(f"{name} {before} -> {after}" for name, (before, after) in result.changed.items())
-    log(f"thresholds tuned on the {len(val_samples)} validation images: DSB score {result.initial_score:.4f} -> "
-        f"{result.score:.4f} ({changes or 'unchanged'})")
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     """The learning-rate schedule of ``config.lr_schedule``, stepped once per epoch.
 
@@ -413,141 +369,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
-    """Copy the weights of a model folder (or shipped model name) into ``network`` for fine-tuning.
-
-    The networks must match, except that ``network`` may have more output
-    channels (a ``three_class`` model fine-tuned for ``three_class_distance``):
-    the output layer's trained channels are copied and the new ones keep
-    their fresh initialization.
-
-    Raises
-    ------
-    ModelError
-        The model cannot be loaded.
-    InputError
-        Its network differs from ``network`` (other architecture, options or classes).
-    """
-    from nucseg.models.registry import resolve_model_path
-    from nucseg.models.folder import load_model_folder
-
-    path = resolve_model_path(name_or_path)
-    source = load_model_folder(path)
-    state = source.network.state_dict()
-    own = network.state_dict()
-    for key, value in state.items():
-        wanted = own.get(key)
-        if wanted is not None and wanted.shape != value.shape and wanted.shape[1:] == value.shape[1:] \
-                and wanted.shape[0] > value.shape[0]:
-            widened = wanted.clone()
-            widened[:value.shape[0]] = value
-            state[key] = widened
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError:
-        described = f"{source.config.architecture} {source.config.architecture_options}, {source.config.target}"
-        raise InputError(path, f"its network ({described}) differs from the one configured for training; "
-                               "set model, model_options and target to match it") from None
-
-
-def _log_settings_not_carried_over(init_from: str, log) -> None:
-    """Say that the initial model's settings per image kind stay behind (see :func:`_default_postprocess`)."""
-    from nucseg.models.registry import resolve_model_path
-
-    initial, _ = read_model_config(resolve_model_path(init_from))
-    if initial.postprocess_by_kind:
-        log(f"{init_from}'s thresholds per image kind ({', '.join(sorted(initial.postprocess_by_kind))}) are not "
-            "carried over: the fine-tuned model has one setting, its general one re-tuned on this run's validation "
-            "images")
-
-
-def _default_postprocess(config: TrainConfig) -> dict[str, Any]:
-    """Post-processing settings of the run: the initial model's tuned ones when fine-tuning, else the defaults.
-
-    A fine-tuned model with another target than its initial model (three-class
-    to distance map) keeps the initial model's settings except the seed threshold.
-    The initial model's settings per image kind are not carried over: they were
-    tuned for its own network, and the end-of-run tuning sets one setting for
-    the new one on the run's validation images.
-    """
-    from nucseg.postprocess.watershed import PostprocessConfig
-
-    if config.init_from is not None:
-        from nucseg.models.registry import resolve_model_path
-
-        initial, _ = read_model_config(resolve_model_path(config.init_from))
-        settings = PostprocessConfig.from_dict(initial.postprocess).to_dict()
-        if initial.target != config.target:  # the seeds come from another map: its threshold means something else
-            settings["marker_threshold"] = PostprocessConfig().marker_threshold
-        return settings
-    return PostprocessConfig().to_dict()
-
-
-def model_config_for(config: TrainConfig, *, split: dict, validation: dict, postprocess: dict,
-                     median_diameter: float | None = None, name: str = "") -> ModelConfig:
-    """The :class:`ModelConfig` of a network trained with ``config``."""
-    return ModelConfig(
-        architecture=config.model,
-        architecture_options={k: v for k, v in config.model_options.items() if k != "encoder_weights"},
-        in_channels=3,
-        out_channels=output_layout(config.target).channels,
-        target=config.target,
-        normalization=normalization_of(config),
-        resize_to=config.resize_to,
-        postprocess=postprocess,
-        training=config.to_dict(),
-        split={part: list(split.get(part, [])) for part in ("train", "validation", "test")},
-        validation=validation,
-        median_diameter=median_diameter,
-        name=name,
-        quality=carried_quality_calibration(config.init_from),
-    )
-
-
-def _save_model_folder(network, config, split, row, postprocess, median_diameter, path: Path) -> None:
-    validation = {k.removeprefix("val_"): float(v) for k, v in row.items() if k.startswith("val_")}
-    validation["epoch"] = int(row["epoch"])
-    save_model(network, model_config_for(config, split=split, validation=validation, postprocess=postprocess,
-                                         median_diameter=median_diameter), path)
-
-
-def _save_checkpoint(state: dict, path: Path) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _load_run(run_dir: Path) -> tuple[TrainConfig, dict, dict]:
-    import yaml
-
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        raise InputError(run_dir, "no checkpoint to resume from (checkpoints/last.pt is missing)")
-    try:
-        config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        split = json.loads((run_dir / "split.json").read_text())
-    except (OSError, ValueError, TypeError) as exc:
-        raise InputError(run_dir, f"cannot read the run's config.yaml/split.json ({exc})") from None
-    try:
-        state = torch.load(last, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for damaged files
-        raise InputError(last, f"corrupt checkpoint ({str(exc).splitlines()[0]})") from None
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise InputError(last, f"checkpoint version {state.get('version')!r} is not supported")
-    return config, split, state
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-
-
 def _log_epoch(writer, row, result: ValidationResult, val_samples: Sequence[Sample], snapshot_indices,
                run_dir: Path, epoch: int) -> None:
     for key, value in row.items():
@@ -565,32 +386,3 @@ def _log_epoch(writer, row, result: ValidationResult, val_samples: Sequence[Samp
     grid = np.concatenate([np.pad(p, ((0, 4), (0, width - p.shape[1]), (0, 0))) for p in panels], axis=0)
     write_png(run_dir / "snapshots" / f"epoch_{epoch:03d}.png", grid)
     writer.add_image("val/snapshots", grid, epoch, dataformats="HWC")
-
-
-def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(epochs, [r["val_loss"] for r in history], label="validation")
-    axes[0].set_title("loss")
-    for key, label in (("val_dsb_score", "DSB score"), ("val_ap50", "AP@0.5"), ("val_pixel_iou", "pixel IoU")):
-        axes[1].plot(epochs, [r[key] for r in history], label=label)
-    axes[1].set_title("validation")
-    axes[2].semilogy(epochs, [r["lr"] for r in history])
-    axes[2].set_title("learning rate")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
-    fig.tight_layout()
-    buffer = _io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
