@@ -61,11 +61,12 @@ def mitochondria_like(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
 def other_content(other: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Another fluorescence image, tiled or cropped to ``shape``."""
     reps = (-(-shape[0] // other.shape[0]), -(-shape[1] // other.shape[1]))
-    return np.tile(other, reps)[:shape[0], :shape[1]]
+    return np.tile(other, reps)[: shape[0], : shape[1]]
 
 
-def build_composite(nuclei: np.ndarray, labels: np.ndarray, other: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, int, str]:
+def build_composite(
+    nuclei: np.ndarray, labels: np.ndarray, other: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, int, str]:
     """An 8-bit RGB composite: ``nuclei`` in a random channel, other structures in the others.
 
     Returns the image, its nuclear channel (0-based) and what the other channels hold.
@@ -74,8 +75,12 @@ def build_composite(nuclei: np.ndarray, labels: np.ndarray, other: np.ndarray,
     kinds = list(rng.choice(["cytoplasm", "mitochondria", "other image", "empty"], size=2, replace=False))
     composite = np.zeros(nuclei.shape + (3,), dtype=np.uint8)
     composite[..., nuclear] = _scaled(nuclei, rng)
-    makers = {"cytoplasm": lambda: cytoplasm_like(labels, rng), "mitochondria": lambda: mitochondria_like(labels, rng),
-              "other image": lambda: other_content(other, nuclei.shape), "empty": lambda: np.zeros(nuclei.shape)}
+    makers = {
+        "cytoplasm": lambda: cytoplasm_like(labels, rng),
+        "mitochondria": lambda: mitochondria_like(labels, rng),
+        "other image": lambda: other_content(other, nuclei.shape),
+        "empty": lambda: np.zeros(nuclei.shape),
+    }
     for channel, kind in zip([c for c in range(3) if c != nuclear], kinds):
         composite[..., channel] = _scaled(makers[kind](), rng) if kind != "empty" else 0
     noise = rng.normal(0, 1.5, composite.shape)
@@ -87,8 +92,9 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 
 def _pairs(folder: Path, names: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(read_image(folder / "images" / f"{name}.png"), read_labels(folder / "masks" / f"{name}.tif"))
-            for name in names]
+    return [
+        (read_image(folder / "images" / f"{name}.png"), read_labels(folder / "masks" / f"{name}.tif")) for name in names
+    ]
 
 
 def _dsb_fluorescence_labels(root: Path, names: list[Path]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -162,8 +168,10 @@ def main() -> None:
     print("| images | truth | n | called composite | called not | background | channel correlation |")
     print("|---|---|---:|---:|---:|---|---|")
     for name, truth, n, called, evidences in rows:
-        print(f"| {name} | {truth} | {n} | {called} | {n - called} | {_spread(evidences, 'background')} | "
-              f"{_spread(evidences, 'correlation')} |")
+        print(
+            f"| {name} | {truth} | {n} | {called} | {n - called} | {_spread(evidences, 'background')} | "
+            f"{_spread(evidences, 'correlation')} |"
+        )
     print("\n| other channels of the composite | nuclear channel named right | of |")
     print("|---|---:|---:|")
     for content in sorted({content for content, _ in hints}):

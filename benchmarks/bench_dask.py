@@ -79,20 +79,28 @@ def run_batch(images: list[Path], work: Path, model: str, workers_list: list[int
     started = time.perf_counter()
     report = segment_files(images, work / "single", model=model)
     seconds = time.perf_counter() - started
-    rows.append(("single process (`segment_files`, in-process executor)", "-", seconds, len(images) / seconds,
-                 report.n_ok))
+    rows.append(
+        ("single process (`segment_files`, in-process executor)", "-", seconds, len(images) / seconds, report.n_ok)
+    )
     for workers in workers_list:
         started = time.perf_counter()
         with connect(f"local:{workers}", dashboard_address=None, quiet=True) as client:
             client.wait_for_workers(workers)
             startup = time.perf_counter() - started
             client.run(lambda: None)
-            segment_files(images[:workers * 2], work / f"warmup{workers}", executor=DaskExecutor(client), model=model)
+            segment_files(images[: workers * 2], work / f"warmup{workers}", executor=DaskExecutor(client), model=model)
             started = time.perf_counter()
             report = segment_files(images, work / f"dask{workers}", executor=DaskExecutor(client), model=model)
             seconds = time.perf_counter() - started
-        rows.append((f"`segment_files` on Dask, {workers} worker(s)", f"{startup:.1f}", seconds, len(images) / seconds,
-                     report.n_ok))
+        rows.append(
+            (
+                f"`segment_files` on Dask, {workers} worker(s)",
+                f"{startup:.1f}",
+                seconds,
+                len(images) / seconds,
+                report.n_ok,
+            )
+        )
     return rows
 
 
@@ -102,8 +110,11 @@ def write_mosaic_tiff(path: Path, size: int) -> None:
 
     from nucseg.io.images import read_image
 
-    a, b = (read_image(next((FIXTURES / name / "images").iterdir()))[..., :3]
-            for name in sorted(p.name for p in FIXTURES.iterdir()) if name.startswith(("00071198", "0280fa8f")))
+    a, b = (
+        read_image(next((FIXTURES / name / "images").iterdir()))[..., :3]
+        for name in sorted(p.name for p in FIXTURES.iterdir())
+        if name.startswith(("00071198", "0280fa8f"))
+    )
     tile = 256
 
     def tiles():
@@ -111,8 +122,16 @@ def write_mosaic_tiff(path: Path, size: int) -> None:
             for col in range(0, size, tile):
                 yield a if (row // tile + col // tile) % 2 == 0 else b
 
-    tifffile.imwrite(path, tiles(), shape=(size, size, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                     compression="zlib", bigtiff=True)
+    tifffile.imwrite(
+        path,
+        tiles(),
+        shape=(size, size, 3),
+        dtype=np.uint8,
+        tile=(tile, tile),
+        photometric="rgb",
+        compression="zlib",
+        bigtiff=True,
+    )
 
 
 def run_large(image: Path, work: Path, model: str, block_size: int, margin: int, workers: int) -> dict:
@@ -126,12 +145,23 @@ def run_large(image: Path, work: Path, model: str, block_size: int, margin: int,
         client.wait_for_workers(workers)
         baseline = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         started = time.perf_counter()
-        report = segment_large(image, work / "large_labels.tif", model=model, block_size=block_size, margin=margin,
-                               executor=DaskExecutor(client))
+        report = segment_large(
+            image,
+            work / "large_labels.tif",
+            model=model,
+            block_size=block_size,
+            margin=margin,
+            executor=DaskExecutor(client),
+        )
         seconds = time.perf_counter() - started
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"seconds": seconds, "report": report, "worker_peak_mib": sorted(peaks.values()),
-            "worker_start_mib": sorted(baseline.values()), "driver_peak_mib": peak_rss_mib()}
+    return {
+        "seconds": seconds,
+        "report": report,
+        "worker_peak_mib": sorted(peaks.values()),
+        "worker_start_mib": sorted(baseline.values()),
+        "driver_peak_mib": peak_rss_mib(),
+    }
 
 
 IN_MEMORY_SCRIPT = """
@@ -148,8 +178,9 @@ print(json.dumps({"seconds": seconds, "nuclei": int(labels.max()),
 
 
 def run_in_memory(image: Path, model: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", IN_MEMORY_SCRIPT, str(image), model], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", IN_MEMORY_SCRIPT, str(image), model], capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -167,8 +198,10 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true")
     args = parser.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores; "
-          f"model: {args.model}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores; "
+        f"model: {args.model}\n"
+    )
     with tempfile.TemporaryDirectory(prefix="bench_dask_") as tmp:
         work = Path(tmp)
         if not args.skip_batch:
@@ -188,21 +221,29 @@ def main() -> None:
             result = run_large(image, work, args.model, args.block_size, args.margin, workers=2)
             report = result["report"]
             megapixels = args.size**2 / 1e6
-            print(f"Large image: {args.size} x {args.size} RGB tiled TIFF ({image.stat().st_size / 2**20:.0f} MiB "
-                  f"on disk, written in {written:.0f} s), blocks of {args.block_size} + margin {args.margin} "
-                  f"({report.grid_shape[0]} x {report.grid_shape[1]} blocks), 2 single-threaded workers\n")
+            print(
+                f"Large image: {args.size} x {args.size} RGB tiled TIFF ({image.stat().st_size / 2**20:.0f} MiB "
+                f"on disk, written in {written:.0f} s), blocks of {args.block_size} + margin {args.margin} "
+                f"({report.grid_shape[0]} x {report.grid_shape[1]} blocks), 2 single-threaded workers\n"
+            )
             print("| path | time (s) | Mpx / s | nuclei | peak RSS per worker (MiB) | driver peak RSS (MiB) |")
             print("|---|---|---|---|---|---|")
-            print(f"| block-wise (`segment_large`) | {result['seconds']:.0f} | {megapixels / result['seconds']:.2f} "
-                  f"| {report.nuclei} | {', '.join(f'{v:.0f}' for v in result['worker_peak_mib'])} "
-                  f"(idle: {', '.join(f'{v:.0f}' for v in result['worker_start_mib'])}) "
-                  f"| {result['driver_peak_mib']:.0f} |")
+            print(
+                f"| block-wise (`segment_large`) | {result['seconds']:.0f} | {megapixels / result['seconds']:.2f} "
+                f"| {report.nuclei} | {', '.join(f'{v:.0f}' for v in result['worker_peak_mib'])} "
+                f"(idle: {', '.join(f'{v:.0f}' for v in result['worker_start_mib'])}) "
+                f"| {result['driver_peak_mib']:.0f} |"
+            )
             if args.in_memory:
                 whole = run_in_memory(image, args.model)
-                print(f"| whole image in one process (`Model.segment`) | {whole['seconds']:.0f} "
-                      f"| {megapixels / whole['seconds']:.2f} | {whole['nuclei']} | {whole['peak_mib']:.0f} | - |")
-            print(f"\nstitching: {report.duplicates} duplicates removed, {report.cut} objects cut by the margin, "
-                  f"{report.conflicting_pixels} conflicting pixels")
+                print(
+                    f"| whole image in one process (`Model.segment`) | {whole['seconds']:.0f} "
+                    f"| {megapixels / whole['seconds']:.2f} | {whole['nuclei']} | {whole['peak_mib']:.0f} | - |"
+                )
+            print(
+                f"\nstitching: {report.duplicates} duplicates removed, {report.cut} objects cut by the margin, "
+                f"{report.conflicting_pixels} conflicting pixels"
+            )
 
 
 if __name__ == "__main__":

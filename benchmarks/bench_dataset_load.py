@@ -59,8 +59,10 @@ def main() -> None:
             del samples
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"Dataset: `{args.dataset}`; {os.cpu_count()} CPU cores, workers={args.workers or os.cpu_count()}, "
-          f"load average {load}\n")
+    print(
+        f"Dataset: `{args.dataset}`; {os.cpu_count()} CPU cores, workers={args.workers or os.cpu_count()}, "
+        f"load average {load}\n"
+    )
     print("| load | seconds | CPU seconds | images | masks |")
     print("|---|---:|---:|---:|---:|")
     for label, seconds, cpu_seconds, images, nuclei in rows:

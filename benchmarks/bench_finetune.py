@@ -55,14 +55,30 @@ def paired_folder(files, folder: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="gbm40_he", help="dataset name under the data root, or a folder")
-    parser.add_argument("--minutes", type=float, default=14.0,
-                        help="time limit of the fine-tuning run (checked after each epoch: 14 keeps it under 15)")
-    parser.add_argument("--epochs", type=int, default=50,
-                        help="the README's fine-tuning command uses 50 (chosen on --part develop of 20, 40, 50)")
-    parser.add_argument("--part", choices=("report", "develop"), default="report",
-                        help="report: the seeded order's images 1-20; develop: its images 21-40, for choosing settings")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="a YAML of TrainConfig settings passed to train (to compare settings on --part develop)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=14.0,
+        help="time limit of the fine-tuning run (checked after each epoch: 14 keeps it under 15)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=50,
+        help="the README's fine-tuning command uses 50 (chosen on --part develop of 20, 40, 50)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=("report", "develop"),
+        default="report",
+        help="report: the seeded order's images 1-20; develop: its images 21-40, for choosing settings",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a YAML of TrainConfig settings passed to train (to compare settings on --part develop)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench_finetune"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -71,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     files = list_dataset(root)
     order = np.random.default_rng(args.seed).permutation(len(files))
     if args.part == "develop":
-        order = order[N_TUNE + N_TEST:]
+        order = order[N_TUNE + N_TEST :]
     if len(order) < N_TUNE + N_TEST:
         raise SystemExit(f"bench_finetune: {root} has too few images for --part {args.part} ({len(order)})")
     tune = [files[i] for i in order[:N_TUNE]]
-    test_names = [files[i].name for i in order[N_TUNE:N_TUNE + N_TEST]]
+    test_names = [files[i].name for i in order[N_TUNE : N_TUNE + N_TEST]]
     test = load_dataset(root, names=test_names, progress=False)
     before = evaluate_model(load_model("dsb2018"), test, name="dsb2018", progress=False)
     if args.out.exists():
@@ -83,22 +99,45 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         mine = paired_folder(tune, Path(work) / "mine")
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "nucseg.cli", "train", "--data", str(mine), "--out", str(args.out),
-                        "--init-from", "dsb2018", "--epochs", str(args.epochs), "--time-limit", str(args.minutes),
-                        "--device", "cpu", *(["--config", str(args.config)] if args.config else [])], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nucseg.cli",
+                "train",
+                "--data",
+                str(mine),
+                "--out",
+                str(args.out),
+                "--init-from",
+                "dsb2018",
+                "--epochs",
+                str(args.epochs),
+                "--time-limit",
+                str(args.minutes),
+                "--device",
+                "cpu",
+                *(["--config", str(args.config)] if args.config else []),
+            ],
+            check=True,
+        )
         minutes = (time.perf_counter() - started) / 60
     after = evaluate_model(load_model(args.out / "model"), test, name="fine-tuned", progress=False)
-    print(f"{root.name}: fine-tuned on {N_TUNE} images, scored on {N_TEST} others (seed {args.seed}, "
-          f"part {args.part}, --epochs {args.epochs}"
-          f"{f', --config {args.config}' if args.config else ''}); "
-          f"training took {minutes:.1f} min\n")
+    print(
+        f"{root.name}: fine-tuned on {N_TUNE} images, scored on {N_TEST} others (seed {args.seed}, "
+        f"part {args.part}, --epochs {args.epochs}"
+        f"{f', --config {args.config}' if args.config else ''}); "
+        f"training took {minutes:.1f} min\n"
+    )
     print("| model | DSB score | AP@0.5 | AP@0.75 | F1@0.5 |")
     print("|---|---:|---:|---:|---:|")
     for label, report in (("dsb2018 (before)", before), ("fine-tuned (after)", after)):
         scores = report.overall
         print(f"| {label} | {scores.dsb_score:.3f} | {scores.ap50:.3f} | {scores.ap75:.3f} | {scores.f1_50:.3f} |")
-    print(f"\nAP@0.5 {before.overall.ap50:.3f} -> {after.overall.ap50:.3f} "
-          f"({after.overall.ap50 - before.overall.ap50:+.3f})")
+    print(
+        f"\nAP@0.5 {before.overall.ap50:.3f} -> {after.overall.ap50:.3f} "
+        f"({after.overall.ap50 - before.overall.ap50:+.3f})"
+    )
     return 0
 
 

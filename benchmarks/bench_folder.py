@@ -78,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=dataset_path("dsb2018/stage1_train"))
     parser.add_argument("--split-from", type=Path, default=package_models_dir() / "dsb2018")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--before", type=Path, metavar="SRC",
-                        help="the src folder of another nucseg version to time beside this one")
+    parser.add_argument(
+        "--before", type=Path, metavar="SRC", help="the src folder of another nucseg version to time beside this one"
+    )
     args = parser.parse_args(argv)
     if args.before is not None and not (args.before / "nucseg" / "version.py").is_file():
         raise SystemExit(f"bench_folder: {args.before} is not a nucseg src folder (no nucseg/version.py in it)")
@@ -104,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     before[label].append(run(command, args.before))
         one = [*nucseg, str(images[0]), "--out", str(Path(work) / "one"), "--overwrite"]
         small = statistics.median(run(one) for _ in range(args.repeat))
-        skip = statistics.median(run([*nucseg, str(folder), "--out", str(Path(work) / "out")])
-                                 for _ in range(args.repeat))
+        skip = statistics.median(
+            run([*nucseg, str(folder), "--out", str(Path(work) / "out")]) for _ in range(args.repeat)
+        )
     classical = statistics.median(times["classical baseline (`--model classical`)"])
     print(f"{len(images)} images from {source}, {mp:.1f} megapixels; median of {args.repeat} runs, whole process\n")
     extra = " | before: seconds | before: s per megapixel | × before" if args.before is not None else ""

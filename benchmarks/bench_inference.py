@@ -55,10 +55,13 @@ def load_benchmark_model(name_or_path: str | None, work_dir: Path):
         from nucseg.models.networks import build_model
 
         path = work_dir / "untrained_unet"
-        save_model(build_model("unet", base_channels=8, depth=5),
-                   ModelConfig("unet", {"base_channels": 8, "depth": 5}), path)
-        note = (f"UNTRAINED unet (base_channels 8, depth 5) because the default model is missing ({exc}); "
-                "network times are representative, post-processing times are not")
+        save_model(
+            build_model("unet", base_channels=8, depth=5), ModelConfig("unet", {"base_channels": 8, "depth": 5}), path
+        )
+        note = (
+            f"UNTRAINED unet (base_channels 8, depth 5) because the default model is missing ({exc}); "
+            "network times are representative, post-processing times are not"
+        )
         return load_model(path), note
 
 
@@ -97,10 +100,15 @@ def make_runners(model) -> dict:
     return {
         "torch, contiguous": (None, lambda: TorchRunner(network, channels_last=False)),
         "torch, channels-last": ("torch", lambda: TorchRunner(network, channels_last=True)),
-        "onnxruntime": ("onnxruntime", lambda: OnnxRunner(onnx_path(model.path) or onnx_bytes(
-            network, in_channels=model.config.in_channels))),
-        **({"onnxruntime, int8 graph": ("onnxruntime-int8", lambda: OnnxRunner(onnx_path(model.path, int8=True)))}
-           if model.has_int8_graph else {}),
+        "onnxruntime": (
+            "onnxruntime",
+            lambda: OnnxRunner(onnx_path(model.path) or onnx_bytes(network, in_channels=model.config.in_channels)),
+        ),
+        **(
+            {"onnxruntime, int8 graph": ("onnxruntime-int8", lambda: OnnxRunner(onnx_path(model.path, int8=True)))}
+            if model.has_int8_graph
+            else {}
+        ),
     }
 
 
@@ -116,8 +124,9 @@ def time_runner(model, make_runner, image: np.ndarray, *, tile_size: int, batch_
 
     def network():
         prepared = prepare_image(image, model.config.normalization)
-        return predict_rescaled(runner, prepared, resize_to=model.config.resize_to, tile_size=tile_size,
-                                batch_size=batch_size)
+        return predict_rescaled(
+            runner, prepared, resize_to=model.config.resize_to, tile_size=tile_size, batch_size=batch_size
+        )
 
     probabilities = network()  # warm-up
     network_seconds = best_time(network, repeat)
@@ -155,8 +164,14 @@ print(json.dumps({{"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 def peak_memory(model_path: str, backend: str, size: int, tile_size: int, batch_size: int) -> dict:
     """Peak RSS (MB) and wall time of a fresh process segmenting a ``size`` x ``size`` image."""
-    script = _PEAK_SCRIPT.format(bench_dir=str(Path(__file__).parent), model=model_path, size=size,
-                                 backend=backend, tile_size=tile_size, batch_size=batch_size)
+    script = _PEAK_SCRIPT.format(
+        bench_dir=str(Path(__file__).parent),
+        model=model_path,
+        size=size,
+        backend=backend,
+        tile_size=tile_size,
+        batch_size=batch_size,
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -182,33 +197,42 @@ def main() -> None:
         megapixels = image.shape[0] * image.shape[1] / 1e6
         rows = []
         for label, (backend, make_runner) in make_runners(model).items():
-            timing = time_runner(model, make_runner, image, tile_size=args.tile_size, batch_size=args.batch_size,
-                                 repeat=args.repeat)
+            timing = time_runner(
+                model, make_runner, image, tile_size=args.tile_size, batch_size=args.batch_size, repeat=args.repeat
+            )
             peak = {}
             if backend is not None and not args.no_peak:
                 peak = peak_memory(str(model.path), backend, args.peak_size, args.tile_size, args.batch_size)
             rows.append((label, timing, peak))
-        auto = time_automatic_sizing(model, image, tile_size=args.tile_size, batch_size=args.batch_size,
-                                     repeat=args.repeat)
+        auto = time_automatic_sizing(
+            model, image, tile_size=args.tile_size, batch_size=args.batch_size, repeat=args.repeat
+        )
 
         print(f"{note}")
-        print(f"image: brightfield sample tiled to {image.shape[1]} x {image.shape[0]} ({megapixels:.2f} MP); "
-              f"tile {args.tile_size}, overlap {DEFAULT_OVERLAP}, {args.batch_size} tile(s) per call; "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"best of {args.repeat}; peak RSS of a fresh process segmenting {args.peak_size} x {args.peak_size}")
+        print(
+            f"image: brightfield sample tiled to {image.shape[1]} x {image.shape[0]} ({megapixels:.2f} MP); "
+            f"tile {args.tile_size}, overlap {DEFAULT_OVERLAP}, {args.batch_size} tile(s) per call; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+            f"best of {args.repeat}; peak RSS of a fresh process segmenting {args.peak_size} x {args.peak_size}"
+        )
         print()
-        print("| backend | network s/MP | post-processing s/MP | end to end s/MP | one-off setup s "
-              f"| {args.peak_size}² peak RSS MB | {args.peak_size}² wall s |")
+        print(
+            "| backend | network s/MP | post-processing s/MP | end to end s/MP | one-off setup s "
+            f"| {args.peak_size}² peak RSS MB | {args.peak_size}² wall s |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|")
         for label, timing, peak in rows:
             net, post = timing["network"] / megapixels, timing["post"] / megapixels
             peak_mb = f"{peak['peak_mb']:.0f}" if peak else "-"
             wall = f"{peak['seconds']:.1f}" if peak else "-"
-            print(f"| {label} | {net:.3f} | {post:.3f} | {net + post:.3f} | {timing['setup']:.2f} "
-                  f"| {peak_mb} | {wall} |")
+            print(
+                f"| {label} | {net:.3f} | {post:.3f} | {net + post:.3f} | {timing['setup']:.2f} | {peak_mb} | {wall} |"
+            )
         print()
-        print(f"default call with automatic sizing ({auto['backend']}): resize factor {auto['scale']:.2f}, "
-              f"{auto['seconds'] / megapixels:.3f} s/MP end to end")
+        print(
+            f"default call with automatic sizing ({auto['backend']}): resize factor {auto['scale']:.2f}, "
+            f"{auto['seconds'] / megapixels:.3f} s/MP end to end"
+        )
 
 
 if __name__ == "__main__":

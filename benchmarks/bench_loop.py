@@ -52,20 +52,39 @@ from nucseg.models.folder import read_model_config
 from nucseg.models.registry import DEFAULT_MODEL, resolve_model_path
 from nucseg.training.finetune import fine_tune
 
-COLUMNS = ["draw", "corrected", "ap50", "dsb_score", "ap50_before_correction", "train_minutes", "cpu_minutes",
-           "epochs", "best_epoch", "images"]
+COLUMNS = [
+    "draw",
+    "corrected",
+    "ap50",
+    "dsb_score",
+    "ap50_before_correction",
+    "train_minutes",
+    "cpu_minutes",
+    "epochs",
+    "best_epoch",
+    "images",
+]
 
 
 def held_out_names(root: Path, names: list[str], model: str, count: int) -> tuple[list[str], str]:
     """The fixed held-out images, and where they come from (in words)."""
     config, _ = read_model_config(resolve_model_path(model))
     prefix = f"{root.name}/"
-    unseen = sorted({n.removeprefix(prefix) for side in ("validation", "test") for n in config.split.get(side, [])
-                     if n.startswith(prefix)} & set(names))
+    unseen = sorted(
+        {
+            n.removeprefix(prefix)
+            for side in ("validation", "test")
+            for n in config.split.get(side, [])
+            if n.startswith(prefix)
+        }
+        & set(names)
+    )
     seen = {n.removeprefix(prefix) for n in config.split.get("train", []) if n.startswith(prefix)} & set(names)
     if unseen:
-        return unseen, (f"the {len(unseen)} validation and test images of {model} in {root.name} (it trained on "
-                        f"{len(seen)} of the other {len(names) - len(unseen)})")
+        return unseen, (
+            f"the {len(unseen)} validation and test images of {model} in {root.name} (it trained on "
+            f"{len(seen)} of the other {len(names) - len(unseen)})"
+        )
     order = np.random.default_rng(0).permutation(len(names))
     chosen = sorted(names[i] for i in order[:count])
     return chosen, (f"{count} images drawn by seed 0 ({model} trained on {len(seen)} images of {root.name})")
@@ -85,8 +104,20 @@ def write_rounds(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def run_draw(draw: int, *, root: Path, pool: list[str], held_out, counts: list[int], model: str, minutes: float,
-             out: Path, rows: list[dict], rounds_csv: Path, settings: dict | None = None) -> None:
+def run_draw(
+    draw: int,
+    *,
+    root: Path,
+    pool: list[str],
+    held_out,
+    counts: list[int],
+    model: str,
+    minutes: float,
+    out: Path,
+    rows: list[dict],
+    rounds_csv: Path,
+    settings: dict | None = None,
+) -> None:
     """The rounds of one draw not yet in ``rows``."""
     order = [pool[i] for i in np.random.default_rng(draw).permutation(len(pool))]
     project = TrainingProject(out / f"draw{draw}" / "project")
@@ -107,19 +138,37 @@ def run_draw(draw: int, *, root: Path, pool: list[str], held_out, counts: list[i
             for sample in new:
                 project.add(sample.image, sample.labels, name=sample.name, overwrite=True)
             cpu_started, wall_started = time.process_time(), time.perf_counter()
-            result = fine_tune(project, base_model=current, minutes=minutes, name=f"round{count}", settings=settings,
-                               log=lambda message: print(f"  {message}", flush=True))
+            result = fine_tune(
+                project,
+                base_model=current,
+                minutes=minutes,
+                name=f"round{count}",
+                settings=settings,
+                log=lambda message: print(f"  {message}", flush=True),
+            )
             cpu, wall = time.process_time() - cpu_started, time.perf_counter() - wall_started
             current = str(result.model_dir)
         scores = evaluate_model(load_model(current), held_out, by_kind=False).overall
-        rows.append({"draw": draw, "corrected": count, "ap50": f"{scores.ap50:.4f}",
-                     "dsb_score": f"{scores.dsb_score:.4f}", "ap50_before_correction": f"{before:.4f}",
-                     "train_minutes": f"{wall / 60:.2f}", "cpu_minutes": f"{cpu / 60:.2f}",
-                     "epochs": result.epochs_run if result else 0, "best_epoch": result.best_epoch if result else 0,
-                     "images": " ".join(order[:count])})
+        rows.append(
+            {
+                "draw": draw,
+                "corrected": count,
+                "ap50": f"{scores.ap50:.4f}",
+                "dsb_score": f"{scores.dsb_score:.4f}",
+                "ap50_before_correction": f"{before:.4f}",
+                "train_minutes": f"{wall / 60:.2f}",
+                "cpu_minutes": f"{cpu / 60:.2f}",
+                "epochs": result.epochs_run if result else 0,
+                "best_epoch": result.best_epoch if result else 0,
+                "images": " ".join(order[:count]),
+            }
+        )
         write_rounds(rounds_csv, rows)
-        print(f"draw {draw}, {count} corrected: held-out AP@0.5 {scores.ap50:.3f} (training {wall / 60:.1f} min, "
-              f"{cpu / 60:.1f} CPU min)", flush=True)
+        print(
+            f"draw {draw}, {count} corrected: held-out AP@0.5 {scores.ap50:.3f} (training {wall / 60:.1f} min, "
+            f"{cpu / 60:.1f} CPU min)",
+            flush=True,
+        )
         previous_count = count
 
 
@@ -128,17 +177,23 @@ def table(rows: list[dict[str, str]]) -> str:
     counts = sorted({int(r["corrected"]) for r in rows})
     draws = sorted({int(r["draw"]) for r in rows})
     base = {int(r["draw"]): float(r["ap50"]) for r in rows if int(r["corrected"]) == 0}
-    lines = ["| corrected images | held-out AP@0.5 (mean) | per draw | gain over 0 (mean) | training min/round "
-             "(wall, mean) | CPU min/round (mean) |", "|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| corrected images | held-out AP@0.5 (mean) | per draw | gain over 0 (mean) | training min/round "
+        "(wall, mean) | CPU min/round (mean) |",
+        "|---:|---:|---|---:|---:|---:|",
+    ]
     for count in counts:
         part = [r for r in rows if int(r["corrected"]) == count]
         ap = [float(r["ap50"]) for r in part]
         gains = [float(r["ap50"]) - base[int(r["draw"])] for r in part if int(r["draw"]) in base]
         wall = [float(r["train_minutes"]) for r in part]
         cpu = [float(r["cpu_minutes"]) for r in part]
-        lines.append(f"| {count} | {np.mean(ap):.3f} | {' '.join(f'{a:.3f}' for a in ap)} | "
-                     f"{np.mean(gains):+.3f} | {np.mean(wall):.1f} | {np.mean(cpu):.1f} |" if count else
-                     f"| 0 | {np.mean(ap):.3f} | {' '.join(f'{a:.3f}' for a in ap)} | | | |")
+        lines.append(
+            f"| {count} | {np.mean(ap):.3f} | {' '.join(f'{a:.3f}' for a in ap)} | "
+            f"{np.mean(gains):+.3f} | {np.mean(wall):.1f} | {np.mean(cpu):.1f} |"
+            if count
+            else f"| 0 | {np.mean(ap):.3f} | {' '.join(f'{a:.3f}' for a in ap)} | | | |"
+        )
     lines.append(f"\n{len(draws)} draws ({', '.join(map(str, draws))}).")
     return "\n".join(lines)
 
@@ -174,16 +229,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="monuseg_train_he", help="dataset name under the data root, or a folder")
     parser.add_argument("--out", type=Path, help="output folder (continued if it holds rounds.csv)")
     parser.add_argument("--draws", type=int, nargs="+", default=[0, 1, 2], help="seeds of the draws")
-    parser.add_argument("--counts", type=int, nargs="+", default=[0, 1, 2, 4, 8],
-                        help="corrected images after each round (0: the starting model)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-clock budget of a round's fine-tuning (default none: the epochs of the widget's "
-                             "settings, so that a shared CPU changes the time, not the result)")
+    parser.add_argument(
+        "--counts",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 4, 8],
+        help="corrected images after each round (0: the starting model)",
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget of a round's fine-tuning (default none: the epochs of the widget's "
+        "settings, so that a shared CPU changes the time, not the result)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="the starting model (default: the default model)")
-    parser.add_argument("--held-out", type=int, default=4,
-                        help="held-out images when the starting model names none of this set as unseen")
-    parser.add_argument("--settings", type=json.loads, default=None,
-                        help='JSON of TrainConfig settings over the widget\'s, e.g. \'{"crop_size": 128}\'')
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=4,
+        help="held-out images when the starting model names none of this set as unseen",
+    )
+    parser.add_argument(
+        "--settings",
+        type=json.loads,
+        default=None,
+        help="JSON of TrainConfig settings over the widget's, e.g. '{\"crop_size\": 128}'",
+    )
     parser.add_argument("--report", type=Path, help="print the table of this output folder (and --plot it)")
     parser.add_argument("--plot", type=Path, help="with --report: draw the plot here")
     args = parser.parse_args(argv)
@@ -208,17 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     held_out = load_dataset(root, names=held_names, progress=False)
     args.out.mkdir(parents=True, exist_ok=True)
     budget = "the widget's epochs" if args.minutes is None else f"at most {args.minutes:g} min"
-    about = {"description": f"{root.name}: starting model {args.model}; held out: {origin}; each round fine-tunes "
-                            f"for {budget}; command: python benchmarks/bench_loop.py "
-                            + shlex.join(sys.argv[1:] if argv is None else argv),
-             "title": f"{root.name}, from {args.model}", "held_out": held_names}
+    about = {
+        "description": f"{root.name}: starting model {args.model}; held out: {origin}; each round fine-tunes "
+        f"for {budget}; command: python benchmarks/bench_loop.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "title": f"{root.name}, from {args.model}",
+        "held_out": held_names,
+    }
     with atomic_write(args.out / "about.json") as tmp:
         tmp.write_text(json.dumps(about, indent=1) + "\n")
     rounds_csv = args.out / "rounds.csv"
     rows = read_rounds(rounds_csv)
     for draw in args.draws:
-        run_draw(draw, root=root, pool=pool, held_out=held_out, counts=counts, model=args.model,
-                 minutes=args.minutes, out=args.out, rows=rows, rounds_csv=rounds_csv, settings=args.settings)
+        run_draw(
+            draw,
+            root=root,
+            pool=pool,
+            held_out=held_out,
+            counts=counts,
+            model=args.model,
+            minutes=args.minutes,
+            out=args.out,
+            rows=rows,
+            rounds_csv=rounds_csv,
+            settings=args.settings,
+        )
     print(about["description"] + "\n")
     print(table(rows))
     return 0

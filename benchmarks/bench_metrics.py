@@ -87,8 +87,10 @@ def main() -> None:
     truth = synthetic_truth(args.size, args.objects, rng)
     pred = perturbed(truth, rng)
     scores = image_scores(truth, pred)
-    print(f"{args.size}x{args.size} image, {scores.n_true} true and {scores.n_pred} predicted objects, "
-          f"DSB score {scores.dsb_score:.3f}, median of {args.repeat} runs\n")
+    print(
+        f"{args.size}x{args.size} image, {scores.n_true} true and {scores.n_pred} predicted objects, "
+        f"DSB score {scores.dsb_score:.3f}, median of {args.repeat} runs\n"
+    )
 
     cases = [
         ("`iou_matrix`", lambda: iou_matrix(truth, pred)),

@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             times[key].append(time.perf_counter() - started)
 
     megapixels = SIZE * SIZE / 1e6
-    print(f"ONNX Runtime {ort.__version__}, {args.threads} threads, {SIZE} x {SIZE} input, best of {args.rounds} "
-          "interleaved rounds\n")
+    print(
+        f"ONNX Runtime {ort.__version__}, {args.threads} threads, {SIZE} x {SIZE} input, best of {args.rounds} "
+        "interleaved rounds\n"
+    )
     print("| model | graph | seconds | s per megapixel |")
     print("|---|---|---:|---:|")
     for (name, graph_kind), values in times.items():

@@ -36,19 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     paths = [entry["path"] for entry in TrainConfig.from_dict(load_config_file(args.config)).datasets]
     with tempfile.TemporaryDirectory() as work:
         exact = pack_datasets(paths, Path(work) / "exact")
-        lossy = {quality: pack_datasets(paths, Path(work) / f"q{quality}", jpeg_quality=quality)
-                 for quality in args.quality}
+        lossy = {
+            quality: pack_datasets(paths, Path(work) / f"q{quality}", jpeg_quality=quality) for quality in args.quality
+        }
         print(f"{args.config}: {len(paths)} datasets\n")
-        print("| dataset | exact MB | " + " | ".join(f"JPEG {q}: MB, mean input difference" for q in args.quality)
-              + " |")
+        print(
+            "| dataset | exact MB | " + " | ".join(f"JPEG {q}: MB, mean input difference" for q in args.quality) + " |"
+        )
         print("|---|---:|" + "---:|" * len(args.quality))
         for i, packed in enumerate(exact):
-            reference = load_dataset(packed.folder, cache_dir=False)[:args.images]
+            reference = load_dataset(packed.folder, cache_dir=False)[: args.images]
             cells = [f"{packed.bytes / 1e6:.1f}"]
             for quality in args.quality:
                 copy = {s.name: s for s in load_dataset(lossy[quality][i].folder, cache_dir=False)}
-                difference = np.mean([np.abs(prepare_image(copy[s.name].image) - prepare_image(s.image)).mean()
-                                      for s in reference])
+                difference = np.mean(
+                    [np.abs(prepare_image(copy[s.name].image) - prepare_image(s.image)).mean() for s in reference]
+                )
                 cells.append(f"{lossy[quality][i].bytes / 1e6:.1f}, {difference:.4f}")
             print(f"| {paths[i]} | " + " | ".join(cells) + " |")
         totals = [sum(p.bytes for p in exact)] + [sum(p.bytes for p in lossy[q]) for q in args.quality]

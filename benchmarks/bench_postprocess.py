@@ -35,8 +35,9 @@ def synthetic_labels(size: int, n_nuclei: int, seed: int = 0) -> np.ndarray:
     labels = np.zeros((size, size), dtype=np.int32)
     for i in range(1, n_nuclei + 1):
         r, c = rng.uniform(0, size, 2)
-        rr, cc = ellipse(r, c, rng.uniform(6, 14), rng.uniform(6, 14), shape=labels.shape,
-                         rotation=rng.uniform(0, np.pi))
+        rr, cc = ellipse(
+            r, c, rng.uniform(6, 14), rng.uniform(6, 14), shape=labels.shape, rotation=rng.uniform(0, np.pi)
+        )
         labels[rr, cc] = i
     return labels
 
@@ -77,8 +78,7 @@ def main() -> None:
     cases = [
         ("three-class watershed", lambda: instances_from_probabilities(three)),
         ("binary components", lambda: instances_from_probabilities(binary)),
-        ("binary + distance split",
-         lambda: instances_from_probabilities(binary, PostprocessConfig(split_binary=True))),
+        ("binary + distance split", lambda: instances_from_probabilities(binary, PostprocessConfig(split_binary=True))),
         ("classical baseline", lambda: segment_classical(image)),
     ]
     print(f"{args.size} x {args.size}, {len(np.unique(labels)) - 1} nuclei, best of {args.repeat}, one thread\n")

@@ -51,8 +51,10 @@ def main() -> None:
         megapixels = image.shape[0] * image.shape[1] / 1e6
         settings = {"baseline": args.baseline, "candidate": args.candidate}
         print(note)
-        print(f"image {image.shape[1]} x {image.shape[0]}; {args.repeat} alternating pairs per backend; "
-              "settings are tile size, overlap, tiles per call\n")
+        print(
+            f"image {image.shape[1]} x {image.shape[0]}; {args.repeat} alternating pairs per backend; "
+            "settings are tile size, overlap, tiles per call\n"
+        )
         print("| backend | setting | best s/MP | median s/MP | median candidate/baseline ratio |")
         print("|---|---|---:|---:|---:|")
         for backend in ("onnxruntime", "torch"):
@@ -61,14 +63,17 @@ def main() -> None:
             for _ in range(args.repeat):
                 for name, (tile_size, overlap, batch_size) in settings.items():
                     start = time.perf_counter()
-                    model.probabilities(image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
-                                        backend=backend)
+                    model.probabilities(
+                        image, tile_size=tile_size, overlap=overlap, batch_size=batch_size, backend=backend
+                    )
                     seconds[name].append((time.perf_counter() - start) / megapixels)
             ratio = np.median(np.array(seconds["candidate"]) / np.array(seconds["baseline"]))
             for name, setting in settings.items():
                 cell = f"{ratio:.2f}" if name == "candidate" else ""
-                print(f"| {backend} | {name} {','.join(map(str, setting))} | {min(seconds[name]):.3f} "
-                      f"| {np.median(seconds[name]):.3f} | {cell} |")
+                print(
+                    f"| {backend} | {name} {','.join(map(str, setting))} | {min(seconds[name]):.3f} "
+                    f"| {np.median(seconds[name]):.3f} | {cell} |"
+                )
 
 
 if __name__ == "__main__":

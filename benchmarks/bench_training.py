@@ -48,8 +48,7 @@ def peak_rss_mib(who: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", type=Path,
-                        default=FULL_DATASET if FULL_DATASET.is_dir() else FIXTURES)
+    parser.add_argument("dataset", nargs="?", type=Path, default=FULL_DATASET if FULL_DATASET.is_dir() else FIXTURES)
     parser.add_argument("--steps", type=int, default=20, help="timed optimisation steps (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the config's)")
@@ -68,8 +67,13 @@ def main() -> None:
     network = build_model(config.model, out_channels=TARGET_CLASSES[config.target], **config.model_options)
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sampler = EpochSampler((args.warmup + args.steps) * config.batch_size)
-    loader = torch.utils.data.DataLoader(CropDataset(prepared, config), batch_size=config.batch_size,
-                                         sampler=sampler, num_workers=config.num_workers, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        CropDataset(prepared, config),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=True,
+    )
     network.train()
     data_seconds = 0.0
     started = waited = time.perf_counter()
@@ -90,9 +94,11 @@ def main() -> None:
     images_per_second = args.steps * config.batch_size / seconds
     parameters = sum(p.numel() for p in network.parameters())
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"Dataset: `{args.dataset}` ({len(prepared)} images); {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads; "
-          f"load average before the end: {load}\n")
+    print(
+        f"Dataset: `{args.dataset}` ({len(prepared)} images); {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+        f"load average before the end: {load}\n"
+    )
     print("| setting | value |")
     print("|---|---|")
     print(f"| model | `{config.model}` {config.model_options or '(defaults)'}, {parameters / 1e6:.2f} M parameters |")
@@ -101,8 +107,10 @@ def main() -> None:
     print(f"| throughput | **{images_per_second:.1f} images/s** ({seconds / args.steps:.2f} s per step) |")
     print(f"| of which waiting for data | {data_seconds:.1f} s of {seconds:.1f} s |")
     print(f"| peak RSS, main process | {peak_rss_mib(resource.RUSAGE_SELF):.0f} MiB |")
-    print(f"| peak RSS, largest DataLoader worker (pages shared with the main process included) | "
-          f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB |")
+    print(
+        f"| peak RSS, largest DataLoader worker (pages shared with the main process included) | "
+        f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB |"
+    )
 
 
 if __name__ == "__main__":

@@ -46,20 +46,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model folder")
     parser.add_argument("--data", help="the dataset of a model trained on one dataset")
-    parser.add_argument("--unseen", action="append", default=[], metavar="DATASET",
-                        help="an annotated dataset of another kind, every image measured (repeat)")
+    parser.add_argument(
+        "--unseen",
+        action="append",
+        default=[],
+        metavar="DATASET",
+        help="an annotated dataset of another kind, every image measured (repeat)",
+    )
     parser.add_argument("--write", action="store_true", help="store the calibration in the model's config.json")
     parser.add_argument("--json", metavar="FILE", help="write per-image scores, features and AP@0.5 here")
-    parser.add_argument("--not-nuclei", type=int, default=0, metavar="N",
-                        help="also measure images with things other than nuclei built from the first N "
-                             "fluorescence test images (burned-in text, a whole-cell stain) and the first N "
-                             "histology ones (stroma texture): nucseg.evaluation.not_nuclei")
-    parser.add_argument("--limits-only", action="store_true",
-                        help="keep the stored calibration's weights and threshold; fit only the limits of the "
-                             "not-nuclei features (so the score, and the images it flags, stay as they were)")
-    parser.add_argument("--cache", metavar="DIR",
-                        help="keep each image's segmentation here and reuse it (features change, the network's "
-                             "output does not: delete the folder after changing the model)")
+    parser.add_argument(
+        "--not-nuclei",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure images with things other than nuclei built from the first N "
+        "fluorescence test images (burned-in text, a whole-cell stain) and the first N "
+        "histology ones (stroma texture): nucseg.evaluation.not_nuclei",
+    )
+    parser.add_argument(
+        "--limits-only",
+        action="store_true",
+        help="keep the stored calibration's weights and threshold; fit only the limits of the "
+        "not-nuclei features (so the score, and the images it flags, stay as they were)",
+    )
+    parser.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep each image's segmentation here and reuse it (features change, the network's "
+        "output does not: delete the folder after changing the model)",
+    )
     return parser.parse_args(argv)
 
 
@@ -83,13 +99,20 @@ def measured(model, samples, cache: Path | None = None) -> list[dict]:
     for sample in samples:
         result = segmented(model, sample, cache)
         features = model.assess_quality(sample.image, result).features
-        rows.append({"name": sample.name, "kind": image_kind(sample.image), "features": features,
-                     "ap50": image_scores(sample.labels, result.labels).ap50})
+        rows.append(
+            {
+                "name": sample.name,
+                "kind": image_kind(sample.image),
+                "features": features,
+                "ap50": image_scores(sample.labels, result.labels).ap50,
+            }
+        )
     return rows
 
 
 def not_nuclei_samples(samples, count: int) -> dict[str, list]:
     """Per built case, its samples: each image's nuclei stay its truth, what was added is not nuclei."""
+
     def built(kind: str, make) -> list:
         chosen = [s for s in sorted(samples, key=lambda s: s.name) if image_kind(s.image) == kind][:count]
         return [dataclasses.replace(s, image=make(s), name=f"{s.name}+{make.__name__}") for s in chosen]
@@ -103,15 +126,21 @@ def not_nuclei_samples(samples, count: int) -> dict[str, list]:
     def stroma(s):
         return not_nuclei.with_stroma(s.image, s.labels)
 
-    return {"burned-in text": built("fluorescence", text), "whole-cell stain": built("fluorescence", cell_stain),
-            "stroma texture (H&E)": built("histology", stroma)}
+    return {
+        "burned-in text": built("fluorescence", text),
+        "whole-cell stain": built("fluorescence", cell_stain),
+        "stroma texture (H&E)": built("histology", stroma),
+    }
 
 
 def describe(title: str, rows: list[dict], calibration) -> str:
-    relation = quality_relation([r["features"] for r in rows], [r["ap50"] for r in rows], calibration,
-                                kinds=[r["kind"] for r in rows])
-    return (f"| {title} | {relation.images} | {relation.spearman:.3f} | {relation.flagged} | "
-            f"{relation.mean_ap50_flagged:.3f} | {relation.mean_ap50_ok:.3f} |")
+    relation = quality_relation(
+        [r["features"] for r in rows], [r["ap50"] for r in rows], calibration, kinds=[r["kind"] for r in rows]
+    )
+    return (
+        f"| {title} | {relation.images} | {relation.spearman:.3f} | {relation.flagged} | "
+        f"{relation.mean_ap50_flagged:.3f} | {relation.mean_ap50_ok:.3f} |"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,15 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(args.cache) if args.cache else None
     fit_rows = measured(model, fit_samples, cache)
     train_kinds = sorted({image_kind(s.image) for s in load_validation_samples(args.model, args.data, part="train")})
-    calibration = fit_calibration([r["features"] for r in fit_rows], [r["ap50"] for r in fit_rows],
-                                  training_kinds=train_kinds, kinds=[r["kind"] for r in fit_rows],
-                                  fitted_on=f"the {len(fit_rows)} validation images of the model's split")
+    calibration = fit_calibration(
+        [r["features"] for r in fit_rows],
+        [r["ap50"] for r in fit_rows],
+        training_kinds=train_kinds,
+        kinds=[r["kind"] for r in fit_rows],
+        fitted_on=f"the {len(fit_rows)} validation images of the model's split",
+    )
     stored = model.quality_calibration()
     if args.limits_only:
         if stored is None:
             raise SystemExit(f"{args.model}: --limits-only needs a stored calibration, and it has none")
-        calibration = dataclasses.replace(stored, limits=calibration.limits, fitted_on=(
-            f"{stored.fitted_on}; limits: the {len(fit_rows)} validation images of the model's split"))
+        calibration = dataclasses.replace(
+            stored,
+            limits=calibration.limits,
+            fitted_on=(f"{stored.fitted_on}; limits: the {len(fit_rows)} validation images of the model's split"),
+        )
     sets = {"validation (fitted on)": fit_rows}
     if config.split.get("test"):
         test_rows = measured(model, load_validation_samples(args.model, args.data, part="test"), cache)
@@ -143,13 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sets[f"built: {case}"] = measured(model, samples, cache)
     for folder in args.unseen:
         sets[f"unseen: {folder.rstrip('/').split('/')[-1]}"] = measured(model, load_dataset(folder), cache)
-    held_out = [r for title, rows in sets.items() if title == "test split" or title.startswith(("unseen", "built"))
-                for r in rows]
+    held_out = [
+        r
+        for title, rows in sets.items()
+        if title == "test split" or title.startswith(("unseen", "built"))
+        for r in rows
+    ]
     for name, scoring in [("the calibration stored in the model folder now", stored), ("the new fit", calibration)]:
         if scoring is None:
             continue
-        print(f"Quality estimate of {args.model}, {name} (threshold {scoring.threshold:g}; kinds trained on: "
-              f"{', '.join(train_kinds)}):\n")
+        print(
+            f"Quality estimate of {args.model}, {name} (threshold {scoring.threshold:g}; kinds trained on: "
+            f"{', '.join(train_kinds)}):\n"
+        )
         print("| images | n | Spearman (score, AP@0.5) | flagged | mean AP@0.5 flagged | mean AP@0.5 ok |")
         print("|---|---:|---:|---:|---:|---:|")
         for title, rows in sets.items():
@@ -157,10 +199,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if held_out:
             print(describe("all held-out images", held_out, scoring))
         print()
-    print("weights: " + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.weights.items())
-          + f"; intercept {calibration.intercept:.3f}")
-    print("limits: " + "; ".join(f"{kind}: " + ", ".join(f"{k} {v:.3f}" for k, v in limits.items())
-                                 for kind, limits in calibration.limits.items()))
+    print(
+        "weights: "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in calibration.weights.items())
+        + f"; intercept {calibration.intercept:.3f}"
+    )
+    print(
+        "limits: "
+        + "; ".join(
+            f"{kind}: " + ", ".join(f"{k} {v:.3f}" for k, v in limits.items())
+            for kind, limits in calibration.limits.items()
+        )
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"calibration": calibration.to_dict(), "sets": sets}, fh, indent=1)

@@ -56,34 +56,65 @@ from nucseg.datasets.sample import Sample
 from nucseg.errors import NucsegError
 from nucseg.inference import BACKENDS
 from nucseg.datasets.mixture import NAME_SEPARATOR
-from nucseg.evaluation.report import (evaluate_model, format_markdown, load_validation_samples, report_subset,
-                                      SPLIT_PARTS)
+from nucseg.evaluation.report import (
+    evaluate_model,
+    format_markdown,
+    load_validation_samples,
+    report_subset,
+    SPLIT_PARTS,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="annotated dataset (DSB2018 or paired layout); not for a model trained on "
-                                       "several datasets")
-    parser.add_argument("--split-from", metavar="MODEL_DIR",
-                        help="model folder whose stored validation split selects the images")
-    parser.add_argument("--split-part", choices=SPLIT_PARTS, default="validation",
-                        help="with --split-from: score the split's validation images (default), its test images "
-                             "or its training images")
+    parser.add_argument(
+        "--data", help="annotated dataset (DSB2018 or paired layout); not for a model trained on several datasets"
+    )
+    parser.add_argument(
+        "--split-from", metavar="MODEL_DIR", help="model folder whose stored validation split selects the images"
+    )
+    parser.add_argument(
+        "--split-part",
+        choices=SPLIT_PARTS,
+        default="validation",
+        help="with --split-from: score the split's validation images (default), its test images or its training images",
+    )
     parser.add_argument("--kind", choices=IMAGE_KINDS, help="only the images of this kind")
-    parser.add_argument("--model", action="append", required=True, metavar="NAME=MODEL",
-                        help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model")
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="NAME=MODEL",
+        help="row name and model folder (or 'dsb2018' / 'classical'); repeat for each model",
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where networks run")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation for the networks")
-    parser.add_argument("--backend", choices=BACKENDS,
-                        help="what runs the networks (default: as nucseg segment chooses); onnxruntime against "
-                             "onnxruntime-int8 measures what the int8 graph costs")
-    parser.add_argument("--scale", type=float, metavar="F",
-                        help="run the networks at this fixed resize factor (1: native resolution) instead of "
-                             "sizing each image automatically (the default)")
-    parser.add_argument("--rescale", type=float, metavar="F",
-                        help="resize every image and its labels by F first (nuclei F times their size)")
-    parser.add_argument("--scale-limits", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="the factors automatic sizing may choose (default: nucseg's AUTO_SCALE_LIMITS)")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="what runs the networks (default: as nucseg segment chooses); onnxruntime against "
+        "onnxruntime-int8 measures what the int8 graph costs",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        metavar="F",
+        help="run the networks at this fixed resize factor (1: native resolution) instead of "
+        "sizing each image automatically (the default)",
+    )
+    parser.add_argument(
+        "--rescale",
+        type=float,
+        metavar="F",
+        help="resize every image and its labels by F first (nuclei F times their size)",
+    )
+    parser.add_argument(
+        "--scale-limits",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="the factors automatic sizing may choose (default: nucseg's AUTO_SCALE_LIMITS)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every report (with per-image scores) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser.parse_args(argv)
@@ -141,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         models = parse_models(args.model)
         if args.split_part != "validation" and not args.split_from:
-            raise NucsegError(f"--split-part {args.split_part} needs --split-from (the model folder that stores "
-                              "the split)")
+            raise NucsegError(
+                f"--split-part {args.split_part} needs --split-from (the model folder that stores the split)"
+            )
         if args.data is None and not args.split_from:
             raise NucsegError("give --data, or --split-from a model folder trained on several datasets")
         if args.json and Path(args.json).exists() and not args.overwrite:
@@ -154,8 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if args.split_from:
-                samples = load_validation_samples(args.split_from, args.data, progress=progress,
-                                                  part=args.split_part)
+                samples = load_validation_samples(args.split_from, args.data, progress=progress, part=args.split_part)
                 source = f"{args.split_part} images of the split stored in {args.split_from}"
             else:
                 samples = load_dataset(args.data, progress=progress)
@@ -187,21 +218,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizing += f" within factors {args.scale_limits[0]:g}-{args.scale_limits[1]:g}"
     origin = args.data or "the datasets of the model's training config"
     backend = f", backend {args.backend}" if args.backend else ""
-    print(f"Accuracy on {source}, from {origin} (device {args.device}{backend}, {sizing}"
-          f"{', TTA' if args.tta else ''}):\n")
+    print(
+        f"Accuracy on {source}, from {origin} (device {args.device}{backend}, {sizing}{', TTA' if args.tta else ''}):\n"
+    )
     print(format_markdown(reports))
     datasets = dataset_positions(next(iter(reports.values())).image_names)
     if len(datasets) > 1:
         for dataset, indices in datasets.items():
             print(f"\n{dataset} ({len(indices)} images):\n")
-            print(format_markdown({name: report_subset(report, indices) for name, report in reports.items()},
-                                  by_kind=False))
+            print(
+                format_markdown(
+                    {name: report_subset(report, indices) for name, report in reports.items()}, by_kind=False
+                )
+            )
     if args.json:
-        document = {"data": str(args.data), "split_from": args.split_from, "split_part": args.split_part,
-                    "device": args.device,
-                    "backend": args.backend, "tta": args.tta,
-                    "scale": args.scale, "rescale": args.rescale, "scale_limits": args.scale_limits,
-                    "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()}}
+        document = {
+            "data": str(args.data),
+            "split_from": args.split_from,
+            "split_part": args.split_part,
+            "device": args.device,
+            "backend": args.backend,
+            "tta": args.tta,
+            "scale": args.scale,
+            "rescale": args.rescale,
+            "scale_limits": args.scale_limits,
+            "models": {name: {"model": models[name], **report.to_dict()} for name, report in reports.items()},
+        }
         with atomic_write(args.json) as tmp:
             tmp.write_text(json.dumps(document, indent=1) + "\n")
         print(f"\nwrote {args.json}")

@@ -39,10 +39,14 @@ def main(argv=None) -> int:
     maps, labels = [r.probabilities for r in results], [s.labels for s in samples]
     for group in dict.fromkeys(groups):
         weights = [1.0 if g == group else 0.0 for g in groups]
-        found = search_thresholds(maps, labels, initial=model.postprocess_config, weights=weights,
-                                  scales=[r.scale for r in results])
-        print(f"{group}: DSB {found.initial_score:.4f} with the model's thresholds, {found.score:.4f} with its own "
-              f"{found.changed}", flush=True)
+        found = search_thresholds(
+            maps, labels, initial=model.postprocess_config, weights=weights, scales=[r.scale for r in results]
+        )
+        print(
+            f"{group}: DSB {found.initial_score:.4f} with the model's thresholds, {found.score:.4f} with its own "
+            f"{found.changed}",
+            flush=True,
+        )
     if not args.network_frame:
         return 0
     base = model.postprocess_config
@@ -52,16 +56,24 @@ def main(argv=None) -> int:
         for sample, result, group in zip(samples, results, groups):
             predicted = instances_from_probabilities(result.probabilities, config_of(result.scale))
             per.setdefault(group, []).append(dsb_score(sample.labels, predicted))
-        return float(np.mean([np.mean(v) for v in per.values()])), {g: round(float(np.mean(v)), 3)
-                                                                     for g, v in per.items()}
+        return float(np.mean([np.mean(v) for v in per.values()])), {
+            g: round(float(np.mean(v)), 3) for g, v in per.items()
+        }
 
     print("model's thresholds:", mean_over_datasets(base.at_scale))
     best = None
     for fg, marker, min_marker, min_size in itertools.product((0.55, 0.65), (0.75, 0.85), (16, 48), (40, 80, 160)):
+
         def config_of(factor, fg=fg, marker=marker, min_marker=min_marker, min_size=min_size):
-            return dataclasses.replace(base, size_frame="image", foreground_threshold=fg, marker_threshold=marker,
-                                       min_marker_size=max(1, round(min_marker / factor**2)),
-                                       min_size=round(min_size / factor**2))
+            return dataclasses.replace(
+                base,
+                size_frame="image",
+                foreground_threshold=fg,
+                marker_threshold=marker,
+                min_marker_size=max(1, round(min_marker / factor**2)),
+                min_size=round(min_size / factor**2),
+            )
+
         value, parts = mean_over_datasets(config_of)
         if best is None or value > best[0]:
             best = (value, (fg, marker, min_marker, min_size), parts)

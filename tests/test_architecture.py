@@ -9,8 +9,24 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "nucseg"
 #: The stages, lowest first: a module may import from its own stage and the ones before it.
-LAYERS = ("errors", "version", "io", "preprocess", "datasets", "models", "postprocess", "inference", "visualize",
-          "evaluation", "training", "scale", "batch", "export", "cli", "napari")
+LAYERS = (
+    "errors",
+    "version",
+    "io",
+    "preprocess",
+    "datasets",
+    "models",
+    "postprocess",
+    "inference",
+    "visualize",
+    "evaluation",
+    "training",
+    "scale",
+    "batch",
+    "export",
+    "cli",
+    "napari",
+)
 MAX_MODULE_LINES = 600
 
 
@@ -61,7 +77,7 @@ def test_no_import_cycles():
         state[node] = 1
         for target in sorted(graph[node]):
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, path + [target])
         state[node] = 2

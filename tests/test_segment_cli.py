@@ -35,7 +35,8 @@ def test_sample_end_to_end(tmp_path, active_model_dir, capsys):
     names = [p.stem for p in sample_image_paths()]
     assert len(names) == 3
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{n}_{suffix}" for n in names for suffix in ("labels.tif", "overlay.png", "nuclei.csv")] + ["summary.csv"])
+        [f"{n}_{suffix}" for n in names for suffix in ("labels.tif", "overlay.png", "nuclei.csv")] + ["summary.csv"]
+    )
     for path in sample_image_paths():
         image = read_image(path)
         labels = read_labels(out / f"{path.stem}_labels.tif")
@@ -49,8 +50,19 @@ def test_failed_image_gives_exit_code_1_and_others_are_written(tmp_path, active_
     shutil.copy(_fixture_image("0280fa8f"), tmp_path / "good.png")
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     out = tmp_path / "out"
-    code = main(["segment", str(tmp_path / "good.png"), str(tmp_path / "broken.tif"), "--out", str(out),
-                 "--model", str(active_model_dir), "--rle", str(out / "submission.csv")])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "good.png"),
+            str(tmp_path / "broken.tif"),
+            "--out",
+            str(out),
+            "--model",
+            str(active_model_dir),
+            "--rle",
+            str(out / "submission.csv"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "nucseg: failed:" in captured.err and "broken.tif" in captured.err
@@ -92,8 +104,10 @@ def test_missing_default_model_is_a_clear_error(tmp_path, monkeypatch, capsys):
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, active_model_dir, capsys, extra, message):
-    code = main(["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out"),
-                 "--model", str(active_model_dir)] + extra)
+    code = main(
+        ["segment", str(_fixture_image("00071198")), "--out", str(tmp_path / "out"), "--model", str(active_model_dir)]
+        + extra
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.splitlines()) == 1
 
@@ -159,8 +173,13 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
     dapi = read_image(_fixture_image("0280fa8f"))[:, :, 0].astype(np.uint16) * 200
     rng = np.random.default_rng(0)
     stack = np.stack([rng.integers(0, 4000, dapi.shape, dtype=np.uint16) for _ in range(3)] + [dapi])
-    tifffile.imwrite(tmp_path / "cells.tif", stack, imagej=True,
-                     metadata={"axes": "CYX", "Labels": ["actin", "GFP", "mito", "DAPI"]}, compression="lzw")
+    tifffile.imwrite(
+        tmp_path / "cells.tif",
+        stack,
+        imagej=True,
+        metadata={"axes": "CYX", "Labels": ["actin", "GFP", "mito", "DAPI"]},
+        compression="lzw",
+    )
     tifffile.imwrite(tmp_path / "dapi.tif", dapi)
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "cells.tif"), "--out", str(out)]) == 1
@@ -168,8 +187,22 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
     assert "4 channels (1 actin, 2 GFP, 3 mito, 4 DAPI)" in err and "--channel" in err
     assert not (out / "cells_labels.tif").exists()
     for choice in ("DAPI", "4"):
-        assert main(["segment", str(tmp_path / "cells.tif"), str(tmp_path / "dapi.tif"), "--out", str(out),
-                     "--channel", choice, "--overwrite", "--measure"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(tmp_path / "cells.tif"),
+                    str(tmp_path / "dapi.tif"),
+                    "--out",
+                    str(out),
+                    "--channel",
+                    choice,
+                    "--overwrite",
+                    "--measure",
+                ]
+            )
+            == 0
+        )
         chosen, direct = read_labels(out / "cells_labels.tif"), read_labels(out / "dapi_labels.tif")
         assert chosen.max() > 10 and np.array_equal(chosen, direct)
         with open(out / "cells_nuclei.csv", newline="") as f:
@@ -179,9 +212,12 @@ def test_a_4_channel_imagej_tiff_needs_channel_and_segments_the_named_one(tmp_pa
         assert len(rows) == chosen.max() and "mean_intensity_0" not in rows[0]
         assert [row["mean_intensity_DAPI"] for row in rows] == [row["mean_intensity_0"] for row in direct_rows]
         expected = measure_nuclei(chosen, np.moveaxis(stack, 0, -1), channel_names=["actin", "GFP", "mito", "DAPI"])
-        assert all(float(row[column]) == pytest.approx(want[column], rel=1e-5)
-                   for row, want in zip(rows, expected.rows)
-                   for column in expected.columns if "intensity" in column)  # every channel, by name
+        assert all(
+            float(row[column]) == pytest.approx(want[column], rel=1e-5)
+            for row, want in zip(rows, expected.rows)
+            for column in expected.columns
+            if "intensity" in column
+        )  # every channel, by name
 
 
 def test_a_folder_lists_skipped_files_once_and_a_bomb_header_fails_in_one_line(tmp_path, capsys, png_claiming_size):
@@ -219,8 +255,9 @@ def test_the_pixel_size_of_an_ome_tiff_gives_microns_and_diameters_in_microns(tm
     for name, options in (("um", ["--diameter", f"{diameter_px * 0.5}um"]), ("px", ["--diameter", str(diameter_px)])):
         assert main(["segment", str(tmp_path / "cells.ome.tif"), "--out", str(tmp_path / name), *options]) == 0
     assert _summary_rows(tmp_path / "um")["cells"]["scale"] == _summary_rows(tmp_path / "px")["cells"]["scale"]
-    assert np.array_equal(read_labels(tmp_path / "um" / "cells_labels.tif"),
-                          read_labels(tmp_path / "px" / "cells_labels.tif"))
+    assert np.array_equal(
+        read_labels(tmp_path / "um" / "cells_labels.tif"), read_labels(tmp_path / "px" / "cells_labels.tif")
+    )
     capsys.readouterr()
     assert main(["segment", str(tmp_path / "cells.png"), "--out", str(tmp_path / "png"), "--diameter", "8um"]) == 1
     assert "states no pixel size; give --pixel-size" in capsys.readouterr().err
@@ -232,8 +269,10 @@ def test_a_zyx_stack_is_segmented_plane_by_plane_and_linked_into_3d_nuclei(tmp_p
     tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "plane1.tif", stack[1])
     out, linked = tmp_path / "out", tmp_path / "linked"
-    assert main(["segment", str(tmp_path / "stack.tif"), str(tmp_path / "plane1.tif"), "--out", str(out),
-                 "--measure"]) == 0
+    assert (
+        main(["segment", str(tmp_path / "stack.tif"), str(tmp_path / "plane1.tif"), "--out", str(out), "--measure"])
+        == 0
+    )
     labels = tifffile.imread(out / "stack_labels.tif")
     assert labels.shape == stack.shape
     assert np.array_equal(labels[1], read_labels(out / "plane1_labels.tif"))  # each plane as the 2-D image
@@ -259,24 +298,40 @@ def test_linked_nuclei_of_a_time_series_are_counted_at_every_time_point(tmp_path
     tifffile.imwrite(tmp_path / "one.tif", z_stack, imagej=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "two.tif", np.stack([z_stack, z_stack]), imagej=True, metadata={"axes": "TZYX"})
     out = tmp_path / "out"
-    assert main(["segment", str(tmp_path / "one.tif"), str(tmp_path / "two.tif"), "--out", str(out),
-                 "--stitch-threshold", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "one.tif"),
+                str(tmp_path / "two.tif"),
+                "--out",
+                str(out),
+                "--stitch-threshold",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     counts = {row["image"]: int(row["nuclei"]) for row in _summary_rows_list(out) if not row["plane"]}
     assert counts["one"] > 10 and counts["two"] == 2 * counts["one"]  # the same 3-D nuclei at two time points
 
 
 def test_a_stack_asked_to_run_block_wise_runs_plane_by_plane_and_says_so(tmp_path, capsys):
     gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
-    tifffile.imwrite(tmp_path / "stack.tif", np.stack([gray, np.roll(gray, 1, axis=1)]), imagej=True,
-                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "stack.tif", np.stack([gray, np.roll(gray, 1, axis=1)]), imagej=True, metadata={"axes": "ZYX"}
+    )
     capsys.readouterr()
-    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "always"),
-                 "--blockwise", "always"]) == 0
+    assert (
+        main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "always"), "--blockwise", "always"]) == 0
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if "a stack of 2 planes" in line]
     assert len(lines) == 1 and "stack.tif" in lines[0] and "block-wise segmentation takes 2-D images" in lines[0]
     assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "auto")]) == 0
-    assert np.array_equal(tifffile.imread(tmp_path / "always" / "stack_labels.tif"),
-                          tifffile.imread(tmp_path / "auto" / "stack_labels.tif"))
+    assert np.array_equal(
+        tifffile.imread(tmp_path / "always" / "stack_labels.tif"),
+        tifffile.imread(tmp_path / "auto" / "stack_labels.tif"),
+    )
 
 
 def _summary_rows_list(out: Path) -> list[dict[str, str]]:
@@ -290,8 +345,12 @@ def test_automatic_sizing_says_when_nuclei_are_beyond_its_range(tmp_path, capsys
     # factor of about 0.35, below the 0.5 automatic sizing stops at.
     Image.fromarray(gray).resize((1024, 1024), Image.BILINEAR).save(tmp_path / "large_nuclei.png")
     Image.fromarray(gray).save(tmp_path / "usual.png")
-    assert main(["segment", str(tmp_path / "large_nuclei.png"), str(tmp_path / "usual.png"),
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            ["segment", str(tmp_path / "large_nuclei.png"), str(tmp_path / "usual.png"), "--out", str(tmp_path / "out")]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "too far from the training size" in line]
     assert len(lines) == 1 and "large_nuclei.png" in lines[0] and "--diameter" in lines[0]
@@ -304,8 +363,27 @@ def test_block_wise_images_get_measurements_and_an_overview_too(tmp_path):
     image = np.tile(read_image(_fixture_image("0280fa8f"))[..., :3], (2, 2, 1))
     tifffile.imwrite(tmp_path / "mosaic.tif", image, photometric="rgb", tile=(256, 256))
     out = tmp_path / "out"
-    assert main(["segment", str(tmp_path / "mosaic.tif"), "--out", str(out), "--blockwise", "always",
-                 "--block-size", "256", "--margin", "32", "--measure", "--overlay", "--pixel-size", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "mosaic.tif"),
+                "--out",
+                str(out),
+                "--blockwise",
+                "always",
+                "--block-size",
+                "256",
+                "--margin",
+                "32",
+                "--measure",
+                "--overlay",
+                "--pixel-size",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     labels = read_labels(out / "mosaic_labels.tif")
     with open(out / "mosaic_nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -319,8 +397,20 @@ def test_a_large_image_reports_its_tiles(tmp_path, active_model_dir, capsys):
 
     image = np.tile(read_image(sample_image_paths()[0]), (2, 2, 1))[:600, :600]
     write_png(tmp_path / "large.png", image)
-    code = main(["segment", str(tmp_path / "large.png"), "--out", str(tmp_path / "out"), "--model",
-                 str(active_model_dir), "--tile-size", "256", "--scale", "1"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "large.png"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(active_model_dir),
+            "--tile-size",
+            "256",
+            "--scale",
+            "1",
+        ]
+    )
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "tiles" in line]
     assert lines and lines[-1].startswith("nucseg: large.png, pass 1: 9 of 9 tiles")
@@ -333,14 +423,33 @@ def test_a_plain_z_stack_segments_with_axes_into_qupath_fiji_and_ome_zarr_files(
     for z, (row, col) in enumerate([(30, 30), (50, 60), (70, 40)]):
         planes[z][disk((row, col), 12)] = 200
     tifffile.imwrite(tmp_path / "stack.tif", planes, photometric="minisblack")  # pages; no axes metadata
-    assert main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "refused"),
-                 "--model", "classical"]) == 1
+    assert (
+        main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "refused"), "--model", "classical"]) == 1
+    )
     assert "--axes" in capsys.readouterr().err
-    code = main(["segment", str(tmp_path / "stack.tif"), "--out", str(tmp_path / "out"), "--model", "classical",
-                 "--axes", "ZYX", "--geojson", "--imagej-rois", "--ome-zarr"])
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "stack.tif"),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            "classical",
+            "--axes",
+            "ZYX",
+            "--geojson",
+            "--imagej-rois",
+            "--ome-zarr",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "stack.ome.zarr", "stack_labels.tif", "stack_nuclei.geojson", "stack_rois.zip", "summary.csv"]
+        "stack.ome.zarr",
+        "stack_labels.tif",
+        "stack_nuclei.geojson",
+        "stack_rois.zip",
+        "summary.csv",
+    ]
     assert [row["plane"] for row in _summary(tmp_path / "out")] == ["", "z=0", "z=1", "z=2"]
     assert tifffile.imread(tmp_path / "out" / "stack_labels.tif").shape == (3, 96, 96)
 
@@ -348,11 +457,39 @@ def test_a_plain_z_stack_segments_with_axes_into_qupath_fiji_and_ome_zarr_files(
 def test_outline_width_draws_wider_outlines_in_the_overlay(tmp_path, capsys):
     image = _fixture_image("0280fa8f")
     for width in (1, 3):
-        assert main(["segment", str(image), "--out", str(tmp_path / f"w{width}"), "--model", "classical",
-                     "--overlay", "--outline-width", str(width)]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(image),
+                    "--out",
+                    str(tmp_path / f"w{width}"),
+                    "--model",
+                    "classical",
+                    "--overlay",
+                    "--outline-width",
+                    str(width),
+                ]
+            )
+            == 0
+        )
     overlays = [read_image(next((tmp_path / f"w{width}").glob("*_overlay.png"))) for width in (1, 3)]
     vivid = [int(np.count_nonzero((overlay.max(axis=2) == 255) & (overlay.min(axis=2) == 0))) for overlay in overlays]
     assert vivid[1] > 2 * vivid[0] > 0
-    assert main(["segment", str(image), "--out", str(tmp_path / "w0"), "--model", "classical", "--overlay",
-                 "--outline-width", "0"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(image),
+                "--out",
+                str(tmp_path / "w0"),
+                "--model",
+                "classical",
+                "--overlay",
+                "--outline-width",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "outline width must be a whole number of pixels, at least 1, got 0" in capsys.readouterr().err

@@ -29,13 +29,19 @@ def trained_looking_model(tmp_path) -> Path:
     """A depth-2 U-Net folder with a split, validation scores and tuned thresholds, but no median diameter."""
     torch.manual_seed(0)
     names = sorted(p.name for p in FIXTURES.iterdir())
-    config = ModelConfig("unet", {"base_channels": 4, "depth": 2}, split={"train": names[:3], "validation": names[3:]},
-                         validation={"dsb_score": 0.5}, postprocess={"foreground_threshold": 0.7})
+    config = ModelConfig(
+        "unet",
+        {"base_channels": 4, "depth": 2},
+        split={"train": names[:3], "validation": names[3:]},
+        validation={"dsb_score": 0.5},
+        postprocess={"foreground_threshold": 0.7},
+    )
     return save_model(build_model("unet", base_channels=4, depth=2), config, tmp_path / "trained")
 
 
-def test_package_default_model_names_the_copy_and_records_its_training_diameter(trained_looking_model, tmp_path,
-                                                                                 monkeypatch, capsys):
+def test_package_default_model_names_the_copy_and_records_its_training_diameter(
+    trained_looking_model, tmp_path, monkeypatch, capsys
+):
     tool = load_tool("package_default_model")
     monkeypatch.setattr(tool, "package_models_dir", lambda: tmp_path / "package")
     (tmp_path / "package").mkdir()
@@ -47,7 +53,8 @@ def test_package_default_model_names_the_copy_and_records_its_training_diameter(
     assert packaged.config.median_diameter == pytest.approx(median_nucleus_diameter([s.labels for s in train]))
     assert packaged.config.postprocess == source.config.postprocess  # thresholds kept, to be re-tuned
     assert (tmp_path / "package" / "dsb2018" / "weights.safetensors").read_bytes() == (
-        trained_looking_model / "weights.safetensors").read_bytes()
+        trained_looking_model / "weights.safetensors"
+    ).read_bytes()
     assert "median nucleus diameter" in capsys.readouterr().out
 
 

@@ -18,8 +18,7 @@ from nucseg.training.loop import train
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 #: Small-run flags: 64-pixel crops, two steps per epoch, no worker processes.
-SMALL = ["--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--num-workers", "0",
-         "--device", "cpu"]
+SMALL = ["--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--num-workers", "0", "--device", "cpu"]
 
 
 pytestmark = pytest.mark.usefixtures("training_environment")
@@ -28,6 +27,7 @@ pytestmark = pytest.mark.usefixtures("training_environment")
 @pytest.fixture(autouse=True)
 def offline(tmp_path, monkeypatch):
     """No network, as on the test machines: an empty torch hub cache and a download that fails."""
+
     def refuse(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
@@ -56,8 +56,22 @@ def error_line(capsys) -> str:
 
 def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
     run_dir = tmp_path / "run"
-    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--epochs", "1", "--lr", "0.01",
-                 "--config", tiny_model_file, *SMALL])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(FIXTURES),
+            "--out",
+            str(run_dir),
+            "--epochs",
+            "1",
+            "--lr",
+            "0.01",
+            "--config",
+            tiny_model_file,
+            *SMALL,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "epoch 1: train loss" in out
@@ -66,8 +80,16 @@ def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
     # Flags and file both reached the run's config; everything else kept its default.
     assert (config.epochs, config.lr, config.crop_size, config.batch_size) == (1, 0.01, 64, 4)
     assert config.model_options == {"base_channels": 4, "depth": 2}
-    assert config == TrainConfig(epochs=1, lr=0.01, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0,
-                                 device="cpu", model_options={"base_channels": 4, "depth": 2})
+    assert config == TrainConfig(
+        epochs=1,
+        lr=0.01,
+        crop_size=64,
+        batch_size=4,
+        samples_per_epoch=8,
+        num_workers=0,
+        device="cpu",
+        model_options={"base_channels": 4, "depth": 2},
+    )
     assert metrics_epochs(run_dir) == [1]
     loaded = load_model_folder(run_dir / "model")
     assert loaded.config.architecture_options == {"base_channels": 4, "depth": 2}
@@ -75,8 +97,7 @@ def test_train_end_to_end(tmp_path, tiny_model_file, capsys):
 
 def test_seed_preset_offline_needs_encoder_weights_none(tmp_path, capsys):
     run_dir = tmp_path / "seed"
-    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed", "--epochs", "1",
-                 *SMALL])
+    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed", "--epochs", "1", *SMALL])
     assert code == 2
     line = error_line(capsys)
     assert "cannot download the ImageNet MobileNetV2 weights" in line and "--encoder-weights none" in line
@@ -86,22 +107,46 @@ def test_seed_preset_offline_needs_encoder_weights_none(tmp_path, capsys):
 @pytest.mark.slow
 def test_seed_preset_with_encoder_weights_none(tmp_path, capsys):
     run_dir = tmp_path / "seed"
-    code = main(["train", "--data", str(FIXTURES), "--out", str(run_dir), "--preset", "seed",
-                 "--encoder-weights", "none", "--epochs", "1", *SMALL])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(FIXTURES),
+            "--out",
+            str(run_dir),
+            "--preset",
+            "seed",
+            "--encoder-weights",
+            "none",
+            "--epochs",
+            "1",
+            *SMALL,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     config = TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     assert config.model == "mobilenetv2_unet" and config.encoder_weights is None and config.resize_to == 128
     loaded = load_model_folder(run_dir / "model")
     assert (loaded.config.architecture, loaded.config.target, loaded.config.out_channels) == (
-        "mobilenetv2_unet", "binary", 2)
+        "mobilenetv2_unet",
+        "binary",
+        2,
+    )
     assert loaded.config.resize_to == 128
     assert (run_dir / "snapshots" / "epoch_001.png").is_file()
 
 
 def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
     run_dir = tmp_path / "run"
-    config = TrainConfig(epochs=2, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0, device="cpu",
-                         model_options={"base_channels": 4, "depth": 2})
+    config = TrainConfig(
+        epochs=2,
+        crop_size=64,
+        batch_size=4,
+        samples_per_epoch=8,
+        num_workers=0,
+        device="cpu",
+        model_options={"base_channels": 4, "depth": 2},
+    )
     train(config, run_dir, data=FIXTURES, progress=False, stop_after_epochs=1, log=lambda message: None)
     assert metrics_epochs(run_dir) == [1]
 
@@ -115,8 +160,15 @@ def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
 
 def test_resume_can_extend_a_finished_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    config = TrainConfig(epochs=1, crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0, device="cpu",
-                         model_options={"base_channels": 4, "depth": 2})
+    config = TrainConfig(
+        epochs=1,
+        crop_size=64,
+        batch_size=4,
+        samples_per_epoch=8,
+        num_workers=0,
+        device="cpu",
+        model_options={"base_channels": 4, "depth": 2},
+    )
     train(config, run_dir, data=FIXTURES, progress=False, log=lambda message: None)
     assert metrics_epochs(run_dir) == [1]
 
@@ -129,8 +181,9 @@ def test_resume_can_extend_a_finished_run(tmp_path, capsys):
 def test_resume_without_a_checkpoint(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
-    assert error_line(capsys) == (f"nucseg: error: {tmp_path / 'empty'}: no checkpoint to resume from "
-                                  "(checkpoints/last.pt is missing)")
+    assert error_line(capsys) == (
+        f"nucseg: error: {tmp_path / 'empty'}: no checkpoint to resume from (checkpoints/last.pt is missing)"
+    )
 
 
 def test_new_run_in_a_folder_that_holds_one(tmp_path, capsys):
@@ -138,23 +191,35 @@ def test_new_run_in_a_folder_that_holds_one(tmp_path, capsys):
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"an earlier run")
     assert main(["train", "--data", str(FIXTURES), "--out", str(run_dir), *SMALL]) == 2
-    assert error_line(capsys) == (f"nucseg: error: {run_dir}: holds a run already; use --resume to continue it "
-                                  "or choose another --out")
+    assert error_line(capsys) == (
+        f"nucseg: error: {run_dir}: holds a run already; use --resume to continue it or choose another --out"
+    )
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == b"an earlier run"
 
 
-@pytest.mark.parametrize("arguments, problem", [
-    (["--resume", "RUN", "--lr", "0.1"], "--resume continues a run with its saved settings (only --epochs and "
-                                         "--time-limit may extend it); drop --lr"),
-    (["--resume", "RUN", "--preset", "seed", "--epochs", "5"], "drop --preset"),
-    (["--out", "RUN"], "give the training data with --data"),
-    (["--images", "x", "--out", "RUN"], "--images and --masks go together"),
-    (["--data", str(FIXTURES), "--out", "RUN", "--crop-size", "100"],
-     "command-line options: crop_size/resize_to must be a multiple of 32"),
-    (["--data", str(FIXTURES), "--out", "RUN", "--model", "resnet"], "model must be one of"),
-    (["--data", str(FIXTURES), "--out", "RUN", "--preset", "fast"], "unknown preset 'fast'"),
-    (["--data", str(FIXTURES), "--out", "RUN", "--config", "missing.yaml"], "missing.yaml: config file does not exist"),
-])
+@pytest.mark.parametrize(
+    "arguments, problem",
+    [
+        (
+            ["--resume", "RUN", "--lr", "0.1"],
+            "--resume continues a run with its saved settings (only --epochs and "
+            "--time-limit may extend it); drop --lr",
+        ),
+        (["--resume", "RUN", "--preset", "seed", "--epochs", "5"], "drop --preset"),
+        (["--out", "RUN"], "give the training data with --data"),
+        (["--images", "x", "--out", "RUN"], "--images and --masks go together"),
+        (
+            ["--data", str(FIXTURES), "--out", "RUN", "--crop-size", "100"],
+            "command-line options: crop_size/resize_to must be a multiple of 32",
+        ),
+        (["--data", str(FIXTURES), "--out", "RUN", "--model", "resnet"], "model must be one of"),
+        (["--data", str(FIXTURES), "--out", "RUN", "--preset", "fast"], "unknown preset 'fast'"),
+        (
+            ["--data", str(FIXTURES), "--out", "RUN", "--config", "missing.yaml"],
+            "missing.yaml: config file does not exist",
+        ),
+    ],
+)
 def test_usage_errors(tmp_path, monkeypatch, capsys, arguments, problem):
     monkeypatch.chdir(tmp_path)
     assert main(["train", *arguments]) == 2
@@ -181,9 +246,32 @@ def test_the_readme_fine_tuning_command_takes_network_and_thresholds_from_the_mo
     config.postprocess_by_kind = {"brightfield": {**config.postprocess, "min_size": 60}}
     rewrite_model_config(initial, config)
     run = tmp_path / "mine"
-    assert main(["train", "--data", str(FIXTURES), "--out", str(run), "--init-from", str(initial), "--epochs", "1",
-                 "--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "4", "--num-workers", "0",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(FIXTURES),
+                "--out",
+                str(run),
+                "--init-from",
+                str(initial),
+                "--epochs",
+                "1",
+                "--crop-size",
+                "64",
+                "--batch-size",
+                "4",
+                "--samples-per-epoch",
+                "4",
+                "--num-workers",
+                "0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "thresholds per image kind (brightfield) are not carried over" in capsys.readouterr().out
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["model"] == config.architecture and resolved["model_options"] == config.architecture_options
@@ -208,8 +296,9 @@ def test_split_from_trains_a_new_network_on_another_models_split(tmp_path):
     redrawn = tmp_path / "redrawn"  # the same seed without split_from draws another split: not equal by chance
     assert main([*run, "--out", str(redrawn), "--seed", "3"]) == 0
 
-    first_split, second_split, redrawn_split = (json.loads((folder / "split.json").read_text())
-                                                for folder in (first, second, redrawn))
+    first_split, second_split, redrawn_split = (
+        json.loads((folder / "split.json").read_text()) for folder in (first, second, redrawn)
+    )
     assert all(second_split[side] == first_split[side] for side in ("train", "validation", "test"))
     assert redrawn_split["validation"] != first_split["validation"]
     assert load_model_folder(second / "model").config.architecture_options["base_channels"] == 12
@@ -225,6 +314,8 @@ def test_split_from_a_model_without_a_split_is_refused(tmp_path, capsys):
     rewrite_model_config(first / "model", config)
     settings = tmp_path / "s.yaml"
     settings.write_text(f"split_from: {first / 'model'}\n")
-    assert main(["train", "--data", str(FIXTURES), "--out", str(tmp_path / "second"), "--config", str(settings),
-                 *SMALL]) != 0
+    assert (
+        main(["train", "--data", str(FIXTURES), "--out", str(tmp_path / "second"), "--config", str(settings), *SMALL])
+        != 0
+    )
     assert "stores no training/validation split" in capsys.readouterr().err

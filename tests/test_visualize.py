@@ -15,8 +15,15 @@ from nucseg.datasets.layouts import load_dataset
 from nucseg.datasets.sample import Sample
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.images import read_image
-from nucseg.visualize import (display_image, GAP, outline_colors, outline_overlay, prediction_snapshot, sample_grid,
-                              save_sample_grid)
+from nucseg.visualize import (
+    display_image,
+    GAP,
+    outline_colors,
+    outline_overlay,
+    prediction_snapshot,
+    sample_grid,
+    save_sample_grid,
+)
 
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 FLUORESCENCE = "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21"  # 256 x 256
@@ -156,7 +163,7 @@ def test_prediction_snapshot_panels():
     predicted = np.where(labels == 2, 0, labels)
     snapshot = prediction_snapshot(image, labels, predicted)
     assert snapshot.shape == (40, 3 * 50 + 2 * GAP, 3) and snapshot.dtype == np.uint8
-    panels = [snapshot[:, k * (50 + GAP): k * (50 + GAP) + 50] for k in range(3)]
+    panels = [snapshot[:, k * (50 + GAP) : k * (50 + GAP) + 50] for k in range(3)]
     below_caption = slice(CAPTION_ROWS, None)
     shown = display_image(image)
     assert np.array_equal(panels[0][below_caption], shown[below_caption])
@@ -187,8 +194,9 @@ def test_sample_grid_of_one_sample(fixtures):
 
 
 def test_sample_grid_choice_depends_on_the_seed_only(fixtures):
-    assert np.array_equal(sample_grid(fixtures, n=2, seed=3, tile_size=32),
-                          sample_grid(fixtures, n=2, seed=3, tile_size=32))
+    assert np.array_equal(
+        sample_grid(fixtures, n=2, seed=3, tile_size=32), sample_grid(fixtures, n=2, seed=3, tile_size=32)
+    )
     grids = {sample_grid(fixtures, n=1, seed=seed, tile_size=32).tobytes() for seed in range(12)}
     assert len(grids) > 1
 
@@ -196,7 +204,7 @@ def test_sample_grid_choice_depends_on_the_seed_only(fixtures):
 def test_sample_grid_outline_tile_shows_the_labels(fixtures):
     sample = _by_name(fixtures, FLUORESCENCE)  # 256 x 256: drawn at full size in a 256 tile
     grid = sample_grid([sample], n=1, tile_size=256)
-    image_tile, outline_tile = grid[:, :256], grid[:, 256 + GAP:]
+    image_tile, outline_tile = grid[:, :256], grid[:, 256 + GAP :]
     below_caption = slice(CAPTION_ROWS, None)
     assert np.array_equal(image_tile[below_caption], display_image(sample.image)[below_caption])
     changed = np.any(outline_tile != image_tile, axis=2)[below_caption]
@@ -286,10 +294,13 @@ def test_show_refuses_to_overwrite(tmp_path, cache_dir, capsys):
     assert read_image(out).shape == (256, 2 * 256 + GAP, 3)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--images", "x", "--out", "o.png"], "--images and --masks go together"),
-    (["DATASET", "--n", "0", "--out", "o.png"], "--n must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--images", "x", "--out", "o.png"], "--images and --masks go together"),
+        (["DATASET", "--n", "0", "--out", "o.png"], "--n must be at least 1"),
+    ],
+)
 def test_show_usage_errors(tmp_path, cache_dir, capsys, args, message):
     args = [str(FIXTURES) if a == "DATASET" else a for a in args]
     assert main(["show", *args]) == 2

@@ -33,14 +33,17 @@ def test_segment_runs_the_shipped_model_without_torch(tmp_path):
     done = run_without_torch("segment", str(FIXTURE), "--out", str(tmp_path), "--overlay", "--measure")
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout
-    assert all((tmp_path / f"{FIXTURE.stem}{suffix}").is_file() for suffix in ("_labels.tif", "_overlay.png",
-                                                                              "_nuclei.csv"))
+    assert all(
+        (tmp_path / f"{FIXTURE.stem}{suffix}").is_file() for suffix in ("_labels.tif", "_overlay.png", "_nuclei.csv")
+    )
 
 
 def test_what_needs_torch_says_which_extra_to_install(tmp_path):
-    for args in (["train", "--data", str(FIXTURE.parents[2]), "--out", str(tmp_path / "run")],
-                 ["export", "--out", str(tmp_path / "model.onnx")],
-                 ["segment", str(FIXTURE), "--out", str(tmp_path / "out"), "--backend", "torch"]):
+    for args in (
+        ["train", "--data", str(FIXTURE.parents[2]), "--out", str(tmp_path / "run")],
+        ["export", "--out", str(tmp_path / "model.onnx")],
+        ["segment", str(FIXTURE), "--out", str(tmp_path / "out"), "--backend", "torch"],
+    ):
         done = run_without_torch(*args)
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr

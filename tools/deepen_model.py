@@ -31,8 +31,13 @@ def main(argv: list[str] | None = None) -> int:
         source = load_model_folder(args.model)
         deeper = deepen_unet(source.network)
         options = {**source.config.architecture_options, "depth": len(deeper.down)}
-        config = dataclasses.replace(source.config, architecture_options=options, validation={},
-                                     postprocess=PostprocessConfig().to_dict(), name="")
+        config = dataclasses.replace(
+            source.config,
+            architecture_options=options,
+            validation={},
+            postprocess=PostprocessConfig().to_dict(),
+            name="",
+        )
         save_model(deeper, config, args.out, overwrite=False)
     except OutputExistsError:  # its own message suggests --overwrite, which this tool does not have
         return _fail(f"{args.out}: exists; give a new folder")

@@ -26,7 +26,7 @@ GAP = 8
 
 def _crop(overlay: np.ndarray) -> np.ndarray:
     top, left = (overlay.shape[0] - CROP) // 2, (overlay.shape[1] - CROP) // 2
-    crop = overlay[top:top + CROP, left:left + CROP, :3]
+    crop = overlay[top : top + CROP, left : left + CROP, :3]
     return np.repeat(np.repeat(crop, ZOOM, axis=0), ZOOM, axis=1)
 
 

@@ -23,8 +23,17 @@ from nucseg.models.registry import package_models_dir
 from nucseg.datasets.layouts import load_dataset
 from nucseg.io.atomic import atomic_directory
 from nucseg.postprocess.measure import median_nucleus_diameter
-from nucseg.models.folder import (FORMAT_NAME, WEIGHTS_FILE, add_onnx_graph, file_sha256, load_model_folder, onnx_path,
-                                  read_model_config, record_checksums, rewrite_model_config)
+from nucseg.models.folder import (
+    FORMAT_NAME,
+    WEIGHTS_FILE,
+    add_onnx_graph,
+    file_sha256,
+    load_model_folder,
+    onnx_path,
+    read_model_config,
+    record_checksums,
+    rewrite_model_config,
+)
 
 from nucseg.models.registry import REGISTERED_MODELS
 
@@ -32,12 +41,21 @@ from nucseg.models.registry import REGISTERED_MODELS
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="trained model folder, e.g. runs/dsb2018/model")
-    parser.add_argument("--name", required=True, choices=[n for n in REGISTERED_MODELS if n != "classical"],
-                        help="the shipped model it becomes")
-    parser.add_argument("--data", help="the dataset the model was trained on (only for a folder that records no "
-                                       "median nucleus diameter)")
-    parser.add_argument("--half-weights", action="store_true",
-                        help="store weights.safetensors as float16 (the ONNX graphs keep float32)")
+    parser.add_argument(
+        "--name",
+        required=True,
+        choices=[n for n in REGISTERED_MODELS if n != "classical"],
+        help="the shipped model it becomes",
+    )
+    parser.add_argument(
+        "--data",
+        help="the dataset the model was trained on (only for a folder that records no median nucleus diameter)",
+    )
+    parser.add_argument(
+        "--half-weights",
+        action="store_true",
+        help="store weights.safetensors as float16 (the ONNX graphs keep float32)",
+    )
     args = parser.parse_args(argv)
 
     config, _ = read_model_config(args.model)

@@ -47,14 +47,20 @@ def test_lines(document: dict, row: str, command: str, note: str | None = None) 
             kinds[f"by kind: {image['kind']}"].append(image)
     groups = {**(datasets if len(datasets) > 1 else {}), **kinds}
     backend = document.get("backend") or "the model's default backend (the int8 graph where the folder holds one)"
-    lines = ["## Test scores", "",
-             f"On the {len(images)} test images of the split stored in {split_from}, "
-             f"with automatic sizing and {backend}:", "",
-             "| images | n | DSB score | AP@0.5 |", "|---|---:|---:|---:|",
-             f"| all | {len(images)} | {report['overall']['dsb_score']:.3f} | {report['overall']['ap50']:.3f} |"]
+    lines = [
+        "## Test scores",
+        "",
+        f"On the {len(images)} test images of the split stored in {split_from}, with automatic sizing and {backend}:",
+        "",
+        "| images | n | DSB score | AP@0.5 |",
+        "|---|---:|---:|---:|",
+        f"| all | {len(images)} | {report['overall']['dsb_score']:.3f} | {report['overall']['ap50']:.3f} |",
+    ]
     for name, group in groups.items():
-        lines.append(f"| {name} | {len(group)} | {fmean(i['dsb_score'] for i in group):.3f} | "
-                     f"{fmean(i['ap50'] for i in group):.3f} |")
+        lines.append(
+            f"| {name} | {len(group)} | {fmean(i['dsb_score'] for i in group):.3f} | "
+            f"{fmean(i['ap50'] for i in group):.3f} |"
+        )
     return [*lines, "", *([note, ""] if note else []), f"Reproduce: `{command}`.", ""]
 
 
@@ -63,15 +69,22 @@ def size_lines(config) -> list[str]:
     augment = config.training.get("augment") or {}
     low, high = AUTO_SCALE_LIMITS
     sizes = {part.get("min_size") for part in [config.postprocess, *config.postprocess_by_kind.values()]}
-    crops = (f"training crops were rescaled {augment['scale_min']:g} to {augment['scale_max']:g} times; "
-             if "scale_min" in augment else "")
-    return ["## Nucleus sizes", "",
-            f"Median training nucleus diameter {config.median_diameter or 0:.1f} px; {crops}automatic sizing "
-            f"(`--diameter auto`, the default) brings an image's nuclei to the training size within factors "
-            f"{low:g} to {high:g}, so it handles nuclei of about {(config.median_diameter or 0) / high:.0f} to "
-            f"{(config.median_diameter or 0) / low:.0f} px across; beyond, a warning asks for `--diameter`. "
-            f"Nuclei smaller than {' / '.join(str(s) for s in sorted(s for s in sizes if s is not None))} px in "
-            "area at the network's scale (the tuned `min_size`, per image kind) are removed.", ""]
+    crops = (
+        f"training crops were rescaled {augment['scale_min']:g} to {augment['scale_max']:g} times; "
+        if "scale_min" in augment
+        else ""
+    )
+    return [
+        "## Nucleus sizes",
+        "",
+        f"Median training nucleus diameter {config.median_diameter or 0:.1f} px; {crops}automatic sizing "
+        f"(`--diameter auto`, the default) brings an image's nuclei to the training size within factors "
+        f"{low:g} to {high:g}, so it handles nuclei of about {(config.median_diameter or 0) / high:.0f} to "
+        f"{(config.median_diameter or 0) / low:.0f} px across; beyond, a warning asks for `--diameter`. "
+        f"Nuclei smaller than {' / '.join(str(s) for s in sorted(s for s in sizes if s is not None))} px in "
+        "area at the network's scale (the tuned `min_size`, per image kind) are removed.",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,16 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     config, _ = read_model_config(args.model_dir)
     document = json.loads(args.test.read_text())
     if document.get("split_part") != "test" or document.get("rescale") or document.get("scale_limits"):
-        print(f"write_model_card: error: {args.test}: not a plain test-split evaluation (split_part "
-              f"{document.get('split_part')!r}, rescale {document.get('rescale')}, scale_limits "
-              f"{document.get('scale_limits')})", file=sys.stderr)
+        print(
+            f"write_model_card: error: {args.test}: not a plain test-split evaluation (split_part "
+            f"{document.get('split_part')!r}, rescale {document.get('rescale')}, scale_limits "
+            f"{document.get('scale_limits')})",
+            file=sys.stderr,
+        )
         return 2
     row = args.row or next(iter(document["models"]))
     model = document["models"][row]["model"]
-    command = (f"python benchmarks/eval_validation.py --split-from {document['split_from']} --split-part test "
-               f"--model {row}={model}" + (f" --backend {document['backend']}" if document.get("backend") else ""))
-    card = "\n".join([model_card(config).rstrip("\n"), "", *test_lines(document, row, command, args.note),
-                      *size_lines(config)])
+    command = (
+        f"python benchmarks/eval_validation.py --split-from {document['split_from']} --split-part test "
+        f"--model {row}={model}" + (f" --backend {document['backend']}" if document.get("backend") else "")
+    )
+    card = "\n".join(
+        [model_card(config).rstrip("\n"), "", *test_lines(document, row, command, args.note), *size_lines(config)]
+    )
     with atomic_write(args.model_dir / CARD_FILE) as tmp:
         tmp.write_text(card)
     print(f"wrote {args.model_dir / CARD_FILE}")

@@ -42,9 +42,16 @@ def first_line(exc: BaseException) -> str:
 
 
 #: The extra that installs each optional dependency (``pip install "nucseg[EXTRA]"``).
-EXTRAS = {"torch": "train", "torchvision": "train", "safetensors": "train", "tensorboard": "train",
-          "yaml": "train", "onnx": "train", "bioimageio.spec": "bioimageio",
-          "bioimageio.core": "bioimageio"}
+EXTRAS = {
+    "torch": "train",
+    "torchvision": "train",
+    "safetensors": "train",
+    "tensorboard": "train",
+    "yaml": "train",
+    "onnx": "train",
+    "bioimageio.spec": "bioimageio",
+    "bioimageio.core": "bioimageio",
+}
 
 
 def require(*modules: str, purpose: str) -> None:
@@ -61,8 +68,10 @@ def require(*modules: str, purpose: str) -> None:
     missing = [name for name in modules if not _importable(name)]
     if missing:
         extras = sorted({EXTRAS.get(name, "train") for name in missing})
-        raise NucsegError(f"{purpose} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                          f"installed: pip install \"nucseg[{','.join(extras)}]\"")
+        raise NucsegError(
+            f"{purpose} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            f'installed: pip install "nucseg[{",".join(extras)}]"'
+        )
 
 
 def _importable(module: str) -> bool:

@@ -95,8 +95,9 @@ def display_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown)
 
 
-def outline_overlay(image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray | None = None,
-                    width: int = 1) -> np.ndarray:
+def outline_overlay(
+    image: np.ndarray, labels: np.ndarray, *, colors: np.ndarray | None = None, width: int = 1
+) -> np.ndarray:
     """Draw each nucleus outline on the image as a person sees it: in its own colour, edged in black.
 
     Parameters
@@ -205,7 +206,7 @@ def sample_grid(samples: Sequence[Sample], *, n: int = 8, seed: int = 0, tile_si
     chosen = sorted(rng.choice(len(samples), size=min(n, len(samples)), replace=False))
     pairs = [_sample_pair(samples[i], tile_size) for i in chosen]
     cols = int(np.ceil(np.sqrt(len(pairs) / 2)))
-    rows = [_hstack(pairs[r:r + cols], width=cols) for r in range(0, len(pairs), cols)]
+    rows = [_hstack(pairs[r : r + cols], width=cols) for r in range(0, len(pairs), cols)]
     return _vstack(rows)
 
 
@@ -232,8 +233,7 @@ def _sample_pair(sample: Sample, tile_size: int) -> np.ndarray:
         labels = sample.labels
     name = sample.name if len(sample.name) <= 16 else sample.name[:14] + ".."
     image_tile = _caption(_pad(shown, tile_size), name)
-    outline_tile = _caption(_pad(_draw_outlines(shown, labels, None), tile_size),
-                            f"{_count(sample.labels)} nuclei")
+    outline_tile = _caption(_pad(_draw_outlines(shown, labels, None), tile_size), f"{_count(sample.labels)} nuclei")
     return _hstack([image_tile, outline_tile])
 
 

@@ -45,8 +45,11 @@ def as_partition(labels):
     flat = labels.ravel()
     order = np.argsort(flat, kind="stable")
     bounds = np.searchsorted(flat[order], np.arange(1, flat.max() + 2))
-    return {frozenset(order[bounds[i] : bounds[i + 1]].tolist()) for i in range(len(bounds) - 1)
-            if bounds[i + 1] > bounds[i]}
+    return {
+        frozenset(order[bounds[i] : bounds[i + 1]].tolist())
+        for i in range(len(bounds) - 1)
+        if bounds[i + 1] > bounds[i]
+    }
 
 
 def best_iou_per_object(reference, test):
@@ -105,8 +108,12 @@ def test_grid_cores_tile_the_image_and_read_regions_add_the_margin():
             core, read = block.core[axis], block.read[axis]
             assert read.start == max(core.start - 40, 0) and read.stop == min(core.stop + 40, n)
         top, bottom, left, right = block.open_edges
-        assert (top, bottom, left, right) == (block.read[0].start > 0, block.read[0].stop < 1000,
-                                              block.read[1].start > 0, block.read[1].stop < 1300)
+        assert (top, bottom, left, right) == (
+            block.read[0].start > 0,
+            block.read[0].stop < 1000,
+            block.read[1].start > 0,
+            block.read[1].stop < 1300,
+        )
     assert np.all(cover == 1)
     assert grid.slot_shape == (256 + 80, 256 + 80)
     middle = grid.block(1, 1)
@@ -168,8 +175,13 @@ def test_covered_objects_and_paste_objects():
     assert covered_objects(labels, claimed).tolist() == [False, True, False]
 
     target = np.zeros((2, 4), dtype=np.uint32)
-    conflicts = paste_objects(target, [((slice(0, 2), slice(0, 2)), np.array([[5, 5], [0, 5]])),
-                                       ((slice(0, 2), slice(1, 4)), np.array([[7, 7, 0], [7, 0, 8]]))])
+    conflicts = paste_objects(
+        target,
+        [
+            ((slice(0, 2), slice(0, 2)), np.array([[5, 5], [0, 5]])),
+            ((slice(0, 2), slice(1, 4)), np.array([[7, 7, 0], [7, 0, 8]])),
+        ],
+    )
     assert target.tolist() == [[5, 5, 7, 0], [0, 5, 0, 8]]
     assert conflicts == 2
 
@@ -245,8 +257,7 @@ def test_blockwise_classical_model_on_a_mosaic_gives_one_component_per_nucleus(t
 def test_tiff_and_zarr_outputs_hold_the_same_labels(tmp_path, dsb_samples):
     image = np.tile(dsb_samples["00071198"].image[..., :3], (3, 2, 1))  # 768 x 512
     tif = segment_large(image, tmp_path / "labels.tif", model=threshold_watershed, block_size=256, margin=48)
-    zarr_report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256,
-                                margin=48)
+    zarr_report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256, margin=48)
     from_tiff = read_labels(tmp_path / "labels.tif")
     from_zarr = zarr.open_array(tmp_path / "labels.zarr", mode="r")[:]
     assert tif.nuclei == zarr_report.nuclei > 0
@@ -269,8 +280,9 @@ def test_network_model_in_one_block_equals_the_in_memory_segmentation(tmp_path, 
     assert np.array_equal(labels, expected)
 
 
-def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_path, dsb_samples,
-                                                                            active_model_dir, monkeypatch):
+def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(
+    tmp_path, dsb_samples, active_model_dir, monkeypatch
+):
     from nucseg.inference.model import load_model
     from nucseg.postprocess.measure import median_nucleus_diameter
 
@@ -280,12 +292,16 @@ def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_
     monkeypatch.setattr(model.config, "median_diameter", 0.7 * found, raising=False)
     scales = []
     segment = model.segment
-    monkeypatch.setattr(model, "segment", lambda block, **options: scales.append(options["options"].scale) or
-                        segment(block, **options))
+    monkeypatch.setattr(
+        model, "segment", lambda block, **options: scales.append(options["options"].scale) or segment(block, **options)
+    )
     estimates = []
     estimate = model.estimate_size
-    monkeypatch.setattr(model, "estimate_size", lambda block, **options: estimates.append(
-        (block, estimate(block, **options))) or estimates[-1][1])
+    monkeypatch.setattr(
+        model,
+        "estimate_size",
+        lambda block, **options: estimates.append((block, estimate(block, **options))) or estimates[-1][1],
+    )
     report = segment_large(image, tmp_path / "labels.zarr", model=model, block_size=256, margin=32)
     assert report.grid_shape == (2, 4) and len(scales) == 8 and len(estimates) == 1
     centre = BlockGrid(image.shape[:2], 256, 32).block(1, 2)
@@ -293,13 +309,15 @@ def test_automatic_sizing_runs_every_block_at_the_scale_of_the_centre_block(tmp_
     assert report.scale != 1.0 and all(scale == report.scale for scale in scales)
 
     scales.clear()
-    assert segment_large(image, tmp_path / "native.zarr", model=model, block_size=256, margin=32,
-                         scale=1.0).scale == 1.0
+    assert (
+        segment_large(image, tmp_path / "native.zarr", model=model, block_size=256, margin=32, scale=1.0).scale == 1.0
+    )
     assert scales == [1.0] * 8
 
 
-def test_block_wise_reports_the_median_diameter_and_warns_when_sizing_is_clipped(tmp_path, dsb_samples,
-                                                                                active_model_dir, monkeypatch):
+def test_block_wise_reports_the_median_diameter_and_warns_when_sizing_is_clipped(
+    tmp_path, dsb_samples, active_model_dir, monkeypatch
+):
     from nucseg.inference.model import load_model
     from nucseg.postprocess.measure import median_nucleus_diameter
 
@@ -382,8 +400,9 @@ def test_open_image_reads_zarr_arrays_and_ome_zarr_groups(tmp_path):
 
     cyx = rng.integers(0, 255, (3, 200, 300), dtype=np.uint8)
     group = zarr.open_group(tmp_path / "ome.zarr", mode="w")
-    group.attrs["multiscales"] = [{"axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}],
-                                   "datasets": [{"path": "0"}]}]
+    group.attrs["multiscales"] = [
+        {"axes": [{"name": "c", "type": "channel"}, {"name": "y"}, {"name": "x"}], "datasets": [{"path": "0"}]}
+    ]
     group.create_array("0", shape=cyx.shape, chunks=(3, 100, 100), dtype=cyx.dtype)[:] = cyx
     lazy = open_image(tmp_path / "ome.zarr")
     assert lazy.shape == (200, 300) and lazy.channels == 3
@@ -410,8 +429,9 @@ def test_a_stack_is_planned_in_memory_with_all_its_planes_counted(tmp_path):
     from nucseg.batch.driver import plan_images
     from nucseg.scale.blocks import whole_image_bytes
 
-    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((2, 3, 300, 400), np.uint16), imagej=True,
-                     metadata={"axes": "TZYX"})
+    tifffile.imwrite(
+        tmp_path / "stack.tif", np.zeros((2, 3, 300, 400), np.uint16), imagej=True, metadata={"axes": "TZYX"}
+    )
     tifffile.imwrite(tmp_path / "plane.tif", np.zeros((300, 400), np.uint16))
     planned = {item.image.name: item for item in plan_images([tmp_path], tmp_path / "out")}
     assert not planned["stack"].blockwise and not planned["plane"].blockwise
@@ -429,9 +449,16 @@ def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path
 
     image = np.tile(dsb_samples["0280fa8f"].image[..., :3], (3, 3, 1))  # 768 x 768: 3 x 3 blocks of 256
     monkeypatch.setattr(writers, "OVERVIEW_SIDE", 256)
-    report = segment_large(image, tmp_path / "labels.zarr", model=threshold_watershed, block_size=256, margin=32,
-                           measurements_path=tmp_path / "nuclei.csv", overlay_path=tmp_path / "overview.png",
-                           pixel_size=0.5)
+    report = segment_large(
+        image,
+        tmp_path / "labels.zarr",
+        model=threshold_watershed,
+        block_size=256,
+        margin=32,
+        measurements_path=tmp_path / "nuclei.csv",
+        overlay_path=tmp_path / "overview.png",
+        pixel_size=0.5,
+    )
     labels = zarr.open_array(report.output, mode="r")[:]
     whole = measure_nuclei(labels, image, pixel_size=0.5)
     import csv
@@ -439,9 +466,11 @@ def test_block_wise_measurements_and_overview_match_the_stitched_labels(tmp_path
     with open(tmp_path / "nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(whole) == report.nuclei > 20
-    assert all(int(row["label"]) == expected["label"] and
-               all(float(row[c]) == pytest.approx(expected[c], rel=1e-5) for c in whole.columns)
-               for row, expected in zip(rows, whole.rows))
+    assert all(
+        int(row["label"]) == expected["label"]
+        and all(float(row[c]) == pytest.approx(expected[c], rel=1e-5) for c in whole.columns)
+        for row, expected in zip(rows, whole.rows)
+    )
     overview = np.asarray(Image.open(tmp_path / "overview.png"))
     assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
 
@@ -454,17 +483,31 @@ def test_block_wise_measurements_take_every_channel_by_name(tmp_path, dsb_sample
 
     dapi = np.tile(dsb_samples["0280fa8f"].image[..., 0], (2, 2)).astype(np.uint16) * 200  # 512 x 512
     noise = np.random.default_rng(0).integers(0, 4000, dapi.shape, dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "cells.tif", np.stack([noise, dapi]), imagej=True,
-                     metadata={"axes": "CYX", "Labels": ["actin", "DAPI"]})
-    report = segment_large(tmp_path / "cells.tif", tmp_path / "labels.zarr", model=load_model("classical"),
-                           block_size=256, margin=32, channel="DAPI", measurements_path=tmp_path / "nuclei.csv")
+    tifffile.imwrite(
+        tmp_path / "cells.tif",
+        np.stack([noise, dapi]),
+        imagej=True,
+        metadata={"axes": "CYX", "Labels": ["actin", "DAPI"]},
+    )
+    report = segment_large(
+        tmp_path / "cells.tif",
+        tmp_path / "labels.zarr",
+        model=load_model("classical"),
+        block_size=256,
+        margin=32,
+        channel="DAPI",
+        measurements_path=tmp_path / "nuclei.csv",
+    )
     labels = zarr.open_array(report.output, mode="r")[:]
     expected = measure_nuclei(labels, np.stack([noise, dapi], axis=-1), channel_names=["actin", "DAPI"])
     with open(tmp_path / "nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(expected) == report.nuclei > 10
-    assert all(float(row[column]) == pytest.approx(want[column], rel=1e-5) for row, want in zip(rows, expected.rows)
-               for column in ("mean_intensity_actin", "mean_intensity_DAPI", "max_intensity_actin"))
+    assert all(
+        float(row[column]) == pytest.approx(want[column], rel=1e-5)
+        for row, want in zip(rows, expected.rows)
+        for column in ("mean_intensity_actin", "mean_intensity_DAPI", "max_intensity_actin")
+    )
 
 
 def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, dsb_samples, active_model_dir):
@@ -488,8 +531,7 @@ def test_settings_by_image_kind_are_chosen_once_by_the_centre_block(tmp_path, ds
     assert report.grid_shape == (2, 3)
     assert read_labels(tmp_path / "labels.tif")[:256, :256].max() > 0  # a fluorescence block, general settings
     image[:, 256:512] = np.concatenate([dark] * 2, axis=0)  # now the centre block is fluorescence: nothing kept
-    assert segment_large(image, tmp_path / "dark.zarr", model=model, block_size=256, margin=32,
-                         scale=1.0).nuclei == 0
+    assert segment_large(image, tmp_path / "dark.zarr", model=model, block_size=256, margin=32, scale=1.0).nuclei == 0
 
 
 def test_a_block_wise_image_gets_a_quality_estimate_from_its_blocks(tmp_path, dsb_samples):
@@ -503,8 +545,13 @@ def test_a_block_wise_image_gets_a_quality_estimate_from_its_blocks(tmp_path, ds
     expected = model.assess_quality(image, whole)
     assert report.quality is not None and report.quality.flag == expected.flag == "ok"
     assert abs(report.quality.score - expected.score) < 0.1
-    assert segment_large(image, tmp_path / "classical.tif", model=load_model("classical"), block_size=256,
-                         margin=64).quality is None  # the classical baseline gives no quality
-    blank = segment_large(np.zeros((512, 512), np.uint8), tmp_path / "blank.tif", model=model, block_size=256,
-                          margin=64, scale=1.0)
+    assert (
+        segment_large(
+            image, tmp_path / "classical.tif", model=load_model("classical"), block_size=256, margin=64
+        ).quality
+        is None
+    )  # the classical baseline gives no quality
+    blank = segment_large(
+        np.zeros((512, 512), np.uint8), tmp_path / "blank.tif", model=model, block_size=256, margin=64, scale=1.0
+    )
     assert blank.nuclei == 0 and blank.quality.flag == "check" and blank.quality.score is None

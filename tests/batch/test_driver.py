@@ -32,11 +32,9 @@ def _counting(monkeypatch, owner, name):
 
 
 def test_a_tiff_is_opened_once_for_its_metadata_and_once_for_its_pixels(tmp_path, monkeypatch):
-    tifffile.imwrite(tmp_path / "cells.tif", _nuclei(), imagej=True, resolution=(2.0, 2.0),
-                     metadata={"unit": "micron"})
+    tifffile.imwrite(tmp_path / "cells.tif", _nuclei(), imagej=True, resolution=(2.0, 2.0), metadata={"unit": "micron"})
     opens = _counting(monkeypatch, tifffile.TiffFile, "__init__")
-    report = segment_files([tmp_path / "cells.tif"], tmp_path / "out", model="classical", measure=True,
-                           overlay=True)
+    report = segment_files([tmp_path / "cells.tif"], tmp_path / "out", model="classical", measure=True, overlay=True)
     assert report.images[0].status == "ok" and report.images[0].nuclei == 3
     assert report.images[0].pixel_size == pytest.approx(0.5)  # from the file
     # the plan opens it (shape, planes, channels, pixel size), the run decodes its pixels; nothing else reads it

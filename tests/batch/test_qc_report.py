@@ -27,8 +27,13 @@ def batch(tmp_path_factory):
     shutil.copytree(resolve_model_path(DEFAULT_MODEL), model)
     config, _ = read_model_config(model)
     # A calibration whose score falls with ambiguity: the histology and brightfield samples come out flagged.
-    calibration = {"intercept": 0.95, "weights": dict.fromkeys(QUALITY_FEATURES, 0.0) | {"ambiguous": -2.0},
-                   "threshold": 0.5, "training_kinds": ["fluorescence"], "fitted_on": "a test"}
+    calibration = {
+        "intercept": 0.95,
+        "weights": dict.fromkeys(QUALITY_FEATURES, 0.0) | {"ambiguous": -2.0},
+        "threshold": 0.5,
+        "training_kinds": ["fluorescence"],
+        "fitted_on": "a test",
+    }
     rewrite_model_config(model, dataclasses.replace(config, quality=calibration))
     images = root / "images"
     images.mkdir()
@@ -57,7 +62,7 @@ def test_report_puts_flagged_images_first_with_thumbnails(batch):
     flagged = page.index("Images to check")
     assert page.count("<figure class='flagged'>") >= 1 and "data:image/jpeg;base64," in page[flagged:]
     assert page.index("Distributions") > flagged and "data:image/png;base64," in page
-    assert "broken" in page[page.index("Failed images"):]
+    assert "broken" in page[page.index("Failed images") :]
     assert "http://" not in page and "https://" not in page  # self-contained: nothing fetched
 
 

@@ -73,15 +73,19 @@ def test_outline_writers_keep_holes_and_pieces_across_fragments(tmp_path):
     labels[50:55, 40:45] = 2
     labels[55:60, 45:50] = 2  # a label in two pieces
     labels[65:70, 5:20] = 3
-    pieces = [NucleiPiece(labels[:40], (0, 0)), NucleiPiece(np.zeros((0, 60), np.uint16), (40, 0)),
-              NucleiPiece(labels[40:], (40, 0))]
+    pieces = [
+        NucleiPiece(labels[:40], (0, 0)),
+        NucleiPiece(np.zeros((0, 60), np.uint16), (40, 0)),
+        NucleiPiece(labels[40:], (40, 0)),
+    ]
     geojson = GeoJsonWriter().write(tmp_path / "x.geojson", [GeoJsonWriter().fragment(p) for p in pieces])
     outlines = geojson_outlines(geojson)
     assert_every_nucleus(labels, {label: item["geometry"].area for (_, label), item in outlines.items()})
     assert len(outlines[(None, 1)]["geometry"].interiors) == 1
     assert outlines[(None, 2)]["geometry"].geom_type == "MultiPolygon"
-    rois = roi_outlines(ImageJRoisWriter().write(tmp_path / "x_rois.zip",
-                                                 [ImageJRoisWriter().fragment(p) for p in pieces]))
+    rois = roi_outlines(
+        ImageJRoisWriter().write(tmp_path / "x_rois.zip", [ImageJRoisWriter().fragment(p) for p in pieces])
+    )
     assert_every_nucleus(labels, {int(name): area.area for (_, name), area in rois.items()})
     with pytest.raises(FileExistsError):
         GeoJsonWriter().write(geojson, [], overwrite=False)
@@ -89,8 +93,17 @@ def test_outline_writers_keep_holes_and_pieces_across_fragments(tmp_path):
 
 @pytest.mark.parametrize("blockwise", [False, True], ids=["whole", "blockwise"])
 def test_segmented_nuclei_reach_qupath_fiji_and_ome_zarr(tmp_path, blockwise):
-    report = segment_files([SAMPLE], tmp_path, model="classical", outputs=["geojson", "rois", "ome_zarr"],
-                           measure=True, blockwise=blockwise, block_size=256, margin=32, pixel_size=0.5)
+    report = segment_files(
+        [SAMPLE],
+        tmp_path,
+        model="classical",
+        outputs=["geojson", "rois", "ome_zarr"],
+        measure=True,
+        blockwise=blockwise,
+        block_size=256,
+        margin=32,
+        pixel_size=0.5,
+    )
     assert report.n_failed == 0
     paths = output_paths(tmp_path, SAMPLE.stem, outputs=["geojson", "rois", "ome_zarr", "nuclei"])
     labels = tifffile.imread(paths["labels"])
@@ -99,8 +112,10 @@ def test_segmented_nuclei_reach_qupath_fiji_and_ome_zarr(tmp_path, blockwise):
     outlines = geojson_outlines(paths["geojson"])
     assert_every_nucleus(labels, {label: item["geometry"].area for (_, label), item in outlines.items()})
     table = measure_nuclei(labels, read_image(SAMPLE)[..., :3], pixel_size=0.5)
-    assert all(outlines[(None, row["label"])]["measurements"]["area_um2"] == pytest.approx(row["area_um2"])
-               for row in table.rows)
+    assert all(
+        outlines[(None, row["label"])]["measurements"]["area_um2"] == pytest.approx(row["area_um2"])
+        for row in table.rows
+    )
 
     rois = roi_outlines(paths["rois"])
     assert_every_nucleus(labels, {int(name): area.area for (_, name), area in rois.items()})
@@ -121,17 +136,21 @@ def test_a_z_stack_writes_its_nuclei_plane_by_plane(tmp_path):
         planes[z][disk((row, col), 12)] = 200
         planes[z][disk((20, 75), 8)] = 150
     tifffile.imwrite(tmp_path / "stack.tif", planes, imagej=True, metadata={"axes": "ZYX"})
-    segment_files([tmp_path / "stack.tif"], tmp_path / "out", model="classical",
-                  outputs=["geojson", "rois", "ome_zarr"])
+    segment_files(
+        [tmp_path / "stack.tif"], tmp_path / "out", model="classical", outputs=["geojson", "rois", "ome_zarr"]
+    )
     paths = output_paths(tmp_path / "out", "stack", outputs=["geojson", "rois", "ome_zarr"])
     labels = tifffile.imread(paths["labels"])
     outlines = geojson_outlines(paths["geojson"])
     rois = roi_outlines(paths["rois"])
     for z in range(3):
-        assert_every_nucleus(labels[z], {label: item["geometry"].area for (plane, label), item in outlines.items()
-                                         if plane == f"z={z}"})
-        assert_every_nucleus(labels[z], {int(name.split()[-1]): area.area for (position, name), area in rois.items()
-                                         if position == z + 1})
+        assert_every_nucleus(
+            labels[z], {label: item["geometry"].area for (plane, label), item in outlines.items() if plane == f"z={z}"}
+        )
+        assert_every_nucleus(
+            labels[z],
+            {int(name.split()[-1]): area.area for (position, name), area in rois.items() if position == z + 1},
+        )
     group = zarr.open_group(str(paths["ome_zarr"]), mode="r")
     Image.from_zarr(group)
     assert [axis["name"] for axis in group["labels/nuclei"].attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
@@ -171,12 +190,14 @@ def test_overlay_writer_joins_block_fragments_into_the_whole_image_overlay(tmp_p
     expected = outline_overlay(image, labels, width=2)
     assert np.array_equal(read_image(whole), expected)
     rows, cols = (slice(0, 200), slice(200, None)), (slice(0, 300), slice(300, None))
-    parts = [writer.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c]))
-             for r in rows for c in cols]
+    parts = [
+        writer.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c])) for r in rows for c in cols
+    ]
     assert np.array_equal(read_image(writer.write(tmp_path / "parts.png", parts[::-1])), expected)
     shrunk = OverlayWriter(labels.shape, step=3)
-    parts = [shrunk.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c]))
-             for r in rows for c in cols]
+    parts = [
+        shrunk.fragment(NucleiPiece(labels[r, c], (r.start, c.start), pixels=image[r, c])) for r in rows for c in cols
+    ]
     overview = read_image(shrunk.write(tmp_path / "overview.png", parts))
     assert np.array_equal(overview, outline_overlay(image[::3, ::3], labels[::3, ::3]))
 
@@ -191,8 +212,9 @@ def test_measurements_writer_orders_rows_by_plane_then_label(tmp_path):
     table = measure_nuclei(labels, gray)
     halves = [np.where(labels % 2 == parity, labels, 0) for parity in (0, 1)]  # two "blocks", labels interleaved
     blocks = [MEASUREMENTS_WRITER.fragment(NucleiPiece(half, table=measure_nuclei(half, gray))) for half in halves]
-    planes = [MEASUREMENTS_WRITER.fragment(NucleiPiece(labels, table=table, plane=i, plane_name=f"z={i}"))
-              for i in (0, 1)]
+    planes = [
+        MEASUREMENTS_WRITER.fragment(NucleiPiece(labels, table=table, plane=i, plane_name=f"z={i}")) for i in (0, 1)
+    ]
     with open(MEASUREMENTS_WRITER.write(tmp_path / "blocks.csv", blocks), newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["label"]) for row in rows] == [row["label"] for row in table.rows]
@@ -200,7 +222,8 @@ def test_measurements_writer_orders_rows_by_plane_then_label(tmp_path):
     with open(MEASUREMENTS_WRITER.write(tmp_path / "planes.csv", planes), newline="") as handle:
         stacked = list(csv.DictReader(handle))
     assert [(row["plane"], int(row["label"])) for row in stacked] == [
-        (f"z={i}", row["label"]) for i in (0, 1) for row in table.rows]
+        (f"z={i}", row["label"]) for i in (0, 1) for row in table.rows
+    ]
 
 
 def test_rle_writer_writes_what_write_submission_csv_writes(tmp_path):
@@ -209,8 +232,9 @@ def test_rle_writer_writes_what_write_submission_csv_writes(tmp_path):
 
     _, labels = _sample_and_labels()
     rows = [("cells", labels), ("empty", np.zeros((8, 8), np.int32))]
-    written = RLE_WRITER.write(tmp_path / "a.csv", (RLE_WRITER.fragment(NucleiPiece(lab, name=name))
-                                                    for name, lab in rows))
+    written = RLE_WRITER.write(
+        tmp_path / "a.csv", (RLE_WRITER.fragment(NucleiPiece(lab, name=name)) for name, lab in rows)
+    )
     assert written.read_bytes() == write_submission_csv(rows, tmp_path / "b.csv").read_bytes()
     assert len(written.read_text().splitlines()) == 1 + labels.max() + 1
     with pytest.raises(ValueError, match="appears twice"):

@@ -68,8 +68,9 @@ def test_the_command_line_names_the_file_and_the_channel_and_then_segments_it(tm
     line = next(line for line in err.splitlines() if "hela.png" in line)
     assert "fluorescence composite" in line and "--channel N" in line and "channel 3 (blue)" in line
     assert "Traceback" not in err and "ValueError" not in line
-    assert main(["segment", str(tmp_path / "hela.png"), "--out", str(out), "--model", "classical",
-                 "--channel", "3"]) == 0
+    assert (
+        main(["segment", str(tmp_path / "hela.png"), "--out", str(out), "--model", "classical", "--channel", "3"]) == 0
+    )
     labels = read_labels(out / "hela_labels.tif")
     expected = load_model("classical").segment(hela_like[..., 2]).labels
     assert labels.max() == expected.max() > 10
@@ -81,8 +82,13 @@ def test_a_composite_is_refused_block_wise_too(tmp_path, hela_like):
     from nucseg.batch.blockwise import segment_large
 
     with pytest.raises(CompositeImageError, match="--channel N"):
-        segment_large(np.tile(hela_like, (2, 2, 1)), tmp_path / "labels.tif", model=load_model("classical"),
-                      block_size=256, margin=32)
+        segment_large(
+            np.tile(hela_like, (2, 2, 1)),
+            tmp_path / "labels.tif",
+            model=load_model("classical"),
+            block_size=256,
+            margin=32,
+        )
 
 
 def test_a_nearly_black_colour_image_is_no_composite():

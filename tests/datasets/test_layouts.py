@@ -62,8 +62,7 @@ def make_dsb(root: Path, count: int = 2, shape=(32, 40)) -> Path:
     return root
 
 
-def make_paired(root: Path, names=("a", "b"), shape=(20, 24), images="images", masks="masks",
-                mask_suffix="") -> Path:
+def make_paired(root: Path, names=("a", "b"), shape=(20, 24), images="images", masks="masks", mask_suffix="") -> Path:
     for k, name in enumerate(names):
         _png(root / images / f"{name}.png", np.full(shape, 10 * k, np.uint8))
         labels = np.zeros(shape, np.uint16)
@@ -100,8 +99,7 @@ def test_fixture_labels_are_the_mask_files_in_name_order():
     name = "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21"
     (sample,) = load_dataset(FIXTURES, names=[name], cache_dir=False)
     mask_files = sorted((FIXTURES / name / "masks").glob("*.png"))
-    assert all(np.array_equal(sample.labels == k, read_image(path) > 0)
-               for k, path in enumerate(mask_files, start=1))
+    assert all(np.array_equal(sample.labels == k, read_image(path) > 0) for k, path in enumerate(mask_files, start=1))
 
 
 @pytest.mark.parametrize("name, kind", sorted(FIXTURE_KINDS.items()))
@@ -145,8 +143,12 @@ def test_raw_image_kind_is_the_kind_after_channel_conversion_on_a_sample_of_the_
         image = read_image(FIXTURES / name / "images" / f"{name}.png")
         large = np.tile(image, (4, 4, 1))  # 1-4 MP: sampled every second or third pixel
         assert raw_image_kind(image) == raw_image_kind(large) == image_kind(to_channels(large, 3)) == kind
-    gray = read_image(FIXTURES / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552" / "images"
-                      / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552.png")[:, :, 0]
+    gray = read_image(
+        FIXTURES
+        / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552"
+        / "images"
+        / "00071198d059ba7f5914a526d124d28e6d010c92466da21d4a04cd5413362552.png"
+    )[:, :, 0]
     blue_only = np.zeros(gray.shape + (3,), np.uint8)
     blue_only[:, :, 2] = gray
     assert image_kind(blue_only) == "histology"  # the colour image as it is ...
@@ -308,8 +310,10 @@ def test_error_single_dsb_sample_folder(tmp_path):
     sample_dir = make_dsb_sample(tmp_path, "abc", [_disk_mask((32, 40), (10, 10), 3)])
     with pytest.raises(InputError) as excinfo:
         load_dataset(sample_dir, cache_dir=False)
-    assert _message(excinfo) == (f"{sample_dir}: this is one DSB2018 sample (images/abc.png + masks/); "
-                                 f"give the folder that holds the sample folders ({tmp_path})")
+    assert _message(excinfo) == (
+        f"{sample_dir}: this is one DSB2018 sample (images/abc.png + masks/); "
+        f"give the folder that holds the sample folders ({tmp_path})"
+    )
 
 
 def test_error_dsb_sample_without_images_folder(tmp_path):
@@ -317,8 +321,9 @@ def test_error_dsb_sample_without_images_folder(tmp_path):
     (tmp_path / "stray").mkdir()
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 'stray'}: wrong layout: missing images/ folder "
-                                 "(expected <id>/images/<id>.png)")
+    assert _message(excinfo) == (
+        f"{tmp_path / 'stray'}: wrong layout: missing images/ folder (expected <id>/images/<id>.png)"
+    )
 
 
 def test_error_dsb_images_folder_without_image(tmp_path):
@@ -344,8 +349,7 @@ def test_error_dsb_sample_without_masks_folder(tmp_path):
     (tmp_path / "s01" / "masks").rmdir()
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 's01'}: wrong layout: missing masks/ folder "
-                                 "(expected <id>/masks/*.png)")
+    assert _message(excinfo) == (f"{tmp_path / 's01'}: wrong layout: missing masks/ folder (expected <id>/masks/*.png)")
 
 
 def test_error_dsb_masks_folder_without_masks(tmp_path):
@@ -362,8 +366,9 @@ def test_error_jpeg_mask(tmp_path):
     Image.fromarray(_disk_mask((32, 40), (10, 10), 4)).save(tmp_path / "s00" / "masks" / "lossy.jpg")
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 's00' / 'masks' / 'lossy.jpg'}: masks must be PNG or TIFF: "
-                                 "JPEG compression changes mask values")
+    assert _message(excinfo) == (
+        f"{tmp_path / 's00' / 'masks' / 'lossy.jpg'}: masks must be PNG or TIFF: JPEG compression changes mask values"
+    )
 
 
 def test_error_dsb_mask_size_mismatch(tmp_path):
@@ -371,8 +376,9 @@ def test_error_dsb_mask_size_mismatch(tmp_path):
     _png(tmp_path / "s01" / "masks" / "m999.png", np.full((32, 41), 255, np.uint8))
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 's01' / 'masks' / 'm999.png'}: mask size 41x32 does not match "
-                                 "image size 40x32 (width x height)")
+    assert _message(excinfo) == (
+        f"{tmp_path / 's01' / 'masks' / 'm999.png'}: mask size 41x32 does not match image size 40x32 (width x height)"
+    )
 
 
 def test_error_paired_mask_size_mismatch(tmp_path):
@@ -380,8 +386,9 @@ def test_error_paired_mask_size_mismatch(tmp_path):
     _png(tmp_path / "masks" / "b.png", np.zeros((21, 24), np.uint8))
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 'masks' / 'b.png'}: mask size 24x21 does not match "
-                                 "image size 24x20 (width x height)")
+    assert _message(excinfo) == (
+        f"{tmp_path / 'masks' / 'b.png'}: mask size 24x21 does not match image size 24x20 (width x height)"
+    )
 
 
 def test_error_label_too_large(tmp_path):
@@ -390,8 +397,9 @@ def test_error_label_too_large(tmp_path):
     tifffile.imwrite(tmp_path / "masks" / "a.tif", np.full((4, 5), 2**31, np.uint32))
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 'masks' / 'a.tif'}: label 2147483648 is above the supported "
-                                 "maximum 2147483647")
+    assert _message(excinfo) == (
+        f"{tmp_path / 'masks' / 'a.tif'}: label 2147483648 is above the supported maximum 2147483647"
+    )
 
 
 def test_error_unreadable_image_file(tmp_path):
@@ -447,8 +455,9 @@ def test_error_two_images_with_the_same_name(tmp_path):
     tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((20, 24), np.uint8))
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 'images' / 'a.tif'}: two images named 'a' (a.png and a.tif); "
-                                 "names must be unique")
+    assert _message(excinfo) == (
+        f"{tmp_path / 'images' / 'a.tif'}: two images named 'a' (a.png and a.tif); names must be unique"
+    )
 
 
 def test_error_two_masks_for_one_image(tmp_path):
@@ -465,8 +474,9 @@ def test_error_image_without_mask(tmp_path):
     (tmp_path / "masks" / "c.png").unlink()
     with pytest.raises(InputError) as excinfo:
         load_dataset(tmp_path, cache_dir=False)
-    assert _message(excinfo) == (f"{tmp_path / 'images' / 'b.png'}: no mask with the same name in "
-                                 f"{tmp_path / 'masks'} (and 1 more)")
+    assert _message(excinfo) == (
+        f"{tmp_path / 'images' / 'b.png'}: no mask with the same name in {tmp_path / 'masks'} (and 1 more)"
+    )
 
 
 def test_error_mask_without_image(tmp_path):
@@ -593,8 +603,9 @@ def test_worker_processes_give_the_same_samples(tmp_path):
     sequential = load_dataset(data, cache_dir=False, workers=1)
     parallel = load_dataset(data, cache_dir=tmp_path / "cache", workers=2)
     assert [s.name for s in parallel] == [s.name for s in sequential]
-    assert all(np.array_equal(a.labels, b.labels) and np.array_equal(a.image, b.image)
-               for a, b in zip(sequential, parallel))
+    assert all(
+        np.array_equal(a.labels, b.labels) and np.array_equal(a.image, b.image) for a, b in zip(sequential, parallel)
+    )
     assert len(_cache_files(tmp_path / "cache")) == 9
 
 

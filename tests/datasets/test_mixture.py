@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from nucseg.datasets.mixture import (dataset_folders, dataset_key, load_mixture, qualified_name, resolve_dataset_path,
-                                     split_qualified)
+from nucseg.datasets.mixture import (
+    dataset_folders,
+    dataset_key,
+    load_mixture,
+    qualified_name,
+    resolve_dataset_path,
+    split_qualified,
+)
 from nucseg.errors import InputError
 
 DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
@@ -21,7 +27,9 @@ def test_names_are_qualified_by_dataset():
         split_qualified("img_07")
     assert dataset_key({"path": "dsb2018/stage1_train"}) == "stage1_train"
     assert dataset_folders([{"path": "dsb2018/stage1_train", "name": "dsb2018"}, {"path": "x/gbm40_he"}]) == {
-        "dsb2018": "dsb2018/stage1_train", "gbm40_he": "x/gbm40_he"}
+        "dsb2018": "dsb2018/stage1_train",
+        "gbm40_he": "x/gbm40_he",
+    }
 
 
 def test_relative_folders_are_found_under_the_data_root(tmp_path, monkeypatch):

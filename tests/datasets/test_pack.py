@@ -44,8 +44,10 @@ def test_a_packed_dataset_has_the_same_names_labels_network_input_kinds_and_spli
         assert np.array_equal(copy[name].labels, sample.labels)
         assert np.array_equal(prepare_image(copy[name].image), prepare_image(sample.image))
         assert raw_image_kind(copy[name].image) == raw_image_kind(sample.image)
-    split = {name: split_dataset(sorted(samples), val_fraction=0.25, test_fraction=0.25, seed=3)
-             for name, samples in (("original", original), ("copy", copy))}
+    split = {
+        name: split_dataset(sorted(samples), val_fraction=0.25, test_fraction=0.25, seed=3)
+        for name, samples in (("original", original), ("copy", copy))
+    }
     assert split["original"] == split["copy"]
 
 

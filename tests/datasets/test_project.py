@@ -15,16 +15,21 @@ from nucseg.io.images import read_image, read_labels
 
 
 def _digest(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_added_corrections_are_a_dataset_that_training_reads(dsb_samples, tmp_path):
     project = TrainingProject(tmp_path / "project")
     assert project.examples() == []
     fluorescence, histology = dsb_samples["00071198"], dsb_samples["00ae65c1"]
-    added = [project.add(s.image, s.labels, name=example_name(f"{key} nuclei.png"))
-             for key, s in (("00071198", fluorescence), ("00ae65c1", histology))]
+    added = [
+        project.add(s.image, s.labels, name=example_name(f"{key} nuclei.png"))
+        for key, s in (("00071198", fluorescence), ("00ae65c1", histology))
+    ]
     assert [e.name for e in added] == ["00071198_nuclei", "00ae65c1_nuclei"]
     assert [e.name for e in project.examples()] == ["00071198_nuclei", "00ae65c1_nuclei"]
     assert all(e.image_path.suffix == ".png" and e.mask_path.suffix == ".tif" for e in added)
@@ -47,8 +52,9 @@ def test_an_earlier_correction_is_never_replaced_without_overwrite(dsb_samples, 
     # Replaced on request, also by an image of another file type (16-bit data goes to TIFF).
     wide = sample.image[:, :, 0].astype(np.float32) * 3.5
     example = project.add(wide, edited, name="cells", overwrite=True)
-    assert example.image_path.suffix == ".tif" and sorted(p.name for p in (tmp_path / "images").iterdir()) == \
-        ["cells.tif"]
+    assert example.image_path.suffix == ".tif" and sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "cells.tif"
+    ]
     assert np.array_equal(read_labels(example.mask_path), edited)
     assert np.allclose(read_image(example.image_path), wide)
 

@@ -14,8 +14,14 @@ from skimage.segmentation import find_boundaries
 from nucseg.cli import main
 from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
-from nucseg.evaluation.folder import (CSV_COLUMNS, evaluate_folder, find_prediction, format_summary, write_csv,
-                                      write_json)
+from nucseg.evaluation.folder import (
+    CSV_COLUMNS,
+    evaluate_folder,
+    find_prediction,
+    format_summary,
+    write_csv,
+    write_json,
+)
 from nucseg.io.images import write_labels, write_png
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
@@ -163,8 +169,9 @@ def test_paired_ground_truth_folders(tmp_path, samples):
     shutil.copy(sample.image_path, tmp_path / "images" / f"{sample.name}.png")
     write_labels(tmp_path / "masks" / f"{sample.name}.tif", sample.labels)
     write_labels(tmp_path / "pred" / f"{sample.name}_labels.tif", sample.labels)
-    report = evaluate_folder(tmp_path / "pred", images_dir=tmp_path / "images", masks_dir=tmp_path / "masks",
-                             cache_dir=False)
+    report = evaluate_folder(
+        tmp_path / "pred", images_dir=tmp_path / "images", masks_dir=tmp_path / "masks", cache_dir=False
+    )
     assert report.summary.n_images == 1 and report.summary.dsb_score == 1.0
 
 
@@ -193,8 +200,19 @@ def test_cli_evaluate_prints_table_and_writes_files(tmp_path, samples, capsys):
     absent = samples[0].name
     write_predictions(tmp_path / "pred", {s.name: s.labels for s in samples if s.name != absent})
     out_csv, out_json = tmp_path / "per_image.csv", tmp_path / "summary.json"
-    code = main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(FIXTURES),
-                 "--csv", str(out_csv), "--json", str(out_json)])
+    code = main(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(FIXTURES),
+            "--csv",
+            str(out_csv),
+            "--json",
+            str(out_json),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "DSB2018 score" in captured.out and "0.7500" in captured.out
@@ -275,8 +293,10 @@ def test_label_stacks_are_scored_plane_by_plane_or_in_3d(tmp_path, capsys):
     assert split.summary.ap50 == 0.0  # each 3-D nucleus is split into three plane-sized pieces
     linked = evaluate_label_stacks(tmp_path / "linked", tmp_path / "gt", matching="3d")
     assert linked.summary.dsb_score == 1.0 and linked.matching == "3d"
-    assert main(["evaluate", "--pred", str(tmp_path / "linked"), "--gt-labels", str(tmp_path / "gt"),
-                 "--match", "3d"]) == 0
+    assert (
+        main(["evaluate", "--pred", str(tmp_path / "linked"), "--gt-labels", str(tmp_path / "gt"), "--match", "3d"])
+        == 0
+    )
     assert "label stacks matched in 3-D" in capsys.readouterr().out
     import tifffile
 

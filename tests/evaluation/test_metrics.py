@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.evaluation.metrics import (dice, dsb_score, DSB_THRESHOLDS, image_scores, iou, iou_matrix, match_instances,
-                                       pixel_accuracy, summarize)
+from nucseg.evaluation.metrics import (
+    dice,
+    dsb_score,
+    DSB_THRESHOLDS,
+    image_scores,
+    iou,
+    iou_matrix,
+    match_instances,
+    pixel_accuracy,
+    summarize,
+)
 
 KAGGLE_THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
@@ -76,9 +85,7 @@ def test_iou_matrix_of_three_objects():
     matrix = iou_matrix(truth, pred)
     assert list(matrix.true_ids) == [1, 2, 3]
     assert list(matrix.pred_ids) == [7, 13, 40]
-    expected = np.array([[0.0, 0.0, 0.6],
-                         [8 / 9, 0.0, 0.0],
-                         [0.0, 0.0, 0.0]])
+    expected = np.array([[0.0, 0.0, 0.6], [8 / 9, 0.0, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(matrix.to_dense(), expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(matrix.to_sparse().toarray(), expected, rtol=0, atol=1e-12)
     assert len(matrix.values) == 2  # only overlapping pairs are stored
@@ -305,8 +312,10 @@ def test_permuting_label_ids_changes_nothing(seed):
 def test_perfect_prediction_scores_one_everywhere():
     truth = random_scene(np.random.default_rng(7))
     scores = image_scores(truth, truth)
-    assert all(getattr(scores, name) == 1.0 for name in
-               ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "pixel_accuracy", "dice"))
+    assert all(
+        getattr(scores, name) == 1.0
+        for name in ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "pixel_accuracy", "dice")
+    )
     assert all(a == 1.0 for a in scores.ap)
     matching = match_instances(truth, truth, threshold=0.95)
     assert matching.tp == scores.n_true > 0
@@ -318,23 +327,30 @@ def test_empty_prediction_against_nuclei_scores_zero():
     empty = np.zeros_like(truth)
     for truth_image, pred_image in ((truth, empty), (empty, truth)):
         scores = image_scores(truth_image, pred_image)
-        assert all(getattr(scores, name) == 0.0 for name in
-                   ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "dice"))
+        assert all(
+            getattr(scores, name) == 0.0 for name in ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "dice")
+        )
         matching = match_instances(truth_image, pred_image)
-        assert all(getattr(matching, name) == 0.0 for name in
-                   ("precision", "recall", "f1", "accuracy", "mean_matched_iou", "panoptic_quality"))
+        assert all(
+            getattr(matching, name) == 0.0
+            for name in ("precision", "recall", "f1", "accuracy", "mean_matched_iou", "panoptic_quality")
+        )
     assert image_scores(truth, empty).pixel_accuracy == pytest.approx(np.mean(truth == 0))
 
 
 def test_both_empty_is_a_correct_answer():
     empty = np.zeros((16, 16), dtype=np.int32)
     scores = image_scores(empty, empty)
-    assert all(getattr(scores, name) == 1.0 for name in
-               ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "pixel_accuracy", "dice"))
+    assert all(
+        getattr(scores, name) == 1.0
+        for name in ("dsb_score", "ap50", "ap75", "f1_50", "pq", "pixel_iou", "pixel_accuracy", "dice")
+    )
     assert (scores.n_true, scores.n_pred) == (0, 0)
     matching = match_instances(empty, empty)
-    assert all(getattr(matching, name) == 1.0 for name in
-               ("precision", "recall", "f1", "accuracy", "mean_matched_iou", "panoptic_quality"))
+    assert all(
+        getattr(matching, name) == 1.0
+        for name in ("precision", "recall", "f1", "accuracy", "mean_matched_iou", "panoptic_quality")
+    )
     assert matching.pairs.shape == (0, 2)
 
 
@@ -374,4 +390,3 @@ def test_summary_to_dict_is_json_ready():
 def test_summarize_refuses_nothing():
     with pytest.raises(ValueError):
         summarize([])
-

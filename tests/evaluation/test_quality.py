@@ -27,14 +27,16 @@ def _confident(labels):
 
 def test_confident_round_nuclei_of_the_training_size_look_good():
     labels = _discs()
-    good = quality_features(labels, _confident(labels), image_kind="fluorescence", training_diameter=16.0,
-                            training_kinds=["fluorescence"])
+    good = quality_features(
+        labels, _confident(labels), image_kind="fluorescence", training_diameter=16.0, training_kinds=["fluorescence"]
+    )
     assert set(good) == set(QUALITY_FEATURES)
     assert good["ambiguous"] == 0 and good["entropy"] < 0.01 and good["irregular"] < 0.1
     assert good["size_offset"] < 0.2 and good["unseen_kind"] == 0 and good["no_nuclei"] == 0
     murky = np.full((3,) + labels.shape, 1 / 3, dtype=np.float32)
-    bad = quality_features(np.zeros_like(labels), murky, image_kind="histology", training_diameter=16.0,
-                           training_kinds=["fluorescence"])
+    bad = quality_features(
+        np.zeros_like(labels), murky, image_kind="histology", training_diameter=16.0, training_kinds=["fluorescence"]
+    )
     assert bad["ambiguous"] == 1 and bad["no_nuclei"] == 1 and bad["unseen_kind"] == 1
 
 
@@ -42,8 +44,10 @@ def test_ragged_shapes_count_as_irregular():
     rings = _discs(radius=10)
     rings[_discs(radius=7) > 0] = 0  # thin rings: outlined texture rather than filled nuclei
     features = quality_features(rings, None, image_kind="histology", training_diameter=16.0)
-    assert features["irregular"] > quality_features(_discs(), None, image_kind="histology",
-                                                   training_diameter=16.0)["irregular"] + 0.3
+    assert (
+        features["irregular"]
+        > quality_features(_discs(), None, image_kind="histology", training_diameter=16.0)["irregular"] + 0.3
+    )
 
 
 def test_fitted_score_ranks_images_by_their_accuracy():
@@ -51,11 +55,13 @@ def test_fitted_score_ranks_images_by_their_accuracy():
     rows, ap50 = [], []
     for _ in range(60):
         row = {name: float(rng.random()) for name in QUALITY_FEATURES}
-        row |= {"sizing_clipped": float(rng.random() < 0.2), "unseen_kind": float(rng.random() < 0.2),
-                "no_nuclei": 0.0}  # indicators, 0 or 1; images without nuclei are never scored
+        row |= {
+            "sizing_clipped": float(rng.random() < 0.2),
+            "unseen_kind": float(rng.random() < 0.2),
+            "no_nuclei": 0.0,
+        }  # indicators, 0 or 1; images without nuclei are never scored
         rows.append(row)
-        ap50.append(float(np.clip(0.95 - 0.6 * row["ambiguous"] - 0.3 * row["irregular"]
-                                  + rng.normal(0, 0.03), 0, 1)))
+        ap50.append(float(np.clip(0.95 - 0.6 * row["ambiguous"] - 0.3 * row["irregular"] + rng.normal(0, 0.03), 0, 1)))
     calibration = fit_calibration(rows[:40], ap50[:40], training_kinds=["fluorescence"])
     assert calibration.weights["ambiguous"] < -0.3 and abs(calibration.weights["unseen_kind"]) < 0.1
     relation = quality_relation(rows[40:], ap50[40:], calibration)
@@ -127,13 +133,19 @@ def test_objects_that_do_not_stand_out_are_faint():
     assert quality_features(labels, None, image=texture, **options)["faint"] == 1.0
     assert quality_features(labels, None, image=nuclei, **options)["faint"] == 0.0
     dark_nuclei = (255 - nuclei).astype(np.uint8)  # brightfield: nuclei darker than the field stand out
-    assert quality_features(labels, None, image=dark_nuclei, image_kind="brightfield",
-                            training_diameter=16.0)["faint"] == 0.0
+    assert (
+        quality_features(labels, None, image=dark_nuclei, image_kind="brightfield", training_diameter=16.0)["faint"]
+        == 0.0
+    )
 
 
 def test_beyond_a_not_nuclei_limit_of_its_kind_an_image_is_flagged_whatever_its_score():
-    calibration = QualityCalibration(0.9, {"ambiguous": -0.8}, 0.5, limits={
-        "fluorescence": {"thin_strokes": 0.05, "faint": 0.2}, "histology": {"thin_strokes": 0.4}})
+    calibration = QualityCalibration(
+        0.9,
+        {"ambiguous": -0.8},
+        0.5,
+        limits={"fluorescence": {"thin_strokes": 0.05, "faint": 0.2}, "histology": {"thin_strokes": 0.4}},
+    )
     features = dict.fromkeys(QUALITY_FEATURES, 0.0) | {"thin_strokes": 0.3}
     quality = assess(features, calibration, image_kind="fluorescence")
     assert quality.flag == "check" and quality.score == pytest.approx(0.9)
@@ -149,8 +161,10 @@ def test_beyond_a_not_nuclei_limit_of_its_kind_an_image_is_flagged_whatever_its_
 
 
 def test_limits_are_the_largest_values_of_the_well_segmented_fitted_images_of_each_kind():
-    rows = [dict.fromkeys(QUALITY_FEATURES, 0.0) | {"faint": f, "ambiguous": a} for f, a in
-            [(0.1, 0.2), (0.3, 0.5), (0.2, 0.4), (0.6, 0.6), (0.05, 0.1)]]
+    rows = [
+        dict.fromkeys(QUALITY_FEATURES, 0.0) | {"faint": f, "ambiguous": a}
+        for f, a in [(0.1, 0.2), (0.3, 0.5), (0.2, 0.4), (0.6, 0.6), (0.05, 0.1)]
+    ]
     rows.append(dict.fromkeys(QUALITY_FEATURES, 0.0) | {"no_nuclei": 1.0, "faint": 0.9})
     ap50 = [0.9, 0.5, 0.6, 0.2, 0.8, 0.0]
     kinds = ["fluorescence"] * 4 + ["histology", "fluorescence"]

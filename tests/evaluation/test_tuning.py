@@ -25,14 +25,27 @@ from nucseg.errors import ModelError
 from nucseg.evaluation.metrics import dsb_score
 from nucseg.models.folder import load_model_folder, ModelConfig, read_model_config, save_model
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-from nucseg.evaluation.tuning import (MIN_TUNING_IMAGES, MIN_TUNING_NUCLEI, save_tuning, search_thresholds,
-                                     small_tuning_set, SmallTuningSetWarning, tune_postprocess, TuningGrid,
-                                     TuningResult)
+from nucseg.evaluation.tuning import (
+    MIN_TUNING_IMAGES,
+    MIN_TUNING_NUCLEI,
+    save_tuning,
+    search_thresholds,
+    small_tuning_set,
+    SmallTuningSetWarning,
+    tune_postprocess,
+    TuningGrid,
+    TuningResult,
+)
 
 DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 TINY_UNET = {"base_channels": 4, "depth": 2}
-SMALL_GRID = TuningGrid(foreground_threshold=(0.3, 0.6), marker_threshold=(0.4, 0.8), min_marker_size=(1, 16),
-                        min_size=(0, 30, 80), refine_rounds=1)
+SMALL_GRID = TuningGrid(
+    foreground_threshold=(0.3, 0.6),
+    marker_threshold=(0.4, 0.8),
+    min_marker_size=(1, 16),
+    min_size=(0, 30, 80),
+    refine_rounds=1,
+)
 
 
 def _three_class(interior: np.ndarray, boundary: np.ndarray) -> np.ndarray:
@@ -104,16 +117,16 @@ def test_image_weights_decide_which_image_the_thresholds_fit():
     only_pairs = search_thresholds(maps, [disks, pairs], weights=[0.0, 1.0], grid=SMALL_GRID)
     assert only_pairs.score == pytest.approx(search_thresholds([touching], [pairs], grid=SMALL_GRID).score)
     equal = search_thresholds(maps, [disks, pairs], grid=SMALL_GRID)
-    assert equal.score == pytest.approx(search_thresholds(maps, [disks, pairs], weights=[2.0, 2.0],
-                                                          grid=SMALL_GRID).score)
+    assert equal.score == pytest.approx(
+        search_thresholds(maps, [disks, pairs], weights=[2.0, 2.0], grid=SMALL_GRID).score
+    )
 
 
 def test_sizes_at_network_scale_are_tuned_in_the_network_frame():
     labels, foreground = _disks_with_distractors()
     probabilities = _three_class(foreground * 0.9, foreground * 0.1)
     # The network ran at 0.5: a nucleus of 113 image pixels had 28 network pixels, a speck of 25 had 6.
-    result = search_thresholds([probabilities], [labels], scales=[0.5],
-                               initial=PostprocessConfig(size_frame="network"))
+    result = search_thresholds([probabilities], [labels], scales=[0.5], initial=PostprocessConfig(size_frame="network"))
     assert result.score == 1.0
     assert result.config.size_frame == "network"
     assert 25 < result.config.at_scale(0.5).min_size <= np.bincount(labels.ravel())[1:].min()
@@ -228,8 +241,14 @@ def _tiny_model(path: Path, *, split: dict | None = None) -> Path:
     from nucseg.models.networks import build_model
 
     torch.manual_seed(0)
-    config = ModelConfig("unet", dict(TINY_UNET), split=split or {}, validation={"dsb_score": 0.25, "epoch": 3},
-                         training={"epochs": 3}, name="tiny")
+    config = ModelConfig(
+        "unet",
+        dict(TINY_UNET),
+        split=split or {},
+        validation={"dsb_score": 0.25, "epoch": 3},
+        training={"epochs": 3},
+        name="tiny",
+    )
     return save_model(build_model("unet", **TINY_UNET), config, path)
 
 
@@ -250,7 +269,8 @@ def test_tune_postprocess_goes_through_segment(tmp_path, dsb_samples, fake_proba
 
 
 def test_tune_postprocess_by_kind_gives_each_kind_with_enough_images_its_own_settings(
-        tmp_path, dsb_samples, fake_probabilities, monkeypatch):
+    tmp_path, dsb_samples, fake_probabilities, monkeypatch
+):
     monkeypatch.setattr("nucseg.evaluation.tuning.MIN_KIND_IMAGES", 2)
     path = _tiny_model(tmp_path / "model")
     model = load_model(path)
@@ -261,9 +281,10 @@ def test_tune_postprocess_by_kind_gives_each_kind_with_enough_images_its_own_set
     own = result.by_kind["fluorescence"]
     assert own.n_images == 2
     assert own.score == pytest.approx(tune_postprocess(model, fluorescence, grid=SMALL_GRID).score)
-    expected = np.mean([dsb_score(s.labels, instances_from_probabilities(_fixture_maps(s.labels), own.config))
-                        for s in fluorescence] + [dsb_score(histology.labels, instances_from_probabilities(
-                            _fixture_maps(histology.labels), result.config))])
+    expected = np.mean(
+        [dsb_score(s.labels, instances_from_probabilities(_fixture_maps(s.labels), own.config)) for s in fluorescence]
+        + [dsb_score(histology.labels, instances_from_probabilities(_fixture_maps(histology.labels), result.config))]
+    )
     assert result.final_score == pytest.approx(expected)
 
     save_tuning(path, result, data="fixtures")
@@ -271,7 +292,8 @@ def test_tune_postprocess_by_kind_gives_each_kind_with_enough_images_its_own_set
     assert tuned.postprocess_for(fluorescence[0].image) == own.config
     assert tuned.postprocess_for(histology.image) == tuned.postprocess_config == result.config
     assert read_model_config(path)[0].validation["tuning"]["by_kind"] == {
-        "fluorescence": {"n_images": 2, "dsb_score": own.score}}
+        "fluorescence": {"n_images": 2, "dsb_score": own.score}
+    }
     kind_config = dataclasses.replace(own.config, min_size=0)  # an explicit override applies on top of the kind's
     labels = tuned.segment(fluorescence[0].image, postprocess={"min_size": 0}).labels
     assert np.array_equal(labels, instances_from_probabilities(_fixture_maps(fluorescence[0].labels), kind_config))
@@ -290,8 +312,9 @@ def test_save_tuning_is_atomic_and_keeps_the_weights_checksum(tmp_path, monkeypa
     path = _tiny_model(tmp_path / "model", split={"train": ["a"], "validation": ["b"]})
     before_config, sha = read_model_config(path)
     old_text = (path / "config.json").read_text()
-    result = TuningResult(PostprocessConfig(foreground_threshold=0.4, min_size=20), 0.7,
-                          PostprocessConfig(), 0.5, 3, ())
+    result = TuningResult(
+        PostprocessConfig(foreground_threshold=0.4, min_size=20), 0.7, PostprocessConfig(), 0.5, 3, ()
+    )
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -308,8 +331,12 @@ def test_save_tuning_is_atomic_and_keeps_the_weights_checksum(tmp_path, monkeypa
     assert after_sha == sha
     assert after_config.postprocess == result.config.to_dict()
     assert after_config.validation["tuning"] == {
-        "dsb_score_before": 0.5, "dsb_score_after": 0.7, "n_images": 3, "data": "somewhere",
-        "postprocess_before": PostprocessConfig().to_dict()}
+        "dsb_score_before": 0.5,
+        "dsb_score_after": 0.7,
+        "n_images": 3,
+        "data": "somewhere",
+        "postprocess_before": PostprocessConfig().to_dict(),
+    }
     assert after_config.validation["dsb_score"] == 0.25
     untouched = [f.name for f in dataclasses.fields(ModelConfig) if f.name not in ("postprocess", "validation")]
     assert all(getattr(after_config, name) == getattr(before_config, name) for name in untouched)
@@ -335,8 +362,9 @@ def test_save_tuning_refuses_a_folder_replaced_while_tuning(tmp_path):
 def test_tune_cli_on_the_stored_validation_split(tmp_path, dsb_samples, fake_probabilities, capsys, monkeypatch):
     monkeypatch.setenv("NUCSEG_CACHE_DIR", str(tmp_path / "cache"))
     validation = _names(dsb_samples, "0280fa8f", "00071198")
-    path = _tiny_model(tmp_path / "model", split={"train": _names(dsb_samples, "00ae65c1", "091944f1"),
-                                                  "validation": validation})
+    path = _tiny_model(
+        tmp_path / "model", split={"train": _names(dsb_samples, "00ae65c1", "091944f1"), "validation": validation}
+    )
     _, sha = read_model_config(path)
     code = main(["tune", "--model", str(path), "--data", str(DSB_DIR), "--split-from-model"])
     captured = capsys.readouterr()
@@ -354,14 +382,17 @@ def test_tune_cli_on_the_stored_validation_split(tmp_path, dsb_samples, fake_pro
     assert load_model(path).postprocess_config.foreground_threshold == pytest.approx(0.6)
 
 
-def test_tune_cli_dry_run_writes_nothing_and_warns_about_training_images(tmp_path, dsb_samples, fake_probabilities,
-                                                                         capsys, monkeypatch):
+def test_tune_cli_dry_run_writes_nothing_and_warns_about_training_images(
+    tmp_path, dsb_samples, fake_probabilities, capsys, monkeypatch
+):
     monkeypatch.setenv("NUCSEG_CACHE_DIR", str(tmp_path / "cache"))
     images = tmp_path / "val"
     for name in _names(dsb_samples, "00071198", "0280fa8f"):
         shutil.copytree(DSB_DIR / name, images / name)
-    path = _tiny_model(tmp_path / "model", split={"train": _names(dsb_samples, "00071198"),
-                                                  "validation": _names(dsb_samples, "0280fa8f")})
+    path = _tiny_model(
+        tmp_path / "model",
+        split={"train": _names(dsb_samples, "00071198"), "validation": _names(dsb_samples, "0280fa8f")},
+    )
     old_text = (path / "config.json").read_text()
     code = main(["tune", "--model", str(path), "--data", str(images), "--dry-run"])
     captured = capsys.readouterr()
@@ -371,17 +402,31 @@ def test_tune_cli_dry_run_writes_nothing_and_warns_about_training_images(tmp_pat
     assert "not written (--dry-run)" in captured.out
 
 
-@pytest.mark.parametrize("make_args, message", [
-    (lambda tmp, names: ["--model", str(tmp / "absent"), "--data", str(DSB_DIR)], "no such model folder"),
-    (lambda tmp, names: ["--model", "classical", "--data", str(DSB_DIR)], "no network"),
-    (lambda tmp, names: ["--model", str(_tiny_model(tmp / "m", split={"train": names, "validation": ["nope", "x"]})),
-                         "--data", str(DSB_DIR), "--split-from-model"],
-     "2 of the 2 validation images stored in"),
-    (lambda tmp, names: ["--model", str(_tiny_model(tmp / "m")), "--data", str(DSB_DIR), "--split-from-model"],
-     "stores no validation split"),
-    (lambda tmp, names: ["--model", str(_tiny_model(tmp / "m")), "--images", str(DSB_DIR)],
-     "--images and --masks go together"),
-])
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda tmp, names: ["--model", str(tmp / "absent"), "--data", str(DSB_DIR)], "no such model folder"),
+        (lambda tmp, names: ["--model", "classical", "--data", str(DSB_DIR)], "no network"),
+        (
+            lambda tmp, names: [
+                "--model",
+                str(_tiny_model(tmp / "m", split={"train": names, "validation": ["nope", "x"]})),
+                "--data",
+                str(DSB_DIR),
+                "--split-from-model",
+            ],
+            "2 of the 2 validation images stored in",
+        ),
+        (
+            lambda tmp, names: ["--model", str(_tiny_model(tmp / "m")), "--data", str(DSB_DIR), "--split-from-model"],
+            "stores no validation split",
+        ),
+        (
+            lambda tmp, names: ["--model", str(_tiny_model(tmp / "m")), "--images", str(DSB_DIR)],
+            "--images and --masks go together",
+        ),
+    ],
+)
 def test_tune_cli_errors_are_one_line_with_exit_code_2(tmp_path, dsb_samples, capsys, make_args, message):
     code = main(["tune", *make_args(tmp_path, _names(dsb_samples, "00071198"))])
     err = capsys.readouterr().err
@@ -389,8 +434,9 @@ def test_tune_cli_errors_are_one_line_with_exit_code_2(tmp_path, dsb_samples, ca
     assert err.startswith("nucseg: error: ") and message in err and err.count("\n") == 1
 
 
-def test_tune_cli_leaves_a_config_it_cannot_improve_loadable(tmp_path, dsb_samples, fake_probabilities, capsys,
-                                                              monkeypatch):
+def test_tune_cli_leaves_a_config_it_cannot_improve_loadable(
+    tmp_path, dsb_samples, fake_probabilities, capsys, monkeypatch
+):
     monkeypatch.setenv("NUCSEG_CACHE_DIR", str(tmp_path / "cache"))
     path = _tiny_model(tmp_path / "model", split={"train": [], "validation": _names(dsb_samples, "00071198")})
     assert main(["tune", "--model", str(path), "--data", str(DSB_DIR), "--split-from-model"]) == 0
@@ -417,8 +463,10 @@ def test_tuning_on_a_few_images_warns_with_their_numbers(tmp_path, dsb_samples, 
     model = load_model(_tiny_model(tmp_path / "model"))
     samples = [dsb_samples["00071198"], dsb_samples["0280fa8f"]]
     nuclei = sum(int(np.count_nonzero(np.unique(s.labels))) for s in samples)
-    with pytest.warns(SmallTuningSetWarning, match=f"tuned on 2 image\\(s\\) holding {nuclei} annotated nuclei "
-                                                   f"\\(fewer than {MIN_TUNING_IMAGES} images"):
+    with pytest.warns(
+        SmallTuningSetWarning,
+        match=f"tuned on 2 image\\(s\\) holding {nuclei} annotated nuclei \\(fewer than {MIN_TUNING_IMAGES} images",
+    ):
         tune_postprocess(model, samples, grid=SMALL_GRID)
 
 

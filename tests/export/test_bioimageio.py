@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("bioimageio.core",
-                    reason="the bioimageio extra is not installed (pip install 'nucseg[bioimageio]')")
+pytest.importorskip(
+    "bioimageio.core", reason="the bioimageio extra is not installed (pip install 'nucseg[bioimageio]')"
+)
 
 from nucseg.cli import main as nucseg_main  # noqa: E402
 from nucseg.datasets.locations import sample_image_paths  # noqa: E402
@@ -41,9 +42,19 @@ def test_package_describes_the_models_input_preprocessing_and_output(package, tm
     with zipfile.ZipFile(package) as bundle:
         names = set(bundle.namelist())
         rdf = yaml.safe_load(bundle.read("rdf.yaml"))
-    assert {"config.json", "weights.safetensors", "network.onnx", "weights.onnx", "weights.torchscript", "weights.pt",
-            architecture_file_name(loaded_architecture()), "README.md", "cover.png", "test_input.npy",
-            "test_output.npy"} <= names
+    assert {
+        "config.json",
+        "weights.safetensors",
+        "network.onnx",
+        "weights.onnx",
+        "weights.torchscript",
+        "weights.pt",
+        architecture_file_name(loaded_architecture()),
+        "README.md",
+        "cover.png",
+        "test_input.npy",
+        "test_output.npy",
+    } <= names
     assert rdf["format_version"].startswith("0.5") and rdf["type"] == "model"
     preprocessing = next(step for step in rdf["inputs"][0]["preprocessing"] if step["id"] == "scale_range")
     config, _ = read_model_config(resolve_model_path(DEFAULT_MODEL))
@@ -69,8 +80,12 @@ def test_architecture_source_stands_alone_and_matches_nucseg(tmp_path):
     namespace: dict = {}
     exec(compile(architecture_source(loaded_architecture()), "nucseg_unet.py", "exec"), namespace)  # noqa: S102 - our own source
     loaded = load_model_folder(resolve_model_path(DEFAULT_MODEL))
-    standalone = namespace["NucsegNetwork"](loaded.config.in_channels, loaded.config.out_channels,
-                                         **loaded.config.architecture_options, classes=loaded.config.classes)
+    standalone = namespace["NucsegNetwork"](
+        loaded.config.in_channels,
+        loaded.config.out_channels,
+        **loaded.config.architecture_options,
+        classes=loaded.config.classes,
+    )
     reference = WithOutputMaps(loaded.network, loaded.config.classes).eval()
     standalone.load_state_dict(reference.state_dict())
     x = torch.rand(1, 3, 64, 96)
@@ -120,5 +135,16 @@ def test_model_card_names_data_licences_and_post_processing():
 def test_a_package_nucseg_did_not_write_is_refused_in_one_line(tmp_path):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "rdf.yaml").write_text("type: model\n")
-    assert nucseg_main(["segment", str(sample_image_paths()[0]), "--model", str(tmp_path / "foreign"),
-                        "--out", str(tmp_path / "out")]) != 0
+    assert (
+        nucseg_main(
+            [
+                "segment",
+                str(sample_image_paths()[0]),
+                "--model",
+                str(tmp_path / "foreign"),
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        != 0
+    )

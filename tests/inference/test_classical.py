@@ -5,8 +5,12 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from nucseg.inference.classical import (detect_polarity, estimate_nucleus_radius, segment_classical,
-                                        segment_classical_detailed)
+from nucseg.inference.classical import (
+    detect_polarity,
+    estimate_nucleus_radius,
+    segment_classical,
+    segment_classical_detailed,
+)
 from nucseg.datasets.layouts import load_dataset
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"

@@ -163,12 +163,12 @@ def test_postprocess_overrides(active_model_dir, dsb_samples):
         model.segment(image, postprocess={"min_sise": 3}).labels
 
 
-def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, active_unet, dsb_samples,
-                                                                        monkeypatch):
+def test_resize_to_model_runs_at_its_size_and_returns_full_size_labels(tmp_path, active_unet, dsb_samples, monkeypatch):
     from nucseg.models.folder import ModelConfig, save_model
 
-    folder = save_model(active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128),
-                        tmp_path / "resized")
+    folder = save_model(
+        active_unet, ModelConfig("unet", {"base_channels": 8, "depth": 4}, resize_to=128), tmp_path / "resized"
+    )
     model = load_model(folder)
     recorder = _record_shapes(model, monkeypatch)
     labels = model.segment(dsb_samples["00ae65c1"].image).labels
@@ -193,8 +193,7 @@ def test_scale_and_diameter(active_model_dir, dsb_samples, monkeypatch):
         model.segment(image, scale=0.5, diameter=40).labels
 
 
-def test_auto_sizing_runs_a_second_pass_only_when_the_nuclei_are_off_size(active_model_dir, dsb_samples,
-                                                                          monkeypatch):
+def test_auto_sizing_runs_a_second_pass_only_when_the_nuclei_are_off_size(active_model_dir, dsb_samples, monkeypatch):
     from nucseg.postprocess.measure import median_nucleus_diameter
 
     model = load_model(active_model_dir)
@@ -244,9 +243,14 @@ def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, 
     whole_image_factor = model.scale_for_labels(model.segment(image, diameter=None).labels)
     calls = []
     segment_at = model._segment_at
-    monkeypatch.setattr(model, "_segment_at", lambda image, factor, post, options: (
-        calls.append((image.shape[:2], factor, options.get("intensity_range") is not None))
-        or segment_at(image, factor, post, options)))
+    monkeypatch.setattr(
+        model,
+        "_segment_at",
+        lambda image, factor, post, options: (
+            calls.append((image.shape[:2], factor, options.get("intensity_range") is not None))
+            or segment_at(image, factor, post, options)
+        ),
+    )
 
     result = model.segment(image)
     assert calls[0] == ((640, 640), 1.0, True)  # the centre quarter, normalized as the whole image
@@ -377,8 +381,15 @@ def test_segment_files_writes_labels_overlays_measurements_summary_and_rle(tmp_p
 
     model = load_model(active_model_dir)
     out = tmp_path / "out"
-    report = segment_files(_small_inputs(), out, model=model, overlay=True, measure=True, pixel_size=0.5,
-                           rle_path=tmp_path / "submission.csv")
+    report = segment_files(
+        _small_inputs(),
+        out,
+        model=model,
+        overlay=True,
+        measure=True,
+        pixel_size=0.5,
+        rle_path=tmp_path / "submission.csv",
+    )
     assert report.exit_code == 0 and report.n_ok == 3 and report.n_failed == 0
     summary = _read_csv(out / "summary.csv")
     assert [row["image"] for row in summary] == [p.name for p in _small_inputs()]
@@ -471,11 +482,13 @@ def test_a_failure_mid_write_leaves_no_partial_or_temporary_files(tmp_path, acti
     assert "No space left on device" in report.images[0].error
     assert "out of memory" in report.images[1].error
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{third}_labels.tif", f"{third}_overlay.png", "summary.csv"])  # no temporary, no partial outputs
+        [f"{third}_labels.tif", f"{third}_overlay.png", "summary.csv"]
+    )  # no temporary, no partial outputs
 
 
-def test_segment_files_runs_images_side_by_side_one_thread_each_with_the_serial_results(tmp_path, active_model_dir,
-                                                                                        monkeypatch):
+def test_segment_files_runs_images_side_by_side_one_thread_each_with_the_serial_results(
+    tmp_path, active_model_dir, monkeypatch
+):
     import nucseg.batch.driver
     import nucseg.inference.runners
     from nucseg.scale.executors import InProcessExecutor
@@ -495,8 +508,10 @@ def test_segment_files_runs_images_side_by_side_one_thread_each_with_the_serial_
     assert created == [1, None]  # one at a time: every core, and the model is back to its default
     assert side_by_side.n_ok == serial.n_ok == 3
     for name in (p.name for p in _small_inputs()):
-        assert np.array_equal(read_labels(tmp_path / "threads" / f"{name}_labels.tif"),
-                              read_labels(tmp_path / "serial" / f"{name}_labels.tif"))
+        assert np.array_equal(
+            read_labels(tmp_path / "threads" / f"{name}_labels.tif"),
+            read_labels(tmp_path / "serial" / f"{name}_labels.tif"),
+        )
     assert not load_model(active_model_dir, device="cpu").segments_side_by_side(backend="torch")
 
 
@@ -506,7 +521,6 @@ def test_segment_files_with_the_classical_model_and_checks_options_first(tmp_pat
     with pytest.raises(nucseg.NucsegError, match="tta"):
         segment_files(_small_inputs()[:1], tmp_path / "out2", model="classical", tta=True)
     assert not (tmp_path / "out2").exists()
-
 
 
 def _with_settings_by_kind(source: Path, folder: Path, by_kind: dict) -> Path:

@@ -23,8 +23,10 @@ from nucseg.postprocess.watershed import PostprocessConfig
         ({"scale": float("nan")}, "scale must be a positive number, got nan"),
         ({"scale": True}, "scale must be a positive number, got True"),
         ({"diameter": -3}, "diameter must be a positive number of pixels, got -3"),
-        ({"diameter": "large"}, "diameter must be a number of pixels or 'auto' (or, for files, microns such as "
-                                "'8um'), got 'large'"),
+        (
+            {"diameter": "large"},
+            "diameter must be a number of pixels or 'auto' (or, for files, microns such as '8um'), got 'large'",
+        ),
         ({"scale": 0.5, "diameter": 20}, "give scale or diameter, not both"),
         ({"tile_size": 100}, "tile_size must be a positive multiple of 32, got 100"),
         ({"tile_size": 0}, "tile_size must be a positive multiple of 32, got 0"),
@@ -32,8 +34,10 @@ from nucseg.postprocess.watershed import PostprocessConfig
         ({"tile_size": 256, "overlap": 200}, "overlap must be in [0, tile_size / 2] = [0, 128], got 200"),
         ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
         ({"tta": "yes"}, "tta must be true or false, got 'yes'"),
-        ({"backend": "tensorflow"}, "unknown backend 'tensorflow'; choose one of: torch, onnxruntime, "
-                                    "onnxruntime-int8"),
+        (
+            {"backend": "tensorflow"},
+            "unknown backend 'tensorflow'; choose one of: torch, onnxruntime, onnxruntime-int8",
+        ),
         ({"channel": 0}, "channel 0: channels are counted from 1"),
         ({"channel": "0"}, "channel '0': channels are counted from 1"),
         ({"channel": 1.5}, "channel must be a number counted from 1 or a channel name, got 1.5"),
@@ -42,8 +46,10 @@ from nucseg.postprocess.watershed import PostprocessConfig
         ({"axes": "ZQX"}, "--axes 'ZQX': name each axis once with the letters TZCSYX, Y and X among them"),
         ({"axes": "ZYX", "channel_axis": 0}, "give the axes (--axes) or the channel axis (--channel-axis), not both"),
         ({"postprocess": {"min_sise": 3}}, "unknown postprocess setting(s) 'min_sise'; known: foreground_threshold"),
-        ({"postprocess": {"foreground_threshold": 1.5}},
-         "postprocess foreground_threshold must be a probability in [0, 1), got 1.5"),
+        (
+            {"postprocess": {"foreground_threshold": 1.5}},
+            "postprocess foreground_threshold must be a probability in [0, 1), got 1.5",
+        ),
         ({"postprocess": {"min_size": -1}}, "postprocess min_size must be a non-negative integer (pixels), got -1"),
         ({"postprocess": [("min_size", 3)]}, "postprocess settings must be a mapping, got list"),
     ],
@@ -57,8 +63,14 @@ def test_each_invalid_value_is_refused_in_one_line(values, message):
 
 
 def test_valid_values_are_stored_as_plain_types():
-    options = SegmentOptions(scale=np.float32(0.5), tile_size=np.int64(256), channel=np.int16(2), axes="zyx",
-                             tta=np.bool_(True), postprocess={"min_size": np.int64(30), "foreground_threshold": 0.4})
+    options = SegmentOptions(
+        scale=np.float32(0.5),
+        tile_size=np.int64(256),
+        channel=np.int16(2),
+        axes="zyx",
+        tta=np.bool_(True),
+        postprocess={"min_size": np.int64(30), "foreground_threshold": 0.4},
+    )
     assert type(options.scale) is float and type(options.tile_size) is int and type(options.channel) is int
     assert options.axes == "ZYX" and options.tta is True and options.layout == "ZYX"
     assert options.postprocess == PostprocessOverrides(min_size=30, foreground_threshold=0.4)
@@ -69,11 +81,27 @@ def test_valid_values_are_stored_as_plain_types():
 
 
 def test_round_trip_to_and_from_dict_and_json():
-    options = SegmentOptions(diameter=12.5, tile_size=256, overlap=32, tta=True, backend="onnxruntime",
-                             channel="DAPI", axes="CYX", postprocess={"min_size": 30})
+    options = SegmentOptions(
+        diameter=12.5,
+        tile_size=256,
+        overlap=32,
+        tta=True,
+        backend="onnxruntime",
+        channel="DAPI",
+        axes="CYX",
+        postprocess={"min_size": 30},
+    )
     data = options.to_dict()
-    assert data == {"diameter": 12.5, "tile_size": 256, "overlap": 32, "tta": True, "backend": "onnxruntime",
-                    "channel": "DAPI", "axes": "CYX", "postprocess": {"min_size": 30}}
+    assert data == {
+        "diameter": 12.5,
+        "tile_size": 256,
+        "overlap": 32,
+        "tta": True,
+        "backend": "onnxruntime",
+        "channel": "DAPI",
+        "axes": "CYX",
+        "postprocess": {"min_size": 30},
+    }
     assert SegmentOptions.from_dict(json.loads(json.dumps(data))) == options
     assert SegmentOptions().to_dict() == {} and SegmentOptions.from_dict({}) == SegmentOptions()
     scaled = SegmentOptions(scale=0.5, diameter=None)
@@ -99,8 +127,9 @@ def test_keywords_build_or_replace_options():
 
 
 def test_postprocess_overrides_mirror_the_config_and_apply_on_top():
-    assert ([item.name for item in dataclasses.fields(PostprocessOverrides)]
-            == [item.name for item in dataclasses.fields(PostprocessConfig)])
+    assert [item.name for item in dataclasses.fields(PostprocessOverrides)] == [
+        item.name for item in dataclasses.fields(PostprocessConfig)
+    ]
     base = PostprocessConfig(min_size=12, marker_threshold=0.6)
     applied = PostprocessOverrides(min_size=30).apply(base)
     assert applied == dataclasses.replace(base, min_size=30)
@@ -170,8 +199,7 @@ def test_a_block_wise_run_of_the_earlier_version_resumes(tmp_path, dsb_samples, 
     settings = dict(scratch.attrs["settings"])
     assert settings["options"] == {"tile_size": 256}  # what the earlier version stored: the options given
     crashing.calls, crashing.crash_at = 0, None
-    report = segment_large(image, output, model=model, block_size=256, margin=32,
-                           options=SegmentOptions(tile_size=256))
+    report = segment_large(image, output, model=model, block_size=256, margin=32, options=SegmentOptions(tile_size=256))
     assert report.resumed_blocks == 4 and crashing.calls == 5
     with pytest.raises(InputError, match="channel, channel_axis and axes describe files"):  # never ignored
         segment_large(image, tmp_path / "other.zarr", model=model, channel=2)

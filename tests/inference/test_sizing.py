@@ -30,6 +30,7 @@ def _segment_by_threshold(calls: list):
     def segment_native(part: np.ndarray):
         calls.append(part.shape)
         return SimpleNamespace(labels=label(part > 0.5))
+
     return segment_native
 
 

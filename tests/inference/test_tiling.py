@@ -33,8 +33,9 @@ class DarkBlobNetwork(nn.Module):
         with torch.no_grad():
             self.blur.weight[:] = (kernel / kernel.sum() / 3).expand(1, 3, 9, 9)
             self.head.weight[:, 0, 0, 0] = torch.tensor([steepness, -steepness, -steepness])
-            self.head.bias[:] = torch.tensor([-steepness * threshold, steepness * threshold,
-                                              steepness * threshold - 2.0])
+            self.head.bias[:] = torch.tensor(
+                [-steepness * threshold, steepness * threshold, steepness * threshold - 2.0]
+            )
 
     def forward(self, x):
         return self.head(self.blur(x))
@@ -214,7 +215,8 @@ def _smooth_image(shape=(200, 300)):
 
     rng = np.random.default_rng(0)
     return np.stack([ndi.gaussian_filter(rng.normal(size=shape), 12) * 20 for _ in range(3)], axis=-1).astype(
-        np.float32)
+        np.float32
+    )
 
 
 def test_resize_to_runs_the_network_on_the_fixed_size_and_resizes_back():
@@ -255,5 +257,3 @@ def test_resize_channels_matches_skimage_on_smooth_images_and_keeps_probabilitie
         resized = resize_channels(probabilities, shape)
         assert resized.min() >= 0 and resized.max() <= 1
         np.testing.assert_allclose(resized.sum(axis=0), 1.0, atol=1e-5)
-
-

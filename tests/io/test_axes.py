@@ -29,9 +29,11 @@ def test_axes_may_name_only_the_longer_axes_and_never_contradict_the_file():
     assert given_axes(path, (1, 3, 64, 64), "QQYX", "CYX") == "QCYX"
     assert given_axes(path, (64, 64, 3), "YXQ", "yxc") == "YXC"
     assert given_axes(path, (3, 64, 64), "SYX", "CYX") == "CYX"  # RGB samples are channels
-    for shape, file_axes, axes, problem in [((3, 64, 64), "ZYX", "CYX", "contradicts"),
-                                            ((3, 64, 64), "QYX", "ZZX", "once"),
-                                            ((3, 64, 64), "QYX", "ZCYX", "names 4 axes"),
-                                            ((3, 64, 64), "QYX", "ZYW", "letters")]:
+    for shape, file_axes, axes, problem in [
+        ((3, 64, 64), "ZYX", "CYX", "contradicts"),
+        ((3, 64, 64), "QYX", "ZZX", "once"),
+        ((3, 64, 64), "QYX", "ZCYX", "names 4 axes"),
+        ((3, 64, 64), "QYX", "ZYW", "letters"),
+    ]:
         with pytest.raises(InputError, match=problem):
             given_axes(path, shape, file_axes, axes)

@@ -17,8 +17,15 @@ from PIL import Image
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_write, OutputExistsError
 from nucseg.io.lazy import image_shape
-from nucseg.io.images import (read_image, read_labels, read_mask_crop, read_pixel_size, read_stack, write_labels,
-                              write_png)
+from nucseg.io.images import (
+    read_image,
+    read_labels,
+    read_mask_crop,
+    read_pixel_size,
+    read_stack,
+    write_labels,
+    write_png,
+)
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
 RNG = np.random.default_rng(42)
@@ -60,8 +67,9 @@ def write_png16(path: Path, array: np.ndarray, *, row_filter: int) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines)) + chunk(b"IEND", b"")
+    )
 
 
 def _one_line_error(excinfo, path: Path, *phrases: str) -> None:
@@ -251,8 +259,9 @@ def test_tiff_planar_rgb_is_channels_last(tmp_path):
     assert np.array_equal(read_image(tmp_path / "a.tif"), np.moveaxis(planar, 0, -1))
 
 
-@pytest.mark.parametrize("kwargs", [{"imagej": True, "metadata": {"axes": "CYX"}},
-                                    {"ome": True, "metadata": {"axes": "CYX"}}])
+@pytest.mark.parametrize(
+    "kwargs", [{"imagej": True, "metadata": {"axes": "CYX"}}, {"ome": True, "metadata": {"axes": "CYX"}}]
+)
 def test_tiff_with_declared_channel_axis_needs_a_channel(tmp_path, kwargs):
     stack = _random((2, 20, 30), np.uint16)
     tifffile.imwrite(tmp_path / "a.tif", stack, **kwargs)
@@ -322,8 +331,10 @@ def test_channel_labels_fall_back_to_numbers_where_the_file_repeats_or_lacks_a_n
     from nucseg.io.channels import channel_labels
 
     assert channel_labels(3, ["GFP", " DAPI ", "actin"]) == ("GFP", "DAPI", "actin")
-    assert all(channel_labels(3, names) == ("ch1", "ch2", "ch3")
-               for names in (None, ["GFP", "GFP", "DAPI"], ["GFP", "", "DAPI"], ["GFP", "DAPI"]))
+    assert all(
+        channel_labels(3, names) == ("ch1", "ch2", "ch3")
+        for names in (None, ["GFP", "GFP", "DAPI"], ["GFP", "", "DAPI"], ["GFP", "DAPI"])
+    )
 
 
 def test_multichannel_tiff_without_declared_axis_needs_channel_axis(tmp_path):
@@ -510,8 +521,10 @@ def test_write_labels_compresses(tmp_path):
     assert (tmp_path / "labels.tif").stat().st_size < labels.size * 2 / 20
 
 
-@pytest.mark.parametrize("labels", [np.zeros((3, 4, 2), np.int32), np.array([[0.5, 1.0]]), np.array([[0, -2]]),
-                                    np.array([[2**33]], dtype=np.int64)])
+@pytest.mark.parametrize(
+    "labels",
+    [np.zeros((3, 4, 2), np.int32), np.array([[0.5, 1.0]]), np.array([[0, -2]]), np.array([[2**33]], dtype=np.int64)],
+)
 def test_write_labels_rejects_bad_arrays(tmp_path, labels):
     with pytest.raises(ValueError):
         write_labels(tmp_path / "labels.tif", labels)
@@ -531,16 +544,18 @@ def test_write_labels_refuses_to_overwrite(tmp_path):
 # -------------------------------------------------------------- PNG writing
 
 
-@pytest.mark.parametrize("shape, dtype", [((5, 6), np.uint8), ((5, 6, 3), np.uint8), ((5, 6, 4), np.uint8),
-                                          ((5, 6), np.uint16)])
+@pytest.mark.parametrize(
+    "shape, dtype", [((5, 6), np.uint8), ((5, 6, 3), np.uint8), ((5, 6, 4), np.uint8), ((5, 6), np.uint16)]
+)
 def test_write_png_round_trip(tmp_path, shape, dtype):
     array = _random(shape, dtype)
     write_png(tmp_path / "a.png", array)
     assert np.array_equal(read_image(tmp_path / "a.png"), array)
 
 
-@pytest.mark.parametrize("array", [np.zeros((5, 6), np.float32), np.zeros((5, 6, 3), np.uint16),
-                                   np.zeros((5, 6, 2), np.uint8)])
+@pytest.mark.parametrize(
+    "array", [np.zeros((5, 6), np.float32), np.zeros((5, 6, 3), np.uint16), np.zeros((5, 6, 2), np.uint8)]
+)
 def test_write_png_rejects_unsupported_arrays(tmp_path, array):
     with pytest.raises(ValueError):
         write_png(tmp_path / "a.png", array)
@@ -584,8 +599,9 @@ def test_atomic_write_uses_umask_permissions(tmp_path):
 
 
 def test_read_mask_crop_of_dsb_mask_matches_read_image():
-    mask_path = sorted((FIXTURES / "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21"
-                        / "masks").iterdir())[0]
+    mask_path = sorted(
+        (FIXTURES / "0280fa8f60f6bcae0f97d93c28f60be194f9309ff610dc5845e60455b0f87c21" / "masks").iterdir()
+    )[0]
     full = read_image(mask_path) > 0
     crop = read_mask_crop(mask_path)
     rebuilt = np.zeros(crop.shape, dtype=bool)
@@ -639,8 +655,13 @@ def test_jpeg_compressed_tiff_reads_close_to_its_pixels(tmp_path):
 
 @pytest.mark.parametrize(("unit", "microns"), [("um", 0.325), ("micron", 0.325), ("nm", 0.000325), ("mm", 325.0)])
 def test_the_pixel_size_of_an_imagej_tiff_is_read_in_microns(tmp_path, unit, microns):
-    tifffile.imwrite(tmp_path / "a.tif", _random((16, 16), np.uint8), imagej=True,
-                     resolution=(1 / 0.325, 1 / 0.325), metadata={"unit": unit})
+    tifffile.imwrite(
+        tmp_path / "a.tif",
+        _random((16, 16), np.uint8),
+        imagej=True,
+        resolution=(1 / 0.325, 1 / 0.325),
+        metadata={"unit": unit},
+    )
     assert read_pixel_size(tmp_path / "a.tif") == pytest.approx(microns)
 
 
@@ -650,6 +671,10 @@ def test_an_imagej_tiff_without_a_length_unit_states_no_pixel_size(tmp_path):
 
 
 def test_the_pixel_size_of_an_ome_tiff_is_read_in_its_unit(tmp_path):
-    tifffile.imwrite(tmp_path / "a.ome.tif", _random((16, 16), np.uint8), ome=True,
-                     metadata={"PhysicalSizeX": 250.0, "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(
+        tmp_path / "a.ome.tif",
+        _random((16, 16), np.uint8),
+        ome=True,
+        metadata={"PhysicalSizeX": 250.0, "PhysicalSizeXUnit": "nm"},
+    )
     assert read_pixel_size(tmp_path / "a.ome.tif") == pytest.approx(0.25)

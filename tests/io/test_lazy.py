@@ -25,11 +25,24 @@ def _two_channel_ome_zarr(path, *, unit="micrometer"):
         dapi[disk((row, col), 18)] = 3000
     image = np.stack([rng.integers(0, 3000, dapi.shape, dtype=np.uint16), dapi])
     group = zarr.open_group(path, mode="w", zarr_format=2)
-    group.attrs.update({"multiscales": [{"version": "0.4", "axes": [
-        {"name": "c", "type": "channel"}, {"name": "y", "type": "space", "unit": unit},
-        {"name": "x", "type": "space", "unit": unit}], "datasets": [
-        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.5]}]}]}],
-        "omero": {"channels": [{"label": "actin"}, {"label": "DAPI"}]}})
+    group.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "version": "0.4",
+                    "axes": [
+                        {"name": "c", "type": "channel"},
+                        {"name": "y", "type": "space", "unit": unit},
+                        {"name": "x", "type": "space", "unit": unit},
+                    ],
+                    "datasets": [
+                        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.5, 0.5]}]}
+                    ],
+                }
+            ],
+            "omero": {"channels": [{"label": "actin"}, {"label": "DAPI"}]},
+        }
+    )
     group.create_array("0", shape=image.shape, chunks=(2, 128, 128), dtype=image.dtype)[:] = image
     return image
 
@@ -48,14 +61,22 @@ def test_ome_zarr_channels_are_chosen_by_name_and_its_pixel_size_is_read(tmp_pat
 
 def test_an_ome_zarr_segments_on_its_named_channel_with_its_pixel_size(tmp_path):
     _two_channel_ome_zarr(tmp_path / "cells.zarr")
-    report = segment_files([tmp_path / "cells.zarr"], tmp_path / "out", model="classical", channel="DAPI",
-                           measure=True, block_size=256, margin=32)
+    report = segment_files(
+        [tmp_path / "cells.zarr"],
+        tmp_path / "out",
+        model="classical",
+        channel="DAPI",
+        measure=True,
+        block_size=256,
+        margin=32,
+    )
     assert report.images[0].status == "ok" and report.images[0].nuclei == 3
     assert report.images[0].pixel_size == pytest.approx(0.5)
     with open(tmp_path / "out" / "cells_nuclei.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 and all(float(row["max_intensity_DAPI"]) == 3000 > float(row["max_intensity_actin"])
-                                  for row in rows)
+    assert len(rows) == 3 and all(
+        float(row["max_intensity_DAPI"]) == 3000 > float(row["max_intensity_actin"]) for row in rows
+    )
     assert all(float(row["area_um2"]) == pytest.approx(np.pi * 18**2 * 0.25, rel=0.05) for row in rows)
 
 

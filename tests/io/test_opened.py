@@ -42,8 +42,13 @@ def test_a_png_opens_as_its_header_states_and_reads_as_read_image(tmp_path):
 
 def test_an_imagej_tiff_knows_its_channel_names_and_pixel_size(tmp_path):
     stack = RNG.integers(0, 4000, (2, 32, 48), dtype=np.uint16)
-    tifffile.imwrite(tmp_path / "a.tif", stack, imagej=True, resolution=(1 / 0.5, 1 / 0.5),
-                     metadata={"axes": "CYX", "Labels": ["GFP", "DAPI"], "unit": "micron"})
+    tifffile.imwrite(
+        tmp_path / "a.tif",
+        stack,
+        imagej=True,
+        resolution=(1 / 0.5, 1 / 0.5),
+        metadata={"axes": "CYX", "Labels": ["GFP", "DAPI"], "unit": "micron"},
+    )
     opened = open_image(tmp_path / "a.tif")  # opens to say what it holds; reading needs a channel
     assert opened.stated_channel_names == ("GFP", "DAPI") and opened.channels == 2
     assert opened.pixel_size == pytest.approx(0.5) and opened.lazy and opened.axes == "YXC"
@@ -61,9 +66,18 @@ def test_an_imagej_tiff_knows_its_channel_names_and_pixel_size(tmp_path):
 
 def test_an_ome_tiff_knows_its_channel_names_and_pixel_size_in_its_unit(tmp_path):
     stack = RNG.integers(0, 255, (3, 40, 24), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "a.ome.tif", stack, ome=True, tile=(16, 16),
-                     metadata={"axes": "CYX", "Channel": {"Name": ["actin", "DAPI", "tubulin"]},
-                               "PhysicalSizeX": 325.0, "PhysicalSizeXUnit": "nm"})
+    tifffile.imwrite(
+        tmp_path / "a.ome.tif",
+        stack,
+        ome=True,
+        tile=(16, 16),
+        metadata={
+            "axes": "CYX",
+            "Channel": {"Name": ["actin", "DAPI", "tubulin"]},
+            "PhysicalSizeX": 325.0,
+            "PhysicalSizeXUnit": "nm",
+        },
+    )
     opened = open_image(tmp_path / "a.ome.tif", channel=2)
     assert opened.stated_channel_names == ("actin", "DAPI", "tubulin") and opened.channel_name == "DAPI"
     assert opened.pixel_size == pytest.approx(0.325) == image_pixel_size(tmp_path / "a.ome.tif")
@@ -114,11 +128,20 @@ def test_a_slide_opens_at_full_resolution_unless_a_level_is_asked_for(tmp_path):
 
 def test_an_ome_zarr_knows_its_axes_channel_names_and_pixel_size_at_each_level(tmp_path):
     image = RNG.integers(0, 4000, (2, 1100, 64), dtype=np.uint16)  # two levels: longer side above 1024
-    factors = create_ngff(tmp_path / "cells.ome.zarr", NgffImage("cyx", image.shape, image.dtype, pixel_size=0.25,
-                                                                 channel_names=("DAPI", "GFP")),
-                          labels_dtype=np.uint16, name="cells")
-    write_region(tmp_path / "cells.ome.zarr", factors, slice(0, 1100), slice(0, 64), image=image,
-                 labels=np.zeros(image.shape[1:], np.uint16))
+    factors = create_ngff(
+        tmp_path / "cells.ome.zarr",
+        NgffImage("cyx", image.shape, image.dtype, pixel_size=0.25, channel_names=("DAPI", "GFP")),
+        labels_dtype=np.uint16,
+        name="cells",
+    )
+    write_region(
+        tmp_path / "cells.ome.zarr",
+        factors,
+        slice(0, 1100),
+        slice(0, 64),
+        image=image,
+        labels=np.zeros(image.shape[1:], np.uint16),
+    )
     opened = open_image(tmp_path / "cells.ome.zarr", channel="GFP")
     assert opened.stated_channel_names == ("DAPI", "GFP") and opened.channel_name == "GFP"
     assert (opened.shape, opened.axes, opened.lazy) == ((1100, 64), "YX", True)
@@ -134,12 +157,20 @@ def test_an_ome_zarr_knows_its_axes_channel_names_and_pixel_size_at_each_level(t
 def test_an_ngff_0_5_image_states_its_metadata_under_ome(tmp_path):
     image = RNG.integers(0, 255, (2, 30, 40), dtype=np.uint8)
     group = zarr.open_group(tmp_path / "v05.zarr", mode="w", zarr_format=3)
-    group.attrs["ome"] = {"version": "0.5", "omero": {"channels": [{"label": "Hoechst"}, {"label": "actin"}]},
-                          "multiscales": [{"axes": [{"name": "c", "type": "channel"},
-                                                    {"name": "y", "type": "space", "unit": "micrometer"},
-                                                    {"name": "x", "type": "space", "unit": "micrometer"}],
-                                           "datasets": [{"path": "0", "coordinateTransformations": [
-                                               {"type": "scale", "scale": [1.0, 0.4, 0.4]}]}]}]}
+    group.attrs["ome"] = {
+        "version": "0.5",
+        "omero": {"channels": [{"label": "Hoechst"}, {"label": "actin"}]},
+        "multiscales": [
+            {
+                "axes": [
+                    {"name": "c", "type": "channel"},
+                    {"name": "y", "type": "space", "unit": "micrometer"},
+                    {"name": "x", "type": "space", "unit": "micrometer"},
+                ],
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 0.4, 0.4]}]}],
+            }
+        ],
+    }
     group.create_array("0", shape=image.shape, chunks=(1, 16, 16), dtype=image.dtype)[:] = image
     opened = open_image(tmp_path / "v05.zarr", channel="hoechst")
     assert opened.stated_channel_names == ("Hoechst", "actin") and opened.pixel_size == pytest.approx(0.4)
@@ -163,11 +194,21 @@ def test_a_slide_states_its_pixel_size_aperio_in_its_description_others_in_centi
         tif.write(rgb[::2, ::2], photometric="rgb", tile=(128, 128), subfiletype=1, description=header)
     assert open_image(tmp_path / "aperio.svs").pixel_size == pytest.approx(0.499)
     assert open_image(tmp_path / "aperio.svs", level=1).pixel_size == pytest.approx(0.998)
-    tifffile.imwrite(tmp_path / "scanner.scn", rgb, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "scanner.scn",
+        rgb,
+        photometric="rgb",
+        resolution=(1e4 / 0.25, 1e4 / 0.25),
+        resolutionunit="CENTIMETER",
+    )
     assert open_image(tmp_path / "scanner.scn").pixel_size == pytest.approx(0.25)
     # a plain TIFF's resolution tags are not a statement: 72 dpi is many writers' default
     tifffile.imwrite(tmp_path / "plain.tif", rgb, photometric="rgb", resolution=(72, 72), resolutionunit="INCH")
-    tifffile.imwrite(tmp_path / "plain_cm.tif", rgb, photometric="rgb", resolution=(1e4 / 0.25, 1e4 / 0.25),
-                     resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "plain_cm.tif",
+        rgb,
+        photometric="rgb",
+        resolution=(1e4 / 0.25, 1e4 / 0.25),
+        resolutionunit="CENTIMETER",
+    )
     assert all(open_image(tmp_path / name).pixel_size is None for name in ("plain.tif", "plain_cm.tif"))

@@ -84,14 +84,17 @@ def _count(labels):
     return int(np.count_nonzero(np.unique(labels)))
 
 
-@pytest.mark.parametrize("name, convert", [
-    ("negative floats", lambda image: image.astype(np.float32) - 1000.0),
-    ("float64 in [0, 1]", lambda image: image / 255.0),
-    ("int32 x 1000", lambda image: image.astype(np.int32) * 1000),
-    ("negative int64", lambda image: image.astype(np.int64) - 2**40),
-    ("uint32 at the top of the range", lambda image: image.astype(np.uint32) + np.uint32(2**31)),
-    ("uint64", lambda image: image.astype(np.uint64)),
-])
+@pytest.mark.parametrize(
+    "name, convert",
+    [
+        ("negative floats", lambda image: image.astype(np.float32) - 1000.0),
+        ("float64 in [0, 1]", lambda image: image / 255.0),
+        ("int32 x 1000", lambda image: image.astype(np.int32) * 1000),
+        ("negative int64", lambda image: image.astype(np.int64) - 2**40),
+        ("uint32 at the top of the range", lambda image: image.astype(np.uint32) + np.uint32(2**31)),
+        ("uint64", lambda image: image.astype(np.uint64)),
+    ],
+)
 def test_other_numeric_types_segment_as_the_8_bit_image(tmp_path, nuclei, classical, name, convert):
     reference = classical.segment(nuclei).labels
     assert _count(reference) > 10

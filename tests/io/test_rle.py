@@ -11,9 +11,7 @@ def test_encode_numbers_pixels_column_major_from_one():
     #   1 4 7
     #   2 5 8
     #   3 6 9
-    mask = np.array([[1, 0, 1],
-                     [1, 0, 0],
-                     [0, 1, 1]], dtype=bool)
+    mask = np.array([[1, 0, 1], [1, 0, 0], [0, 1, 1]], dtype=bool)
     # pixels 1, 2 (column 0), 6 (column 1), 7 and 9 (column 2): 6 and 7 are
     # consecutive in column-major order, so they form one run.
     assert rle_encode(mask) == [1, 2, 6, 2, 9, 1]
@@ -22,8 +20,8 @@ def test_encode_numbers_pixels_column_major_from_one():
 def test_runs_continue_across_columns():
     mask = np.zeros((4, 3), dtype=bool)
     mask[2:, 0] = True  # pixels 3, 4
-    mask[:, 1] = True   # pixels 5..8
-    mask[0, 2] = True   # pixel 9
+    mask[:, 1] = True  # pixels 5..8
+    mask[0, 2] = True  # pixel 9
     assert rle_encode(mask) == [3, 7]
 
 
@@ -34,9 +32,7 @@ def test_empty_and_full_masks():
 
 
 def test_decode_hand_computed():
-    expected = np.array([[1, 0, 1],
-                         [1, 0, 0],
-                         [0, 1, 1]], dtype=bool)
+    expected = np.array([[1, 0, 1], [1, 0, 0], [0, 1, 1]], dtype=bool)
     decoded = rle_decode("1 2 6 2 9 1", (3, 3))
     assert decoded.dtype == bool
     np.testing.assert_array_equal(decoded, expected)
@@ -45,8 +41,7 @@ def test_decode_hand_computed():
 def test_decode_non_square_shape_orientation():
     # 2 rows x 3 columns: pixel 2 is row 1, column 0; pixel 3 is row 0, column 1
     decoded = rle_decode([2, 2], (2, 3))
-    expected = np.array([[0, 1, 0],
-                         [1, 0, 0]], dtype=bool)
+    expected = np.array([[0, 1, 0], [1, 0, 0]], dtype=bool)
     np.testing.assert_array_equal(decoded, expected)
 
 
@@ -92,8 +87,8 @@ def test_labels_to_rles_rejects_bad_labels():
 
 def test_submission_csv(tmp_path):
     first = np.zeros((3, 3), dtype=np.int32)
-    first[0, 0] = first[1, 0] = 1   # pixels 1, 2
-    first[2, 2] = 2                 # pixel 9
+    first[0, 0] = first[1, 0] = 1  # pixels 1, 2
+    first[2, 2] = 2  # pixel 9
     empty = np.zeros((4, 4), dtype=np.int32)
     path = write_submission_csv([("img_a", first), ("img_b", empty)], tmp_path / "sub.csv")
     text = path.read_text()

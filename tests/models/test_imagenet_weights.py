@@ -13,7 +13,12 @@ from skimage import data, transform  # noqa: E402
 
 from nucseg.errors import ModelError  # noqa: E402
 from nucseg.models.imagenet_weights import (  # noqa: E402
-    INPUT_MEAN, INPUT_STD, load_imagenet_weights, timm_name, timm_state_dict, weights_file,
+    INPUT_MEAN,
+    INPUT_STD,
+    load_imagenet_weights,
+    timm_name,
+    timm_state_dict,
+    weights_file,
 )
 from nucseg.models.networks import build_model  # noqa: E402
 

@@ -11,8 +11,18 @@ import torch
 
 from nucseg.errors import ModelError
 from nucseg.io.atomic import OutputExistsError
-from nucseg.models.folder import (CONFIG_FILE, file_sha256, FORMAT_NAME, FORMAT_VERSION, load_model_folder,
-                                  ModelConfig, ONNX_FILE, read_model_config, save_model, WEIGHTS_FILE)
+from nucseg.models.folder import (
+    CONFIG_FILE,
+    file_sha256,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    load_model_folder,
+    ModelConfig,
+    ONNX_FILE,
+    read_model_config,
+    save_model,
+    WEIGHTS_FILE,
+)
 from nucseg.models.networks import build_model
 from nucseg.preprocess.normalize import NormalizationConfig
 
@@ -26,10 +36,16 @@ def one_thread():
 
 
 def tiny_config(**changes) -> ModelConfig:
-    settings = dict(architecture="unet", architecture_options={"base_channels": 4, "depth": 2}, out_channels=3,
-                    normalization=NormalizationConfig(low_percentile=2.0, high_percentile=99.0),
-                    postprocess={"min_size": 12}, split={"train": ["a", "b"], "validation": ["c"]},
-                    validation={"dsb_score": 0.5, "epoch": 3}, name="tiny")
+    settings = dict(
+        architecture="unet",
+        architecture_options={"base_channels": 4, "depth": 2},
+        out_channels=3,
+        normalization=NormalizationConfig(low_percentile=2.0, high_percentile=99.0),
+        postprocess={"min_size": 12},
+        split={"train": ["a", "b"], "validation": ["c"]},
+        validation={"dsb_score": 0.5, "epoch": 3},
+        name="tiny",
+    )
     settings.update(changes)
     return ModelConfig(**settings)
 
@@ -37,8 +53,12 @@ def tiny_config(**changes) -> ModelConfig:
 def trained_network(config: ModelConfig, seed: int = 0) -> torch.nn.Module:
     """A network whose weights and batch-norm statistics differ from a fresh one."""
     torch.manual_seed(seed)
-    network = build_model(config.architecture, in_channels=config.in_channels, out_channels=config.out_channels,
-                          **config.architecture_options)
+    network = build_model(
+        config.architecture,
+        in_channels=config.in_channels,
+        out_channels=config.out_channels,
+        **config.architecture_options,
+    )
     with torch.no_grad():
         for parameter in network.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.1)
@@ -75,7 +95,10 @@ def test_round_trip_gives_identical_outputs(model_folder):
     assert loaded.config.architecture_options == config.architecture_options
     assert loaded.config.normalization == config.normalization
     assert (loaded.config.postprocess, loaded.config.split, loaded.config.validation) == (
-        config.postprocess, config.split, config.validation)
+        config.postprocess,
+        config.split,
+        config.validation,
+    )
     assert loaded.config.format_version == FORMAT_VERSION and loaded.config.nucseg_version
 
 
@@ -259,8 +282,8 @@ def test_the_shipped_default_is_the_pretrained_network_with_half_weights():
     graph = session.run(None, {session.get_inputs()[0].name: x})[0]
     with torch.no_grad():
         logits = loaded.network(torch.from_numpy(x))
-        probabilities = torch.softmax(logits[:, :loaded.config.classes], dim=1).numpy()
-    assert np.abs(graph[:, :loaded.config.classes] - probabilities).max() < 0.02
+        probabilities = torch.softmax(logits[:, : loaded.config.classes], dim=1).numpy()
+    assert np.abs(graph[:, : loaded.config.classes] - probabilities).max() < 0.02
 
 
 def test_the_former_default_stays_loadable_under_its_own_name():

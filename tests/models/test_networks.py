@@ -24,6 +24,7 @@ def one_thread():
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
     """An empty torch hub cache and a download that fails as it does without a network."""
+
     def refuse(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 

@@ -24,8 +24,7 @@ from nucseg.models.folder import read_model_config  # noqa: E402
 from nucseg.models.registry import DEFAULT_MODEL  # noqa: E402
 
 SCREENSHOT = os.environ.get("NUCSEG_NAPARI_RETRAIN_SCREENSHOT")  # where to save the README's screenshot, when set
-TINY = {"epochs": 1, "samples_per_epoch": 4, "batch_size": 2, "crop_size": 64, "device": "cpu",
-        "snapshot_images": 1}
+TINY = {"epochs": 1, "samples_per_epoch": 4, "batch_size": 2, "crop_size": 64, "device": "cpu", "snapshot_images": 1}
 
 pytestmark = pytest.mark.usefixtures("training_environment")
 
@@ -117,8 +116,9 @@ def test_napari_correct_add_train_and_segment_with_the_new_model(viewer, tmp_pat
 
     # Segment again: with the new model.
     again = _segment(widget)
-    assert [lay.name for lay in viewer.layers if isinstance(lay, napari.layers.Labels)] == [again.name], \
+    assert [lay.name for lay in viewer.layers if isinstance(lay, napari.layers.Labels)] == [again.name], (
         "the result replaces the labels"
+    )
     assert str(result.model_dir) in widget.status.text()
     assert np.asarray(again.data).max() > 0
 

@@ -4,13 +4,20 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
-from nucseg.postprocess.measure import (AUTO_SCALE_LIMITS, measure_nuclei, measurement_columns,
-                                        median_nucleus_diameter, NucleusTable, size_factor, write_measurements_csv)
+from nucseg.postprocess.measure import (
+    AUTO_SCALE_LIMITS,
+    measure_nuclei,
+    measurement_columns,
+    median_nucleus_diameter,
+    NucleusTable,
+    size_factor,
+    write_measurements_csv,
+)
 
 
 def _rectangle_and_disc() -> np.ndarray:
     labels = np.zeros((100, 120), dtype=np.int32)
-    labels[10:20, 5:25] = 3                      # 10 x 20 rectangle
+    labels[10:20, 5:25] = 3  # 10 x 20 rectangle
     labels[disk((60, 70), 25, shape=labels.shape)] = 8  # disc of radius 25
     return labels
 
@@ -104,8 +111,14 @@ def test_columns_match_rows_and_documented_order():
     table = measure_nuclei(_rectangle_and_disc(), np.zeros((100, 120, 3)), pixel_size=0.5)
     assert table.columns == measurement_columns(3, pixel_size=0.5)
     assert all(tuple(row) == table.columns for row in table.rows)
-    assert table.columns[:6] == ("label", "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um",
-                                 "area_um2")
+    assert table.columns[:6] == (
+        "label",
+        "centroid_y_px",
+        "centroid_x_px",
+        "centroid_y_um",
+        "centroid_x_um",
+        "area_um2",
+    )
     rectangle = table.rows[0]
     assert rectangle["centroid_y_um"] == pytest.approx(rectangle["centroid_y_px"] * 0.5)
 
@@ -174,7 +187,7 @@ def test_median_nucleus_diameter_pools_the_nuclei_of_all_images():
 def _discs(radius: int) -> np.ndarray:
     """Four discs of ``radius`` pixels, labelled 1, 2, 3 and 4, in a 200 x 200 image."""
     yy, xx = np.mgrid[:200, :200]
-    inside = (yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= radius ** 2
+    inside = (yy % 100 - 50) ** 2 + (xx % 100 - 50) ** 2 <= radius**2
     return (inside * (1 + yy // 100 * 2 + xx // 100)).astype(np.int32)
 
 

@@ -9,8 +9,8 @@ from nucseg.postprocess.stitch import link_planes
 
 
 def _disc(shape, centre, radius, value):
-    rows, cols = np.ogrid[:shape[0], :shape[1]]
-    return np.where((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius ** 2, value, 0)
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    return np.where((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2, value, 0)
 
 
 def test_overlapping_nuclei_of_consecutive_planes_become_one_3d_nucleus():

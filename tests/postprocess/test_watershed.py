@@ -6,8 +6,14 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from nucseg.postprocess.watershed import (add_unseeded_components, fill_small_holes, instances_from_probabilities,
-                                          PostprocessConfig, remove_small_labels, split_by_distance)
+from nucseg.postprocess.watershed import (
+    add_unseeded_components,
+    fill_small_holes,
+    instances_from_probabilities,
+    PostprocessConfig,
+    remove_small_labels,
+    split_by_distance,
+)
 
 
 def _nuclei(shape=(96, 128)) -> np.ndarray:
@@ -166,9 +172,16 @@ def test_config_round_trips_through_json():
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="unknown postprocess setting.*'min_sise'"):
         PostprocessConfig.from_dict({"min_sise": 3})
-    for bad in ({"foreground_threshold": 1.5}, {"marker_threshold": -0.1}, {"min_size": -1},
-                {"min_size": 2.5}, {"split_binary": "yes"}, {"split_min_distance": 0}, {"max_hole_size": True},
-                {"foreground_threshold": float("nan")}):
+    for bad in (
+        {"foreground_threshold": 1.5},
+        {"marker_threshold": -0.1},
+        {"min_size": -1},
+        {"min_size": 2.5},
+        {"split_binary": "yes"},
+        {"split_min_distance": 0},
+        {"max_hole_size": True},
+        {"foreground_threshold": float("nan")},
+    ):
         with pytest.raises(ValueError):
             PostprocessConfig.from_dict(bad)
     with pytest.raises(ValueError):
@@ -178,10 +191,10 @@ def test_config_rejects_unknown_keys_and_bad_values():
 def test_fill_small_holes_fills_only_enclosed_small_holes():
     mask = np.zeros((30, 30), dtype=bool)
     mask[2:12, 2:12] = True
-    mask[5:7, 5:7] = False      # 4-pixel hole
+    mask[5:7, 5:7] = False  # 4-pixel hole
     mask[15:29, 15:29] = True
     mask[18:26, 18:26] = False  # 64-pixel hole
-    mask[0:3, 20:25] = False    # background touching the border is no hole
+    mask[0:3, 20:25] = False  # background touching the border is no hole
     filled = fill_small_holes(mask, 10)
     assert filled[5:7, 5:7].all()
     assert not filled[18:26, 18:26].any()
@@ -253,8 +266,10 @@ def test_sizes_at_network_scale_become_image_pixels_at_each_scale():
     dropped = instances_from_probabilities(probabilities, network, scale=0.25)  # min_size 800: every disc
     assert kept.max() == 6
     assert dropped.max() == 0
-    assert np.array_equal(instances_from_probabilities(probabilities, network, scale=0.5),
-                          instances_from_probabilities(probabilities, at_half))
+    assert np.array_equal(
+        instances_from_probabilities(probabilities, network, scale=0.5),
+        instances_from_probabilities(probabilities, at_half),
+    )
 
 
 def test_size_frame_is_checked_and_round_trips():

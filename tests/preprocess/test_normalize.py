@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nucseg.preprocess.normalize import (NormalizationConfig, normalize_percentile, percentile_range, prepare_image,
-                                         single_colour_channel, to_channels)
+from nucseg.preprocess.normalize import (
+    NormalizationConfig,
+    normalize_percentile,
+    percentile_range,
+    prepare_image,
+    single_colour_channel,
+    to_channels,
+)
 from nucseg.preprocess.resize import resize_image, resize_labels
 
 RNG = np.random.default_rng(7)
@@ -170,8 +176,9 @@ def test_a_colour_image_with_content_in_one_channel_is_that_channel_as_gray(dsb_
     assert single_colour_channel(np.repeat(gray[:, :, None], 3, axis=2)) is None  # gray as RGB stays as it is
 
 
-@pytest.mark.parametrize("dtype, shape", [(np.uint8, (37, 53, 3)), (np.uint16, (64, 80)), (np.uint8, (1, 1)),
-                                          (np.uint16, (5, 7, 2))])
+@pytest.mark.parametrize(
+    "dtype, shape", [(np.uint8, (37, 53, 3)), (np.uint16, (64, 80)), (np.uint8, (1, 1)), (np.uint16, (5, 7, 2))]
+)
 def test_integer_percentiles_equal_numpy_linear_interpolation(dtype, shape):
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, np.iinfo(dtype).max, size=shape, endpoint=True).astype(dtype)
@@ -200,6 +207,9 @@ def test_single_colour_channel_agrees_on_integer_and_float_images(dsb_samples):
         blue_only = np.zeros(gray.shape + (3,), dtype)
         blue_only[:, :, 2] = gray.astype(dtype) * factor
         blue_only[:, :, 0] = 2 * factor * np.random.default_rng(0).integers(0, 2, gray.shape)  # export noise
-        for image, expected in ((blue_only, 2), (he.astype(dtype) * factor, None),
-                                (np.repeat(blue_only[:, :, 2:], 3, axis=2), None)):
+        for image, expected in (
+            (blue_only, 2),
+            (he.astype(dtype) * factor, None),
+            (np.repeat(blue_only[:, :, 2:], 3, axis=2), None),
+        ):
             assert single_colour_channel(image) == single_colour_channel(image.astype(np.float32)) == expected

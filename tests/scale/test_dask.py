@@ -24,13 +24,16 @@ from nucseg.io.images import read_labels
 DSB_DIR = Path(__file__).parents[1] / "data" / "dsb2018"
 NAMES = sorted(p.name for p in DSB_DIR.iterdir())
 
+
 @pytest.fixture(scope="module")
 def client():
     """A local cluster of 2 single-threaded worker processes, shared by the tests of this module."""
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 
@@ -139,8 +142,9 @@ def test_warnings_of_worker_tasks_are_given_in_the_client(client):
 
     executor = DaskExecutor(client)
     with pytest.warns(UserWarning, match="a.tif: nuclei measured about 60 px across") as caught:
-        results = executor.run(warnings.warn, [("a.tif: nuclei measured about 60 px across",), ("b.tif: other",)],
-                               description="warning")
+        results = executor.run(
+            warnings.warn, [("a.tif: nuclei measured about 60 px across",), ("b.tif: other",)], description="warning"
+        )
     assert results == [None, None] and sorted(str(w.message) for w in caught)[1] == "b.tif: other"
 
 
@@ -172,10 +176,23 @@ def test_large_images_are_segmented_blockwise_on_the_cluster(client, tmp_path, d
     tifffile.imwrite(folder / "mosaic.tif", mosaic, tile=(256, 256), photometric="rgb")
     shutil.copy(DSB_DIR / NAMES[0] / "images" / f"{NAMES[0]}.png", folder / "small.png")
 
-    on_cluster = segment_files([folder], tmp_path / "cluster", executor=DaskExecutor(client), model="classical",
-                              max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL, block_size=512, margin=64)
-    in_process = segment_files([folder], tmp_path / "local", model="classical",
-                              max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL, block_size=512, margin=64)
+    on_cluster = segment_files(
+        [folder],
+        tmp_path / "cluster",
+        executor=DaskExecutor(client),
+        model="classical",
+        max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL,
+        block_size=512,
+        margin=64,
+    )
+    in_process = segment_files(
+        [folder],
+        tmp_path / "local",
+        model="classical",
+        max_memory=512 * 512 * WHOLE_IMAGE_BYTES_PER_PIXEL,
+        block_size=512,
+        margin=64,
+    )
 
     assert on_cluster.exit_code == 0 and on_cluster.n_ok == 2
     assert in_process.exit_code == 0 and in_process.n_ok == 2
@@ -197,8 +214,15 @@ def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(
         workers = client.scheduler_info()["workers"].values()
         assert [worker["nthreads"] for worker in workers] == [1, 1]
         assert set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values()) == {None}
-        threads = client.run(lambda: __import__("nucseg.scale.executors").scale.executors.worker_model("dsb2018")
-                             .runner().session.get_session_options().intra_op_num_threads)
+        threads = client.run(
+            lambda: (
+                __import__("nucseg.scale.executors")
+                .scale.executors.worker_model("dsb2018")
+                .runner()
+                .session.get_session_options()
+                .intra_op_num_threads
+            )
+        )
         assert set(threads.values()) == {1}  # one core per worker, not every core for each
     assert "local Dask cluster of 2 worker process(es); dashboard" in capsys.readouterr().err
 
@@ -206,8 +230,9 @@ def test_connect_starts_single_threaded_local_workers_without_dasks_malloc_trim(
 @pytest.mark.slow
 def test_cli_segments_on_a_local_cluster(tmp_path, single_process_labels):
     name = NAMES[1]
-    assert main(["segment", str(DSB_DIR / name), "--out", str(tmp_path), "--model", "classical",
-                 "--dask", "local:1"]) == 0
+    assert (
+        main(["segment", str(DSB_DIR / name), "--out", str(tmp_path), "--model", "classical", "--dask", "local:1"]) == 0
+    )
     assert np.array_equal(read_labels(tmp_path / f"{name}_labels.tif"), single_process_labels[name])
 
 
@@ -226,8 +251,11 @@ def test_connect_rejects_bad_addresses(monkeypatch):
 def test_stale_temporaries_of_an_output_are_removed(tmp_path):
     output = tmp_path / "a_labels.tif"
     stale = [tmp_path / ".a_labels.tif.0123abcd.tmp.tif", tmp_path / ".a_labels.tif.ffffffff.tmp.tif"]
-    kept = [tmp_path / ".b_labels.tif.0123abcd.tmp.tif", tmp_path / "a_labels.tif.0123abcd.tmp.tif",
-            tmp_path / ".a_labels.tif.0123abcd.tmp.png"]
+    kept = [
+        tmp_path / ".b_labels.tif.0123abcd.tmp.tif",
+        tmp_path / "a_labels.tif.0123abcd.tmp.tif",
+        tmp_path / ".a_labels.tif.0123abcd.tmp.png",
+    ]
     for path in stale + kept:
         path.write_bytes(b"x")
     assert sorted(remove_stale_temporaries([output])) == sorted(stale)

@@ -108,8 +108,9 @@ def test_intensity_augmentation_leaves_labels_alone(fixture_labels):
     labels = fixture_labels[0]
     image = image_from_labels(labels)
     full = AugmentConfig(color_probability=1.0, invert_probability=0.5, blur_probability=0.5)
-    geometric = dataclasses.replace(NO_AUGMENTATION, flips=full.flips, rotations=full.rotations,
-                                    scale_min=full.scale_min, scale_max=full.scale_max)
+    geometric = dataclasses.replace(
+        NO_AUGMENTATION, flips=full.flips, rotations=full.rotations, scale_min=full.scale_min, scale_max=full.scale_max
+    )
     changed = 0
     for seed in range(20):
         crop, label_crop = augment_crop(image, labels, 64, np.random.default_rng(seed), full)
@@ -180,8 +181,9 @@ def test_no_augmentation_is_a_plain_crop():
     image = rng.random((50, 60, 3)).astype(np.float32)
     labels = rng.integers(0, 9, (50, 60)).astype(np.int32)
     crop, label_crop = augment_crop(image, labels, 32, np.random.default_rng(1), NO_AUGMENTATION)
-    matches = [(y, x) for y in range(50 - 31) for x in range(60 - 31)
-               if np.array_equal(image[y : y + 32, x : x + 32], crop)]
+    matches = [
+        (y, x) for y in range(50 - 31) for x in range(60 - 31) if np.array_equal(image[y : y + 32, x : x + 32], crop)
+    ]
     assert len(matches) == 1
     y, x = matches[0]
     np.testing.assert_array_equal(labels[y : y + 32, x : x + 32], label_crop)
@@ -194,14 +196,26 @@ def test_random_intensity_inversion_and_identity():
     np.testing.assert_allclose(random_intensity(image, np.random.default_rng(0), invert), 1.0 - image)
     gray = dataclasses.replace(NO_AUGMENTATION, color_probability=1.0)
     outputs = [random_intensity(image, np.random.default_rng(s), gray) for s in range(10)]
-    assert all(sorted(out.reshape(-1, 3).sum(0).round(3)) == sorted(image.reshape(-1, 3).sum(0).round(3))
-               or np.allclose(out, out[..., :1]) for out in outputs)
+    assert all(
+        sorted(out.reshape(-1, 3).sum(0).round(3)) == sorted(image.reshape(-1, 3).sum(0).round(3))
+        or np.allclose(out, out[..., :1])
+        for out in outputs
+    )
 
 
-@pytest.mark.parametrize("changes", [
-    {"scale_min": 0.0}, {"scale_min": 1.5, "scale_max": 1.2}, {"gamma_min": -1.0}, {"blur_probability": 1.5},
-    {"noise_max": -0.1}, {"contrast": 1.0}, {"flips": "yes"}, {"brightness": float("nan")},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"scale_min": 0.0},
+        {"scale_min": 1.5, "scale_max": 1.2},
+        {"gamma_min": -1.0},
+        {"blur_probability": 1.5},
+        {"noise_max": -0.1},
+        {"contrast": 1.0},
+        {"flips": "yes"},
+        {"brightness": float("nan")},
+    ],
+)
 def test_invalid_settings_are_rejected(changes):
     with pytest.raises(ValueError, match=next(iter(changes)).removesuffix("_min").removesuffix("_max")):
         AugmentConfig(**changes)

@@ -40,8 +40,7 @@ def test_the_shipped_recipe_resolves():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])
 def test_config_files_load(tmp_path, suffix):
-    settings = {"epochs": 7, "lr": 0.01, "model_options": {"base_channels": 4, "depth": 2},
-                "augment": {"flips": False}}
+    settings = {"epochs": 7, "lr": 0.01, "model_options": {"base_channels": 4, "depth": 2}, "augment": {"flips": False}}
     path = tmp_path / f"run{suffix}"
     path.write_text(json.dumps(settings) if suffix == ".json" else yaml.safe_dump(settings))
     assert load_config_file(path) == settings
@@ -51,29 +50,32 @@ def test_config_files_load(tmp_path, suffix):
     assert config.augment == dataclasses.replace(AugmentConfig(), flips=False)
 
 
-@pytest.mark.parametrize("content, problem", [
-    ({"epochz": 3}, "unknown config setting.*epochz"),
-    ({"augment": {"flip": True}}, "unknown augment setting.*flip"),
-    ({"crop_size": 100}, "multiple of 32"),
-    ({"lr": "fast"}, "lr must be a number"),
-    ({"epochs": 0}, "epochs must be at least 1"),
-    ({"batch_size": 2.5}, "batch_size must be an integer"),
-    ({"model": "resnet"}, "model must be one of.*resnet"),
-    ({"model_options": {"base_channel": 4}}, "unknown model_options.*base_channel.*base_channels"),
-    ({"target": "binary", "class_weights": [1, 1, 2]}, "class_weights needs 2"),
-    ({"encoder_weights": "imagenet"}, "does not apply to model 'unet'"),
-    ({"augment": {"scale_min": 0}}, "scale_min"),
-    ({"augment": 3}, "augment"),
-    ({"amp": "yes"}, "amp must be true or false"),
-    ({"device": "gpu"}, "device must be"),
-    ({"val_fraction": 1.0}, "val_fraction"),
-    ({"touching_weight": -1}, "touching_weight must be at least 0"),
-    ({"lr_schedule": "step"}, "lr_schedule must be 'plateau' or 'cosine'"),
-    ({"ema_decay": 1.0}, "ema_decay must be a number in"),
-    ({"touching_gap": 0}, "touching_gap must be at least 1"),
-    ({"kind_weights": {"phase": 2.0}}, "kind_weights must map image kinds"),
-    ({"kind_weights": {"histology": 0}}, "kind_weights must map image kinds"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ({"epochz": 3}, "unknown config setting.*epochz"),
+        ({"augment": {"flip": True}}, "unknown augment setting.*flip"),
+        ({"crop_size": 100}, "multiple of 32"),
+        ({"lr": "fast"}, "lr must be a number"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer"),
+        ({"model": "resnet"}, "model must be one of.*resnet"),
+        ({"model_options": {"base_channel": 4}}, "unknown model_options.*base_channel.*base_channels"),
+        ({"target": "binary", "class_weights": [1, 1, 2]}, "class_weights needs 2"),
+        ({"encoder_weights": "imagenet"}, "does not apply to model 'unet'"),
+        ({"augment": {"scale_min": 0}}, "scale_min"),
+        ({"augment": 3}, "augment"),
+        ({"amp": "yes"}, "amp must be true or false"),
+        ({"device": "gpu"}, "device must be"),
+        ({"val_fraction": 1.0}, "val_fraction"),
+        ({"touching_weight": -1}, "touching_weight must be at least 0"),
+        ({"lr_schedule": "step"}, "lr_schedule must be 'plateau' or 'cosine'"),
+        ({"ema_decay": 1.0}, "ema_decay must be a number in"),
+        ({"touching_gap": 0}, "touching_gap must be at least 1"),
+        ({"kind_weights": {"phase": 2.0}}, "kind_weights must map image kinds"),
+        ({"kind_weights": {"histology": 0}}, "kind_weights must map image kinds"),
+    ],
+)
 def test_bad_settings_in_a_file_name_the_file(tmp_path, content, problem):
     path = write_yaml(tmp_path / "bad.yaml", content)
     with pytest.raises(InputError, match=problem) as caught:
@@ -82,11 +84,14 @@ def test_bad_settings_in_a_file_name_the_file(tmp_path, content, problem):
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("epochs: [1, 2\n", "cannot parse config file"),
-    ("- 1\n- 2\n", "must hold a mapping"),
-    ("", "must hold a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("epochs: [1, 2\n", "cannot parse config file"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("", "must hold a mapping"),
+    ],
+)
 def test_unreadable_config_files(tmp_path, text, problem):
     path = tmp_path / "broken.yaml"
     path.write_text(text)
@@ -181,13 +186,16 @@ def test_updated_and_from_dict():
         TrainConfig.from_dict(["epochs", 3])
 
 
-@pytest.mark.parametrize("datasets, message", [
-    ([{"weight": 1.0}], "needs a path"),
-    ([{"path": "a", "weight": 0}], "positive number"),
-    ([{"path": "a", "colour": "red"}], "unknown dataset setting"),
-    ([{"path": "x/a"}, {"path": "y/a"}], "both named 'a'"),
-    ([{"path": "a", "name": "p/q"}], "without '/'"),
-])
+@pytest.mark.parametrize(
+    "datasets, message",
+    [
+        ([{"weight": 1.0}], "needs a path"),
+        ([{"path": "a", "weight": 0}], "positive number"),
+        ([{"path": "a", "colour": "red"}], "unknown dataset setting"),
+        ([{"path": "x/a"}, {"path": "y/a"}], "both named 'a'"),
+        ([{"path": "a", "name": "p/q"}], "without '/'"),
+    ],
+)
 def test_datasets_are_checked(datasets, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(datasets=datasets)

@@ -29,8 +29,11 @@ def project(dsb_samples, tmp_path):
 
 
 def _corrections(project):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for folder in ("images", "masks") for p in sorted((project.folder / folder).iterdir())}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for folder in ("images", "masks")
+        for p in sorted((project.folder / folder).iterdir())
+    }
 
 
 def _visible(folder):
@@ -40,8 +43,9 @@ def _visible(folder):
 def test_fine_tuning_publishes_a_model_that_says_what_it_was_tuned_on(project, model_dir, dsb_samples):
     before = _corrections(project)
     reports = []
-    result = fine_tune(project, base_model=model_dir, minutes=None, name="first", settings=TINY,
-                       on_epoch=reports.append)
+    result = fine_tune(
+        project, base_model=model_dir, minutes=None, name="first", settings=TINY, on_epoch=reports.append
+    )
     assert result.model_dir == project.models_dir / "first" and result.run_dir == project.runs_dir / "first"
     assert [r.epoch for r in reports] == [1, 2] and all(0.0 <= r.ap50 <= 1.0 for r in reports)
     assert reports[-1].fraction == 1.0 and result.epochs_run == 2 and not result.cancelled
@@ -63,8 +67,14 @@ def test_fine_tuning_publishes_a_model_that_says_what_it_was_tuned_on(project, m
 
 def test_cancel_keeps_the_best_epoch_so_far_and_skips_the_tuning(project, model_dir):
     cancel = threading.Event()
-    result = fine_tune(project, base_model=model_dir, name="cancelled", settings={**TINY, "epochs": 5},
-                       on_epoch=lambda report: cancel.set(), cancel=cancel)
+    result = fine_tune(
+        project,
+        base_model=model_dir,
+        name="cancelled",
+        settings={**TINY, "epochs": 5},
+        on_epoch=lambda report: cancel.set(),
+        cancel=cancel,
+    )
     assert result.cancelled and result.epochs_run == 1 and result.best_epoch == 1
     assert "not re-tuned" in (result.model_dir / CARD_FILE).read_text()
     config, _ = read_model_config(result.model_dir)

@@ -26,14 +26,41 @@ from nucseg.training.loop import make_scheduler, train
 from nucseg.training.loss import segmentation_loss
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
-METRICS_COLUMNS = ["epoch", "train_loss", "val_loss", "val_pixel_iou", "val_pixel_accuracy", "val_dsb_score",
-                   "val_ap50", "lr", "seconds"]
-SCALAR_TAGS = {"train/loss", "val/loss", "val/pixel_iou", "val/pixel_accuracy", "val/dsb_score", "val/ap50",
-               "misc/lr", "misc/seconds"}
+METRICS_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_pixel_iou",
+    "val_pixel_accuracy",
+    "val_dsb_score",
+    "val_ap50",
+    "lr",
+    "seconds",
+]
+SCALAR_TAGS = {
+    "train/loss",
+    "val/loss",
+    "val/pixel_iou",
+    "val/pixel_accuracy",
+    "val/dsb_score",
+    "val/ap50",
+    "misc/lr",
+    "misc/seconds",
+}
 #: A few seconds per epoch on one CPU core: a 2-level U-Net with 4 base channels, 64-pixel crops.
-TINY = TrainConfig(crop_size=64, batch_size=4, samples_per_epoch=16, num_workers=0, epochs=2, lr=0.01,
-                   model_options={"base_channels": 4, "depth": 2}, val_fraction=0.5, snapshot_images=2,
-                   device="cpu", seed=0)
+TINY = TrainConfig(
+    crop_size=64,
+    batch_size=4,
+    samples_per_epoch=16,
+    num_workers=0,
+    epochs=2,
+    lr=0.01,
+    model_options={"base_channels": 4, "depth": 2},
+    val_fraction=0.5,
+    snapshot_images=2,
+    device="cpu",
+    seed=0,
+)
 
 
 pytestmark = pytest.mark.usefixtures("training_environment")
@@ -59,8 +86,9 @@ def load_checkpoint(path: Path) -> dict:
 
 def averaged_weights(checkpoint: dict) -> dict:
     """The network weights inside a checkpoint's AveragedModel state (keys ``module.<name>``)."""
-    return {name.removeprefix("module."): tensor for name, tensor in checkpoint["ema"].items()
-            if name.startswith("module.")}
+    return {
+        name.removeprefix("module."): tensor for name, tensor in checkpoint["ema"].items() if name.startswith("module.")
+    }
 
 
 def tiny_network(state: dict | None = None) -> torch.nn.Module:
@@ -101,8 +129,11 @@ def test_run_writes_every_artefact(full_run):
         assert image.width >= 3 * 256 and image.height >= 2 * 256
 
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert sorted(p.name for p in (run_dir / "model").iterdir()) == ["config.json", "network.onnx",
-                                                                      "weights.safetensors"]
+    assert sorted(p.name for p in (run_dir / "model").iterdir()) == [
+        "config.json",
+        "network.onnx",
+        "weights.safetensors",
+    ]
     assert not list(run_dir.rglob(".*.tmp*")), "temporary files left behind"
 
 
@@ -149,8 +180,18 @@ def test_checkpoints_load_with_weights_only(full_run):
     result, _ = full_run
     last = load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
     best = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")
-    for key in ("version", "epoch", "model", "optimizer", "scheduler", "torch_rng", "history", "best_metric",
-                "best_epoch", "stale_epochs"):
+    for key in (
+        "version",
+        "epoch",
+        "model",
+        "optimizer",
+        "scheduler",
+        "torch_rng",
+        "history",
+        "best_metric",
+        "best_epoch",
+        "stale_epochs",
+    ):
         assert key in last, key
     assert last["epoch"] == 2 and len(last["history"]) == 2
     assert best["epoch"] == last["best_epoch"] == result.best_epoch
@@ -166,8 +207,11 @@ def test_model_folder_holds_the_best_network(full_run):
     with torch.no_grad():
         assert torch.equal(loaded.network(x), best(x))
     config = loaded.config
-    assert (config.architecture, config.architecture_options, config.target) == ("unet", TINY.model_options,
-                                                                                  "three_class")
+    assert (config.architecture, config.architecture_options, config.target) == (
+        "unet",
+        TINY.model_options,
+        "three_class",
+    )
     assert config.out_channels == 3 and config.resize_to is None
     assert TrainConfig.from_dict(config.training) == TINY
     assert config.validation["epoch"] == result.best_epoch
@@ -181,8 +225,7 @@ def test_model_folder_holds_the_best_network(full_run):
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_run, tmp_path):
     result, _ = full_run
     run_dir = tmp_path / "killed"
-    stopped = train(TINY, run_dir, data=FIXTURES, progress=False, log=lambda message: None,
-                    stop_after_epochs=1)
+    stopped = train(TINY, run_dir, data=FIXTURES, progress=False, log=lambda message: None, stop_after_epochs=1)
     assert stopped.epochs_run == 1
     assert [int(row["epoch"]) for row in read_metrics(run_dir)] == [1]
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
@@ -199,8 +242,7 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(full_run, tmp_path)
     for name, tensor in expected["model"].items():
         torch.testing.assert_close(actual["model"][name], tensor, rtol=0, atol=1e-6, msg=name)
     for step, state in expected["optimizer"]["state"].items():
-        torch.testing.assert_close(actual["optimizer"]["state"][step]["exp_avg"], state["exp_avg"], rtol=0,
-                                   atol=1e-6)
+        torch.testing.assert_close(actual["optimizer"]["state"][step]["exp_avg"], state["exp_avg"], rtol=0, atol=1e-6)
 
     rows, reference = read_metrics(run_dir), read_metrics(result.run_dir)
     assert [int(row["epoch"]) for row in rows] == [1, 2]
@@ -294,8 +336,15 @@ def test_corrupt_checkpoint(full_run, tmp_path):
 
 def test_resized_binary_run_and_time_limit(tmp_path):
     """The seed notebook's mode: whole images resized, two classes; and a time limit that ends the run."""
-    config = TINY.updated(resize_to=64, target="binary", class_weights=None, loss="ce", epochs=3,
-                          time_limit_minutes=1e-6, snapshot_images=1)
+    config = TINY.updated(
+        resize_to=64,
+        target="binary",
+        class_weights=None,
+        loss="ce",
+        epochs=3,
+        time_limit_minutes=1e-6,
+        snapshot_images=1,
+    )
     messages: list[str] = []
     result = train(config, tmp_path / "resized", data=FIXTURES, progress=False, log=messages.append)
     assert result.epochs_run == 1 and "time limit" in messages[-1]
@@ -437,8 +486,9 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
     source = load_model_folder(tmp_path / "source" / "model")
 
     # A vanishing learning rate: the fine-tuned weights stay those of the source model.
-    fine_config = dataclasses.replace(TINY, epochs=1, lr=1e-12, weight_decay=0.0,
-                                      init_from=str(tmp_path / "source" / "model"))
+    fine_config = dataclasses.replace(
+        TINY, epochs=1, lr=1e-12, weight_decay=0.0, init_from=str(tmp_path / "source" / "model")
+    )
     train(fine_config, tmp_path / "fine", data=FIXTURES, progress=False, log=lambda message: None)
     tuned = torch.load(tmp_path / "fine" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key, value in source.network.state_dict().items():
@@ -450,10 +500,16 @@ def test_fine_tuning_starts_from_the_given_model(tmp_path):
 
 
 def test_fine_tuning_from_a_different_network_is_a_clear_error(tmp_path):
-    train(dataclasses.replace(TINY, epochs=1), tmp_path / "source", data=FIXTURES, progress=False,
-          log=lambda message: None)
-    other = dataclasses.replace(TINY, model_options={"base_channels": 8, "depth": 2},
-                                init_from=str(tmp_path / "source" / "model"))
+    train(
+        dataclasses.replace(TINY, epochs=1),
+        tmp_path / "source",
+        data=FIXTURES,
+        progress=False,
+        log=lambda message: None,
+    )
+    other = dataclasses.replace(
+        TINY, model_options={"base_channels": 8, "depth": 2}, init_from=str(tmp_path / "source" / "model")
+    )
     with pytest.raises(InputError, match="differs from the one configured for training"):
         train(other, tmp_path / "fine", data=FIXTURES, progress=False, log=lambda message: None)
     assert not (tmp_path / "fine").exists()

@@ -19,9 +19,19 @@ from nucseg.training.loop import train
 from nucseg.training.loss import segmentation_loss
 
 FIXTURES = Path(__file__).parents[1] / "data" / "dsb2018"
-TINY = TrainConfig(crop_size=64, batch_size=4, samples_per_epoch=8, num_workers=0, epochs=1, lr=0.01,
-                   model_options={"base_channels": 4, "depth": 2}, val_fraction=0.25, snapshot_images=1,
-                   device="cpu", seed=0)
+TINY = TrainConfig(
+    crop_size=64,
+    batch_size=4,
+    samples_per_epoch=8,
+    num_workers=0,
+    epochs=1,
+    lr=0.01,
+    model_options={"base_channels": 4, "depth": 2},
+    val_fraction=0.25,
+    snapshot_images=1,
+    device="cpu",
+    seed=0,
+)
 
 pytestmark = pytest.mark.usefixtures("training_environment")
 
@@ -62,15 +72,24 @@ def test_each_dataset_is_split_into_train_validation_and_test(mixture_run):
 
 def test_a_wider_network_trains_on_the_mixture_models_split(mixture_run, two_datasets, tmp_path):
     # Another seed would split otherwise; split_from keeps the mixture's validation and test images.
-    config = TINY.updated(datasets=two_datasets, test_fraction=0.25, seed=7, split_from=str(mixture_run.model_dir),
-                          model_options={"base_channels": 8, "depth": 2})
+    config = TINY.updated(
+        datasets=two_datasets,
+        test_fraction=0.25,
+        seed=7,
+        split_from=str(mixture_run.model_dir),
+        model_options={"base_channels": 8, "depth": 2},
+    )
     wider = train(config, tmp_path / "wider", progress=False, log=lambda message: None)
     first = json.loads((mixture_run.run_dir / "split.json").read_text())
     second = json.loads((wider.run_dir / "split.json").read_text())
     assert all(sorted(second[side]) == sorted(first[side]) for side in ("train", "validation", "test"))
     assert set(second["datasets"]) == {"dsb", "paired"}
-    redrawn = train(TINY.updated(datasets=two_datasets, test_fraction=0.25, seed=7), tmp_path / "redrawn",
-                    progress=False, log=lambda message: None)
+    redrawn = train(
+        TINY.updated(datasets=two_datasets, test_fraction=0.25, seed=7),
+        tmp_path / "redrawn",
+        progress=False,
+        log=lambda message: None,
+    )
     assert json.loads((redrawn.run_dir / "split.json").read_text())["validation"] != first["validation"]
 
 
@@ -144,9 +163,20 @@ def test_dataset_weights_share_the_draws_whatever_the_dataset_sizes(dsb_samples)
 
 def test_fine_tuning_a_three_class_model_for_the_distance_target_keeps_its_classes(tmp_path):
     first = train(TINY, tmp_path / "three", data=FIXTURES, progress=False, log=lambda message: None)
-    tuned = train(TINY.updated(init_from=str(first.model_dir), target="three_class_distance", epochs=1, lr=1e-9,
-                               warmup_epochs=0, lr_schedule="cosine"),
-                  tmp_path / "distance", data=FIXTURES, progress=False, log=lambda message: None)
+    tuned = train(
+        TINY.updated(
+            init_from=str(first.model_dir),
+            target="three_class_distance",
+            epochs=1,
+            lr=1e-9,
+            warmup_epochs=0,
+            lr_schedule="cosine",
+        ),
+        tmp_path / "distance",
+        data=FIXTURES,
+        progress=False,
+        log=lambda message: None,
+    )
     before = load_model_folder(first.model_dir).network.state_dict()["head.weight"]
     after = load_model_folder(tuned.model_dir).network.state_dict()["head.weight"]
     assert after.shape[0] == 4 and before.shape[0] == 3

@@ -120,7 +120,7 @@ def test_touching_mask_on_real_fixtures(dsb_samples):
         # Every marked nucleus pixel has a different nucleus within 2 pixels.
         rows, cols = np.nonzero(mask & (sample.labels > 0))
         for row, col in list(zip(rows, cols))[:50]:
-            window = sample.labels[max(row - 2, 0):row + 3, max(col - 2, 0):col + 3]
+            window = sample.labels[max(row - 2, 0) : row + 3, max(col - 2, 0) : col + 3]
             assert len(np.unique(window[window > 0])) >= 2
     assert marked > 0  # the fixtures hold touching nuclei
 

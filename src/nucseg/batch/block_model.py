@@ -48,9 +48,15 @@ class _CallableModel(Model):
         if given:
             raise TypeError(f"segment options ({', '.join(given)}) need a Model, not a plain callable")
 
-    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
-                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+    def segment(
+        self,
+        image: np.ndarray,
+        options: SegmentOptions | None = None,
+        *,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+        **keywords: Any,
+    ) -> SegmentationResult:
         self.check_options(SegmentOptions.for_array(options, **keywords))
         return SegmentationResult(np.asarray(self.function(image)))
 
@@ -69,8 +75,9 @@ def as_model(model: Model | str | Path | Callable | None) -> Model:
     raise TypeError(f"model must be a Model, a model name or folder, or a function, got {type(model).__name__}")
 
 
-def segment_block_image(model: Model, image: np.ndarray, options: SegmentOptions,
-                        intensity_range: tuple[np.ndarray, np.ndarray] | None) -> SegmentationResult:
+def segment_block_image(
+    model: Model, image: np.ndarray, options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None
+) -> SegmentationResult:
     """The segmentation of one block's read region (``options``: those of a plane, ``SegmentOptions.for_planes``)."""
     if intensity_range is not None:
         return model.segment(image, options=options, intensity_range=intensity_range)
@@ -80,8 +87,11 @@ def segment_block_image(model: Model, image: np.ndarray, options: SegmentOptions
 def check_model(model: Model, options: SegmentOptions) -> None:
     """Refuse a model that resizes every image to a fixed size, and options the model cannot honour."""
     if model.resize_to is not None:
-        raise ModelError(model.path, f"the model resizes every image to {model.resize_to} x {model.resize_to} "
-                                     "pixels; block-wise segmentation needs a model that runs at native resolution")
+        raise ModelError(
+            model.path,
+            f"the model resizes every image to {model.resize_to} x {model.resize_to} "
+            "pixels; block-wise segmentation needs a model that runs at native resolution",
+        )
     try:
         model.check_options(options)
     except ValueError as exc:
@@ -96,8 +106,9 @@ def describe_model(model: Model) -> str:
     return repr(model)
 
 
-def global_intensity_range(source: OpenedImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor,
-                           progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def global_intensity_range(
+    source: OpenedImage | np.ndarray, grid: BlockGrid, model: Model, executor: Executor, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel intensities at the model's normalization percentiles, over the whole image."""
     normalization = model.normalization
     height, width = grid.shape
@@ -115,10 +126,16 @@ def _sample_task(source: OpenedImage | np.ndarray, block: Block, step: int, chan
     return to_channels(pixels[::step, ::step], channels).reshape(-1, channels).astype(working_float(pixels.dtype))
 
 
-def one_scale_for_all_blocks(model: Any, source: OpenedImage | np.ndarray, grid: BlockGrid,
-                             options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
-                             scratch: Path, attributes: dict[str, Any],
-                             named: Path) -> tuple[SegmentOptions, float | None]:
+def one_scale_for_all_blocks(
+    model: Any,
+    source: OpenedImage | np.ndarray,
+    grid: BlockGrid,
+    options: SegmentOptions,
+    intensity_range: tuple[np.ndarray, np.ndarray] | None,
+    scratch: Path,
+    attributes: dict[str, Any],
+    named: Path,
+) -> tuple[SegmentOptions, float | None]:
     """The segment options with automatic sizing replaced by one factor, and that factor.
 
     The factor is estimated on the centre block and stored in the scratch group, so that a resumed

@@ -33,12 +33,31 @@ from typing import Any
 
 import numpy as np
 
-from nucseg.batch.block_model import (as_model, check_model, describe_model, global_intensity_range,
-                                      one_scale_for_all_blocks, pooled_quality, segment_block_image)
-from nucseg.batch.scratch import (create_labels_array, median_diameter, open_scratch, SCRATCH_FORMAT, SCRATCH_VERSION,
-                                  write_attributes)
-from nucseg.batch.block_outputs import (Intensities, region_pixels, task_input, write_nuclei_outputs,
-                                        write_ome_zarr_blockwise, write_overview)
+from nucseg.batch.block_model import (
+    as_model,
+    check_model,
+    describe_model,
+    global_intensity_range,
+    one_scale_for_all_blocks,
+    pooled_quality,
+    segment_block_image,
+)
+from nucseg.batch.scratch import (
+    create_labels_array,
+    median_diameter,
+    open_scratch,
+    SCRATCH_FORMAT,
+    SCRATCH_VERSION,
+    write_attributes,
+)
+from nucseg.batch.block_outputs import (
+    Intensities,
+    region_pixels,
+    task_input,
+    write_nuclei_outputs,
+    write_ome_zarr_blockwise,
+    write_overview,
+)
 from nucseg.batch.whole import without_png_alpha
 from nucseg.batch.writers import LABELS_WRITER, OUTPUTS
 from nucseg.errors import InputError
@@ -48,17 +67,33 @@ from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
 from nucseg.io.opened import open_image, OpenedImage
 from nucseg.io.pixels import usable_pixels
-from nucseg.scale.blocks import (Block, BlockGrid, check_block_settings, covered_objects,
-                                 DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, intersection, paste_objects, pieces_for_core,
-                                 renumbering_tables, select_owned_objects)
+from nucseg.scale.blocks import (
+    Block,
+    BlockGrid,
+    check_block_settings,
+    covered_objects,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_MARGIN,
+    intersection,
+    paste_objects,
+    pieces_for_core,
+    renumbering_tables,
+    select_owned_objects,
+)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model
 
 
 # --------------------------------------------------------------------- the tasks
 
 
-def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, model: Any,
-                  options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None) -> tuple[int, int]:
+def _segment_task(
+    source: OpenedImage | np.ndarray,
+    block: Block,
+    scratch: str,
+    model: Any,
+    options: SegmentOptions,
+    intensity_range: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[int, int]:
     """Segment one block, store its kept objects in the scratch group; return (kept, cut)."""
     import zarr
 
@@ -67,18 +102,18 @@ def _segment_task(source: OpenedImage | np.ndarray, block: Block, scratch: str, 
     result = segment_block_image(model, pixels, options, intensity_range)
     labels = np.asarray(result.labels)
     if labels.shape != block.read_shape:
-        raise ValueError(f"the model returned labels of shape {labels.shape} for a block of "
-                         f"shape {block.read_shape}")
+        raise ValueError(f"the model returned labels of shape {labels.shape} for a block of shape {block.read_shape}")
     owned = select_owned_objects(labels, block)
     height, width = block.read_shape
     zarr.open_array(f"{scratch}/objects", mode="r+")[block.row, block.col, :height, :width] = owned.labels
     assessed = model.assess_quality(pixels, result)
     if assessed is not None:
         zarr.open_array(f"{scratch}/quality", mode="r+")[block.row, block.col] = [
-            owned.count, *(assessed.features[name] for name in QUALITY_FEATURES)]
+            owned.count,
+            *(assessed.features[name] for name in QUALITY_FEATURES),
+        ]
     zarr.open_array(f"{scratch}/counts", mode="r+")[block.row, block.col] = [owned.count, owned.cut]
     return owned.count, owned.cut
-
 
 
 def _stored_objects(objects: Any, block: Block, region: tuple[slice, slice] | None = None) -> np.ndarray:
@@ -99,8 +134,9 @@ def _deduplicate_task(scratch: str, grid: BlockGrid, block: Block) -> np.ndarray
     return ~covered_objects(own, claimed)
 
 
-def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
-                   renumbering: dict[tuple[int, int], np.ndarray]) -> tuple[int, int]:
+def _assemble_task(
+    scratch: str, output: str, grid: BlockGrid, block: Block, renumbering: dict[tuple[int, int], np.ndarray]
+) -> tuple[int, int]:
     """Write one core block of the stitched labels; return (foreground pixels, conflicting pixels)."""
     import zarr
 
@@ -108,8 +144,9 @@ def _assemble_task(scratch: str, output: str, grid: BlockGrid, block: Block,
     out = zarr.open_array(output, mode="r+")
     height, width = block.core[0].stop - block.core[0].start, block.core[1].stop - block.core[1].start
     labels = np.zeros((height, width), dtype=out.dtype)
-    conflicts = paste_objects(labels, pieces_for_core(
-        grid, block, lambda other, region: _stored_objects(objects, other, region), renumbering))
+    conflicts = paste_objects(
+        labels, pieces_for_core(grid, block, lambda other, region: _stored_objects(objects, other, region), renumbering)
+    )
     out[block.core] = labels
     return int(np.count_nonzero(labels)), conflicts
 
@@ -262,15 +299,19 @@ def segment_large(
     import zarr
 
     started = time.perf_counter()
-    options = SegmentOptions.from_keywords(options, **segment_options).in_pixels(
-        pixel_size, _file_of(image))
+    options = SegmentOptions.from_keywords(options, **segment_options).in_pixels(pixel_size, _file_of(image))
     output_path = Path(output_path)
     suffix = output_path.suffix.lower()
     if suffix not in (".zarr", ".tif", ".tiff"):
         raise InputError(output_path, "block-wise output must end in .zarr, .tif or .tiff")
     outputs = {key: Path(path) for key, path in (outputs or {}).items()}
-    outputs.update({key: Path(path) for key, path in (("nuclei", measurements_path), ("overlay", overlay_path))
-                    if path is not None})
+    outputs.update(
+        {
+            key: Path(path)
+            for key, path in (("nuclei", measurements_path), ("overlay", overlay_path))
+            if path is not None
+        }
+    )
     unknown = sorted(set(outputs) - set(OUTPUTS) - {"labels"})
     if unknown:
         raise InputError(None, f"unknown output(s) {', '.join(unknown)}")
@@ -282,8 +323,11 @@ def segment_large(
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
     if isinstance(image, np.ndarray) and (options.channel is not None or options.layout is not None):
-        raise InputError(None, "channel, channel_axis and axes describe files; of an array, pass the channel that "
-                               "shows the nuclei, (H, W), or an (H, W, C) colour image")
+        raise InputError(
+            None,
+            "channel, channel_axis and axes describe files; of an array, pass the channel that "
+            "shows the nuclei, (H, W), or an (H, W, C) colour image",
+        )
     source, description, measured = _open_source(image, options.layout, options.channel)
     local_model = as_model(model)
     executor = InProcessExecutor() if executor is None else executor
@@ -292,11 +336,17 @@ def segment_large(
     grid = BlockGrid(shape, block_size, margin)
 
     scratch = output_path.parent / f".{output_path.name}.nucseg-blocks"
-    settings = {"format": SCRATCH_FORMAT, "version": SCRATCH_VERSION, "input": description,
-                "shape": list(shape), "block_size": block_size, "margin": margin,
-                "model": describe_model(local_model),
-                # the channel is in the input's description; the rest is the JSON earlier versions stored
-                "options": {key: value for key, value in options.to_dict().items() if key != "channel"}}
+    settings = {
+        "format": SCRATCH_FORMAT,
+        "version": SCRATCH_VERSION,
+        "input": description,
+        "shape": list(shape),
+        "block_size": block_size,
+        "margin": margin,
+        "model": describe_model(local_model),
+        # the channel is in the input's description; the rest is the JSON earlier versions stored
+        "options": {key: value for key, value in options.to_dict().items() if key != "channel"},
+    }
     output_path.parent.mkdir(parents=True, exist_ok=True)
     done, attributes = open_scratch(scratch, grid, settings)
     task_model = executor.share_model(local_model)
@@ -309,48 +359,113 @@ def segment_large(
             write_attributes(scratch, {"intensity_range": [a.tolist() for a in intensity_range]})
     named = output_path if isinstance(image, np.ndarray) else _file_of(image)  # the file the user named
     name = named.name
-    block_options, scale = one_scale_for_all_blocks(local_model, source, grid, options.for_planes(),
-                                                     intensity_range, scratch, attributes, named)
+    block_options, scale = one_scale_for_all_blocks(
+        local_model, source, grid, options.for_planes(), intensity_range, scratch, attributes, named
+    )
 
     todo = [block for block in grid if done[block.row, block.col, 0] < 0]
-    executor.run(_segment_task,
-                 [(task_input(source, block.read), block, str(scratch), task_model, block_options, intensity_range)
-                  for block in todo],
-                 description=f"segmenting blocks of {name}", progress=progress)
-    keeps = executor.run(_deduplicate_task, [(str(scratch), grid, block) for block in grid],
-                         description=f"finding duplicates in {name}", progress=progress)
+    executor.run(
+        _segment_task,
+        [
+            (task_input(source, block.read), block, str(scratch), task_model, block_options, intensity_range)
+            for block in todo
+        ],
+        description=f"segmenting blocks of {name}",
+        progress=progress,
+    )
+    keeps = executor.run(
+        _deduplicate_task,
+        [(str(scratch), grid, block) for block in grid],
+        description=f"finding duplicates in {name}",
+        progress=progress,
+    )
     renumbering = renumbering_tables(grid, {block.index: flags for block, flags in zip(grid, keeps)})
     nuclei = int(sum(int(flags[1:].sum()) for flags in keeps))
     assembled, _ = create_labels_array(scratch, shape, block_size, nuclei)
-    totals = executor.run(_assemble_task,
-                          [(str(scratch), str(assembled), grid, block,
-                            {other.index: renumbering[other.index] for other in grid.neighbours(block)})
-                           for block in grid],
-                          description=f"stitching {name}", progress=progress)
-    write_nuclei_outputs(outputs, assembled, measured, grid, scratch, pixel_size=pixel_size,
-                         image_path=_file_of(image), executor=executor,
-                         progress=progress, overwrite=overwrite, name=name)
+    totals = executor.run(
+        _assemble_task,
+        [
+            (
+                str(scratch),
+                str(assembled),
+                grid,
+                block,
+                {other.index: renumbering[other.index] for other in grid.neighbours(block)},
+            )
+            for block in grid
+        ],
+        description=f"stitching {name}",
+        progress=progress,
+    )
+    write_nuclei_outputs(
+        outputs,
+        assembled,
+        measured,
+        grid,
+        scratch,
+        pixel_size=pixel_size,
+        image_path=_file_of(image),
+        executor=executor,
+        progress=progress,
+        overwrite=overwrite,
+        name=name,
+    )
     if "ome_zarr" in outputs:
-        write_ome_zarr_blockwise(outputs["ome_zarr"], assembled, measured, grid, pixel_size=pixel_size,
-                                 executor=executor, progress=progress, overwrite=overwrite, name=named.stem)
+        write_ome_zarr_blockwise(
+            outputs["ome_zarr"],
+            assembled,
+            measured,
+            grid,
+            pixel_size=pixel_size,
+            executor=executor,
+            progress=progress,
+            overwrite=overwrite,
+            name=named.stem,
+        )
     if "overlay" in outputs:
-        write_overview(outputs["overlay"], assembled, source, grid, executor=executor, progress=progress,
-                       overwrite=overwrite, name=name, outline_width=outline_width)
+        write_overview(
+            outputs["overlay"],
+            assembled,
+            source,
+            grid,
+            executor=executor,
+            progress=progress,
+            overwrite=overwrite,
+            name=name,
+            outline_width=outline_width,
+        )
     diameter = median_diameter(assembled, nuclei)
     zarr.open_array(str(assembled), mode="r+").attrs.update(
-        {"nucseg": {"input": description, "model": describe_model(local_model), "nuclei": nuclei,
-                    "block_size": block_size, "margin": margin}})
+        {
+            "nucseg": {
+                "input": description,
+                "model": describe_model(local_model),
+                "nuclei": nuclei,
+                "block_size": block_size,
+                "margin": margin,
+            }
+        }
+    )
     LABELS_WRITER.write(output_path, assembled, overwrite=overwrite)
     counts = zarr.open_array(str(scratch / "counts"), mode="r")[:]
     quality = pooled_quality(local_model, zarr.open_array(str(scratch / "quality"), mode="r")[:])
     shutil.rmtree(scratch, ignore_errors=True)
     foreground = sum(total[0] for total in totals)
     return BlockwiseReport(
-        output=output_path, shape=shape, grid_shape=grid.grid_shape, nuclei=nuclei,
-        mean_area=foreground / nuclei if nuclei else 0.0, cut=int(counts[..., 1].sum()),
-        duplicates=int(counts[..., 0].sum()) - nuclei, conflicting_pixels=sum(total[1] for total in totals),
-        resumed_blocks=len(grid) - len(todo), seconds=time.perf_counter() - started, scale=scale,
-        median_diameter=diameter, quality=quality)
+        output=output_path,
+        shape=shape,
+        grid_shape=grid.grid_shape,
+        nuclei=nuclei,
+        mean_area=foreground / nuclei if nuclei else 0.0,
+        cut=int(counts[..., 1].sum()),
+        duplicates=int(counts[..., 0].sum()) - nuclei,
+        conflicting_pixels=sum(total[1] for total in totals),
+        resumed_blocks=len(grid) - len(todo),
+        seconds=time.perf_counter() - started,
+        scale=scale,
+        median_diameter=diameter,
+        quality=quality,
+    )
 
 
 def _file_of(image: str | Path | OpenedImage | np.ndarray) -> Path | None:
@@ -360,8 +475,9 @@ def _file_of(image: str | Path | OpenedImage | np.ndarray) -> Path | None:
     return image.path if isinstance(image, OpenedImage) else Path(image)
 
 
-def _open_source(image: str | Path | OpenedImage | np.ndarray, channel_axis: int | str | None,
-                 channel: Channel) -> tuple[OpenedImage | np.ndarray, str, Intensities]:
+def _open_source(
+    image: str | Path | OpenedImage | np.ndarray, channel_axis: int | str | None, channel: Channel
+) -> tuple[OpenedImage | np.ndarray, str, Intensities]:
     """The image to read blocks from, a description of it for the scratch group's settings, and what to
     measure intensities on."""
     if isinstance(image, np.ndarray):
@@ -369,8 +485,7 @@ def _open_source(image: str | Path | OpenedImage | np.ndarray, channel_axis: int
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
         image = usable_pixels(image)
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
-    opened = image if isinstance(image, OpenedImage) else open_image(image, channel_axis=channel_axis,
-                                                                      channel=channel)
+    opened = image if isinstance(image, OpenedImage) else open_image(image, channel_axis=channel_axis, channel=channel)
     path = opened.path
     if opened.lazy:  # blocks read their regions
         opened.check_one_plane()

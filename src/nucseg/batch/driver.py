@@ -33,10 +33,23 @@ import numpy as np
 
 from nucseg.batch.blockwise import segment_large
 from nucseg.batch.inputs import find_images, ImageInput
-from nucseg.batch.report import (BatchReport, describe_failure, ImageReport, merge_earlier_summary, SUMMARY_FILE,
-                                 write_summary_csv)
-from nucseg.batch.whole import (completes_from_labels, labels_of_report, open_input, physical_settings,
-                                segment_file, skipped_report, with_quality)
+from nucseg.batch.report import (
+    BatchReport,
+    describe_failure,
+    ImageReport,
+    merge_earlier_summary,
+    SUMMARY_FILE,
+    write_summary_csv,
+)
+from nucseg.batch.whole import (
+    completes_from_labels,
+    labels_of_report,
+    open_input,
+    physical_settings,
+    segment_file,
+    skipped_report,
+    with_quality,
+)
 from nucseg.batch.writers import NucleiPiece, output_paths, RLE_WRITER
 from nucseg.errors import InputError, NucsegError
 from nucseg.inference.model import load_model, Model
@@ -46,8 +59,14 @@ from nucseg.io.formats import is_zarr
 from nucseg.io.channels import Channel
 from nucseg.io.opened import open_image, OpenedImage
 from nucseg.inference.runners import default_threads
-from nucseg.scale.blocks import (check_block_settings, DEFAULT_BLOCK_SIZE, DEFAULT_MARGIN, default_max_memory,
-                                 needs_blocks, whole_image_bytes)
+from nucseg.scale.blocks import (
+    check_block_settings,
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_MARGIN,
+    default_max_memory,
+    needs_blocks,
+    whole_image_bytes,
+)
 from nucseg.scale.executors import Executor, InProcessExecutor, resolve_model, TaskFailed
 
 
@@ -116,15 +135,18 @@ def plan_images(
         if path.stem in names:
             raise InputError(path, f"has the same output name {path.stem!r} as another input")
         names.add(path.stem)
-    planned = [PlannedImage(ImageInput(path.stem, path), True, opened=_opened(path, channel_axis, channel))
-               for path in zarr_inputs]
+    planned = [
+        PlannedImage(ImageInput(path.stem, path), True, opened=_opened(path, channel_axis, channel))
+        for path in zarr_inputs
+    ]
     max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
         opened = _opened(image.path, channel_axis, channel)
         planes, (height, width) = (1, (0, 0)) if opened is None else (int(np.prod(opened.plane_shape)), opened.shape)
         if planes > 1:
-            planned.append(_planned_stack(image, planes, height, width, blockwise=blockwise, max_memory=max_memory,
-                                          opened=opened))
+            planned.append(
+                _planned_stack(image, planes, height, width, blockwise=blockwise, max_memory=max_memory, opened=opened)
+            )
             continue
         large = needs_blocks(height, width, max_memory) if blockwise is None else blockwise
         planned.append(PlannedImage(image, large, 0 if large else whole_image_bytes(height, width), opened))
@@ -139,19 +161,32 @@ def _opened(path: Path, channel_axis: int | str | None, channel: Channel) -> Ope
         return None
 
 
-def _planned_stack(image: ImageInput, planes: int, height: int, width: int, *, blockwise: bool | None,
-                   max_memory: float, opened: OpenedImage | None) -> PlannedImage:
+def _planned_stack(
+    image: ImageInput,
+    planes: int,
+    height: int,
+    width: int,
+    *,
+    blockwise: bool | None,
+    max_memory: float,
+    opened: OpenedImage | None,
+) -> PlannedImage:
     """A Z-stack or time series runs in memory, plane by plane (block-wise runs take 2-D images): said when
     block-wise was asked for or its estimate is above the budget."""
     memory = whole_image_bytes(height, width, planes=planes)
     if blockwise:
-        warnings.warn(f"{image.path}: a stack of {planes} planes; block-wise segmentation takes 2-D images, so its "
-                      "planes are segmented one by one in memory", stacklevel=3)
+        warnings.warn(
+            f"{image.path}: a stack of {planes} planes; block-wise segmentation takes 2-D images, so its "
+            "planes are segmented one by one in memory",
+            stacklevel=3,
+        )
     elif memory > max_memory:
-        warnings.warn(f"{image.path}: a stack of {planes} planes of {height} x {width} needs about "
-                      f"{memory / 2**30:.1f} GB, above the memory budget of {max_memory / 2**30:.1f} GB "
-                      "(block-wise segmentation takes 2-D images); segmenting it in memory, plane by plane",
-                      stacklevel=3)
+        warnings.warn(
+            f"{image.path}: a stack of {planes} planes of {height} x {width} needs about "
+            f"{memory / 2**30:.1f} GB, above the memory budget of {max_memory / 2**30:.1f} GB "
+            "(block-wise segmentation takes 2-D images); segmenting it in memory, plane by plane",
+            stacklevel=3,
+        )
     return PlannedImage(image, False, memory, opened)
 
 
@@ -160,8 +195,9 @@ def blockwise_output_path(out_dir: str | Path, name: str, *, zarr: bool = False)
     return Path(out_dir) / f"{name}_labels.{'zarr' if zarr else 'tif'}"
 
 
-def _outputs(out_dir: Path, name: str, *, blockwise: bool, outputs: Collection[str],
-             zarr_labels: bool) -> dict[str, Path]:
+def _outputs(
+    out_dir: Path, name: str, *, blockwise: bool, outputs: Collection[str], zarr_labels: bool
+) -> dict[str, Path]:
     """The output files of one image (:func:`nucseg.batch.writers.output_paths`; block-wise labels may be Zarr)."""
     paths = output_paths(out_dir, name, outputs=outputs)
     if blockwise:
@@ -327,8 +363,14 @@ def segment_files(
     if rle_path is not None and rle_path.exists() and not overwrite:
         raise OutputExistsError(rle_path, "exists (use --overwrite to replace it)")
     max_memory = default_max_memory() if max_memory is None else max_memory
-    planned = plan_images(inputs, out_dir, blockwise=blockwise, max_memory=max_memory,
-                          channel_axis=options.layout, channel=options.channel)
+    planned = plan_images(
+        inputs,
+        out_dir,
+        blockwise=blockwise,
+        max_memory=max_memory,
+        channel_axis=options.layout,
+        channel=options.channel,
+    )
     if not isinstance(model, Model):
         model = load_model(model)
     try:  # a diameter in microns becomes pixels per image; any number stands in for it here
@@ -340,15 +382,15 @@ def segment_files(
     reports: dict[str, ImageReport] = {}
     whole: list[PlannedImage] = []
     for item in planned:
-        paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, outputs=outputs,
-                         zarr_labels=zarr_labels)
+        paths = _outputs(out_dir, item.image.name, blockwise=item.blockwise, outputs=outputs, zarr_labels=zarr_labels)
         existing = [path for path in paths.values() if path.exists()]
         if existing and not overwrite and (item.blockwise or not completes_from_labels(paths)):
             reports[item.image.name] = skipped_report(item.image, existing[0])
         elif not item.blockwise:
             whole.append(item)
-    whole_executor, threads = _whole_image_executor(executor, model, len(whole), max_memory=max_memory,
-                                                    backend=options.backend)
+    whole_executor, threads = _whole_image_executor(
+        executor, model, len(whole), max_memory=max_memory, backend=options.backend
+    )
     if len(reports) < len(planned):  # work to do: a backend that cannot start fails once, here
         try:
             with model.threads_per_call(threads):
@@ -356,37 +398,64 @@ def segment_files(
         except ValueError as exc:
             raise NucsegError(str(exc)) from None
     if whole:
-        settings = {"outputs": outputs, "pixel_size": pixel_size, "overwrite": overwrite,
-                    "stitch_threshold": stitch_threshold, "options": options, "outline_width": outline_width,
-                    # tiles are reported where stderr is the user's, one image at a time: not from threads
-                    # side by side, nor from the workers of a cluster
-                    "progress": progress and isinstance(whole_executor, InProcessExecutor)
-                                and whole_executor.workers == 1}
+        settings = {
+            "outputs": outputs,
+            "pixel_size": pixel_size,
+            "overwrite": overwrite,
+            "stitch_threshold": stitch_threshold,
+            "options": options,
+            "outline_width": outline_width,
+            # tiles are reported where stderr is the user's, one image at a time: not from threads
+            # side by side, nor from the workers of a cluster
+            "progress": progress and isinstance(whole_executor, InProcessExecutor) and whole_executor.workers == 1,
+        }
         shared = whole_executor.share_model(model)
         tasks = [(item.image, out_dir, shared, settings, item.opened) for item in whole]
         with model.threads_per_call(threads):
-            results = whole_executor.run(_segment_file_task, tasks, description="segmenting", progress=progress,
-                                         collect_failures=True, memory=[item.memory for item in whole])
+            results = whole_executor.run(
+                _segment_file_task,
+                tasks,
+                description="segmenting",
+                progress=progress,
+                collect_failures=True,
+                memory=[item.memory for item in whole],
+            )
         for item, result in zip(whole, results):
             reports[item.image.name] = _failed(item.image, result.error) if isinstance(result, TaskFailed) else result
     executor = InProcessExecutor() if executor is None else executor
     for item in planned:
         if item.blockwise and item.image.name not in reports:
             reports[item.image.name] = _segment_blockwise_image(
-                executor, item.image, out_dir, model, block_size=block_size, margin=margin,
-                zarr_labels=zarr_labels, overwrite=overwrite, pixel_size=pixel_size, outputs=outputs,
-                progress=progress, options=options, outline_width=outline_width, opened=item.opened)
+                executor,
+                item.image,
+                out_dir,
+                model,
+                block_size=block_size,
+                margin=margin,
+                zarr_labels=zarr_labels,
+                overwrite=overwrite,
+                pixel_size=pixel_size,
+                outputs=outputs,
+                progress=progress,
+                options=options,
+                outline_width=outline_width,
+                opened=item.opened,
+            )
     report = BatchReport([reports[item.image.name] for item in planned], out_dir, out_dir / SUMMARY_FILE, rle_path)
     if rle_path is not None:
-        RLE_WRITER.write(rle_path, (RLE_WRITER.fragment(NucleiPiece(labels, name=name))
-                                    for name, labels in labels_of_report(report)), overwrite=overwrite)
+        RLE_WRITER.write(
+            rle_path,
+            (RLE_WRITER.fragment(NucleiPiece(labels, name=name)) for name, labels in labels_of_report(report)),
+            overwrite=overwrite,
+        )
     report.seconds = time.perf_counter() - started
     write_summary_csv(report, report.summary_path, overwrite=True, kept=merge_earlier_summary(report))
     return report
 
 
-def _whole_image_executor(executor: Executor | None, model: Model, images: int, *, max_memory: float,
-                          backend: str | None) -> tuple[Executor, int | None]:
+def _whole_image_executor(
+    executor: Executor | None, model: Model, images: int, *, max_memory: float, backend: str | None
+) -> tuple[Executor, int | None]:
     """Where the whole images run, and the CPU threads of each network call (None: every core).
 
     The executor given, or in this process as many images side by side as
@@ -412,16 +481,25 @@ def _failed(image: ImageInput, exc: BaseException) -> ImageReport:
     return ImageReport(image.name, image.path, "failed", error=reason)
 
 
-def _segment_file_task(image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any],
-                       opened: OpenedImage | None = None) -> ImageReport:
+def _segment_file_task(
+    image: ImageInput, out_dir: Path, model: Any, settings: dict[str, Any], opened: OpenedImage | None = None
+) -> ImageReport:
     """Segment one image file, opened by the plan, and write its outputs (runs where the executor runs it)."""
     paths = output_paths(out_dir, image.name, outputs=settings["outputs"])
     remove_stale_temporaries(paths.values())
-    return segment_file(image, out_dir, model=resolve_model(model), outputs=settings["outputs"],
-                        pixel_size=settings["pixel_size"],
-                        overwrite=settings["overwrite"], stitch_threshold=settings["stitch_threshold"],
-                        progress=settings["progress"], outline_width=settings["outline_width"],
-                        options=settings["options"], opened=opened)
+    return segment_file(
+        image,
+        out_dir,
+        model=resolve_model(model),
+        outputs=settings["outputs"],
+        pixel_size=settings["pixel_size"],
+        overwrite=settings["overwrite"],
+        stitch_threshold=settings["stitch_threshold"],
+        progress=settings["progress"],
+        outline_width=settings["outline_width"],
+        options=settings["options"],
+        opened=opened,
+    )
 
 
 def _segment_blockwise_image(
@@ -446,15 +524,36 @@ def _segment_blockwise_image(
     try:
         opened = open_input(image.path, options) if opened is None else opened
         pixel_size, options = physical_settings(opened, pixel_size, options)
-        result = segment_large(opened, paths["labels"], model=model, executor=executor, block_size=block_size,
-                               margin=margin, overwrite=overwrite,
-                               outputs={key: path for key, path in paths.items() if key != "labels"},
-                               pixel_size=pixel_size, progress=progress, outline_width=outline_width, options=options)
+        result = segment_large(
+            opened,
+            paths["labels"],
+            model=model,
+            executor=executor,
+            block_size=block_size,
+            margin=margin,
+            overwrite=overwrite,
+            outputs={key: path for key, path in paths.items() if key != "labels"},
+            pixel_size=pixel_size,
+            progress=progress,
+            outline_width=outline_width,
+            options=options,
+        )
     except Exception as exc:  # one bad image must not stop the batch
         report = _failed(image, exc)
         report.seconds = time.perf_counter() - started
         return report
-    return with_quality(ImageReport(image.name, image.path, "ok", nuclei=result.nuclei, mean_area=result.mean_area,
-                                    scale=result.scale, median_diameter=result.median_diameter,
-                                    seconds=time.perf_counter() - started, pixel_size=pixel_size,
-                                    outputs=list(paths.values())), result.quality)
+    return with_quality(
+        ImageReport(
+            image.name,
+            image.path,
+            "ok",
+            nuclei=result.nuclei,
+            mean_area=result.mean_area,
+            scale=result.scale,
+            median_diameter=result.median_diameter,
+            seconds=time.perf_counter() - started,
+            pixel_size=pixel_size,
+            outputs=list(paths.values()),
+        ),
+        result.quality,
+    )

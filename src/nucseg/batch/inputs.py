@@ -72,8 +72,11 @@ def find_images(inputs: Sequence[str | Path], *, exclude: str | Path | None = No
     by_name: dict[str, Path] = {}
     for image in found:
         if image.name in by_name:
-            raise InputError(image.path, f"has the same output name {image.name!r} as {by_name[image.name]}; "
-                                         "segment them into different --out folders")
+            raise InputError(
+                image.path,
+                f"has the same output name {image.name!r} as {by_name[image.name]}; "
+                "segment them into different --out folders",
+            )
         by_name[image.name] = image.path
     return found
 
@@ -103,8 +106,10 @@ def _folder_images(folder: Path, excluded: Path | None) -> list[ImageInput]:
         images.append(ImageInput(image_stem(relative), path))
     if skipped:
         shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        warnings.warn(f"{folder}: skipped {len(skipped)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): "
-                      f"{shown}", stacklevel=3)
+        warnings.warn(
+            f"{folder}: skipped {len(skipped)} file(s) that are not images ({', '.join(IMAGE_SUFFIXES)}): {shown}",
+            stacklevel=3,
+        )
     return images
 
 

@@ -96,23 +96,32 @@ def _number(text: str, default: float) -> float:
 
 def _header(out_dir: Path, rows, ok, failed, flagged) -> str:
     nuclei = sum(int(_number(row["nuclei"], 0)) for row in ok)
-    return (f"<h1>nucseg report</h1><p class='lead'>{html.escape(str(out_dir))}: <b>{len(rows)}</b> images, "
-            f"<b>{len(ok)}</b> segmented, <b>{nuclei}</b> nuclei, <b id='n-flagged'>{len(flagged)}</b> to check, "
-            f"<b>{len(failed)}</b> failed.</p>")
+    return (
+        f"<h1>nucseg report</h1><p class='lead'>{html.escape(str(out_dir))}: <b>{len(rows)}</b> images, "
+        f"<b>{len(ok)}</b> segmented, <b>{nuclei}</b> nuclei, <b id='n-flagged'>{len(flagged)}</b> to check, "
+        f"<b>{len(failed)}</b> failed.</p>"
+    )
 
 
 def _flagged_section(out_dir: Path, flagged: Sequence[dict]) -> str:
     if not flagged:
-        return "<h2>Images to check</h2><p>None: every segmented image has a quality score above its model's " \
-               "threshold (or the model gives none: flag <i>unknown</i>).</p>"
+        return (
+            "<h2>Images to check</h2><p>None: every segmented image has a quality score above its model's "
+            "threshold (or the model gives none: flag <i>unknown</i>).</p>"
+        )
     cards = []
     for row in flagged[:MAX_THUMBNAILS]:
         thumbnail = _thumbnail(out_dir, row)
-        picture = f"<img alt='{html.escape(row['image'])}' src='{thumbnail}'>" if thumbnail else \
-            "<div class='missing'>no overlay</div>"
-        cards.append(f"<figure class='flagged'>{picture}<figcaption><b>{html.escape(row['image'])}</b><br>"
-                     f"quality {html.escape(row['quality'] or '?')}, {html.escape(row['nuclei'] or '0')} nuclei<br>"
-                     f"<span class='reason'>{html.escape(row['flag_reason'])}</span></figcaption></figure>")
+        picture = (
+            f"<img alt='{html.escape(row['image'])}' src='{thumbnail}'>"
+            if thumbnail
+            else "<div class='missing'>no overlay</div>"
+        )
+        cards.append(
+            f"<figure class='flagged'>{picture}<figcaption><b>{html.escape(row['image'])}</b><br>"
+            f"quality {html.escape(row['quality'] or '?')}, {html.escape(row['nuclei'] or '0')} nuclei<br>"
+            f"<span class='reason'>{html.escape(row['flag_reason'])}</span></figcaption></figure>"
+        )
     more = f"<p>and {len(flagged) - MAX_THUMBNAILS} more in the table.</p>" if len(flagged) > MAX_THUMBNAILS else ""
     return f"<h2>Images to check</h2><div class='cards'>{''.join(cards)}</div>{more}"
 
@@ -182,24 +191,37 @@ def _plots_section(areas: np.ndarray, counts: Sequence[float]) -> str:
     return f"<h2>Distributions</h2><img class='plots' alt='histograms' src='{url}'>"
 
 
-_TABLE_COLUMNS = (("image", "image", "text"), ("status", "status", "text"), ("nuclei", "nuclei", "number"),
-                  ("quality", "quality", "number"), ("flag", "flag", "text"), ("why", "flag_reason", "text"),
-                  ("mean area (px)", "mean_area_px", "number"), ("median diameter (px)", "median_diameter_px",
-                                                                 "number"),
-                  ("scale", "scale", "number"), ("seconds", "seconds", "number"))
+_TABLE_COLUMNS = (
+    ("image", "image", "text"),
+    ("status", "status", "text"),
+    ("nuclei", "nuclei", "number"),
+    ("quality", "quality", "number"),
+    ("flag", "flag", "text"),
+    ("why", "flag_reason", "text"),
+    ("mean area (px)", "mean_area_px", "number"),
+    ("median diameter (px)", "median_diameter_px", "number"),
+    ("scale", "scale", "number"),
+    ("seconds", "seconds", "number"),
+)
 
 
 def _table_section(rows: Sequence[dict]) -> str:
-    order = sorted(rows, key=lambda row: (row.get("flag") != "check", row["status"] != "failed",
-                                          _number(row.get("quality"), 2.0)))
-    header = "".join(f"<th data-type='{kind}' onclick='sortBy(this)'>{html.escape(title)}</th>"
-                     for title, _, kind in _TABLE_COLUMNS)
+    order = sorted(
+        rows, key=lambda row: (row.get("flag") != "check", row["status"] != "failed", _number(row.get("quality"), 2.0))
+    )
+    header = "".join(
+        f"<th data-type='{kind}' onclick='sortBy(this)'>{html.escape(title)}</th>" for title, _, kind in _TABLE_COLUMNS
+    )
     body = "".join(
         f"<tr class='{html.escape(row.get('flag') or row['status'])}'>"
-        + "".join(f"<td>{html.escape(row.get(key) or '')}</td>" for _, key, _ in _TABLE_COLUMNS) + "</tr>"
-        for row in order)
-    return (f"<h2>All images</h2><p>Click a column to sort.</p><table id='images'><thead><tr>{header}</tr></thead>"
-            f"<tbody>{body}</tbody></table>")
+        + "".join(f"<td>{html.escape(row.get(key) or '')}</td>" for _, key, _ in _TABLE_COLUMNS)
+        + "</tr>"
+        for row in order
+    )
+    return (
+        f"<h2>All images</h2><p>Click a column to sort.</p><table id='images'><thead><tr>{header}</tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _failed_section(failed: Sequence[dict]) -> str:

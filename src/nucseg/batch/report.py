@@ -15,8 +15,22 @@ from nucseg.io.atomic import atomic_write
 SUMMARY_FILE = "summary.csv"
 
 
-SUMMARY_COLUMNS = ("image", "plane", "path", "status", "nuclei", "mean_area_px", "median_diameter_px", "pixel_size_um",
-                   "scale", "quality", "flag", "flag_reason", "seconds", "error")
+SUMMARY_COLUMNS = (
+    "image",
+    "plane",
+    "path",
+    "status",
+    "nuclei",
+    "mean_area_px",
+    "median_diameter_px",
+    "pixel_size_um",
+    "scale",
+    "quality",
+    "flag",
+    "flag_reason",
+    "seconds",
+    "error",
+)
 
 
 @dataclass
@@ -139,9 +153,11 @@ class BatchReport:
     def format_summary(self) -> str:
         """One line: images, nuclei, failures, skipped, seconds."""
         flagged = f", {self.n_flagged} to check (flag in the summary)" if self.n_flagged else ""
-        return (f"{self.n_ok} of {len(self.images)} images segmented, {self.n_nuclei} nuclei, "
-                f"{self.n_failed} failed, {self.n_skipped} skipped{flagged}, {self.seconds:.1f} s; "
-                f"summary in {self.summary_path}")
+        return (
+            f"{self.n_ok} of {len(self.images)} images segmented, {self.n_nuclei} nuclei, "
+            f"{self.n_failed} failed, {self.n_skipped} skipped{flagged}, {self.seconds:.1f} s; "
+            f"summary in {self.summary_path}"
+        )
 
 
 def describe_failure(exc: BaseException, path: Path) -> str:
@@ -154,8 +170,9 @@ def describe_failure(exc: BaseException, path: Path) -> str:
     return f"{path}: {type(exc).__name__}: {message}" if message else f"{path}: {type(exc).__name__}"
 
 
-def write_summary_csv(report: BatchReport, path: str | Path, *, overwrite: bool = True,
-                      kept: Sequence[ImageReport] = ()) -> Path:
+def write_summary_csv(
+    report: BatchReport, path: str | Path, *, overwrite: bool = True, kept: Sequence[ImageReport] = ()
+) -> Path:
     """Write one row per image (see :data:`SUMMARY_COLUMNS`) as CSV, atomically.
 
     ``kept``: reports of images of earlier runs into the same folder, written
@@ -192,12 +209,21 @@ def read_summary_csv(path: str | Path) -> dict[str, ImageReport]:
             continue
         row = dict(zip(SUMMARY_COLUMNS, values))
         try:
-            report = ImageReport(row["image"], Path(row["path"]), row["status"], nuclei=_number(row["nuclei"], int),
-                                 mean_area=_number(row["mean_area_px"]), seconds=_number(row["seconds"]) or 0.0,
-                                 error=row["error"], scale=_number(row["scale"]),
-                                 median_diameter=_number(row["median_diameter_px"]),
-                                 pixel_size=_number(row["pixel_size_um"]), quality=_number(row["quality"]),
-                                 flag=row["flag"], flag_reason=row["flag_reason"])
+            report = ImageReport(
+                row["image"],
+                Path(row["path"]),
+                row["status"],
+                nuclei=_number(row["nuclei"], int),
+                mean_area=_number(row["mean_area_px"]),
+                seconds=_number(row["seconds"]) or 0.0,
+                error=row["error"],
+                scale=_number(row["scale"]),
+                median_diameter=_number(row["median_diameter_px"]),
+                pixel_size=_number(row["pixel_size_um"]),
+                quality=_number(row["quality"]),
+                flag=row["flag"],
+                flag_reason=row["flag_reason"],
+            )
         except ValueError:
             continue
         if not row["plane"]:
@@ -232,8 +258,13 @@ def merge_earlier_summary(report: BatchReport) -> list[ImageReport]:
         elif image.status == "skipped" and before is not None and before.status in ("ok", "skipped"):
             planes = [dataclasses.replace(plane, status="skipped") for plane in before.planes]
             report.images[index] = dataclasses.replace(
-                before, path=image.path, status="skipped", seconds=0.0, planes=planes,
-                error=f"{image.error}; its numbers are those of the earlier run")
+                before,
+                path=image.path,
+                status="skipped",
+                seconds=0.0,
+                planes=planes,
+                error=f"{image.error}; its numbers are those of the earlier run",
+            )
     names = {image.name for image in report.images}
     return [image for name, image in earlier.items() if name not in names]
 

@@ -48,18 +48,24 @@ def open_scratch(scratch: Path, grid: BlockGrid, settings: dict[str, Any]) -> tu
     group = zarr.open_group(str(scratch), mode="w")
     group.attrs.update({"settings": settings})
     rows, cols = grid.grid_shape
-    group.create_array("objects", shape=(rows, cols, *grid.slot_shape), chunks=(1, 1, *grid.slot_shape),
-                       dtype="uint32", fill_value=0)
+    group.create_array(
+        "objects", shape=(rows, cols, *grid.slot_shape), chunks=(1, 1, *grid.slot_shape), dtype="uint32", fill_value=0
+    )
     group.create_array("counts", shape=(rows, cols, 2), chunks=(1, 1, 2), dtype="int64", fill_value=-1)
     # per block: the nuclei it owns, then its quality features (NaN: the model gives no quality)
     width = 1 + len(QUALITY_FEATURES)
-    group.create_array("quality", shape=(rows, cols, width), chunks=(1, 1, width), dtype="float64",
-                       fill_value=float("nan"))
+    group.create_array(
+        "quality", shape=(rows, cols, width), chunks=(1, 1, width), dtype="float64", fill_value=float("nan")
+    )
     return np.full((rows, cols, 2), -1, dtype=np.int64), dict(group.attrs)
+
+
 def write_attributes(scratch: Path, values: dict[str, Any]) -> None:
     import zarr
 
     zarr.open_group(str(scratch), mode="r+").attrs.update(values)
+
+
 def create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, nuclei: int) -> tuple[Path, int]:
     """The (empty) Zarr array the stitched labels are assembled in, and its chunk size.
 
@@ -74,8 +80,11 @@ def create_labels_array(scratch: Path, shape: tuple[int, int], block_size: int, 
     if path.exists():
         shutil.rmtree(path)
     zarr.open_group(str(scratch), mode="r+").create_array(
-        "labels", shape=shape, chunks=(chunk, chunk), dtype=labels_dtype(np.array([nuclei])), fill_value=0)
+        "labels", shape=shape, chunks=(chunk, chunk), dtype=labels_dtype(np.array([nuclei])), fill_value=0
+    )
     return path, chunk
+
+
 def median_diameter(assembled: Path, nuclei: int) -> float | None:
     """Median equivalent diameter of the stitched nuclei, pixels: their areas counted chunk row by chunk row."""
     import zarr
@@ -83,8 +92,10 @@ def median_diameter(assembled: Path, nuclei: int) -> float | None:
     labels = zarr.open_array(str(assembled), mode="r")
     areas = np.zeros(nuclei + 1, np.int64)
     for top in range(0, labels.shape[0], labels.chunks[0]):
-        areas += np.bincount(labels[top:top + labels.chunks[0]].ravel(), minlength=nuclei + 1)
+        areas += np.bincount(labels[top : top + labels.chunks[0]].ravel(), minlength=nuclei + 1)
     return median_diameter_of_areas(areas[1:])
+
+
 def move_into_place(source: Path, target: Path, *, overwrite: bool) -> None:
     """Rename the folder ``source`` to ``target``, replacing an existing ``target`` only if asked."""
     if target.exists():
@@ -96,6 +107,8 @@ def move_into_place(source: Path, target: Path, *, overwrite: bool) -> None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     else:
         os.replace(source, target)
+
+
 def write_tiled_tiff(labels: Any, path: Path, *, tile: int, overwrite: bool) -> None:
     """Stream a 2-D Zarr label array into a tiled, zlib-compressed TIFF, one row of tiles at a time."""
     import tifffile
@@ -113,6 +126,13 @@ def write_tiled_tiff(labels: Any, path: Path, *, tile: int, overwrite: bool) -> 
                 yield piece
 
     with atomic_write(path, overwrite=overwrite) as tmp:
-        tifffile.imwrite(tmp, tiles(), shape=(height, width), dtype=dtype, tile=(tile, tile), compression="zlib",
-                         photometric="minisblack", bigtiff=height * width * dtype.itemsize > 2**31)
-
+        tifffile.imwrite(
+            tmp,
+            tiles(),
+            shape=(height, width),
+            dtype=dtype,
+            tile=(tile, tile),
+            compression="zlib",
+            photometric="minisblack",
+            bigtiff=height * width * dtype.itemsize > 2**31,
+        )

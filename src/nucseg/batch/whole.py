@@ -13,8 +13,15 @@ import numpy as np
 
 from nucseg.batch.inputs import ImageInput
 from nucseg.batch.report import BatchReport, describe_failure, ImageReport
-from nucseg.batch.writers import (LABELS_WRITER, MEASUREMENTS_WRITER, NucleiPiece, OUTLINE_WRITERS, output_paths,
-                                  OverlayWriter, write_ome_zarr)
+from nucseg.batch.writers import (
+    LABELS_WRITER,
+    MEASUREMENTS_WRITER,
+    NucleiPiece,
+    OUTLINE_WRITERS,
+    output_paths,
+    OverlayWriter,
+    write_ome_zarr,
+)
 from nucseg.inference.model import Model
 from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import Quality
@@ -48,8 +55,15 @@ def _segment_one(
     existing = [path for path in paths.values() if path.exists()]
     if existing and not overwrite:
         if completes_from_labels(paths):
-            return _complete_from_labels(image, paths, pixel_size=pixel_size, options=options, started=started,
-                                         outline_width=outline_width, opened=opened)
+            return _complete_from_labels(
+                image,
+                paths,
+                pixel_size=pixel_size,
+                options=options,
+                started=started,
+                outline_width=outline_width,
+                opened=opened,
+            )
         return skipped_report(image, existing[0])
     written: list[Path] = []
     try:
@@ -67,17 +81,31 @@ def _segment_one(
         labels = np.stack([result.labels for result in results])
         if stitch_threshold is not None and "Z" in stack.plane_axes:
             labels = _linked(labels, stack, stitch_threshold)
-        written.append(LABELS_WRITER.write(paths["labels"], labels.reshape(stack.plane_shape + labels.shape[1:]),
-                                           axes=stack.plane_axes + "YX", overwrite=overwrite))
-        written += _write_views(image.path, stack, labels, paths, pixel_size, overwrite=overwrite,
-                                outline_width=outline_width)
+        written.append(
+            LABELS_WRITER.write(
+                paths["labels"],
+                labels.reshape(stack.plane_shape + labels.shape[1:]),
+                axes=stack.plane_axes + "YX",
+                overwrite=overwrite,
+            )
+        )
+        written += _write_views(
+            image.path, stack, labels, paths, pixel_size, overwrite=overwrite, outline_width=outline_width
+        )
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
         for path in written:  # a failed image leaves no partial set of outputs
             remove_output(path)
-        return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
-                           error=describe_failure(exc, image.path))
-    plane_reports = [with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
-                     for plane_labels, result, quality in zip(labels, results, qualities)]
+        return ImageReport(
+            image.name,
+            image.path,
+            "failed",
+            seconds=time.perf_counter() - started,
+            error=describe_failure(exc, image.path),
+        )
+    plane_reports = [
+        with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
+        for plane_labels, result, quality in zip(labels, results, qualities)
+    ]
     if not stack.plane_axes:
         report = plane_reports[0]
     else:
@@ -86,14 +114,23 @@ def _segment_one(
         report.quality, report.flag, report.flag_reason = worst.quality, worst.flag, worst.flag_reason
         if stitch_threshold is not None and "Z" in stack.plane_axes:  # 3-D nuclei: count each once per time point
             report.nuclei = sum(int(np.count_nonzero(np.unique(series))) for series in _by_time(labels, stack))
-        report.planes = [dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports,
-                                                                                     stack.plane_names())]
+        report.planes = [
+            dataclasses.replace(plane, name=name) for plane, name in zip(plane_reports, stack.plane_names())
+        ]
     report.seconds, report.outputs = time.perf_counter() - started, written
     return report
 
 
-def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mapping[str, Path],
-                 pixel_size: float | None, *, overwrite: bool, outline_width: int = 1) -> list[Path]:
+def _write_views(
+    path: Path,
+    stack: ImageStack,
+    labels: np.ndarray,
+    paths: Mapping[str, Path],
+    pixel_size: float | None,
+    *,
+    overwrite: bool,
+    outline_width: int = 1,
+) -> list[Path]:
     """Write the outputs but the label image that ``paths`` ask for, of labels (planes, H, W) of ``stack``."""
     written = []
     if "overlay" in paths:  # of the middle plane for a stack
@@ -104,15 +141,20 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
     planes, names = stack.intensities()
     tables = None
     if "nuclei" in paths or "geojson" in paths:
-        tables = [measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
-                  for plane, plane_labels in zip(planes, labels)]
+        tables = [
+            measure_pixels(plane_labels, plane, path, channel_names=names, pixel_size=pixel_size)
+            for plane, plane_labels in zip(planes, labels)
+        ]
     plane_names = stack.plane_names()
 
     def pieces() -> Iterator[NucleiPiece]:
         for i, plane_labels in enumerate(labels):
-            yield NucleiPiece(plane_labels, table=None if tables is None else tables[i],
-                              plane=i if stack.plane_axes else None,
-                              plane_name=plane_names[i] if stack.plane_axes else None)
+            yield NucleiPiece(
+                plane_labels,
+                table=None if tables is None else tables[i],
+                plane=i if stack.plane_axes else None,
+                plane_name=plane_names[i] if stack.plane_axes else None,
+            )
 
     for key, writer in {"nuclei": MEASUREMENTS_WRITER, **OUTLINE_WRITERS}.items():
         if key in paths:
@@ -120,10 +162,19 @@ def _write_views(path: Path, stack: ImageStack, labels: np.ndarray, paths: Mappi
     if "ome_zarr" in paths:
         shape = stack.plane_shape
         planes, names = without_png_alpha(planes, names, path)
-        written.append(write_ome_zarr(paths["ome_zarr"], planes.reshape(shape + planes.shape[1:]),
-                                      labels.reshape(shape + labels.shape[1:]), plane_shape=shape,
-                                      plane_axes=stack.plane_axes, pixel_size=pixel_size, channel_names=names,
-                                      name=path.stem, overwrite=overwrite))
+        written.append(
+            write_ome_zarr(
+                paths["ome_zarr"],
+                planes.reshape(shape + planes.shape[1:]),
+                labels.reshape(shape + labels.shape[1:]),
+                plane_shape=shape,
+                plane_axes=stack.plane_axes,
+                pixel_size=pixel_size,
+                channel_names=names,
+                name=path.stem,
+                overwrite=overwrite,
+            )
+        )
     return written
 
 
@@ -137,9 +188,16 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
     return ImageReport(image.name, image.path, "skipped", error=f"{existing} exists (use --overwrite to replace it)")
 
 
-def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel_size: float | None,
-                          options: SegmentOptions, started: float, outline_width: int = 1,
-                          opened: OpenedImage | None = None) -> ImageReport:
+def _complete_from_labels(
+    image: ImageInput,
+    paths: Mapping[str, Path],
+    *,
+    pixel_size: float | None,
+    options: SegmentOptions,
+    started: float,
+    outline_width: int = 1,
+    opened: OpenedImage | None = None,
+) -> ImageReport:
     """Write an image's missing overlay or measurements from the labels an earlier run wrote; never re-segment.
 
     The report is ``ok`` with the labels' numbers; what only segmenting tells
@@ -152,22 +210,33 @@ def _complete_from_labels(image: ImageInput, paths: Mapping[str, Path], *, pixel
         stack = opened.read_stack()
         labels = read_stack(paths["labels"]).planes  # (planes, H, W), as written
         if labels.shape != stack.planes.shape[:3]:
-            raise InputError(paths["labels"], f"labels of shape {labels.shape} do not fit the image "
-                                              f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
-                                              "use --overwrite to segment it again")
+            raise InputError(
+                paths["labels"],
+                f"labels of shape {labels.shape} do not fit the image "
+                f"({stack.planes.shape[0]} plane(s) of {stack.planes.shape[1:3]}); "
+                "use --overwrite to segment it again",
+            )
         if pixel_size is None:
             pixel_size = opened.pixel_size
-        written = _write_views(image.path, stack, labels, missing, pixel_size, overwrite=False,
-                               outline_width=outline_width)
+        written = _write_views(
+            image.path, stack, labels, missing, pixel_size, overwrite=False, outline_width=outline_width
+        )
     except Exception as exc:  # one bad image must not stop the batch
         for path in missing.values():
             remove_output(path)
-        return ImageReport(image.name, image.path, "failed", seconds=time.perf_counter() - started,
-                           error=describe_failure(exc, image.path))
+        return ImageReport(
+            image.name,
+            image.path,
+            "failed",
+            seconds=time.perf_counter() - started,
+            error=describe_failure(exc, image.path),
+        )
     report = _report(image.name, image.path, labels if stack.plane_axes else labels[0], None, pixel_size)
     if stack.plane_axes:
-        report.planes = [dataclasses.replace(_report(image.name, image.path, plane, None, pixel_size), name=name)
-                         for plane, name in zip(labels, stack.plane_names())]
+        report.planes = [
+            dataclasses.replace(_report(image.name, image.path, plane, None, pixel_size), name=name)
+            for plane, name in zip(labels, stack.plane_names())
+        ]
     report.seconds, report.outputs, report.from_earlier_labels = time.perf_counter() - started, written, True
     report.error = f"labels of an earlier run; wrote the missing {' and '.join(p.name for p in missing.values())}"
     return report
@@ -178,8 +247,16 @@ def _report(name: str, path: Path, labels: np.ndarray, scale: float | None, pixe
     planes = labels if labels.ndim == 3 else labels[None]
     areas = np.concatenate([np.bincount(plane.ravel())[1:] for plane in planes])
     areas = areas[areas > 0]
-    return ImageReport(name, path, "ok", nuclei=int(areas.size), mean_area=float(areas.mean()) if areas.size else 0.0,
-                       scale=scale, median_diameter=median_diameter_of_areas(areas), pixel_size=pixel_size)
+    return ImageReport(
+        name,
+        path,
+        "ok",
+        nuclei=int(areas.size),
+        mean_area=float(areas.mean()) if areas.size else 0.0,
+        scale=scale,
+        median_diameter=median_diameter_of_areas(areas),
+        pixel_size=pixel_size,
+    )
 
 
 def with_quality(report: ImageReport, quality: Quality | None) -> ImageReport:
@@ -206,9 +283,12 @@ def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path)
     if clipped:
         estimate = clipped[0]
         low, high = nucleus_measure.AUTO_SCALE_LIMITS
-        warnings.warn(f"{path}: nuclei measured about {estimate.measured_diameter:.0f} px across, too far from the "
-                      f"training size for automatic sizing (factors {low:g} to {high:g}); it ran at "
-                      f"{estimate.factor:g}: give --diameter for this image", stacklevel=2)
+        warnings.warn(
+            f"{path}: nuclei measured about {estimate.measured_diameter:.0f} px across, too far from the "
+            f"training size for automatic sizing (factors {low:g} to {high:g}); it ran at "
+            f"{estimate.factor:g}: give --diameter for this image",
+            stacklevel=2,
+        )
 
 
 def open_input(path: Path, options: SegmentOptions) -> OpenedImage:
@@ -217,8 +297,9 @@ def open_input(path: Path, options: SegmentOptions) -> OpenedImage:
     return open_image(path, channel_axis=options.layout, channel=options.channel)
 
 
-def physical_settings(image: OpenedImage, pixel_size: float | None,
-                      options: SegmentOptions) -> tuple[float | None, SegmentOptions]:
+def physical_settings(
+    image: OpenedImage, pixel_size: float | None, options: SegmentOptions
+) -> tuple[float | None, SegmentOptions]:
     """The pixel size of an image (the one given, else what its file states) and the segment options for it
     (a diameter in microns in pixels: :meth:`~nucseg.inference.options.SegmentOptions.in_pixels`).
 
@@ -263,14 +344,29 @@ def segment_file(
     are read once; None: opened here.
     """
     outputs = set(outputs) | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
-    return _segment_one(image, Path(out_dir), model, outputs=outputs, pixel_size=pixel_size,
-                        overwrite=overwrite, stitch_threshold=stitch_threshold,
-                        options=SegmentOptions.from_keywords(options, **segment_options), progress=progress,
-                        outline_width=outline_width, opened=opened)
+    return _segment_one(
+        image,
+        Path(out_dir),
+        model,
+        outputs=outputs,
+        pixel_size=pixel_size,
+        overwrite=overwrite,
+        stitch_threshold=stitch_threshold,
+        options=SegmentOptions.from_keywords(options, **segment_options),
+        progress=progress,
+        outline_width=outline_width,
+        opened=opened,
+    )
 
 
-def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,
-                   channel_names: Sequence[str] | None, pixel_size: float | None) -> NucleusTable:
+def measure_pixels(
+    labels: np.ndarray,
+    pixels: np.ndarray,
+    path: Path | None,
+    *,
+    channel_names: Sequence[str] | None,
+    pixel_size: float | None,
+) -> NucleusTable:
     """The measurements of ``labels`` (H, W) with the intensities of ``pixels`` (H, W) or (H, W, C).
 
     ``path`` is the file ``pixels`` were read from (None for an array given
@@ -281,8 +377,9 @@ def measure_pixels(labels: np.ndarray, pixels: np.ndarray, path: Path | None, *,
     return measure_nuclei(labels, pixels, pixel_size=pixel_size, channel_names=channel_names)
 
 
-def without_png_alpha(pixels: np.ndarray, channel_names: Sequence[str] | None,
-                      path: Path | None) -> tuple[np.ndarray, Sequence[str] | None]:
+def without_png_alpha(
+    pixels: np.ndarray, channel_names: Sequence[str] | None, path: Path | None
+) -> tuple[np.ndarray, Sequence[str] | None]:
     """``pixels`` (..., H, W, C) of the PNG file ``path`` without its alpha channel, and their names; others as
     they are."""
     if pixels.ndim >= 3 and pixels.shape[-1] in (2, 4) and path is not None and path.suffix.lower() == ".png":

@@ -74,8 +74,9 @@ OUTPUTS: dict[str, str] = {
 }
 
 
-def output_paths(out_dir: str | Path, name: str, *, overlay: bool = False, measure: bool = False,
-                 outputs: Collection[str] = ()) -> dict[str, Path]:
+def output_paths(
+    out_dir: str | Path, name: str, *, overlay: bool = False, measure: bool = False, outputs: Collection[str] = ()
+) -> dict[str, Path]:
     """Output files of one image: ``labels`` always, and those asked for (``overlay``, ``measure``: ``nuclei``,
     and any of :data:`OUTPUTS` in ``outputs``), in the order of :data:`OUTPUTS`."""
     asked = {"labels", *outputs} | ({"overlay"} if overlay else set()) | ({"nuclei"} if measure else set())
@@ -149,17 +150,26 @@ class GeoJsonWriter(OutlineWriter):
         features = []
         for outline in piece.outlines():
             row = rows.get(outline.label, {})
-            properties = {"objectType": "detection", "name": f"nucleus {outline.label}",
-                          "measurements": {"label": outline.label, **{
-                              column: value for column, value in row.items()  # JSON has no NaN
-                              if isinstance(value, (int, float, np.number)) and np.isfinite(value)
-                              and column != "label"}}}
+            properties = {
+                "objectType": "detection",
+                "name": f"nucleus {outline.label}",
+                "measurements": {
+                    "label": outline.label,
+                    **{
+                        column: value
+                        for column, value in row.items()  # JSON has no NaN
+                        if isinstance(value, (int, float, np.number)) and np.isfinite(value) and column != "label"
+                    },
+                },
+            }
             if piece.plane_name is not None:
                 properties["plane"] = piece.plane_name
             identity = uuid.uuid5(uuid.NAMESPACE_OID, f"nucseg/{piece.plane}/{outline.label}")
-            features.append(f'{{"type": "Feature", "id": "{identity}", '
-                            f'"geometry": {shapely.to_geojson(outline.geometry)}, '
-                            f'"properties": {json.dumps(properties, default=float)}}}')
+            features.append(
+                f'{{"type": "Feature", "id": "{identity}", '
+                f'"geometry": {shapely.to_geojson(outline.geometry)}, '
+                f'"properties": {json.dumps(properties, default=float)}}}'
+            )
         return ",\n".join(features).encode()
 
     def write(self, path: str | Path, fragments: Iterable[bytes], *, overwrite: bool = True) -> Path:
@@ -192,8 +202,7 @@ class ImageJRoisWriter(OutlineWriter):
         return buffer.getvalue()
 
     def write(self, path: str | Path, fragments: Iterable[bytes], *, overwrite: bool = True) -> Path:
-        with atomic_write(path, overwrite=overwrite) as tmp, \
-                zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        with atomic_write(path, overwrite=overwrite) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
             for fragment in fragments:
                 if fragment:
                     with zipfile.ZipFile(io.BytesIO(fragment)) as part:
@@ -220,8 +229,9 @@ def _imagej_roi(geometry, name: str):
             path += [1.0, x, y]
         path.append(4.0)
     left, top, right, bottom = geometry.bounds
-    roi = roifile.ImagejRoi(roitype=roifile.ROI_TYPE.RECT, name=name, left=int(left), top=int(top),
-                            right=int(right), bottom=int(bottom))
+    roi = roifile.ImagejRoi(
+        roitype=roifile.ROI_TYPE.RECT, name=name, left=int(left), top=int(top), right=int(right), bottom=int(bottom)
+    )
     roi.multi_coordinates = np.asarray(path, dtype=np.float32)
     roi.shape_roi_size = len(path)
     return roi
@@ -299,8 +309,12 @@ class OverlayWriter:
     def fragment(self, piece: NucleiPiece) -> OverlayPart:
         step, (top, left) = self.step, piece.offset
         first_row, first_col = (-top) % step, (-left) % step  # stay on the global grid of the overview
-        return OverlayPart(-(-top // step), -(-left // step), piece.pixels[first_row::step, first_col::step],
-                           piece.labels[first_row::step, first_col::step])
+        return OverlayPart(
+            -(-top // step),
+            -(-left // step),
+            piece.pixels[first_row::step, first_col::step],
+            piece.labels[first_row::step, first_col::step],
+        )
 
     def write(self, path: str | Path, fragments: Iterable[OverlayPart], *, overwrite: bool = True) -> Path:
         parts = list(fragments)
@@ -313,8 +327,8 @@ class OverlayWriter:
             labels = np.zeros((height, width), dtype=np.uint32)
             for part in parts:
                 rows, cols = part.labels.shape
-                image[part.top:part.top + rows, part.left:part.left + cols] = part.pixels
-                labels[part.top:part.top + rows, part.left:part.left + cols] = part.labels
+                image[part.top : part.top + rows, part.left : part.left + cols] = part.pixels
+                labels[part.top : part.top + rows, part.left : part.left + cols] = part.labels
         return write_png(path, outline_overlay(image, labels, width=self.outline_width), overwrite=overwrite)
 
 
@@ -333,8 +347,10 @@ class MeasurementsWriter:
     def write(self, path: str | Path, fragments: Iterable[NucleusTable], *, overwrite: bool = True) -> Path:
         tables = list(fragments)
         planes: dict[str | None, int] = {}  # planes in the order they come; blocks' rows by label
-        rows = sorted((row for table in tables for row in table.rows),
-                      key=lambda row: (planes.setdefault(row.get("plane"), len(planes)), row["label"]))
+        rows = sorted(
+            (row for table in tables for row in table.rows),
+            key=lambda row: (planes.setdefault(row.get("plane"), len(planes)), row["label"]),
+        )
         return write_measurements_csv(NucleusTable(tables[0].columns, rows), path, overwrite=overwrite)
 
 
@@ -358,11 +374,18 @@ RLE_WRITER = RleWriter()
 # ---------------------------------------------------------------------- OME-Zarr
 
 
-def ngff_layout(pixels_shape: tuple[int, ...], dtype: np.dtype, plane_shape: tuple[int, ...], plane_axes: str, *,
-                pixel_size: float | None, channel_names: Collection[str] | None) -> NgffImage:
+def ngff_layout(
+    pixels_shape: tuple[int, ...],
+    dtype: np.dtype,
+    plane_shape: tuple[int, ...],
+    plane_axes: str,
+    *,
+    pixel_size: float | None,
+    channel_names: Collection[str] | None,
+) -> NgffImage:
     """The NGFF layout of an image read as ``(*plane_shape, H, W)`` or ``(*plane_shape, H, W, C)``."""
     planes = len(plane_shape)
-    height, width = pixels_shape[planes:planes + 2]
+    height, width = pixels_shape[planes : planes + 2]
     channels = pixels_shape[planes + 2] if len(pixels_shape) > planes + 2 else 0
     sizes = {**dict(zip(plane_axes.lower(), plane_shape)), "y": height, "x": width}
     if channels:
@@ -378,10 +401,18 @@ def to_ngff_order(pixels: np.ndarray, layout: NgffImage, plane_axes: str) -> np.
     return np.transpose(pixels, [read_axes.index(axis) for axis in layout.axes])
 
 
-def write_ome_zarr(path: str | Path, pixels: np.ndarray, labels: np.ndarray, *, plane_shape: tuple[int, ...] = (),
-                   plane_axes: str = "", pixel_size: float | None = None,
-                   channel_names: Collection[str] | None = None, name: str = "image",
-                   overwrite: bool = True) -> Path:
+def write_ome_zarr(
+    path: str | Path,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    *,
+    plane_shape: tuple[int, ...] = (),
+    plane_axes: str = "",
+    pixel_size: float | None = None,
+    channel_names: Collection[str] | None = None,
+    name: str = "image",
+    overwrite: bool = True,
+) -> Path:
     """Write an image in memory and its labels as ``X.ome.zarr`` (see :mod:`nucseg.io.ngff`), atomically.
 
     Parameters
@@ -397,12 +428,19 @@ def write_ome_zarr(path: str | Path, pixels: np.ndarray, labels: np.ndarray, *, 
     channel_names
         Names of the channels (stored as ``omero`` channel labels).
     """
-    layout = ngff_layout(pixels.shape, pixels.dtype, plane_shape, plane_axes, pixel_size=pixel_size,
-                         channel_names=channel_names)
+    layout = ngff_layout(
+        pixels.shape, pixels.dtype, plane_shape, plane_axes, pixel_size=pixel_size, channel_names=channel_names
+    )
     with atomic_directory(path, overwrite=overwrite) as tmp:
         shutil.rmtree(tmp)  # the group is created in its place
         factors = create_ngff(tmp, layout, labels_dtype=labels_dtype(labels), name=name)
         height, width = layout.shape[-2:]
-        write_region(tmp, factors, slice(0, height), slice(0, width), image=to_ngff_order(pixels, layout, plane_axes),
-                     labels=labels.astype(labels_dtype(labels), copy=False))
+        write_region(
+            tmp,
+            factors,
+            slice(0, height),
+            slice(0, width),
+            image=to_ngff_order(pixels, layout, plane_axes),
+            labels=labels.astype(labels_dtype(labels), copy=False),
+        )
     return Path(path)

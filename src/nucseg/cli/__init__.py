@@ -25,22 +25,43 @@ __all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
-    "show": ("draw sample images with their nucleus outlines into one PNG", evaluate.add_show_arguments,
-             evaluate.run_show),
-    "report": ("write report.html, a quality-control page, for a segment output folder", segment.add_report_arguments,
-               segment.run_report),
-    "evaluate": ("score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
-                 evaluate.add_evaluate_arguments, evaluate.run_evaluate),
+    "show": (
+        "draw sample images with their nucleus outlines into one PNG",
+        evaluate.add_show_arguments,
+        evaluate.run_show,
+    ),
+    "report": (
+        "write report.html, a quality-control page, for a segment output folder",
+        segment.add_report_arguments,
+        segment.run_report,
+    ),
+    "evaluate": (
+        "score predicted label images against a ground-truth dataset (DSB2018 metric, AP, F1, PQ)",
+        evaluate.add_evaluate_arguments,
+        evaluate.run_evaluate,
+    ),
     "train": ("train a segmentation model on an annotated dataset", training.add_train_arguments, training.run_train),
-    "segment": ("find the nuclei in images: label images, overlays, measurements",
-                segment.add_segment_arguments, segment.run_segment),
+    "segment": (
+        "find the nuclei in images: label images, overlays, measurements",
+        segment.add_segment_arguments,
+        segment.run_segment,
+    ),
     "export": ("export a model's network to ONNX", training.add_export_arguments, training.run_export),
-    "tune": ("tune a model's post-processing thresholds on validation images (best DSB2018 score)",
-             training.add_tune_arguments, training.run_tune),
-    "quantize": ("add an int8 copy of a model's network, faster on CPU, calibrated on its training images",
-                 training.add_quantize_arguments, training.run_quantize),
-    "pack": ("copy annotated datasets compactly into one folder that travels (to a GPU machine)",
-             training.add_pack_arguments, training.run_pack),
+    "tune": (
+        "tune a model's post-processing thresholds on validation images (best DSB2018 score)",
+        training.add_tune_arguments,
+        training.run_tune,
+    ),
+    "quantize": (
+        "add an int8 copy of a model's network, faster on CPU, calibrated on its training images",
+        training.add_quantize_arguments,
+        training.run_quantize,
+    ),
+    "pack": (
+        "copy annotated datasets compactly into one folder that travels (to a GPU machine)",
+        training.add_pack_arguments,
+        training.run_pack,
+    ),
 }
 
 

@@ -45,31 +45,43 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pred", required=True, metavar="DIR",
-                        help="folder of predicted label images (<name>_labels.tif, <name>.tif or <name>.png)")
+    parser.add_argument(
+        "--pred",
+        required=True,
+        metavar="DIR",
+        help="folder of predicted label images (<name>_labels.tif, <name>.tif or <name>.png)",
+    )
     truth = parser.add_mutually_exclusive_group(required=True)
     truth.add_argument("--gt", metavar="DATASET", help="ground-truth dataset folder (DSB2018 or paired layout)")
     truth.add_argument("--images", metavar="DIR", help="ground-truth images folder (paired layout; needs --masks)")
-    truth.add_argument("--gt-labels", metavar="DIR",
-                       help="ground-truth label images, Z-stacks among them (<name>.tif or <name>_labels.tif), "
-                            "instead of a dataset")
+    truth.add_argument(
+        "--gt-labels",
+        metavar="DIR",
+        help="ground-truth label images, Z-stacks among them (<name>.tif or <name>_labels.tif), instead of a dataset",
+    )
     parser.add_argument("--masks", metavar="DIR", help="ground-truth masks folder matched to --images by name")
-    parser.add_argument("--match", choices=["planes", "3d"], default="planes",
-                        help="with --gt-labels: score each plane of a stack as an image (planes, the default), or "
-                             "match each stack's nuclei by their 3-D IoU (3d, for --stitch-threshold output)")
+    parser.add_argument(
+        "--match",
+        choices=["planes", "3d"],
+        default="planes",
+        help="with --gt-labels: score each plane of a stack as an image (planes, the default), or "
+        "match each stack's nuclei by their 3-D IoU (3d, for --stitch-threshold output)",
+    )
     parser.add_argument("--csv", metavar="FILE", help="write one row of scores per image to this CSV file")
     parser.add_argument("--json", metavar="FILE", help="write the dataset scores to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace existing --csv / --json files")
-    parser.add_argument("--by-kind", action="store_true",
-                        help="also print the scores per image kind (fluorescence, brightfield, histology)")
+    parser.add_argument(
+        "--by-kind",
+        action="store_true",
+        help="also print the scores per image kind (fluorescence, brightfield, histology)",
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nucseg.errors import InputError
-    from nucseg.evaluation.folder import (evaluate_folder, evaluate_label_stacks, format_summary, write_csv,
-                                          write_json)
+    from nucseg.evaluation.folder import evaluate_folder, evaluate_label_stacks, format_summary, write_csv, write_json
 
     if (args.images is None) != (args.masks is None):
         raise NucsegError("--images and --masks go together")
@@ -81,8 +93,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise NucsegError("--by-kind needs a dataset (--gt or --images), not --gt-labels")
         report = evaluate_label_stacks(args.pred, args.gt_labels, matching=args.match)
     else:
-        report = evaluate_folder(args.pred, args.gt, images_dir=args.images, masks_dir=args.masks,
-                                 progress=sys.stderr.isatty())
+        report = evaluate_folder(
+            args.pred, args.gt, images_dir=args.images, masks_dir=args.masks, progress=sys.stderr.isatty()
+        )
     print(format_summary(report))
     if args.by_kind:
         from nucseg.evaluation.report import format_evaluation_by_kind

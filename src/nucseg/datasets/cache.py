@@ -39,8 +39,10 @@ class Decoded:
 def cache_entry(files: SampleFiles, cache_dir: Path) -> CacheEntry:
     # The file name identifies the sample; the fingerprint inside tells if it is current.
     # (Absolute, not resolved, paths: resolving costs a system call per path component.)
-    identity = (f"v{CACHE_FORMAT_VERSION}|{files.layout}|{os.path.abspath(files.image_path)}|"
-                f"{os.path.abspath(files.mask_paths[0].parent)}")
+    identity = (
+        f"v{CACHE_FORMAT_VERSION}|{files.layout}|{os.path.abspath(files.image_path)}|"
+        f"{os.path.abspath(files.mask_paths[0].parent)}"
+    )
     name = hashlib.sha1(identity.encode()).hexdigest()
     parts = []
     for path in (files.image_path, *files.mask_paths):

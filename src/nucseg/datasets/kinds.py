@@ -156,7 +156,7 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
         return None
     background = min(float(np.median(sample[..., c])) for c in content) / scale
     flat = sample.reshape(-1, 3)
-    correlations = [_correlation(flat[:, a], flat[:, b]) for i, a in enumerate(content) for b in content[i + 1:]]
+    correlations = [_correlation(flat[:, a], flat[:, b]) for i, a in enumerate(content) for b in content[i + 1 :]]
     correlation = min(correlations, default=1.0)
     composite = background < COMPOSITE_MAX_BACKGROUND and correlation < COMPOSITE_MAX_CORRELATION
     nuclear = max(content, key=lambda c: _nucleus_likeness(sample[..., c])) if composite else None

@@ -59,8 +59,9 @@ def detect_layout(root: str | Path) -> str:
         return "dsb2018"
     if _is_single_dsb_sample(root):
         raise InputError(
-            root, f"this is one DSB2018 sample (images/{root.name}.png + masks/); "
-            f"give the folder that holds the sample folders ({root.parent})"
+            root,
+            f"this is one DSB2018 sample (images/{root.name}.png + masks/); "
+            f"give the folder that holds the sample folders ({root.parent})",
         )
     if paired_folders(root) is not None:
         return "paired"
@@ -133,8 +134,10 @@ def _image_files(folder: Path) -> list[Path]:
     # Path.iterdir builds child paths without re-parsing them: listing the
     # 29,000 DSB2018 masks is a large part of a cached reload. A folder named
     # like an image is left for open_image to reject by name.
-    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")), key=lambda p: p.name)
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
 
 
 def _check_lossless(masks: Sequence[Path]) -> None:
@@ -182,8 +185,11 @@ def _list_paired(images_dir: Path, masks_dir: Path) -> list[SampleFiles]:
     image_by_stem: dict[str, Path] = {}
     for image in images:
         if image.stem in image_by_stem:
-            raise InputError(image, f"two images named {image.stem!r} ({image_by_stem[image.stem].name} "
-                                    f"and {image.name}); names must be unique")
+            raise InputError(
+                image,
+                f"two images named {image.stem!r} ({image_by_stem[image.stem].name} "
+                f"and {image.name}); names must be unique",
+            )
         image_by_stem[image.stem] = image
     mask_by_stem: dict[str, Path] = {}
     unmatched_masks = []
@@ -196,12 +202,14 @@ def _list_paired(images_dir: Path, masks_dir: Path) -> list[SampleFiles]:
         else:
             mask_by_stem[stem] = mask
     if unmatched_masks:
-        raise InputError(unmatched_masks[0], f"no image with the same name in {images_dir}"
-                                             + _and_more(len(unmatched_masks)))
+        raise InputError(
+            unmatched_masks[0], f"no image with the same name in {images_dir}" + _and_more(len(unmatched_masks))
+        )
     unmatched_images = [p for p in images if p.stem not in mask_by_stem]
     if unmatched_images:
-        raise InputError(unmatched_images[0], f"no mask with the same name in {masks_dir}"
-                                              + _and_more(len(unmatched_images)))
+        raise InputError(
+            unmatched_images[0], f"no mask with the same name in {masks_dir}" + _and_more(len(unmatched_images))
+        )
     _check_lossless(list(mask_by_stem.values()))
     return [SampleFiles(p.stem, p, (mask_by_stem[p.stem],), "paired") for p in images]
 
@@ -242,8 +250,10 @@ def decode_sample(files: SampleFiles) -> Sample:
 
 
 def _size_mismatch(mask_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> str:
-    return (f"mask size {mask_shape[1]}x{mask_shape[0]} does not match "
-            f"image size {image_shape[1]}x{image_shape[0]} (width x height)")
+    return (
+        f"mask size {mask_shape[1]}x{mask_shape[0]} does not match "
+        f"image size {image_shape[1]}x{image_shape[0]} (width x height)"
+    )
 
 
 def _labels_from_binary_masks(mask_paths: Sequence[Path], shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -264,8 +274,11 @@ def _labels_from_binary_masks(mask_paths: Sequence[Path], shape: tuple[int, ...]
         next_label += 1
     if overlap_pixels:
         pixels = "1 pixel belongs" if overlap_pixels == 1 else f"{overlap_pixels} pixels belong"
-        warnings.warn(f"{name}: {pixels} to more than one mask; each was kept in the first mask that claimed it",
-                      DatasetWarning, stacklevel=2)
+        warnings.warn(
+            f"{name}: {pixels} to more than one mask; each was kept in the first mask that claimed it",
+            DatasetWarning,
+            stacklevel=2,
+        )
     return labels
 
 
@@ -281,9 +294,12 @@ def _labels_from_mask_file(mask_path: Path, shape: tuple[int, ...]) -> np.ndarra
     if len(values) <= 2 and labels.max() > 0:
         components = connected_components(labels > 0, connectivity=1)
         if components.max() > 1:  # one blob reads the same as a binary mask or as one labelled nucleus
-            warnings.warn(f"{mask_path}: binary mask; nuclei are taken as its connected components, "
-                          "so touching nuclei merge (give an instance label image to avoid this)",
-                          DatasetWarning, stacklevel=2)
+            warnings.warn(
+                f"{mask_path}: binary mask; nuclei are taken as its connected components, "
+                "so touching nuclei merge (give an instance label image to avoid this)",
+                DatasetWarning,
+                stacklevel=2,
+            )
         labels = components
     return labels.astype(np.int32)
 
@@ -304,8 +320,10 @@ def _decode(files: SampleFiles, entry: CacheEntry | None) -> Decoded:
         try:
             write_cache(entry, decoded)
         except OSError as exc:
-            decoded.messages.append(f"{entry.path.parent}: cannot write the decode cache ({exc.strerror or exc}); "
-                                    "the sample is decoded again next time")
+            decoded.messages.append(
+                f"{entry.path.parent}: cannot write the decode cache ({exc.strerror or exc}); "
+                "the sample is decoded again next time"
+            )
     return decoded
 
 
@@ -362,8 +380,9 @@ def load_dataset(
     entries = [cache_entry(f, cache) if cache else None for f in files]
     results = [read_cache(e, f) if e else None for f, e in zip(files, entries)]
     misses = [i for i, r in enumerate(results) if r is None]
-    decoded_misses = list(_decode_all([files[i] for i in misses], [entries[i] for i in misses],
-                                      workers=workers, progress=progress))
+    decoded_misses = list(
+        _decode_all([files[i] for i in misses], [entries[i] for i in misses], workers=workers, progress=progress)
+    )
     for i, decoded in zip(misses, decoded_misses):
         results[i] = decoded
     for decoded in results:
@@ -372,8 +391,7 @@ def load_dataset(
     return [decoded.sample for decoded in results]
 
 
-def _decode_all(files: list[SampleFiles], entries: list[CacheEntry | None], *, workers: int | None,
-                progress: bool):
+def _decode_all(files: list[SampleFiles], entries: list[CacheEntry | None], *, workers: int | None, progress: bool):
     """Yield :class:`Decoded` for ``files`` in order; raise the first error."""
     from tqdm.auto import tqdm
 
@@ -401,5 +419,3 @@ def _raise_errors(results, bar):
 
 
 # --------------------------------------------------------------------- image kind
-
-

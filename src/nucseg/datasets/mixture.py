@@ -35,8 +35,9 @@ def resolve_dataset_path(path: str | Path) -> Path:
         return path
     under_root = data_root() / path
     if not under_root.exists():
-        raise InputError(path, f"dataset folder does not exist here or under the data root {data_root()} "
-                               "(set NUCSEG_DATA_DIR)")
+        raise InputError(
+            path, f"dataset folder does not exist here or under the data root {data_root()} (set NUCSEG_DATA_DIR)"
+        )
     return under_root
 
 
@@ -106,14 +107,16 @@ def load_mixture(
         for name in names:
             dataset, image = split_qualified(name)
             if dataset not in datasets:
-                raise InputError(None, f"image {name!r} belongs to no configured dataset "
-                                       f"({', '.join(datasets) or 'none'})")
+                raise InputError(
+                    None, f"image {name!r} belongs to no configured dataset ({', '.join(datasets) or 'none'})"
+                )
             wanted.setdefault(dataset, []).append(image)
     loaded = {}
     for dataset, folder in datasets.items():
         if wanted is not None and dataset not in wanted:
             continue
-        samples = load_dataset(resolve_dataset_path(folder), names=None if wanted is None else wanted[dataset],
-                               progress=progress)
+        samples = load_dataset(
+            resolve_dataset_path(folder), names=None if wanted is None else wanted[dataset], progress=progress
+        )
         loaded[dataset] = [Sample(qualified_name(dataset, s.name), s.image, s.labels, s.image_path) for s in samples]
     return loaded

@@ -132,8 +132,7 @@ def pack_dataset(
             if image.dtype != np.uint8:
                 tifffile.imwrite(work / "images" / f"{sample.name}.tif", image, compression="zlib")
             elif jpeg_quality is not None:
-                Image.fromarray(image).save(work / "images" / f"{sample.name}.jpg", quality=jpeg_quality,
-                                            subsampling=0)
+                Image.fromarray(image).save(work / "images" / f"{sample.name}.jpg", quality=jpeg_quality, subsampling=0)
                 lossy += 1
             else:
                 Image.fromarray(image).save(work / "images" / f"{sample.name}.png", optimize=True)
@@ -179,5 +178,7 @@ def pack_datasets(
         if place in places[:i]:
             raise InputError(sources[i], f"would be packed to {place!r} beside another dataset of that name")
     out = Path(out)
-    return [pack_dataset(source, out / place, jpeg_quality=jpeg_quality, overwrite=overwrite, progress=progress)
-            for source, place in zip(sources, places)]
+    return [
+        pack_dataset(source, out / place, jpeg_quality=jpeg_quality, overwrite=overwrite, progress=progress)
+        for source, place in zip(sources, places)
+    ]

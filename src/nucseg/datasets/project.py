@@ -77,8 +77,10 @@ class TrainingProject:
         if not images.is_dir() and not masks.is_dir():
             return []
         if paired_folders(self.folder) != (images, masks):
-            raise InputError(self.folder, f"is not a training project: it needs both {IMAGES_DIR}/ and "
-                                          f"{MASKS_DIR}/ (or neither, for a new one)")
+            raise InputError(
+                self.folder,
+                f"is not a training project: it needs both {IMAGES_DIR}/ and {MASKS_DIR}/ (or neither, for a new one)",
+            )
         if not any(_visible(images)) and not any(_visible(masks)):
             return []
         return [ProjectExample(f.name, f.image_path, f.mask_paths[0]) for f in list_dataset(self.folder)]
@@ -117,8 +119,9 @@ class TrainingProject:
             raise ValueError(f"example name {name!r} is not a safe file name (use example_name)")
         existing = self._files_named(name)
         if existing and not overwrite:
-            raise OutputExistsError(existing[0], "holds an earlier correction of this image; replace it only "
-                                                 "if you mean to (overwrite)")
+            raise OutputExistsError(
+                existing[0], "holds an earlier correction of this image; replace it only if you mean to (overwrite)"
+            )
         image_path = self.folder / IMAGES_DIR / f"{name}{_image_suffix(image)}"
         mask_path = self.folder / MASKS_DIR / f"{name}.tif"
         if image.dtype.kind not in "uif":
@@ -134,8 +137,13 @@ class TrainingProject:
 
     def _files_named(self, name: str) -> list[Path]:
         folders = (self.folder / MASKS_DIR, self.folder / IMAGES_DIR)
-        return [p for folder in folders if folder.is_dir() for p in _visible(folder)
-                if p.stem == name and p.suffix.lower() in IMAGE_SUFFIXES]
+        return [
+            p
+            for folder in folders
+            if folder.is_dir()
+            for p in _visible(folder)
+            if p.stem == name and p.suffix.lower() in IMAGE_SUFFIXES
+        ]
 
 
 def _visible(folder: Path) -> list[Path]:

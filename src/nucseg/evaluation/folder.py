@@ -134,20 +134,26 @@ def evaluate_folder(
 
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise InputError(pred_dir, "prediction folder does not exist" if not pred_dir.exists() else
-                         "prediction path is not a folder")
+        raise InputError(
+            pred_dir, "prediction folder does not exist" if not pred_dir.exists() else "prediction path is not a folder"
+        )
     samples = load_dataset(gt, images_dir=images_dir, masks_dir=masks_dir, cache_dir=cache_dir, progress=progress)
     if not samples:
         raise InputError(gt or images_dir, "dataset holds no images")
     prediction_paths = {s.name: find_prediction(pred_dir, s.name) for s in samples}
     missing = [name for name, path in prediction_paths.items() if path is None]
     if len(missing) == len(samples):
-        raise InputError(pred_dir, f"no prediction for any of the {len(samples)} ground-truth images "
-                                   f"(looked for {', '.join(PREDICTION_PATTERNS)})")
+        raise InputError(
+            pred_dir,
+            f"no prediction for any of the {len(samples)} ground-truth images "
+            f"(looked for {', '.join(PREDICTION_PATTERNS)})",
+        )
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        warnings.warn(f"{pred_dir}: no prediction for {len(missing)} of {len(samples)} images "
-                      f"(scored as empty): {shown}", stacklevel=2)
+        warnings.warn(
+            f"{pred_dir}: no prediction for {len(missing)} of {len(samples)} images (scored as empty): {shown}",
+            stacklevel=2,
+        )
 
     results = []
     for sample in tqdm(samples, desc="scoring", unit="img", disable=not progress):
@@ -158,8 +164,10 @@ def evaluate_folder(
 
 
 #: How :func:`evaluate_label_stacks` matches nuclei: each plane as an image, or each stack's nuclei in 3-D.
-STACK_MATCHING = {"planes": "plane by plane: every plane of every stack scored as one image",
-                  "3d": "in 3-D: the nuclei of each stack matched by their IoU over the whole volume"}
+STACK_MATCHING = {
+    "planes": "plane by plane: every plane of every stack scored as one image",
+    "3d": "in 3-D: the nuclei of each stack matched by their IoU over the whole volume",
+}
 
 
 def evaluate_label_stacks(pred_dir: str | Path, gt_dir: str | Path, *, matching: str = "planes") -> EvaluationReport:
@@ -197,42 +205,57 @@ def evaluate_label_stacks(pred_dir: str | Path, gt_dir: str | Path, *, matching:
     for folder in (pred_dir, gt_dir):
         if not folder.is_dir():
             raise InputError(folder, "folder does not exist")
-    truths = {path.stem.removesuffix("_labels"): path for path in sorted(gt_dir.iterdir())
-              if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES}
+    truths = {
+        path.stem.removesuffix("_labels"): path
+        for path in sorted(gt_dir.iterdir())
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    }
     if not truths:
         raise InputError(gt_dir, f"folder holds no label images ({', '.join(IMAGE_SUFFIXES)})")
     predictions = {name: find_prediction(pred_dir, name) for name in truths}
     missing = [name for name, path in predictions.items() if path is None]
     if len(missing) == len(truths):
-        raise InputError(pred_dir, f"no prediction for any of the {len(truths)} ground-truth label images "
-                                   f"(looked for {', '.join(PREDICTION_PATTERNS)})")
+        raise InputError(
+            pred_dir,
+            f"no prediction for any of the {len(truths)} ground-truth label images "
+            f"(looked for {', '.join(PREDICTION_PATTERNS)})",
+        )
     if missing:
-        warnings.warn(f"{pred_dir}: no prediction for {len(missing)} of {len(truths)} stacks (scored as empty): "
-                      f"{', '.join(missing[:5])}", stacklevel=2)
+        warnings.warn(
+            f"{pred_dir}: no prediction for {len(missing)} of {len(truths)} stacks (scored as empty): "
+            f"{', '.join(missing[:5])}",
+            stacklevel=2,
+        )
     results = []
     for name, truth_path in truths.items():
         truth = read_label_stack(truth_path)
         path = predictions[name]
         prediction = np.zeros_like(truth) if path is None else read_label_stack(path)
         if prediction.shape != truth.shape:
-            raise InputError(path, f"prediction of shape {prediction.shape} does not match the ground truth "
-                                   f"{truth_path.name} of shape {truth.shape}")
+            raise InputError(
+                path,
+                f"prediction of shape {prediction.shape} does not match the ground truth "
+                f"{truth_path.name} of shape {truth.shape}",
+            )
         if matching == "3d":
             if truth.ndim > 3:
                 raise InputError(truth_path, f"3-D matching takes (Z, H, W) stacks, got shape {truth.shape}")
             results.append(ImageResult(name, path, image_scores(truth, prediction)))
             continue
         planes = truth.reshape(-1, *truth.shape[-2:]), prediction.reshape(-1, *truth.shape[-2:])
-        results += [ImageResult(f"{name} plane={i}" if truth.ndim > 2 else name, path, image_scores(t, p))
-                    for i, (t, p) in enumerate(zip(*planes))]
+        results += [
+            ImageResult(f"{name} plane={i}" if truth.ndim > 2 else name, path, image_scores(t, p))
+            for i, (t, p) in enumerate(zip(*planes))
+        ]
     return EvaluationReport(pred_dir, results, summarize([r.scores for r in results]), missing, matching)
 
 
 def _read_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     prediction = read_labels(path)
     if prediction.shape != shape:
-        raise InputError(path, f"prediction size {_size(prediction.shape)} does not match "
-                               f"ground-truth size {_size(shape)}")
+        raise InputError(
+            path, f"prediction size {_size(prediction.shape)} does not match ground-truth size {_size(shape)}"
+        )
     return prediction
 
 
@@ -254,8 +277,15 @@ def write_csv(report: EvaluationReport, path: str | Path, *, overwrite: bool = T
             writer.writerow(CSV_COLUMNS)
             for result in report.images:
                 s = result.scores
-                writer.writerow([result.name, s.n_true, s.n_pred, *(f"{v:.6f}" for v in
-                                 (s.dsb_score, s.ap50, s.ap75, s.f1_50, s.pq, s.pixel_iou)), int(result.missing)])
+                writer.writerow(
+                    [
+                        result.name,
+                        s.n_true,
+                        s.n_pred,
+                        *(f"{v:.6f}" for v in (s.dsb_score, s.ap50, s.ap75, s.f1_50, s.pq, s.pixel_iou)),
+                        int(result.missing),
+                    ]
+                )
     return Path(path)
 
 
@@ -300,12 +330,16 @@ def format_summary(report: EvaluationReport) -> str:
     ]
     width = max(len(name) for name, _, _ in rows)
     lines = [] if report.matching is None else [f"label stacks matched {STACK_MATCHING[report.matching]}"]
-    lines += [f"{s.n_images} images, {s.n_true} true nuclei, {s.n_pred} predicted "
-             f"(at IoU 0.5: {s.tp_50} matched, {s.fp_50} false positives, {s.fn_50} missed)", ""]
+    lines += [
+        f"{s.n_images} images, {s.n_true} true nuclei, {s.n_pred} predicted "
+        f"(at IoU 0.5: {s.tp_50} matched, {s.fp_50} false positives, {s.fn_50} missed)",
+        "",
+    ]
     lines += [f"{'metric':<{width}}  value   definition", f"{'-' * width}  ------  {'-' * 10}"]
     lines += [f"{name:<{width}}  {value:.4f}  {definition}" for name, value, definition in rows]
     if report.missing:
-        shown = ", ".join(report.missing[:5]) + (f" and {len(report.missing) - 5} more"
-                                                 if len(report.missing) > 5 else "")
+        shown = ", ".join(report.missing[:5]) + (
+            f" and {len(report.missing) - 5} more" if len(report.missing) > 5 else ""
+        )
         lines += ["", f"missing predictions ({len(report.missing)}, scored as empty): {shown}"]
     return "\n".join(lines)

@@ -220,8 +220,13 @@ def iou_matrix(true_labels: np.ndarray, pred_labels: np.ndarray) -> IoUMatrix:
     true_index, pred_index = np.divmod(keys, n_pred + 1)
     unions = true_areas[true_index] + pred_areas[pred_index] - intersections
     values = intersections / unions
-    return IoUMatrix(true_ids, pred_ids, (true_index - 1).astype(np.intp), (pred_index - 1).astype(np.intp),
-                     values.astype(np.float64))
+    return IoUMatrix(
+        true_ids,
+        pred_ids,
+        (true_index - 1).astype(np.intp),
+        (pred_index - 1).astype(np.intp),
+        values.astype(np.float64),
+    )
 
 
 # ------------------------------------------------------------------ matching

@@ -56,8 +56,9 @@ def with_text(image: np.ndarray, *, text: str = DEFAULT_TEXT, height: float = 0.
     rows, cols = grey.shape
     size = max(10, int(round(height * rows)))
     canvas = Image.fromarray(grey)
-    ImageDraw.Draw(canvas).multiline_text((cols // 20, rows // 20), text, fill=255,
-                                          font=ImageFont.load_default(size=size), spacing=size // 3)
+    ImageDraw.Draw(canvas).multiline_text(
+        (cols // 20, rows // 20), text, fill=255, font=ImageFont.load_default(size=size), spacing=size // 3
+    )
     return np.asarray(canvas)
 
 

@@ -14,8 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg.inference.quality import (assess, FLAG_CHECK, LIMIT_MARGIN, NOT_NUCLEI_FEATURES, QUALITY_FEATURES,
-                                     QualityCalibration)
+from nucseg.inference.quality import (
+    assess,
+    FLAG_CHECK,
+    LIMIT_MARGIN,
+    NOT_NUCLEI_FEATURES,
+    QUALITY_FEATURES,
+    QualityCalibration,
+)
 
 #: Images whose estimated AP@0.5 is below this are flagged ``check``.
 DEFAULT_THRESHOLD = 0.5
@@ -23,9 +29,15 @@ DEFAULT_THRESHOLD = 0.5
 RIDGE = 1.0
 
 
-def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[float], *,
-                    training_kinds: Sequence[str] = (), threshold: float = DEFAULT_THRESHOLD,
-                    fitted_on: str = "", kinds: Sequence[str] | None = None) -> QualityCalibration:
+def fit_calibration(
+    features: Sequence[Mapping[str, float]],
+    ap50: Sequence[float],
+    *,
+    training_kinds: Sequence[str] = (),
+    threshold: float = DEFAULT_THRESHOLD,
+    fitted_on: str = "",
+    kinds: Sequence[str] | None = None,
+) -> QualityCalibration:
     """Least-squares (ridge) weights that predict each image's AP@0.5 from its quality features.
 
     The limits of :data:`nucseg.inference.quality.NOT_NUCLEI_FEATURES` are,
@@ -61,13 +73,19 @@ def fit_calibration(features: Sequence[Mapping[str, float]], ap50: Sequence[floa
     intercept = float(y.mean() - weights @ mean)
     limits: dict[str, dict[str, float]] = {}
     for kind in sorted(set(kinds or ())):
-        good = [row for row, k, a in zip(features, kinds, ap50)
-                if k == kind and a >= threshold and not row["no_nuclei"]]
+        good = [
+            row for row, k, a in zip(features, kinds, ap50) if k == kind and a >= threshold and not row["no_nuclei"]
+        ]
         if good:
-            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good))
-                            for name in NOT_NUCLEI_FEATURES}
-    return QualityCalibration(intercept, {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
-                              float(threshold), sorted(training_kinds), fitted_on, limits)
+            limits[kind] = {name: LIMIT_MARGIN * float(max(row[name] for row in good)) for name in NOT_NUCLEI_FEATURES}
+    return QualityCalibration(
+        intercept,
+        {name: float(w) for name, w in zip(QUALITY_FEATURES, weights)},
+        float(threshold),
+        sorted(training_kinds),
+        fitted_on,
+        limits,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,8 +110,13 @@ class QualityRelation:
     mean_ap50_ok: float
 
 
-def quality_relation(features: Sequence[Mapping[str, float]], ap50: Sequence[float],
-                     calibration: QualityCalibration, *, kinds: Sequence[str] | None = None) -> QualityRelation:
+def quality_relation(
+    features: Sequence[Mapping[str, float]],
+    ap50: Sequence[float],
+    calibration: QualityCalibration,
+    *,
+    kinds: Sequence[str] | None = None,
+) -> QualityRelation:
     """Score ``features`` (of images of ``kinds``) with ``calibration`` and compare the scores and flags
     with ``ap50``."""
     from scipy.stats import spearmanr
@@ -106,6 +129,10 @@ def quality_relation(features: Sequence[Mapping[str, float]], ap50: Sequence[flo
     scored = ~np.isnan(scores)  # images without nuclei are flagged but get no score to rank
     constant = scored.sum() < 2 or np.ptp(scores[scored]) == 0 or np.ptp(y[scored]) == 0
     rho = float("nan") if constant else float(spearmanr(scores[scored], y[scored]).statistic)
-    return QualityRelation(len(y), int(flagged.sum()), rho,
-                           float(y[flagged].mean()) if flagged.any() else float("nan"),
-                           float(y[~flagged].mean()) if (~flagged).any() else float("nan"))
+    return QualityRelation(
+        len(y),
+        int(flagged.sum()),
+        rho,
+        float(y[flagged].mean()) if flagged.any() else float("nan"),
+        float(y[~flagged].mean()) if (~flagged).any() else float("nan"),
+    )

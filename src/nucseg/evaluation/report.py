@@ -75,10 +75,21 @@ class ModelReport:
             "overall": self.overall.to_dict(),
             "by_kind": {kind: scores.to_dict() for kind, scores in self.by_kind.items()},
             "images": [
-                {"name": name, "kind": kind, "dsb_score": s.dsb_score, "ap50": s.ap50, "ap75": s.ap75,
-                 "f1_50": s.f1_50, "pq": s.pq, "pixel_iou": s.pixel_iou, "n_true": s.n_true, "n_pred": s.n_pred}
-                for name, kind, s in zip(self.image_names, self.image_kinds or (None,) * len(self.image_names),
-                                         self.image_scores)
+                {
+                    "name": name,
+                    "kind": kind,
+                    "dsb_score": s.dsb_score,
+                    "ap50": s.ap50,
+                    "ap75": s.ap75,
+                    "f1_50": s.f1_50,
+                    "pq": s.pq,
+                    "pixel_iou": s.pixel_iou,
+                    "n_true": s.n_true,
+                    "n_pred": s.n_pred,
+                }
+                for name, kind, s in zip(
+                    self.image_names, self.image_kinds or (None,) * len(self.image_names), self.image_scores
+                )
             ],
         }
 
@@ -103,8 +114,7 @@ def scores_by_kind(kinds: Sequence[str], scores: Sequence[ImageScores]) -> dict[
     unknown = sorted(set(kinds) - set(IMAGE_KINDS))
     if unknown:
         raise ValueError(f"unknown image kind(s) {', '.join(map(repr, unknown))}")
-    return {kind: summarize([s for k, s in zip(kinds, scores) if k == kind])
-            for kind in IMAGE_KINDS if kind in kinds}
+    return {kind: summarize([s for k, s in zip(kinds, scores) if k == kind]) for kind in IMAGE_KINDS if kind in kinds}
 
 
 def evaluate_model(
@@ -214,8 +224,10 @@ def dataset_image_kinds(
     from nucseg.datasets.layouts import list_dataset
     from nucseg.io.images import read_image
 
-    return {files.name: image_kind(read_image(files.image_path))
-            for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
+    return {
+        files.name: image_kind(read_image(files.image_path))
+        for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)
+    }
 
 
 #: The parts of a split that a model folder stores.
@@ -245,8 +257,7 @@ def validation_names(model_dir: str | Path, *, part: str = "validation") -> list
     config, _ = read_model_config(model_dir)
     names = config.split.get(part) if isinstance(config.split, dict) else None
     if not names:
-        raise ModelError(Path(model_dir) / CONFIG_FILE, f"stores no {part} split (split.{part} is "
-                                                        "missing or empty)")
+        raise ModelError(Path(model_dir) / CONFIG_FILE, f"stores no {part} split (split.{part} is missing or empty)")
     return [str(name) for name in names]
 
 
@@ -267,8 +278,9 @@ def draw_names(model_dir: str | Path, count: int, *, part: str = "train", seed: 
         groups.setdefault(split_qualified(name)[0] if NAME_SEPARATOR in name else "", []).append(name)
     rng = np.random.default_rng(seed)
     share = max(1, count // len(groups))
-    return [str(name) for group in groups.values()
-            for name in rng.choice(group, size=min(share, len(group)), replace=False)]
+    return [
+        str(name) for group in groups.values() for name in rng.choice(group, size=min(share, len(group)), replace=False)
+    ]
 
 
 def load_validation_samples(
@@ -338,11 +350,15 @@ def load_validation_samples(
     available = {files.name for files in list_dataset(root, images_dir=images_dir, masks_dir=masks_dir)}
     missing = [name for name in names if name not in available]
     if missing:
-        raise InputError(root or images_dir, f"{len(missing)} of the {len(names)} {part} images stored in "
-                                             f"{Path(model_dir) / 'config.json'} are not in this dataset (first: "
-                                             f"{missing[0]!r}); give the dataset the model was trained on")
-    return load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, names=names, cache_dir=cache_dir,
-                        progress=progress)
+        raise InputError(
+            root or images_dir,
+            f"{len(missing)} of the {len(names)} {part} images stored in "
+            f"{Path(model_dir) / 'config.json'} are not in this dataset (first: "
+            f"{missing[0]!r}); give the dataset the model was trained on",
+        )
+    return load_dataset(
+        root, images_dir=images_dir, masks_dir=masks_dir, names=names, cache_dir=cache_dir, progress=progress
+    )
 
 
 @dataclass
@@ -387,12 +403,16 @@ def load_tuning_samples(
     if split_from_model and root is None and images_dir is None:  # a model trained on several datasets
         samples = load_validation_samples(model_dir, progress=progress)
         groups = [split_qualified(sample.name)[0] for sample in samples]
-        return TuningSamples(samples, equal_dataset_weights(groups), f"the validation split stored in the model "
-                             f"({len(samples)} images of {len(set(groups))} datasets)")
+        return TuningSamples(
+            samples,
+            equal_dataset_weights(groups),
+            f"the validation split stored in the model ({len(samples)} images of {len(set(groups))} datasets)",
+        )
     source = dataset_name(root or images_dir)
     if split_from_model:
-        samples = load_validation_samples(model_dir, root, images_dir=images_dir, masks_dir=masks_dir,
-                                          progress=progress)
+        samples = load_validation_samples(
+            model_dir, root, images_dir=images_dir, masks_dir=masks_dir, progress=progress
+        )
         return TuningSamples(samples, None, f"{source} (validation split stored in the model, {len(samples)} images)")
     samples = load_dataset(root, images_dir=images_dir, masks_dir=masks_dir, progress=progress)
     return TuningSamples(samples, None, f"{source} (all {len(samples)} images)")
@@ -419,14 +439,21 @@ def format_markdown(reports: Mapping[str, ModelReport], *, by_kind: bool = True)
         then a per-kind table (one row per model and kind).
     """
     headers = [header for header, _ in METRIC_COLUMNS]
-    lines = ["| model | images | " + " | ".join(headers) + " | s/image |",
-             "|---|---:|" + "---:|" * len(headers) + "---:|"]
+    lines = [
+        "| model | images | " + " | ".join(headers) + " | s/image |",
+        "|---|---:|" + "---:|" * len(headers) + "---:|",
+    ]
     for row_name, report in reports.items():
-        lines.append(f"| {row_name} | {report.overall.n_images} | {_metric_cells(report.overall)} | "
-                     f"{report.seconds_per_image:.3f} |")
+        lines.append(
+            f"| {row_name} | {report.overall.n_images} | {_metric_cells(report.overall)} | "
+            f"{report.seconds_per_image:.3f} |"
+        )
     if by_kind and any(report.by_kind for report in reports.values()):
-        lines += ["", "| model | image kind | images | " + " | ".join(headers) + " |",
-                  "|---|---|---:|" + "---:|" * len(headers)]
+        lines += [
+            "",
+            "| model | image kind | images | " + " | ".join(headers) + " |",
+            "|---|---|---:|" + "---:|" * len(headers),
+        ]
         for row_name, report in reports.items():
             for kind, scores in report.by_kind.items():
                 lines.append(f"| {row_name} | {kind} | {scores.n_images} | {_metric_cells(scores)} |")
@@ -454,8 +481,9 @@ def format_evaluation_by_kind(
     report was scored against; its images are read to tell their kind.
     """
     kinds = dataset_image_kinds(root, images_dir=images_dir, masks_dir=masks_dir)
-    return format_kind_table(scores_by_kind([kinds[image.name] for image in report.images],
-                                            [image.scores for image in report.images]))
+    return format_kind_table(
+        scores_by_kind([kinds[image.name] for image in report.images], [image.scores for image in report.images])
+    )
 
 
 def _metric_cells(scores: DatasetScores) -> str:

@@ -90,8 +90,10 @@ class TuningGrid:
         for value in self.min_marker_size + self.min_size:
             PostprocessConfig(min_marker_size=value, min_size=value)
         if self.refine_rounds < 0 or not 0.0 < self.refine_step < 0.5:
-            raise ValueError(f"refine_rounds must be >= 0 and refine_step in (0, 0.5), got "
-                             f"{self.refine_rounds} and {self.refine_step}")
+            raise ValueError(
+                f"refine_rounds must be >= 0 and refine_step in (0, 0.5), got "
+                f"{self.refine_rounds} and {self.refine_step}"
+            )
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,11 @@ def small_tuning_set(n_images: int, n_nuclei: int) -> str | None:
     when there are at least :data:`MIN_TUNING_IMAGES` and :data:`MIN_TUNING_NUCLEI`."""
     if n_images >= MIN_TUNING_IMAGES and n_nuclei >= MIN_TUNING_NUCLEI:
         return None
-    return (f"thresholds tuned on {n_images} image(s) holding {n_nuclei} annotated nuclei (fewer than "
-            f"{MIN_TUNING_IMAGES} images or {MIN_TUNING_NUCLEI} nuclei) fit those few and may not generalize to "
-            "other images: annotate more validation images, or keep the earlier thresholds")
+    return (
+        f"thresholds tuned on {n_images} image(s) holding {n_nuclei} annotated nuclei (fewer than "
+        f"{MIN_TUNING_IMAGES} images or {MIN_TUNING_NUCLEI} nuclei) fit those few and may not generalize to "
+        "other images: annotate more validation images, or keep the earlier thresholds"
+    )
 
 
 # --------------------------------------------------------------------------- search
@@ -242,13 +246,16 @@ def search_thresholds(
     def evaluate(candidate: PostprocessConfig) -> tuple[PostprocessConfig, float]:
         """The best min_size for ``candidate``'s other settings, and its score."""
         if not three_class:  # seeds do not exist for two classes
-            candidate = dataclasses.replace(candidate, marker_threshold=initial.marker_threshold,
-                                            min_marker_size=initial.min_marker_size)
+            candidate = dataclasses.replace(
+                candidate, marker_threshold=initial.marker_threshold, min_marker_size=initial.min_marker_size
+            )
         key = tuple(dataclasses.replace(candidate, min_size=0).to_dict().values())
         if key not in scored:
             scores = _scores_by_min_size(probabilities, true_labels, candidate, min_sizes, weights, scales)
-            trials.extend(Trial(dataclasses.replace(candidate, min_size=size), float(score))
-                          for size, score in zip(min_sizes, scores))
+            trials.extend(
+                Trial(dataclasses.replace(candidate, min_size=size), float(score))
+                for size, score in zip(min_sizes, scores)
+            )
             best = int(np.argmax(scores))  # the first of equal scores
             scored[key] = (dataclasses.replace(candidate, min_size=min_sizes[best]), float(scores[best]))
             bar.update()
@@ -280,8 +287,9 @@ def search_thresholds(
                     value = round(getattr(best, name) + direction * step, 4)
                     if _THRESHOLD_MARGIN <= value <= 1.0 - _THRESHOLD_MARGIN:
                         consider(dataclasses.replace(best, **{name: value}))
-    return TuningResult(best, best_score, initial, initial_score, len(probabilities), tuple(trials),
-                        time.perf_counter() - start)
+    return TuningResult(
+        best, best_score, initial, initial_score, len(probabilities), tuple(trials), time.perf_counter() - start
+    )
 
 
 def _change(initial: PostprocessConfig, config: PostprocessConfig) -> tuple[int, float, int]:
@@ -321,8 +329,13 @@ def _keep_predictions(matrix: IoUMatrix, keep: np.ndarray) -> IoUMatrix:
         return matrix
     new_column = np.cumsum(keep) - 1
     kept_pairs = keep[matrix.cols]
-    return IoUMatrix(matrix.true_ids, matrix.pred_ids[keep], matrix.rows[kept_pairs],
-                     new_column[matrix.cols[kept_pairs]], matrix.values[kept_pairs])
+    return IoUMatrix(
+        matrix.true_ids,
+        matrix.pred_ids[keep],
+        matrix.rows[kept_pairs],
+        new_column[matrix.cols[kept_pairs]],
+        matrix.values[kept_pairs],
+    )
 
 
 # --------------------------------------------------------------------------- model
@@ -408,8 +421,9 @@ def tune_postprocess(
     initial = model.postprocess_config
     if size_frame is not None:
         initial = dataclasses.replace(initial, size_frame=size_frame)
-    overall = search_thresholds(probabilities, labels, initial=initial, grid=grid, weights=weights, scales=scales,
-                                progress=progress)
+    overall = search_thresholds(
+        probabilities, labels, initial=initial, grid=grid, weights=weights, scales=scales, progress=progress
+    )
     if not by_kind:
         return dataclasses.replace(overall, seconds=time.perf_counter() - start)
     kinds = [raw_image_kind(s.image) for s in samples]
@@ -418,10 +432,12 @@ def tune_postprocess(
         if kinds.count(kind) < MIN_KIND_IMAGES:
             continue
         kind_weights = [w if k == kind else 0.0 for w, k in zip(weights, kinds)]
-        start_from = dataclasses.replace(model.postprocess_by_kind.get(kind, model.postprocess_config),
-                                         size_frame=initial.size_frame)
-        found = search_thresholds(probabilities, labels, initial=start_from, grid=grid, weights=kind_weights,
-                                  scales=scales, progress=progress)
+        start_from = dataclasses.replace(
+            model.postprocess_by_kind.get(kind, model.postprocess_config), size_frame=initial.size_frame
+        )
+        found = search_thresholds(
+            probabilities, labels, initial=start_from, grid=grid, weights=kind_weights, scales=scales, progress=progress
+        )
         own[kind] = dataclasses.replace(found, n_images=kinds.count(kind))
     combined = 0.0
     for kind in set(kinds):
@@ -476,8 +492,9 @@ def save_tuning(
     model_dir = Path(model_dir)
     config, weights_sha256 = read_model_config(model_dir)
     if expected_weights_sha256 is not None and weights_sha256 != expected_weights_sha256:
-        raise ModelError(model_dir, "the model folder was replaced while tuning (retrained?); config.json "
-                                    "not written, tune again")
+        raise ModelError(
+            model_dir, "the model folder was replaced while tuning (retrained?); config.json not written, tune again"
+        )
     validation = dict(config.validation)
     validation[VALIDATION_KEY] = {
         "dsb_score_before": result.initial_score,
@@ -486,9 +503,16 @@ def save_tuning(
         "data": data,
         "postprocess_before": result.initial_config.to_dict(),
         **({"postprocess_by_kind_before": config.postprocess_by_kind} if config.postprocess_by_kind else {}),
-        **({"by_kind": {kind: {"n_images": r.n_images, "dsb_score": r.score}
-                        for kind, r in result.by_kind.items()}} if result.by_kind else {}),
+        **(
+            {"by_kind": {kind: {"n_images": r.n_images, "dsb_score": r.score} for kind, r in result.by_kind.items()}}
+            if result.by_kind
+            else {}
+        ),
     }
-    tuned = dataclasses.replace(config, postprocess=result.config.to_dict(), validation=validation,
-                                postprocess_by_kind={kind: r.config.to_dict() for kind, r in result.by_kind.items()})
+    tuned = dataclasses.replace(
+        config,
+        postprocess=result.config.to_dict(),
+        validation=validation,
+        postprocess_by_kind={kind: r.config.to_dict() for kind, r in result.by_kind.items()},
+    )
     return rewrite_model_config(model_dir, tuned)  # re-verifies the weights against their checksum

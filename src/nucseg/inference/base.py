@@ -86,9 +86,15 @@ class Model:
     resize_to: int | None = None
     _threads: int | None = None
 
-    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
-                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+    def segment(
+        self,
+        image: np.ndarray,
+        options: SegmentOptions | None = None,
+        *,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+        **keywords: Any,
+    ) -> SegmentationResult:
         """Segment one raw image; see :meth:`NetworkModel.segment`."""
         raise NotImplementedError
 
@@ -130,8 +136,9 @@ class Model:
         """The factor automatic sizing would pick for ``image`` (None for a model without a network)."""
         return None
 
-    def estimate_size(self, image: np.ndarray, options: SegmentOptions | None = None,
-                      **keywords: Any) -> sizing.SizeEstimate | None:
+    def estimate_size(
+        self, image: np.ndarray, options: SegmentOptions | None = None, **keywords: Any
+    ) -> sizing.SizeEstimate | None:
         """What automatic sizing finds on ``image``, as :meth:`estimate_scale` (None for a model without a network)."""
         return None
 
@@ -183,8 +190,10 @@ def check_image(image: np.ndarray, *, channel: int | None = None) -> np.ndarray:
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, (int, np.integer))):
         raise ValueError(f"channel must be a channel number counted from 1, got {channel!r}")
     if channel is None and image.ndim == 3 and image.shape[2] > MAX_CHANNELS:
-        raise ValueError(f"image of shape {image.shape} has {image.shape[2]} channels: channels go last, (H, W, C); "
-                         "segment the planes of a stack (Z, H, W) one by one, or with nucseg.segment_files")
+        raise ValueError(
+            f"image of shape {image.shape} has {image.shape[2]} channels: channels go last, (H, W, C); "
+            "segment the planes of a stack (Z, H, W) one by one, or with nucseg.segment_files"
+        )
     try:
         image = choose_channel(None, image, 2, channel, None, rgb_samples=True, option="channel=").image
     except InputError as exc:  # an array, not a file: a ValueError as for its shape
@@ -213,9 +222,12 @@ def _refuse_composite(image: np.ndarray) -> None:
     if evidence is None or not evidence.composite:
         return
     hint = evidence.nuclear_channel
-    raise CompositeImageError(None, f"looks like a fluorescence composite (dark background: median "
-                                    f"{evidence.background:.0%} of full scale; channels that do not co-vary as "
-                                    f"stains do: correlation {evidence.correlation:.2f}), not an H&E or brightfield "
-                                    "photograph; choose the channel that shows the nuclei with --channel N "
-                                    f"(Python: channel=N); channel {hint + 1} ({_COLOURS[hint]}) looks the most "
-                                    "like nuclei")
+    raise CompositeImageError(
+        None,
+        f"looks like a fluorescence composite (dark background: median "
+        f"{evidence.background:.0%} of full scale; channels that do not co-vary as "
+        f"stains do: correlation {evidence.correlation:.2f}), not an H&E or brightfield "
+        "photograph; choose the channel that shows the nuclei with --channel N "
+        f"(Python: channel=N); channel {hint + 1} ({_COLOURS[hint]}) looks the most "
+        "like nuclei",
+    )

@@ -106,8 +106,12 @@ def segment_classical(
         0 background, nuclei 1..N.
     """
     return segment_classical_detailed(
-        image, polarity=polarity, phases=phases, smoothing_sigma=smoothing_sigma,
-        min_size=min_size, min_distance=min_distance,
+        image,
+        polarity=polarity,
+        phases=phases,
+        smoothing_sigma=smoothing_sigma,
+        min_size=min_size,
+        min_distance=min_distance,
     ).labels
 
 
@@ -202,12 +206,20 @@ class ClassicalModel(Model):
     def check_options(self, options: SegmentOptions) -> None:
         unsupported = options.network_options()  # "auto" is what the baseline does anyway
         if unsupported:
-            raise ValueError(f"the classical model has no network; {', '.join(unsupported)} do not apply "
-                             "(it estimates the nucleus size itself)")
+            raise ValueError(
+                f"the classical model has no network; {', '.join(unsupported)} do not apply "
+                "(it estimates the nucleus size itself)"
+            )
 
-    def segment(self, image: np.ndarray, options: SegmentOptions | None = None, *,
-                intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-                on_tile: Callable[[int, int], None] | None = None, **keywords: Any) -> SegmentationResult:
+    def segment(
+        self,
+        image: np.ndarray,
+        options: SegmentOptions | None = None,
+        *,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+        **keywords: Any,
+    ) -> SegmentationResult:
         """Segment one raw image with the classical baseline (the signature of :meth:`Model.segment`).
 
         Tiling options (``tile_size``, ``overlap``, ``batch_size``) and

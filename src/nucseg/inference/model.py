@@ -43,16 +43,25 @@ from nucseg.models.folder import ModelConfig, read_model_config, verify_weights
 from nucseg.models.registry import DEFAULT_MODEL, REGISTERED_MODELS, resolve_model_path
 from nucseg.postprocess.measure import size_factor
 from nucseg.postprocess.watershed import instances_from_probabilities, PostprocessConfig
-from nucseg.preprocess.normalize import (normalize_with_range, percentile_range, prepare_image,
-                                         to_channels)
+from nucseg.preprocess.normalize import normalize_with_range, percentile_range, prepare_image, to_channels
 
 
-def _run_settings(options: SegmentOptions, intensity_range: tuple[np.ndarray, np.ndarray] | None,
-                  on_tile: Callable[[int, int], None] | None) -> dict[str, Any]:
+def _run_settings(
+    options: SegmentOptions,
+    intensity_range: tuple[np.ndarray, np.ndarray] | None,
+    on_tile: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
     """The keyword arguments of :meth:`NetworkModel.probabilities` for ``options``."""
     tile_size, overlap, batch_size = options.tiling()
-    return dict(tile_size=tile_size, overlap=overlap, batch_size=batch_size, tta=options.tta,
-                backend=options.backend, intensity_range=intensity_range, on_tile=on_tile)
+    return dict(
+        tile_size=tile_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        tta=options.tta,
+        backend=options.backend,
+        intensity_range=intensity_range,
+        on_tile=on_tile,
+    )
 
 
 def _kind_if_any(image: np.ndarray) -> str | None:
@@ -88,14 +97,18 @@ class NetworkModel(Model):
         self.resize_to = config.resize_to
         try:
             self.postprocess_config = PostprocessConfig.from_dict(config.postprocess)
-            self.postprocess_by_kind = {kind: PostprocessConfig.from_dict(settings)
-                                        for kind, settings in config.postprocess_by_kind.items()}
+            self.postprocess_by_kind = {
+                kind: PostprocessConfig.from_dict(settings) for kind, settings in config.postprocess_by_kind.items()
+            }
         except (TypeError, ValueError, AttributeError) as exc:
             raise ModelError(self.path, f"invalid postprocess settings in config.json ({exc})") from None
         unknown = sorted(set(self.postprocess_by_kind) - set(IMAGE_KINDS))
         if unknown:
-            raise ModelError(self.path, f"postprocess_by_kind in config.json names unknown image kinds "
-                                        f"{', '.join(unknown)}; known: {', '.join(IMAGE_KINDS)}")
+            raise ModelError(
+                self.path,
+                f"postprocess_by_kind in config.json names unknown image kinds "
+                f"{', '.join(unknown)}; known: {', '.join(IMAGE_KINDS)}",
+            )
         self._runners = ModelRunners(self.path, config, device)
 
     @property
@@ -155,22 +168,29 @@ class NetworkModel(Model):
         """
         scale, diameter = options.scale, options.diameter
         if options.microns is not None:
-            raise ValueError(f"diameter {diameter!r} is in microns: give it in pixels (microns divided by the pixel "
-                             "size in microns), or segment files with nucseg.segment_files, which reads the pixel "
-                             "size from the file")
+            raise ValueError(
+                f"diameter {diameter!r} is in microns: give it in pixels (microns divided by the pixel "
+                "size in microns), or segment files with nucseg.segment_files, which reads the pixel "
+                "size from the file"
+            )
         if diameter == AUTO_DIAMETER:
             if scale is None:
                 return None if self.training_diameter is not None and self.config.resize_to is None else 1.0
         elif diameter is not None:
             if self.training_diameter is None:
-                raise ModelError(self.path, "the model records no nucleus diameter of its training images, "
-                                            "so diameter cannot be used; give a scale factor instead")
+                raise ModelError(
+                    self.path,
+                    "the model records no nucleus diameter of its training images, "
+                    "so diameter cannot be used; give a scale factor instead",
+                )
             scale = self.training_diameter / diameter
         if scale is None:
             return 1.0
         if self.config.resize_to is not None and scale != 1.0:
-            raise ValueError(f"the model resizes every image to {self.config.resize_to} x {self.config.resize_to} "
-                             "pixels itself; scale and diameter do not apply")
+            raise ValueError(
+                f"the model resizes every image to {self.config.resize_to} x {self.config.resize_to} "
+                "pixels itself; scale and diameter do not apply"
+            )
         return float(scale)
 
     def check_options(self, options: SegmentOptions) -> None:
@@ -348,10 +368,15 @@ class NetworkModel(Model):
         clipped = result.size_estimate is not None and result.size_estimate.clipped
         kind = result.image_kind if result.image_kind is not None else raw_image_kind(image)
         features = quality.quality_features(
-            result.labels, result.probabilities, image_kind=kind,
-            training_diameter=self.training_diameter, sizing_clipped=clipped,
+            result.labels,
+            result.probabilities,
+            image_kind=kind,
+            training_diameter=self.training_diameter,
+            sizing_clipped=clipped,
             training_kinds=calibration.training_kinds if calibration else (),
-            classes=output_layout(self.config.target).classes, image=image)
+            classes=output_layout(self.config.target).classes,
+            image=image,
+        )
         return quality.assess(features, calibration, image_kind=kind)
 
     def estimate_scale(
@@ -395,8 +420,9 @@ class NetworkModel(Model):
         estimate, _ = self._size(image, post_config, _run_settings(options, intensity_range, None))
         return dataclasses.replace(estimate, first_pass=None)
 
-    def _size(self, image: np.ndarray, post_config: PostprocessConfig,
-              run: Mapping[str, Any]) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
+    def _size(
+        self, image: np.ndarray, post_config: PostprocessConfig, run: Mapping[str, Any]
+    ) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
         """Automatic sizing's first pass, and the run settings (of :meth:`probabilities`) for the pass after it.
 
         When sizing segments the centre only, the crop is normalized as the
@@ -407,7 +433,8 @@ class NetworkModel(Model):
         if run.get("intensity_range") is None and sizing.sized_on_crop(image):
             run["intensity_range"] = self.intensity_range(image)
         estimate = sizing.estimate_factor(
-            image, lambda part: self._segment_at(part, 1.0, post_config, run), self.training_diameter)
+            image, lambda part: self._segment_at(part, 1.0, post_config, run), self.training_diameter
+        )
         return estimate, run
 
     def intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -418,8 +445,11 @@ class NetworkModel(Model):
         ``image`` normalized as the whole is.
         """
         normalization = self.config.normalization
-        return percentile_range(to_channels(check_image(image), normalization.channels),
-                                low=normalization.low_percentile, high=normalization.high_percentile)
+        return percentile_range(
+            to_channels(check_image(image), normalization.channels),
+            low=normalization.low_percentile,
+            high=normalization.high_percentile,
+        )
 
     def scale_for_labels(self, labels: np.ndarray) -> float:
         """Resize factor that brings the nuclei of ``labels`` to the training diameter.
@@ -430,8 +460,9 @@ class NetworkModel(Model):
         """
         return size_factor(labels, self.training_diameter)
 
-    def _segment_at(self, image: np.ndarray, factor: float, post_config: PostprocessConfig,
-                    run: Mapping[str, Any]) -> SegmentationResult:
+    def _segment_at(
+        self, image: np.ndarray, factor: float, post_config: PostprocessConfig, run: Mapping[str, Any]
+    ) -> SegmentationResult:
         probabilities = self.probabilities(image, scale=factor, **run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
         return SegmentationResult(labels, probabilities, factor)

@@ -75,8 +75,11 @@ class PostprocessOverrides:
 
     def to_dict(self) -> dict[str, Any]:
         """The settings given, ``{name: value}`` of JSON types."""
-        return {item.name: getattr(self, item.name) for item in dataclasses.fields(self)
-                if getattr(self, item.name) is not None}
+        return {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)
+            if getattr(self, item.name) is not None
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | PostprocessOverrides | None) -> PostprocessOverrides:
@@ -195,8 +198,10 @@ class SegmentOptions:
             object.__setattr__(self, "scale", float(scale))
         if isinstance(diameter, str):
             if diameter != AUTO_DIAMETER and microns_of(diameter) is None:
-                raise OptionsError(f"diameter must be a number of pixels or {AUTO_DIAMETER!r} (or, for files, "
-                                   f"microns such as '8um'), got {diameter!r}")
+                raise OptionsError(
+                    f"diameter must be a number of pixels or {AUTO_DIAMETER!r} (or, for files, "
+                    f"microns such as '8um'), got {diameter!r}"
+                )
         elif diameter is not None:
             if not (_is_number(diameter) and np.isfinite(diameter) and diameter > 0):
                 raise OptionsError(f"diameter must be a positive number of pixels, got {diameter!r}")
@@ -271,8 +276,11 @@ class SegmentOptions:
         the same options; :meth:`from_dict` reads it back.
         """
         default = SegmentOptions()
-        data = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)
-                if getattr(self, item.name) != getattr(default, item.name)}
+        data = {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)
+            if getattr(self, item.name) != getattr(default, item.name)
+        }
         if "postprocess" in data:
             data["postprocess"] = self.postprocess.to_dict()
         return data
@@ -291,8 +299,7 @@ class SegmentOptions:
         known = [item.name for item in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(known))
         if unknown:
-            raise OptionsError(f"unknown segment option(s) {', '.join(map(repr, unknown))}; known: "
-                               f"{', '.join(known)}")
+            raise OptionsError(f"unknown segment option(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         return cls(**data)
 
     # ------------------------------------------------------------------ views
@@ -309,17 +316,27 @@ class SegmentOptions:
 
     def tiling(self) -> tuple[int, int, int]:
         """(tile size, overlap, batch size) with the defaults of :mod:`nucseg.inference.tiling` filled in."""
-        return (DEFAULT_TILE_SIZE if self.tile_size is None else self.tile_size,
-                DEFAULT_OVERLAP if self.overlap is None else self.overlap,
-                DEFAULT_BATCH_SIZE if self.batch_size is None else self.batch_size)
+        return (
+            DEFAULT_TILE_SIZE if self.tile_size is None else self.tile_size,
+            DEFAULT_OVERLAP if self.overlap is None else self.overlap,
+            DEFAULT_BATCH_SIZE if self.batch_size is None else self.batch_size,
+        )
 
     def network_options(self) -> list[str]:
         """The options given that only a network uses (``tta``, ``scale``, a ``diameter`` not ``"auto"``,
         ``backend``, ``postprocess``)."""
         diameter = self.diameter not in (AUTO_DIAMETER, None)
-        return [name for name, given in (("tta", self.tta), ("scale", self.scale is not None),
-                                         ("diameter", diameter), ("backend", self.backend is not None),
-                                         ("postprocess", bool(self.postprocess))) if given]
+        return [
+            name
+            for name, given in (
+                ("tta", self.tta),
+                ("scale", self.scale is not None),
+                ("diameter", diameter),
+                ("backend", self.backend is not None),
+                ("postprocess", bool(self.postprocess)),
+            )
+            if given
+        ]
 
     def for_planes(self) -> SegmentOptions:
         """The options of each plane once a file's reader has applied ``channel``, ``channel_axis`` and ``axes``."""
@@ -337,8 +354,7 @@ class SegmentOptions:
         options = cls.from_keywords(options, **keywords)
         given = [name for name in ("channel_axis", "axes") if getattr(options, name) is not None]
         if given:
-            raise OptionsError(f"{' and '.join(given)} describe files; an array is (H, W) or (H, W, C), channels "
-                               "last")
+            raise OptionsError(f"{' and '.join(given)} describe files; an array is (H, W) or (H, W, C), channels last")
         return options
 
     def in_pixels(self, pixel_size: float | None, path: Path | None = None) -> SegmentOptions:
@@ -353,6 +369,7 @@ class SegmentOptions:
         if microns is None:
             return self
         if pixel_size is None:
-            raise InputError(path, f"--diameter {self.diameter} is in microns, but the image states no pixel size; "
-                                   "give --pixel-size")
+            raise InputError(
+                path, f"--diameter {self.diameter} is in microns, but the image states no pixel size; give --pixel-size"
+            )
         return dataclasses.replace(self, diameter=microns / pixel_size)

@@ -58,8 +58,18 @@ import numpy as np
 from scipy import ndimage as ndi
 
 #: The features, in the order of the calibration's weights.
-QUALITY_FEATURES = ("ambiguous", "entropy", "irregular", "size_offset", "sizing_clipped", "no_nuclei",
-                    "unseen_kind", "area_spread", "thin_strokes", "faint")
+QUALITY_FEATURES = (
+    "ambiguous",
+    "entropy",
+    "irregular",
+    "size_offset",
+    "sizing_clipped",
+    "no_nuclei",
+    "unseen_kind",
+    "area_spread",
+    "thin_strokes",
+    "faint",
+)
 #: The features that say the objects are not nuclei: each flags an image beyond its calibrated limit.
 NOT_NUCLEI_FEATURES = ("thin_strokes", "faint")
 #: A limit is this many times the largest value of the well-segmented validation images: a few dozen images
@@ -154,10 +164,17 @@ class Quality:
     features: dict[str, float]
 
 
-def quality_features(labels: np.ndarray, probabilities: np.ndarray | None, *, image_kind: str,
-                     training_diameter: float | None, training_kinds: Sequence[str] = (),
-                     sizing_clipped: bool = False, classes: int = 3,
-                     image: np.ndarray | None = None) -> dict[str, float]:
+def quality_features(
+    labels: np.ndarray,
+    probabilities: np.ndarray | None,
+    *,
+    image_kind: str,
+    training_diameter: float | None,
+    training_kinds: Sequence[str] = (),
+    sizing_clipped: bool = False,
+    classes: int = 3,
+    image: np.ndarray | None = None,
+) -> dict[str, float]:
     """The features of :data:`QUALITY_FEATURES` for one segmentation.
 
     Parameters
@@ -250,8 +267,9 @@ def _thickness(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
     return 2.0 * np.asarray(ndi.maximum(depth, labels, index), dtype=np.float64)
 
 
-def _inside_and_around(labels: np.ndarray, index: np.ndarray, signal: np.ndarray, *,
-                       ring: float) -> tuple[np.ndarray, np.ndarray]:
+def _inside_and_around(
+    labels: np.ndarray, index: np.ndarray, signal: np.ndarray, *, ring: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per object of ``index``: mean ``signal`` inside it, and over the free pixels within ``ring`` pixels
     around it (nan for an object with no free pixel around it)."""
     from skimage.segmentation import expand_labels
@@ -263,8 +281,9 @@ def _inside_and_around(labels: np.ndarray, index: np.ndarray, signal: np.ndarray
     return inside, outside
 
 
-def assess(features: Mapping[str, float], calibration: QualityCalibration | None, *,
-           image_kind: str | None = None) -> Quality:
+def assess(
+    features: Mapping[str, float], calibration: QualityCalibration | None, *, image_kind: str | None = None
+) -> Quality:
     """Score and flag one image's features with a model's calibration (``unknown`` without one).
 
     ``image_kind`` chooses the calibration's limits of :data:`NOT_NUCLEI_FEATURES`;
@@ -277,12 +296,17 @@ def assess(features: Mapping[str, float], calibration: QualityCalibration | None
     contributions = {name: calibration.weights.get(name, 0.0) * features[name] for name in QUALITY_FEATURES}
     score = float(np.clip(calibration.intercept + sum(contributions.values()), 0.0, 1.0))
     limits = _limits(calibration, image_kind)
-    beyond = sorted((name for name, limit in limits.items() if features[name] > limit),
-                    key=lambda name: -features[name] / max(limits[name], 1e-6))  # the furthest beyond first
+    beyond = sorted(
+        (name for name, limit in limits.items() if features[name] > limit),
+        key=lambda name: -features[name] / max(limits[name], 1e-6),
+    )  # the furthest beyond first
     if score >= calibration.threshold and not beyond:
         return Quality(score, FLAG_OK, "", dict(features))
-    worst = [] if score >= calibration.threshold else [
-        name for _, name in sorted((value, name) for name, value in contributions.items() if value < 0)]
+    worst = (
+        []
+        if score >= calibration.threshold
+        else [name for _, name in sorted((value, name) for name, value in contributions.items() if value < 0)]
+    )
     reason = "; ".join(REASONS[name] for name in list(dict.fromkeys(beyond + worst))[:2]) or "low estimated accuracy"
     return Quality(score, FLAG_CHECK, reason, dict(features))
 

@@ -174,16 +174,22 @@ class ModelRunners:
                 try:
                     graph = onnx_path(self.path, int8=backend == "onnxruntime-int8")
                     if graph is None and backend == "onnxruntime-int8":
-                        raise ModelError(self.path, f"has no int8 graph ({INT8_ONNX_FILE}) for the onnxruntime-int8 "
-                                                    "backend; use --backend onnxruntime, or make one with "
-                                                    "nucseg quantize")
+                        raise ModelError(
+                            self.path,
+                            f"has no int8 graph ({INT8_ONNX_FILE}) for the onnxruntime-int8 "
+                            "backend; use --backend onnxruntime, or make one with "
+                            "nucseg quantize",
+                        )
                     if graph is None:
                         from nucseg.models.onnx import onnx_bytes
 
-                        graph = onnx_bytes(self.network, in_channels=self.config.in_channels,
-                                           classes=self.config.classes)
+                        graph = onnx_bytes(
+                            self.network, in_channels=self.config.in_channels, classes=self.config.classes
+                        )
                     self._runners[key] = OnnxRunner(graph, threads=threads)
                 except ImportError as exc:
-                    raise NucsegError(f"the onnxruntime backend needs the onnxruntime package ({exc}); "
-                                      "install it, or use the torch backend") from None
+                    raise NucsegError(
+                        f"the onnxruntime backend needs the onnxruntime package ({exc}); "
+                        "install it, or use the torch backend"
+                    ) from None
         return self._runners[key]

@@ -48,7 +48,7 @@ def sized_on_crop(image: np.ndarray) -> bool:
 def centre_quarter(image: np.ndarray) -> np.ndarray:
     """The centre of ``image``: half its height and half its width, shape (H // 2, W // 2[, C])."""
     height, width = image.shape[:2]
-    return image[height // 4:height // 4 + height // 2, width // 4:width // 4 + width // 2]
+    return image[height // 4 : height // 4 + height // 2, width // 4 : width // 4 + width // 2]
 
 
 @dataclass

@@ -162,8 +162,9 @@ def predict_tiled(
     tile_h, tile_w = axis_tile_size(height, tile_size, overlap), axis_tile_size(width, tile_size, overlap)
     pad_h, pad_w = max(tile_h - height, 0), max(tile_w - width, 0)
     if pad_h or pad_w:
-        image = np.pad(image, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
-                       mode="reflect")
+        image = np.pad(
+            image, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)), mode="reflect"
+        )
     padded_h, padded_w = image.shape[:2]
     weight_tile = np.outer(blend_window(tile_h, overlap), blend_window(tile_w, overlap))
     corners = [(y, x) for y in tile_starts(padded_h, tile_h, overlap) for x in tile_starts(padded_w, tile_w, overlap)]
@@ -230,5 +231,3 @@ def predict_rescaled(
         return predict_tiled(runner, image, **tiling)
     resized = np.ascontiguousarray(resize_channels(image.transpose(2, 0, 1), shape).transpose(1, 2, 0))
     return resize_channels(predict_tiled(runner, resized, **tiling), (height, width))
-
-

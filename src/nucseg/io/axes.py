@@ -43,8 +43,11 @@ def check_axes_letters(axes: str, path: Path | None = None) -> str:
     """
     given = axes.upper() if isinstance(axes, str) else ""
     if set(given) - set(GIVEN_AXES_LETTERS) or len(set(given)) != len(given) or not {"Y", "X"} <= set(given):
-        raise InputError(path, f"--axes {axes!r}: name each axis once with the letters {GIVEN_AXES_LETTERS}, "
-                               "Y and X among them (e.g. ZYX, CYX, YXC)")
+        raise InputError(
+            path,
+            f"--axes {axes!r}: name each axis once with the letters {GIVEN_AXES_LETTERS}, "
+            "Y and X among them (e.g. ZYX, CYX, YXC)",
+        )
     return given
 
 
@@ -70,13 +73,21 @@ def given_axes(path: Path, shape: tuple[int, ...], file_axes: str, axes: str) ->
         letters = "".join(given[longer.index(i)] if i in longer else "Q" for i in range(len(shape)))
     declared = [(mine, theirs) for mine, theirs in zip(letters, file_axes) if theirs not in _UNDECLARED]
     if any(mine != theirs and {mine, theirs} != {"C", "S"} for mine, theirs in declared):
-        raise InputError(path, f"--axes {given} contradicts the axes the file declares ({file_axes}); "
-                               "leave --axes out for this file")
+        raise InputError(
+            path, f"--axes {given} contradicts the axes the file declares ({file_axes}); leave --axes out for this file"
+        )
     return letters
 
 
-def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: str,
-               channel_axis: int | str | None, *, planes: bool = False) -> list[str]:
+def axis_roles(
+    path: Path,
+    shape: tuple[int, ...],
+    axes: str,
+    declared_letters: str,
+    channel_axis: int | str | None,
+    *,
+    planes: bool = False,
+) -> list[str]:
     """Per stored axis: "y", "x", "c", "t", "z" or "" (dropped length-1 axis).
 
     With ``planes``, declared T and Z axes (:data:`PLANE_AXES`) are planes,
@@ -93,15 +104,21 @@ def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: 
     stacked = [i for i in kept if axes[i] in PLANE_AXES]
     if stacked and not planes:
         kinds = " and ".join({"Z": "Z-stack", "T": "time series"}[axes[i]] for i in stacked)
-        raise InputError(path, f"image of {described} is a {kinds}; nucseg segment segments it plane by plane "
-                               "(from Python: nucseg.io.images.read_stack)")
+        raise InputError(
+            path,
+            f"image of {described} is a {kinds}; nucseg segment segments it plane by plane "
+            "(from Python: nucseg.io.images.read_stack)",
+        )
     roles = [""] * len(shape)
     for i in stacked:
         roles[i] = axes[i].lower()
     kept = [i for i in kept if i not in stacked]
     if len(kept) not in (2, 3):
-        raise InputError(path, f"image of {described}: only 2-D images with at most one channel axis (and Z or T axes "
-                               "that the file declares) are supported")
+        raise InputError(
+            path,
+            f"image of {described}: only 2-D images with at most one channel axis (and Z or T axes "
+            "that the file declares) are supported",
+        )
     if len(kept) == 2:
         roles[kept[0]], roles[kept[1]] = "y", "x"
         return roles
@@ -109,16 +126,22 @@ def axis_roles(path: Path, shape: tuple[int, ...], axes: str, declared_letters: 
     declared_axis = declared[0] if len(declared) == 1 else None
     if channel_axis is None:
         if declared_axis is None:
-            raise InputError(path, f"multi-channel image of {described} does not declare its channel axis; "
-                                   "pass channel_axis (CLI: --channel-axis), or the axes (--axes: ZYX for Z planes, "
-                                   "CYX for channels)")
+            raise InputError(
+                path,
+                f"multi-channel image of {described} does not declare its channel axis; "
+                "pass channel_axis (CLI: --channel-axis), or the axes (--axes: ZYX for Z planes, "
+                "CYX for channels)",
+            )
         channel_axis = declared_axis
     if not -3 <= channel_axis < 3:
         raise InputError(path, f"channel axis {channel_axis} is out of range for {described}")
     channel_axis %= 3
     if declared_axis is not None and channel_axis != declared_axis:
-        raise InputError(path, f"channel axis {channel_axis} contradicts the file, whose channels are on axis "
-                               f"{declared_axis} of {described}")
+        raise InputError(
+            path,
+            f"channel axis {channel_axis} contradicts the file, whose channels are on axis "
+            f"{declared_axis} of {described}",
+        )
     spatial = [i for position, i in enumerate(kept) if position != channel_axis]
     roles[kept[channel_axis]] = "c"
     roles[spatial[0]], roles[spatial[1]] = "y", "x"

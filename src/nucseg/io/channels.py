@@ -25,8 +25,15 @@ from nucseg.errors import InputError
 Channel = int | str | None
 
 
-def channel_index(path: Path | None, channel: Channel, count: int, names: Sequence[str] | None,
-                  *, photographic: bool, option: str = "--channel") -> int | None:
+def channel_index(
+    path: Path | None,
+    channel: Channel,
+    count: int,
+    names: Sequence[str] | None,
+    *,
+    photographic: bool,
+    option: str = "--channel",
+) -> int | None:
     """The 0-based index of the channel to segment, or None to keep every channel.
 
     Single-channel images are taken as they are, whatever ``channel`` says: a
@@ -63,10 +70,16 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
         if photographic:
             return None
         if option.endswith("="):
-            raise InputError(path, f"image has {count} channels ({listed}); choose the one that shows the nuclei "
-                                   f"with {option}N (1 to {count}); only 8-bit RGB(A) images are taken as colour")
-        raise InputError(path, f"image has {count} channels ({listed}); choose the one that shows the nuclei with "
-                               f"{option} N (1 to {count}) or {option} NAME")
+            raise InputError(
+                path,
+                f"image has {count} channels ({listed}); choose the one that shows the nuclei "
+                f"with {option}N (1 to {count}); only 8-bit RGB(A) images are taken as colour",
+            )
+        raise InputError(
+            path,
+            f"image has {count} channels ({listed}); choose the one that shows the nuclei with "
+            f"{option} N (1 to {count}) or {option} NAME",
+        )
     if isinstance(channel, str) and not channel.isdigit():
         matches = [i for i, name in enumerate(names or []) if name.lower() == channel.lower()]
         if len(matches) != 1:
@@ -75,8 +88,7 @@ def channel_index(path: Path | None, channel: Channel, count: int, names: Sequen
     index = int(channel)
     if not 1 <= index <= count:
         chosen = f"{option}{index}" if option.endswith("=") else f"{option} {index}"
-        raise InputError(path, f"{chosen} is out of range: the image has {count} channel(s) ({listed}), "
-                               "counted from 1")
+        raise InputError(path, f"{chosen} is out of range: the image has {count} channel(s) ({listed}), counted from 1")
     return index - 1
 
 
@@ -116,8 +128,16 @@ class ChosenChannel:
     channel_names: tuple[str, ...] = ()
 
 
-def choose_channel(path: Path | None, image: np.ndarray, spatial_ndim: int, channel: Channel,
-                   names: Sequence[str] | None, *, rgb_samples: bool, option: str = "--channel") -> ChosenChannel:
+def choose_channel(
+    path: Path | None,
+    image: np.ndarray,
+    spatial_ndim: int,
+    channel: Channel,
+    names: Sequence[str] | None,
+    *,
+    rgb_samples: bool,
+    option: str = "--channel",
+) -> ChosenChannel:
     """``image`` with a length-1 channel axis dropped and the channel of :func:`channel_index` selected.
 
     Parameters
@@ -204,8 +224,12 @@ def names_of_channels(names: Sequence[str], count: int, *, per_plane: bool = Fal
     (C, then Z, then T), so its channel names repeat.
     """
     names = list(names)
-    if per_plane and len(names) > count and len(names) % count == 0 and all(
-            name == names[index % count] for index, name in enumerate(names)):
+    if (
+        per_plane
+        and len(names) > count
+        and len(names) % count == 0
+        and all(name == names[index % count] for index, name in enumerate(names))
+    ):
         names = names[:count]
     names = [str(name).strip() for name in names]
     return names if len(names) == count and all(names) else None

@@ -37,9 +37,22 @@ LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff")
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 
 #: Microns per unit of the length units that OME, ImageJ and OME-Zarr (NGFF) metadata use.
-MICRONS_PER_UNIT = {"um": 1.0, "\u00b5m": 1.0, "\u03bcm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0,
-                    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6,
-                    "meter": 1e6, "angstrom": 1e-4}
+MICRONS_PER_UNIT = {
+    "um": 1.0,
+    "\u00b5m": 1.0,
+    "\u03bcm": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+    "angstrom": 1e-4,
+}
 
 
 def is_zarr(path: str | Path) -> bool:
@@ -95,8 +108,11 @@ def pillow_errors(path: Path) -> Iterator[None]:
     except UnidentifiedImageError:
         raise InputError(path, "not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(path, f"refused as a possible decompression bomb ({first_line(exc)}); if the image is "
-                               "genuine, convert it to a tiled TIFF") from None
+        raise InputError(
+            path,
+            f"refused as a possible decompression bomb ({first_line(exc)}); if the image is "
+            "genuine, convert it to a tiled TIFF",
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise InputError(path, f"cannot decode image ({first_line(exc)})") from None
 
@@ -135,8 +151,11 @@ def _check_png_can_hold(path: Path, im: Image.Image) -> None:
     bits = 1 if im.mode in ("1", "P") else 8 * len(im.getbands())  # the fewest bits a pixel of the mode can take
     raw_bytes = height * (1 + -(-width * bits // 8))  # a filter byte, then the packed samples of each row
     if path.stat().st_size * _DEFLATE_MAX_RATIO < raw_bytes:
-        raise InputError(path, f"truncated or corrupt: {path.stat().st_size} bytes cannot hold the "
-                               f"{width} x {height} pixels its header states")
+        raise InputError(
+            path,
+            f"truncated or corrupt: {path.stat().st_size} bytes cannot hold the "
+            f"{width} x {height} pixels its header states",
+        )
 
 
 # Pillow decodes a 16-bit colour PNG into 8-bit modes, keeping the high byte of
@@ -168,6 +187,7 @@ def pillow_layout(im: Image.Image, *, palette_indices: bool = False) -> tuple[np
 def read_pillow(path: Path, *, palette_indices: bool) -> np.ndarray:
     """A PNG or JPEG as an array (H, W) or (H, W, C): 1-bit images as uint8 0/255, CMYK as RGB, the alpha
     channel of gray + alpha dropped; palette images as their colours, or their indices with ``palette_indices``."""
+
     def to_array(im: Image.Image) -> np.ndarray:
         if im.mode == "P" and palette_indices:
             pass

@@ -28,8 +28,19 @@ from nucseg.io.opened import image_pixel_size, ImageStack, open_image
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["ImageStack", "MaskCrop", "labels_dtype", "read_image", "read_label_stack", "read_labels",
-           "read_mask_crop", "read_pixel_size", "read_stack", "write_labels", "write_png"]
+__all__ = [
+    "ImageStack",
+    "MaskCrop",
+    "labels_dtype",
+    "read_image",
+    "read_label_stack",
+    "read_labels",
+    "read_mask_crop",
+    "read_pixel_size",
+    "read_stack",
+    "write_labels",
+    "write_png",
+]
 
 
 def read_image(
@@ -273,9 +284,7 @@ def write_png(path: str | Path, image: np.ndarray, *, overwrite: bool = True) ->
     gray = image.ndim == 2
     colour = image.ndim == 3 and image.shape[2] in (3, 4)
     if not ((image.dtype == np.uint8 and (gray or colour)) or (image.dtype == np.uint16 and gray)):
-        raise ValueError(
-            f"write_png takes uint8 (H, W), (H, W, 3|4) or uint16 (H, W); got {image.dtype} {image.shape}"
-        )
+        raise ValueError(f"write_png takes uint8 (H, W), (H, W, 3|4) or uint16 (H, W); got {image.dtype} {image.shape}")
     with atomic_write(path, overwrite=overwrite) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return Path(path)

@@ -84,8 +84,9 @@ class NgffImage:
         return tuple(n for axis, n in zip(self.axes, self.shape) if axis != "c")
 
 
-def create_ngff(path: str | Path, image: NgffImage, *, labels_dtype: np.dtype, name: str,
-                block_size: int | None = None) -> list[int]:
+def create_ngff(
+    path: str | Path, image: NgffImage, *, labels_dtype: np.dtype, name: str, block_size: int | None = None
+) -> list[int]:
     """Create the (empty) OME-Zarr group of ``image`` with a ``labels/nuclei`` label image; its factors.
 
     Parameters
@@ -114,19 +115,28 @@ def create_ngff(path: str | Path, image: NgffImage, *, labels_dtype: np.dtype, n
     chunks = level_chunks(factors, block_size)
     root = zarr.open_group(str(path), mode="w-", zarr_format=2)
     _add_levels(root, image.axes, image.shape, image.dtype, factors, chunks)
-    root.attrs.update({"multiscales": [_multiscale(name, image.axes, factors, image.pixel_size)],
-                       **({"omero": _omero(image)} if "c" in image.axes else {})})
+    root.attrs.update(
+        {
+            "multiscales": [_multiscale(name, image.axes, factors, image.pixel_size)],
+            **({"omero": _omero(image)} if "c" in image.axes else {}),
+        }
+    )
     labels_group = root.create_group("labels")
     labels_group.attrs.update({"labels": ["nuclei"]})
     nuclei = labels_group.create_group("nuclei")
     _add_levels(nuclei, image.label_axes, image.label_shape, np.dtype(labels_dtype), factors, chunks)
-    nuclei.attrs.update({"multiscales": [_multiscale("nuclei", image.label_axes, factors, image.pixel_size)],
-                         "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}}})
+    nuclei.attrs.update(
+        {
+            "multiscales": [_multiscale("nuclei", image.label_axes, factors, image.pixel_size)],
+            "image-label": {"version": NGFF_VERSION, "source": {"image": "../../"}},
+        }
+    )
     return factors
 
 
-def write_region(path: str | Path, factors: Sequence[int], rows: slice, cols: slice, *,
-                 image: np.ndarray | None, labels: np.ndarray) -> None:
+def write_region(
+    path: str | Path, factors: Sequence[int], rows: slice, cols: slice, *, image: np.ndarray | None, labels: np.ndarray
+) -> None:
     """Write ``image[..., rows, cols]`` and ``labels[..., rows, cols]`` into every level of the group.
 
     ``rows.start`` and ``cols.start`` must be multiples of every factor
@@ -137,23 +147,32 @@ def write_region(path: str | Path, factors: Sequence[int], rows: slice, cols: sl
 
     root = zarr.open_group(str(path), mode="r+", zarr_format=2)
     for level, factor in enumerate(factors):
-        region = (slice(rows.start // factor, -(-rows.stop // factor)),
-                  slice(cols.start // factor, -(-cols.stop // factor)))
+        region = (
+            slice(rows.start // factor, -(-rows.stop // factor)),
+            slice(cols.start // factor, -(-cols.stop // factor)),
+        )
         if image is not None:
             root[str(level)][(Ellipsis, *region)] = image[..., ::factor, ::factor]
         root[f"labels/nuclei/{level}"][(Ellipsis, *region)] = labels[..., ::factor, ::factor]
 
 
-def _add_levels(group: Any, axes: str, shape: tuple[int, ...], dtype: np.dtype, factors: Sequence[int],
-                chunks: Sequence[int]) -> None:
+def _add_levels(
+    group: Any, axes: str, shape: tuple[int, ...], dtype: np.dtype, factors: Sequence[int], chunks: Sequence[int]
+) -> None:
     for level, (factor, chunk) in enumerate(zip(factors, chunks)):
         level_shape = (*shape[:-2], *(-(-n // factor) for n in shape[-2:]))
         level_chunk = (*(1 for _ in shape[:-2]), chunk, chunk)
         if "c" in axes:  # the channels of a pixel together
             index = axes.index("c")
-            level_chunk = level_chunk[:index] + (shape[index],) + level_chunk[index + 1:]
-        group.create_array(str(level), shape=level_shape, chunks=level_chunk, dtype=dtype, fill_value=0,
-                           chunk_key_encoding={"name": "v2", "separator": "/"})
+            level_chunk = level_chunk[:index] + (shape[index],) + level_chunk[index + 1 :]
+        group.create_array(
+            str(level),
+            shape=level_shape,
+            chunks=level_chunk,
+            dtype=dtype,
+            fill_value=0,
+            chunk_key_encoding={"name": "v2", "separator": "/"},
+        )
 
 
 def _multiscale(name: str, axes: str, factors: Sequence[int], pixel_size: float | None) -> dict[str, Any]:
@@ -164,9 +183,15 @@ def _multiscale(name: str, axes: str, factors: Sequence[int], pixel_size: float 
         if axis in "yx" and pixel_size is not None:
             entry["unit"] = "micrometer"
         axis_list.append(entry)
-    datasets = [{"path": str(level), "coordinateTransformations": [
-        {"type": "scale", "scale": [spatial * factor if axis in "yx" else 1.0 for axis in axes]}]}
-        for level, factor in enumerate(factors)]
+    datasets = [
+        {
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [spatial * factor if axis in "yx" else 1.0 for axis in axes]}
+            ],
+        }
+        for level, factor in enumerate(factors)
+    ]
     return {"version": NGFF_VERSION, "name": name, "axes": axis_list, "datasets": datasets}
 
 
@@ -178,8 +203,7 @@ def _omero(image: NgffImage) -> dict[str, Any]:
     else:
         low, high = 0.0, 1.0
     window = {"min": low, "max": high, "start": low, "end": high}
-    return {"channels": [{"label": str(label), "color": "FFFFFF", "active": True, "window": window}
-                         for label in names]}
+    return {"channels": [{"label": str(label), "color": "FFFFFF", "active": True, "window": window} for label in names]}
 
 
 # ------------------------------------------------------------------------ reading
@@ -217,8 +241,10 @@ def _pixel_size(multiscale: Mapping[str, Any]) -> float | None:
         axes = [axis if isinstance(axis, Mapping) else {"name": axis} for axis in multiscale["axes"]]
         x = [axis["name"].lower() for axis in axes].index("x")
         scale = [1.0] * len(axes)
-        for transforms in (multiscale.get("coordinateTransformations") or [],
-                           multiscale["datasets"][0].get("coordinateTransformations") or []):
+        for transforms in (
+            multiscale.get("coordinateTransformations") or [],
+            multiscale["datasets"][0].get("coordinateTransformations") or [],
+        ):
             for transform in transforms:
                 if transform.get("type") == "scale":
                     scale = [a * float(b) for a, b in zip(scale, transform["scale"])]

@@ -28,10 +28,26 @@ import numpy as np
 
 from nucseg.errors import first_line, InputError
 from nucseg.io.axes import axis_roles, DECLARED_CHANNEL_AXES, tiff_series_axes
-from nucseg.io.channels import (Channel, channel_index, ChosenChannel, channel_labels, choose_channel, is_photographic,
-                                names_of_channels, tiff_stated_names)
-from nucseg.io.formats import (check_image_file, is_zarr, MICRONS_PER_UNIT, pillow_header, pillow_layout,
-                               read_pillow, SLIDE_SUFFIXES, TIFF_SUFFIXES)
+from nucseg.io.channels import (
+    Channel,
+    channel_index,
+    ChosenChannel,
+    channel_labels,
+    choose_channel,
+    is_photographic,
+    names_of_channels,
+    tiff_stated_names,
+)
+from nucseg.io.formats import (
+    check_image_file,
+    is_zarr,
+    MICRONS_PER_UNIT,
+    pillow_header,
+    pillow_layout,
+    read_pillow,
+    SLIDE_SUFFIXES,
+    TIFF_SUFFIXES,
+)
 from nucseg.io.ngff import ngff_metadata
 from nucseg.io.pixels import usable_channels, usable_pixels
 
@@ -97,8 +113,14 @@ class ImageStack:
 
     def plane_names(self) -> list[str]:
         """``"z=3"``, ``"t=0,z=3"``, ... for every plane (``""`` for the one plane of a 2-D image)."""
-        return [",".join(f"{axis.lower()}={i}" for axis, i in zip(self.plane_axes, index))
-                for index in np.ndindex(*self.plane_shape)] if self.plane_axes else [""]
+        return (
+            [
+                ",".join(f"{axis.lower()}={i}" for axis, i in zip(self.plane_axes, index))
+                for index in np.ndindex(*self.plane_shape)
+            ]
+            if self.plane_axes
+            else [""]
+        )
 
 
 @dataclass(frozen=True)
@@ -196,8 +218,9 @@ class OpenedImage:
     def check_channel_chosen(self) -> None:
         """Refuse a multi-channel microscopy image without a channel chosen, listing its channels."""
         if self._channel is None and not self._every:
-            channel_index(self.path, None, self._channel_count(), self.stated_channel_names,
-                          photographic=self._photographic())
+            channel_index(
+                self.path, None, self._channel_count(), self.stated_channel_names, photographic=self._photographic()
+            )
 
     def read(self, rows: slice | None = None, cols: slice | None = None) -> np.ndarray:
         """The pixels of the whole image, or of ``image[rows, cols]``.
@@ -220,8 +243,9 @@ class OpenedImage:
             self.check_one_plane()
             if self._every:
                 return self._decode()
-            return choose_channel(self.path, self._decode(), 2, self._choice(), self._names(),
-                                  rgb_samples=self._rgb_samples()).image
+            return choose_channel(
+                self.path, self._decode(), 2, self._choice(), self._names(), rgb_samples=self._rgb_samples()
+            ).image
         rows, cols = rows or slice(0, self.shape[0]), cols or slice(0, self.shape[1])
         self.check_one_plane()
         self.check_channel_chosen()
@@ -249,15 +273,17 @@ class OpenedImage:
             As :meth:`read`.
         """
         array = self._decode()
-        planes = array.reshape((-1, *array.shape[len(self.plane_axes):]))
+        planes = array.reshape((-1, *array.shape[len(self.plane_axes) :]))
         if self._every:
             chosen = ChosenChannel(planes)
         else:
-            chosen = choose_channel(self.path, planes, 3, self._choice(), self._names(),
-                                    rgb_samples=self._rgb_samples())
+            chosen = choose_channel(
+                self.path, planes, 3, self._choice(), self._names(), rgb_samples=self._rgb_samples()
+            )
         chosen = usable_channels(chosen, self.path)
-        return ImageStack(chosen.image, self.plane_shape, self.plane_axes, chosen.name, chosen.every_channel,
-                          chosen.channel_names)
+        return ImageStack(
+            chosen.image, self.plane_shape, self.plane_axes, chosen.name, chosen.every_channel, chosen.channel_names
+        )
 
     def _channel_count(self) -> int:
         return self.channels or (len(self.channel_names) if self._channel is not None else 1)
@@ -320,8 +346,15 @@ class OpenedImage:
         return zarr.open_array(str(location), mode="r"), lambda: None
 
 
-def open_image(path: str | Path, *, channel_axis: int | str | None = None, axes: str | None = None,
-               channel: Channel = None, level: int = 0, palette_indices: bool = False) -> OpenedImage:
+def open_image(
+    path: str | Path,
+    *,
+    channel_axis: int | str | None = None,
+    axes: str | None = None,
+    channel: Channel = None,
+    level: int = 0,
+    palette_indices: bool = False,
+) -> OpenedImage:
     """Open an image file once: its header and metadata, with the axis rules and the channel choice applied.
 
     Parameters
@@ -364,20 +397,30 @@ def open_image(path: str | Path, *, channel_axis: int | str | None = None, axes:
     layout = axes if axes is not None else channel_axis
     stored = _open_stored(path, level=level, palette_indices=palette_indices)
     if stored.kind == "pillow":
-        roles = ("y", "x", "c")[:len(stored.shape)]
+        roles = ("y", "x", "c")[: len(stored.shape)]
     else:
         roles = tuple(axis_roles(path, stored.shape, stored.letters, stored.declared, layout, planes=True))
     sizes = {role: n for n, role in zip(stored.shape, roles) if role}
     plane_axes = "".join(axis.upper() for axis in ("t", "z") if axis in sizes)
-    image = OpenedImage(path, (sizes["y"], sizes["x"]), sizes.get("c", 0), stored.dtype,
-                        tuple(sizes[axis.lower()] for axis in plane_axes), plane_axes, stored, roles, layout)
+    image = OpenedImage(
+        path,
+        (sizes["y"], sizes["x"]),
+        sizes.get("c", 0),
+        stored.dtype,
+        tuple(sizes[axis.lower()] for axis in plane_axes),
+        plane_axes,
+        stored,
+        roles,
+        layout,
+    )
     if not image.channels or channel is None:
         return image
     index = channel_index(path, channel, image.channels, image._names(), photographic=image._photographic())
     if index is None:
         return image
-    return dataclasses.replace(image, channels=0, _channel=index,
-                               channel_names=channel_labels(image.channels, image._names()))
+    return dataclasses.replace(
+        image, channels=0, _channel=index, channel_names=channel_labels(image.channels, image._names())
+    )
 
 
 def image_pixel_size(path: str | Path) -> float | None:
@@ -402,7 +445,7 @@ def _open_stored(path: Path, *, level: int, palette_indices: bool = False) -> _S
     with pillow_header(path) as im:
         dtype, count = pillow_layout(im, palette_indices=palette_indices)
         shape = (im.height, im.width) if count == 1 else (im.height, im.width, count)
-    return _Stored("pillow", shape, "YXS"[:len(shape)], "S", dtype, palette_indices=palette_indices)
+    return _Stored("pillow", shape, "YXS"[: len(shape)], "S", dtype, palette_indices=palette_indices)
 
 
 def _check_level(path: Path, level: int, levels: int) -> None:
@@ -430,8 +473,18 @@ def _tiff_stored(path: Path, level: int) -> _Stored:
             if pixel_size is not None and level:
                 x = letters.index("X")
                 pixel_size *= series.shape[x] / chosen.shape[x]
-            return _Stored("tiff", tuple(chosen.shape), letters, DECLARED_CHANNEL_AXES, np.dtype(chosen.dtype),
-                           names, per_plane, pixel_size, error, level=level)
+            return _Stored(
+                "tiff",
+                tuple(chosen.shape),
+                letters,
+                DECLARED_CHANNEL_AXES,
+                np.dtype(chosen.dtype),
+                names,
+                per_plane,
+                pixel_size,
+                error,
+                level=level,
+            )
     except InputError:
         raise
     except Exception as exc:  # tifffile raises many types for corrupt files
@@ -499,8 +552,11 @@ def _zarr_stored(path: Path, level: int) -> _Stored:
     multiscales = attributes.get("multiscales") or attributes.get("ome", {}).get("multiscales")
     if not multiscales:
         arrays = sorted(name for name, _ in node.arrays())
-        raise InputError(path, "Zarr group without OME-Zarr multiscales metadata; give the path of one of its "
-                               f"arrays ({', '.join(arrays) or 'it has none'})")
+        raise InputError(
+            path,
+            "Zarr group without OME-Zarr multiscales metadata; give the path of one of its "
+            f"arrays ({', '.join(arrays) or 'it has none'})",
+        )
     try:
         datasets = multiscales[0]["datasets"]
         _check_level(path, level, len(datasets))
@@ -515,5 +571,14 @@ def _zarr_stored(path: Path, level: int) -> _Stored:
     pixel_size = metadata.pixel_size
     if pixel_size is not None and level and "X" in letters:
         pixel_size *= full.shape[letters.index("X")] / array.shape[letters.index("X")]
-    return _Stored("zarr", tuple(array.shape), letters, "C", np.dtype(array.dtype), metadata.channel_names,
-                   pixel_size=pixel_size, array_path=datasets[level]["path"], level=level)
+    return _Stored(
+        "zarr",
+        tuple(array.shape),
+        letters,
+        "C",
+        np.dtype(array.dtype),
+        metadata.channel_names,
+        pixel_size=pixel_size,
+        array_path=datasets[level]["path"],
+        level=level,
+    )

@@ -32,8 +32,9 @@ from nucseg.errors import InputError
 from nucseg.io.channels import ChosenChannel
 
 #: The advice that ends the message about NaN and infinite pixels.
-REPLACE_NON_FINITE = ("replace them with a background value and run again (Fiji: Process > Noise > Remove NaNs; "
-                      "numpy: np.nan_to_num)")
+REPLACE_NON_FINITE = (
+    "replace them with a background value and run again (Fiji: Process > Noise > Remove NaNs; numpy: np.nan_to_num)"
+)
 
 
 def usable_pixels(image: np.ndarray, path: str | Path | None = None, *, region: str = "") -> np.ndarray:
@@ -65,16 +66,20 @@ def usable_pixels(image: np.ndarray, path: str | Path | None = None, *, region: 
     if kind == "b":
         return image.astype(np.uint8) * np.uint8(255)
     if kind not in "uif":
-        raise InputError(path, f"pixels of type {image.dtype} are not intensities; nucseg segments integer, "
-                               "float or boolean images")
+        raise InputError(
+            path, f"pixels of type {image.dtype} are not intensities; nucseg segments integer, float or boolean images"
+        )
     if kind == "f":
         non_finite = image.size - int(np.count_nonzero(np.isfinite(image)))
         if non_finite:
             where = f" in {region}" if region else ""
             share = "every pixel" if non_finite == image.size else f"{non_finite:,} of {image.size:,} pixels"
             verb = "is" if non_finite == image.size or non_finite == 1 else "are"
-            raise InputError(path, f"{share}{where} {verb} NaN or infinite ({_counts(image)}); nucseg segments finite "
-                                   f"intensities only: {REPLACE_NON_FINITE}")
+            raise InputError(
+                path,
+                f"{share}{where} {verb} NaN or infinite ({_counts(image)}); nucseg segments finite "
+                f"intensities only: {REPLACE_NON_FINITE}",
+            )
     return image
 
 
@@ -86,7 +91,9 @@ def usable_channels(chosen: ChosenChannel, path: str | Path | None = None) -> Ch
 
 def _counts(image: np.ndarray) -> str:
     """``"12 NaN, 3 +inf"``: how many of each kind of non-finite value ``image`` holds."""
-    counts = {"NaN": int(np.count_nonzero(np.isnan(image))),
-              "+inf": int(np.count_nonzero(np.isposinf(image))),
-              "-inf": int(np.count_nonzero(np.isneginf(image)))}
+    counts = {
+        "NaN": int(np.count_nonzero(np.isnan(image))),
+        "+inf": int(np.count_nonzero(np.isposinf(image))),
+        "-inf": int(np.count_nonzero(np.isneginf(image))),
+    }
     return ", ".join(f"{count:,} {name}" for name, count in counts.items() if count)

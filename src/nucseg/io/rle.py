@@ -126,7 +126,7 @@ def labels_to_rles(labels: np.ndarray) -> list[str]:
     for label, start, count in zip(ids, first, counts):
         if label == 0:
             continue
-        pixels = order[start:start + count]
+        pixels = order[start : start + count]
         breaks = np.flatnonzero(np.diff(pixels) != 1) + 1
         run_starts = pixels[np.concatenate([[0], breaks])]
         run_lengths = np.diff(np.concatenate([[0], breaks, [count]]))
@@ -161,8 +161,7 @@ def write_submission_csv(
     FileExistsError
         ``overwrite`` is False and ``path`` exists.
     """
-    return join_submission(path, (submission_lines(image_id, labels) for image_id, labels in rows),
-                           overwrite=overwrite)
+    return join_submission(path, (submission_lines(image_id, labels) for image_id, labels in rows), overwrite=overwrite)
 
 
 def submission_lines(image_id: str, labels: np.ndarray) -> str:

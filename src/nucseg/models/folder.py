@@ -146,8 +146,7 @@ def build_network(config: ModelConfig):
     from nucseg.models.networks import build_model
 
     options = {k: v for k, v in config.architecture_options.items() if k != "encoder_weights"}
-    return build_model(config.architecture, in_channels=config.in_channels, out_channels=config.out_channels,
-                       **options)
+    return build_model(config.architecture, in_channels=config.in_channels, out_channels=config.out_channels, **options)
 
 
 def save_model(network, config: ModelConfig, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -207,11 +206,13 @@ def read_model_config(path: str | Path) -> tuple[ModelConfig, str | None]:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise ModelError(config_path, f"corrupt model config ({first_line(exc)})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-        raise ModelError(config_path, f"not a nucseg model config (no \"format\": \"{FORMAT_NAME}\")")
+        raise ModelError(config_path, f'not a nucseg model config (no "format": "{FORMAT_NAME}")')
     version = document.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelError(config_path, f"model format version {version!r} is newer than this nucseg reads "
-                                      f"({FORMAT_VERSION}); upgrade nucseg")
+        raise ModelError(
+            config_path,
+            f"model format version {version!r} is newer than this nucseg reads ({FORMAT_VERSION}); upgrade nucseg",
+        )
     try:
         config = ModelConfig.from_dict(document)
     except (TypeError, ValueError) as exc:
@@ -234,8 +235,9 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
     ModelError
         Missing, corrupt or foreign files; weights that do not fit the architecture.
     """
-    require("torch", "safetensors", purpose=f"loading the network of {path} (the torch backend, a GPU, training "
-                                            "or export)")
+    require(
+        "torch", "safetensors", purpose=f"loading the network of {path} (the torch backend, a GPU, training or export)"
+    )
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -250,14 +252,14 @@ def load_model_folder(path: str | Path, *, verify_checksum: bool = True) -> Load
     try:
         network = build_network(config)
     except (ValueError, TypeError) as exc:
-        raise ModelError(path / CONFIG_FILE, f"cannot build the network it describes "
-                                             f"({first_line(exc)})") from None
+        raise ModelError(path / CONFIG_FILE, f"cannot build the network it describes ({first_line(exc)})") from None
     try:
         network.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as exc:
         detail = " ".join(str(exc).split())  # torch's message spans lines; the CLI prints one
-        raise ModelError(weights_path, f"weights do not fit architecture {config.architecture!r} "
-                                       f"({detail[:300]})") from None
+        raise ModelError(
+            weights_path, f"weights do not fit architecture {config.architecture!r} ({detail[:300]})"
+        ) from None
     network.eval()
     return LoadedModel(network, config, path)
 
@@ -356,8 +358,7 @@ def add_onnx_graph(path: str | Path) -> Path:
 
     path = Path(path)
     loaded = load_model_folder(path)
-    export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels,
-                classes=loaded.config.classes)
+    export_onnx(loaded.network, path / ONNX_FILE, in_channels=loaded.config.in_channels, classes=loaded.config.classes)
     record_checksums(path, onnx_sha256=file_sha256(path / ONNX_FILE))
     return path / ONNX_FILE
 

@@ -27,11 +27,22 @@ INPUT_STD = (0.5, 0.5, 0.5)
 
 # Layer names inside one block: efficientnet_pytorch's -> timm's. A block without expansion
 # (the first, timm's DepthwiseSeparableConv) has no _expand_conv/_bn0 and names its layers otherwise.
-_EXPANDED_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                   "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EXPANDED_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _SEPARABLE_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_OUTSIDE_BLOCKS = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
-                   "_fc": "classifier"}
+_OUTSIDE_BLOCKS = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
 def weights_file() -> str:
@@ -84,8 +95,9 @@ def timm_name(name: str, *, stage_lengths: Sequence[int]) -> str:
     return ".".join(["blocks", str(stage), str(flat), renames[layer], *rest])
 
 
-def timm_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
-                    *, stage_lengths: Sequence[int]) -> dict[str, torch.Tensor]:
+def timm_state_dict(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], *, stage_lengths: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """``source`` renamed into ``target``'s names, every tensor shape checked.
 
     Parameters
@@ -114,13 +126,17 @@ def timm_state_dict(source: Mapping[str, torch.Tensor], target: Mapping[str, tor
                 continue  # the classification head: a features-only encoder has none
             raise ModelError(None, f"{PACKAGE}: {name!r} maps to {new_name!r}, which the network lacks")
         if tuple(target[new_name].shape) != tuple(tensor.shape):
-            raise ModelError(None, f"{PACKAGE}: {name!r} has shape {tuple(tensor.shape)}, the network's "
-                                   f"{new_name!r} {tuple(target[new_name].shape)}")
+            raise ModelError(
+                None,
+                f"{PACKAGE}: {name!r} has shape {tuple(tensor.shape)}, the network's "
+                f"{new_name!r} {tuple(target[new_name].shape)}",
+            )
         renamed[new_name] = tensor
     missing = sorted(set(target) - set(renamed))
     if missing:
-        raise ModelError(None, f"{PACKAGE}: no weights for {len(missing)} tensor(s) of the network, "
-                               f"e.g. {missing[0]!r}")
+        raise ModelError(
+            None, f"{PACKAGE}: no weights for {len(missing)} tensor(s) of the network, e.g. {missing[0]!r}"
+        )
     return renamed
 
 

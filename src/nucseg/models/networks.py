@@ -142,8 +142,9 @@ def deepen_unet(network: UNet) -> UNet:
     depth = len(network.down)
     if depth >= 5:
         raise ValueError(f"the network already has the maximum depth 5 (SIZE_DIVISOR {SIZE_DIVISOR})")
-    deeper = UNet(stem_conv.in_channels, network.head.out_channels,
-                  base_channels=stem_conv.out_channels, depth=depth + 1)
+    deeper = UNet(
+        stem_conv.in_channels, network.head.out_channels, base_channels=stem_conv.out_channels, depth=depth + 1
+    )
     deeper.stem.load_state_dict(network.stem.state_dict())
     deeper.head.load_state_dict(network.head.state_dict())
     for level in range(depth):
@@ -302,8 +303,9 @@ def _efficientnet_lite0_features(encoder_weights: str | None) -> nn.Module:
     try:
         import timm
     except ImportError:
-        raise ModelError(None, 'efficientnet_lite0_unet needs timm, which is not installed: '
-                               'pip install "nucseg[train]"') from None
+        raise ModelError(
+            None, 'efficientnet_lite0_unet needs timm, which is not installed: pip install "nucseg[train]"'
+        ) from None
     encoder = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True)
     if encoder_weights == "imagenet":
         from nucseg.models.imagenet_weights import load_imagenet_weights
@@ -328,7 +330,8 @@ REGISTRY: dict[str, ArchitectureSpec] = {
         "mobilenetv2_unet", MobileNetV2UNet, "U-Net with a MobileNetV2 encoder (the seed notebook's model)"
     ),
     "efficientnet_lite0_unet": ArchitectureSpec(
-        "efficientnet_lite0_unet", EfficientNetLite0UNet,
+        "efficientnet_lite0_unet",
+        EfficientNetLite0UNet,
         "U-Net on an EfficientNet-Lite0 encoder with ImageNet weights installed offline",
     ),
 }

@@ -30,8 +30,14 @@ class WithOutputMaps(torch.nn.Module):
         return output_maps(self.network(x), self.classes)
 
 
-def export_onnx(network: torch.nn.Module, path: str | Path, *, in_channels: int = 3, classes: int | None = None,
-                overwrite: bool = True) -> Path:
+def export_onnx(
+    network: torch.nn.Module,
+    path: str | Path,
+    *,
+    in_channels: int = 3,
+    classes: int | None = None,
+    overwrite: bool = True,
+) -> Path:
     """Export a network to ONNX, with a softmax, so that the file outputs probabilities.
 
     The graph has one input ``image``, float32 ``(N, C_in, H, W)`` holding
@@ -67,8 +73,9 @@ def onnx_bytes(network: torch.nn.Module, *, in_channels: int = 3, classes: int |
     return buffer.getvalue()
 
 
-def _export(network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_channels: int,
-            classes: int | None) -> None:
+def _export(
+    network: torch.nn.Module, target: str | Path | io.BytesIO, *, in_channels: int, classes: int | None
+) -> None:
     # torch >= 2.9 defaults to the torch.export-based exporter, which needs the
     # onnxscript package; the TorchScript exporter needs nothing beyond torch
     # and handles these plain convolutional networks exactly.

@@ -27,8 +27,14 @@ import numpy as np
 from nucseg.errors import ModelError, require
 from nucseg.io.atomic import atomic_write
 from nucseg.models import SIZE_DIVISOR
-from nucseg.models.folder import (CONFIG_FILE, file_sha256, INT8_ONNX_FILE, onnx_path, read_model_config,
-                                  record_checksums)
+from nucseg.models.folder import (
+    CONFIG_FILE,
+    file_sha256,
+    INT8_ONNX_FILE,
+    onnx_path,
+    read_model_config,
+    record_checksums,
+)
 from nucseg.preprocess.normalize import NormalizationConfig, prepare_image
 
 #: Side of the calibration crops, pixels (a multiple of the network's size divisor).
@@ -55,8 +61,14 @@ class QuantizedGraph:
     calibration_tiles: int
 
 
-def calibration_tiles(images: Sequence[np.ndarray], normalization: NormalizationConfig, *,
-                      tile: int = CALIBRATION_TILE, per_image: int = 1, seed: int = 0) -> list[np.ndarray]:
+def calibration_tiles(
+    images: Sequence[np.ndarray],
+    normalization: NormalizationConfig,
+    *,
+    tile: int = CALIBRATION_TILE,
+    per_image: int = 1,
+    seed: int = 0,
+) -> list[np.ndarray]:
     """Random crops of normalized images, as network input.
 
     Parameters
@@ -88,7 +100,7 @@ def calibration_tiles(images: Sequence[np.ndarray], normalization: Normalization
         for _ in range(per_image):
             y = int(rng.integers(0, prepared.shape[0] - tile + 1))
             x = int(rng.integers(0, prepared.shape[1] - tile + 1))
-            crop = prepared[y:y + tile, x:x + tile]
+            crop = prepared[y : y + tile, x : x + tile]
             tiles.append(np.ascontiguousarray(crop.transpose(2, 0, 1)[None], dtype=np.float32))
     return tiles
 
@@ -106,7 +118,7 @@ def quantize_graph(float_graph: str | Path, out: str | Path, tiles: Sequence[np.
         Calibration batches, float32 ``(N, C, h, w)``.
     """
     require("onnx", purpose="quantizing a model's ONNX graph")
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if not tiles:
@@ -126,13 +138,21 @@ def quantize_graph(float_graph: str | Path, out: str | Path, tiles: Sequence[np.
         inferred = Path(work) / "inferred.onnx"
         quant_pre_process(str(float_graph), str(inferred), skip_symbolic_shape=True)
         with atomic_write(out) as tmp:
-            quantize_static(str(inferred), str(tmp), Tiles(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(
+                str(inferred),
+                str(tmp),
+                Tiles(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
     return Path(out)
 
 
-def add_int8_graph(model_dir: str | Path, images: Sequence[np.ndarray], *, per_image: int = 1,
-                   seed: int = 0) -> QuantizedGraph:
+def add_int8_graph(
+    model_dir: str | Path, images: Sequence[np.ndarray], *, per_image: int = 1, seed: int = 0
+) -> QuantizedGraph:
     """Write ``network.int8.onnx`` into a model folder, calibrated on ``images``, and record its checksums.
 
     Parameters
@@ -158,7 +178,9 @@ def add_int8_graph(model_dir: str | Path, images: Sequence[np.ndarray], *, per_i
     quantize_graph(graph, model_dir / INT8_ONNX_FILE, tiles)
     # onnx_path has just checked the float graph against its recorded checksum: that is the source.
     source = json.loads((model_dir / CONFIG_FILE).read_text())["onnx_sha256"]
-    record_checksums(model_dir, onnx_int8_sha256=file_sha256(model_dir / INT8_ONNX_FILE),
-                     onnx_int8_source_sha256=source)
-    return QuantizedGraph(model_dir / INT8_ONNX_FILE, graph.stat().st_size,
-                          (model_dir / INT8_ONNX_FILE).stat().st_size, len(tiles))
+    record_checksums(
+        model_dir, onnx_int8_sha256=file_sha256(model_dir / INT8_ONNX_FILE), onnx_int8_source_sha256=source
+    )
+    return QuantizedGraph(
+        model_dir / INT8_ONNX_FILE, graph.stat().st_size, (model_dir / INT8_ONNX_FILE).stat().st_size, len(tiles)
+    )

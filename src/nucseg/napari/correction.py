@@ -19,8 +19,9 @@ from nucseg.postprocess.edit import LabelEdit, merge_under_stroke, split_along_l
 EDITS = {"merge": merge_under_stroke, "split": split_along_line}
 
 
-def add_correction(project: str | Path, data: Any, labels: Any, *, rgb: bool, channel: int | None, name: str,
-                   overwrite: bool = False) -> ProjectExample:
+def add_correction(
+    project: str | Path, data: Any, labels: Any, *, rgb: bool, channel: int | None, name: str, overwrite: bool = False
+) -> ProjectExample:
     """Store the image of a layer (the plane that was segmented) and its corrected labels in ``project``.
 
     Parameters
@@ -55,8 +56,10 @@ def epoch_text(report) -> str:
     """One line on an epoch of :func:`~nucseg.training.finetune.fine_tune` (an ``EpochReport``)."""
     budget = "" if report.budget_seconds is None else f" of {_clock(report.budget_seconds)}"
     best = ", best so far" if report.best else ""
-    return (f"epoch {report.epoch}/{report.epochs}: AP@0.5 {report.ap50:.3f} on the training set{best} "
-            f"({_clock(report.seconds)}{budget})")
+    return (
+        f"epoch {report.epoch}/{report.epochs}: AP@0.5 {report.ap50:.3f} on the training set{best} "
+        f"({_clock(report.seconds)}{budget})"
+    )
 
 
 def result_text(result) -> str:
@@ -64,8 +67,10 @@ def result_text(result) -> str:
     if result.model_dir is None:
         return "training cancelled before the first epoch ended: nothing kept, the model is unchanged"
     how = "cancelled; kept" if result.cancelled else "trained; kept"
-    return (f"{how} epoch {result.best_epoch} of {result.epochs_run} (AP@0.5 {result.best_ap50:.3f} on the "
-            f"{len(result.images)} training images) in {_clock(result.seconds)}: {result.model_dir} is now the model")
+    return (
+        f"{how} epoch {result.best_epoch} of {result.epochs_run} (AP@0.5 {result.best_ap50:.3f} on the "
+        f"{len(result.images)} training images) in {_clock(result.seconds)}: {result.model_dir} is now the model"
+    )
 
 
 def _clock(seconds: float) -> str:

@@ -19,8 +19,19 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                            QLineEdit, QProgressBar, QPushButton, QVBoxLayout)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
 
 from nucseg.errors import first_line
 from nucseg.models.registry import DEFAULT_MODEL
@@ -52,8 +63,9 @@ class RetrainWidget(SegmentWidget):
         self.split_button = QPushButton("Split nucleus along stroke")
         self.split_button.clicked.connect(lambda: self.edit("split"))
         column = QVBoxLayout(correct)
-        column.addWidget(QLabel("paint, erase and fill with napari's label tools; for merging and splitting, "
-                                "draw a stroke, then:"))
+        column.addWidget(
+            QLabel("paint, erase and fill with napari's label tools; for merging and splitting, draw a stroke, then:")
+        )
         row = QHBoxLayout()
         for button in (self.merge_button, self.split_button):
             row.addWidget(button)
@@ -165,8 +177,15 @@ class RetrainWidget(SegmentWidget):
             return None
         channel = self.channel_box.value() if self.channel_box.isEnabled() else None
         try:
-            example = add_correction(folder, layer.data, labels_layer.data, rgb=layer.rgb, channel=channel,
-                                     name=layer.name, overwrite=self.overwrite_box.isChecked())
+            example = add_correction(
+                folder,
+                layer.data,
+                labels_layer.data,
+                rgb=layer.rgb,
+                channel=channel,
+                name=layer.name,
+                overwrite=self.overwrite_box.isChecked(),
+            )
         except Exception as exc:  # noqa: BLE001 - an earlier correction, a full disk: one line to the user
             self._error(first_line(exc))
             return None
@@ -203,8 +222,14 @@ class RetrainWidget(SegmentWidget):
 
         def work():
             try:
-                return fine_tune(folder, base_model=model or DEFAULT_MODEL, minutes=minutes, settings=settings,
-                                 on_epoch=self.epoch_reported.emit, cancel=cancel)
+                return fine_tune(
+                    folder,
+                    base_model=model or DEFAULT_MODEL,
+                    minutes=minutes,
+                    settings=settings,
+                    on_epoch=self.epoch_reported.emit,
+                    cancel=cancel,
+                )
             except Exception as exc:  # noqa: BLE001 - shown to the user in one line
                 return first_line(exc)
 

@@ -90,8 +90,9 @@ def layer_image(data: Any, *, rgb: bool, channel: int | None = None, name: str =
         if not 0 <= channel < array.shape[0]:
             raise InputError(name, f"has no channel {channel} (it has {array.shape[0]}: 0 to {array.shape[0] - 1})")
         return array[channel]
-    raise InputError(name, f"is {array.ndim}-D (shape {array.shape}); segment a 2-D image layer "
-                           "(or split its channels into layers)")
+    raise InputError(
+        name, f"is {array.ndim}-D (shape {array.shape}); segment a 2-D image layer (or split its channels into layers)"
+    )
 
 
 def segment_layer(
@@ -126,5 +127,6 @@ def segment_layer(
     result = model.segment(image, options=options)
     intensities = image[:, :, :3] if image.ndim == 3 and image.shape[2] == 4 else image  # alpha is not intensity
     table = measure_nuclei(result.labels, intensities)
-    return LayerSegmentation(result.labels, table, result.scale, time.perf_counter() - started,
-                             model.assess_quality(image, result))
+    return LayerSegmentation(
+        result.labels, table, result.scale, time.perf_counter() - started, model.assess_quality(image, result)
+    )

@@ -12,8 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel, QProgressBar,
-                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from nucseg.errors import first_line
 from nucseg.inference.options import SegmentOptions
@@ -147,8 +158,11 @@ class SegmentWidget(QWidget):
                 return first_line(exc)
 
         self.worker = create_worker(work)
-        self.worker.returned.connect(lambda result: self._show(result, layer, model_name)
-                                     if isinstance(result, LayerSegmentation) else self._error(result))
+        self.worker.returned.connect(
+            lambda result: (
+                self._show(result, layer, model_name) if isinstance(result, LayerSegmentation) else self._error(result)
+            )
+        )
         self.worker.finished.connect(self._finished)
         self.worker.start()
 
@@ -166,13 +180,20 @@ class SegmentWidget(QWidget):
             existing.data, existing.features = result.labels, result.features
             self.result_layer = existing
         else:
-            self.result_layer = self.viewer.add_labels(result.labels, name=name, features=result.features,
-                                                       scale=layer.scale[-2:], translate=layer.translate[-2:])
+            self.result_layer = self.viewer.add_labels(
+                result.labels,
+                name=name,
+                features=result.features,
+                scale=layer.scale[-2:],
+                translate=layer.translate[-2:],
+            )
         self.result = result
         self.save_button.setEnabled(True)
         scale = "" if result.scale is None else f", ran at scale {result.scale:.2f}"
-        self.status.setText(f"{len(result.table)} nuclei in {layer.name} ({model_name}{scale}, "
-                            f"{result.seconds:.1f} s); {result.quality_text}")
+        self.status.setText(
+            f"{len(result.table)} nuclei in {layer.name} ({model_name}{scale}, "
+            f"{result.seconds:.1f} s); {result.quality_text}"
+        )
 
     def _finished(self) -> None:
         self.segment_button.setEnabled(True)

@@ -81,15 +81,19 @@ def merge_under_stroke(labels: np.ndarray, stroke: np.ndarray, *, bridge_radius:
     touched = np.unique(labels[rows, columns])
     touched = touched[touched != 0]
     if len(touched) < 2:
-        return LabelEdit(labels.copy(), (), f"the stroke touches {len(touched)} nucleus/nuclei: draw it across "
-                                            "two or more to merge them")
+        return LabelEdit(
+            labels.copy(),
+            (),
+            f"the stroke touches {len(touched)} nucleus/nuclei: draw it across two or more to merge them",
+        )
     target = int(touched.min())
     union = np.isin(labels, touched)
     if bridge_radius > 0:
         footprint = disk(bridge_radius)
         padded = np.pad(union, bridge_radius + 1)
-        closed = ndi.binary_closing(padded, structure=footprint)[bridge_radius + 1:-bridge_radius - 1,
-                                                                 bridge_radius + 1:-bridge_radius - 1]
+        closed = ndi.binary_closing(padded, structure=footprint)[
+            bridge_radius + 1 : -bridge_radius - 1, bridge_radius + 1 : -bridge_radius - 1
+        ]
         union |= closed & (labels == 0)
     merged = labels.copy()
     merged[union] = target
@@ -144,6 +148,7 @@ def split_along_line(labels: np.ndarray, line: np.ndarray) -> LabelEdit:
         changed += [int(label), *new]
         next_label += len(new)
     if not changed:
-        return LabelEdit(result, (), "the line cuts no nucleus in two: draw it across a nucleus, from background "
-                                     "to background")
+        return LabelEdit(
+            result, (), "the line cuts no nucleus in two: draw it across a nucleus, from background to background"
+        )
     return LabelEdit(result, tuple(changed), f"split into nuclei {', '.join(map(str, changed))}")

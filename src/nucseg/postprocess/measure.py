@@ -20,7 +20,14 @@ import numpy as np
 from nucseg.io.atomic import atomic_write
 
 _SHAPE_PROPERTIES = (
-    "label", "centroid", "area", "perimeter", "equivalent_diameter_area", "eccentricity", "solidity", "bbox",
+    "label",
+    "centroid",
+    "area",
+    "perimeter",
+    "equivalent_diameter_area",
+    "eccentricity",
+    "solidity",
+    "bbox",
 )
 
 
@@ -49,17 +56,26 @@ class NucleusTable:
         return np.array([row[name] for row in self.rows])
 
 
-def measurement_columns(channels: int = 0, *, pixel_size: float | None = None,
-                        channel_names: Sequence[str] | None = None) -> tuple[str, ...]:
+def measurement_columns(
+    channels: int = 0, *, pixel_size: float | None = None, channel_names: Sequence[str] | None = None
+) -> tuple[str, ...]:
     """Column names of :func:`measure_nuclei` for ``channels`` intensity channels (0: no image)."""
     names = _intensity_names(channels, channel_names)
     size_unit, area_unit = ("px", "px") if pixel_size is None else ("um", "um2")
     columns = [
-        "label", "centroid_y_px", "centroid_x_px",
+        "label",
+        "centroid_y_px",
+        "centroid_x_px",
         *(("centroid_y_um", "centroid_x_um") if pixel_size is not None else ()),
-        f"area_{area_unit}", f"perimeter_{size_unit}", f"equivalent_diameter_{size_unit}",
-        "eccentricity", "solidity",
-        "min_row_px", "min_col_px", "max_row_px", "max_col_px",
+        f"area_{area_unit}",
+        f"perimeter_{size_unit}",
+        f"equivalent_diameter_{size_unit}",
+        "eccentricity",
+        "solidity",
+        "min_row_px",
+        "min_col_px",
+        "max_row_px",
+        "max_col_px",
     ]
     columns += [f"mean_intensity_{name}" for name in names]
     columns += [f"max_intensity_{name}" for name in names]
@@ -71,8 +87,9 @@ def _intensity_names(channels: int, channel_names: Sequence[str] | None) -> list
     if channel_names is None:
         return [str(c) for c in range(channels)]
     if len(channel_names) != channels or len(set(channel_names)) != channels:
-        raise ValueError(f"channel_names must name each of the image's {channels} channel(s) once, "
-                         f"got {list(channel_names)}")
+        raise ValueError(
+            f"channel_names must name each of the image's {channels} channel(s) once, got {list(channel_names)}"
+        )
     return list(channel_names)
 
 

@@ -77,5 +77,9 @@ def _row_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     run_rows, run_starts, run_stops = rows[:-1][same_row], cols[:-1][same_row], cols[1:][same_row]
     run_labels = labels[run_rows, run_starts]
     kept = run_labels != 0
-    return (run_rows[kept].astype(np.float64), run_starts[kept].astype(np.float64),
-            run_stops[kept].astype(np.float64), run_labels[kept])
+    return (
+        run_rows[kept].astype(np.float64),
+        run_starts[kept].astype(np.float64),
+        run_stops[kept].astype(np.float64),
+        run_labels[kept],
+    )

@@ -98,8 +98,11 @@ class PostprocessConfig:
         # Values are checked, then stored as plain Python types so that to_dict() is JSON-serializable.
         for name in ("foreground_threshold", "marker_threshold"):
             value = getattr(self, name)
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not 0.0 <= value < 1.0:
+            if (
+                isinstance(value, (bool, np.bool_))
+                or not isinstance(value, (int, float, np.integer, np.floating))
+                or not 0.0 <= value < 1.0
+            ):
                 raise ValueError(f"postprocess {name} must be a probability in [0, 1), got {value!r}")
             object.__setattr__(self, name, float(value))
         for name in ("min_marker_size", "min_size", "max_hole_size", "split_min_distance"):
@@ -138,9 +141,12 @@ class PostprocessConfig:
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"scale must be a positive number, got {scale}")
         area = float(scale) ** 2
-        return dataclasses.replace(self, size_frame="image", min_size=round(self.min_size / area),
-                                   min_marker_size=max(1, round(self.min_marker_size / area)) if self.min_marker_size
-                                   else 0)
+        return dataclasses.replace(
+            self,
+            size_frame="image",
+            min_size=round(self.min_size / area),
+            min_marker_size=max(1, round(self.min_marker_size / area)) if self.min_marker_size else 0,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain ``{name: value}`` dict of JSON types."""
@@ -285,8 +291,9 @@ def split_by_distance(mask: np.ndarray, *, min_distance: int) -> np.ndarray:
     mask_box = mask[box]
     distance = ndi.distance_transform_edt(mask_box)
     # Peaks per connected component, so that a neighbour's peak never suppresses a component's own.
-    peaks = peak_local_max(distance, min_distance=max(1, int(min_distance)), exclude_border=False,
-                           labels=ndi.label(mask_box)[0])
+    peaks = peak_local_max(
+        distance, min_distance=max(1, int(min_distance)), exclude_border=False, labels=ndi.label(mask_box)[0]
+    )
     is_peak = np.zeros(mask_box.shape, dtype=bool)
     is_peak[tuple(peaks.T)] = True
     # Adjacent peaks (a plateau maximum with min_distance 1) make one seed.

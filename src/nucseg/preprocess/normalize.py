@@ -69,7 +69,7 @@ def to_channels(image: np.ndarray, channels: int = 3) -> np.ndarray:
     if n == 3:
         colour = single_colour_channel(image)
         if colour is not None:
-            image, n = image[:, :, colour:colour + 1], 1
+            image, n = image[:, :, colour : colour + 1], 1
     if n == channels:
         return image
     if n == 1:
@@ -160,8 +160,9 @@ def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8)
     if flat.dtype in (np.uint8, np.uint16):
         low_values, high_values = _integer_percentiles(flat[::step], (low, high))
         return low_values, high_values
-    low_values, high_values = np.percentile(flat[::step].astype(working_float(flat.dtype), copy=False), [low, high],
-                                            axis=0)
+    low_values, high_values = np.percentile(
+        flat[::step].astype(working_float(flat.dtype), copy=False), [low, high], axis=0
+    )
     return low_values, high_values
 
 
@@ -261,5 +262,3 @@ def prepare_image(image: np.ndarray, config: NormalizationConfig = Normalization
     return normalize_percentile(
         to_channels(image, config.channels), low=config.low_percentile, high=config.high_percentile
     )
-
-

@@ -74,6 +74,7 @@ def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if labels.max(initial=0) > np.iinfo(np.int32).max or labels.min(initial=0) < 0:
         raise ValueError("label values must fit in int32")
     height, width = (int(n) for n in shape)
-    resized = Image.fromarray(np.ascontiguousarray(labels, dtype=np.int32), mode="I").resize((width, height),
-                                                                                            Image.NEAREST)
+    resized = Image.fromarray(np.ascontiguousarray(labels, dtype=np.int32), mode="I").resize(
+        (width, height), Image.NEAREST
+    )
     return np.asarray(resized).astype(labels.dtype)

@@ -126,8 +126,10 @@ class Block:
     def local(self, region: tuple[slice, slice]) -> tuple[slice, slice]:
         """``region`` (image coordinates, inside the read region) relative to the read region."""
         top, left = self.read[0].start, self.read[1].start
-        return (slice(region[0].start - top, region[0].stop - top),
-                slice(region[1].start - left, region[1].stop - left))
+        return (
+            slice(region[0].start - top, region[0].stop - top),
+            slice(region[1].start - left, region[1].stop - left),
+        )
 
 
 @dataclass(frozen=True)
@@ -183,8 +185,10 @@ class BlockGrid:
         height, width = self.shape
         size, margin = self.block_size, self.margin
         core = (slice(row * size, min((row + 1) * size, height)), slice(col * size, min((col + 1) * size, width)))
-        read = (slice(max(core[0].start - margin, 0), min(core[0].stop + margin, height)),
-                slice(max(core[1].start - margin, 0), min(core[1].stop + margin, width)))
+        read = (
+            slice(max(core[0].start - margin, 0), min(core[0].stop + margin, height)),
+            slice(max(core[1].start - margin, 0), min(core[1].stop + margin, width)),
+        )
         open_edges = (read[0].start > 0, read[0].stop < height, read[1].start > 0, read[1].stop < width)
         return Block(row, col, core, read, open_edges)
 
@@ -195,8 +199,11 @@ class BlockGrid:
         blocks whose read regions meet the core of ``block``.
         """
         rows, cols = self.grid_shape
-        return [self.block(r, c) for r in range(max(block.row - 1, 0), min(block.row + 2, rows))
-                for c in range(max(block.col - 1, 0), min(block.col + 2, cols))]
+        return [
+            self.block(r, c)
+            for r in range(max(block.row - 1, 0), min(block.row + 2, rows))
+            for c in range(max(block.col - 1, 0), min(block.col + 2, cols))
+        ]
 
     def earlier_neighbours(self, block: Block) -> list[Block]:
         """The neighbours of ``block`` that come before it in row-major order."""
@@ -205,8 +212,12 @@ class BlockGrid:
 
 def check_block_settings(block_size: int, margin: int) -> None:
     """Raise ``ValueError`` unless ``block_size`` and ``margin`` are valid (see :class:`BlockGrid`)."""
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-            or block_size < BLOCK_SIZE_MULTIPLE or block_size % BLOCK_SIZE_MULTIPLE:
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or block_size < BLOCK_SIZE_MULTIPLE
+        or block_size % BLOCK_SIZE_MULTIPLE
+    ):
         raise ValueError(f"block size must be a positive multiple of {BLOCK_SIZE_MULTIPLE} pixels, got {block_size}")
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or not 1 <= margin <= block_size:
         raise ValueError(f"margin must be 1 to the block size ({block_size}) pixels, got {margin}")
@@ -269,8 +280,12 @@ def select_owned_objects(labels: np.ndarray, block: Block) -> OwnedObjects:
         top, bottom, left, right = box[0].start, box[0].stop, box[1].start, box[1].stop
         centre_row, centre_col = (top + bottom - 1) // 2, (left + right - 1) // 2
         in_core = core_rows.start <= centre_row < core_rows.stop and core_cols.start <= centre_col < core_cols.stop
-        touches_cut_edge = ((open_top and top == 0) or (open_bottom and bottom == height)
-                            or (open_left and left == 0) or (open_right and right == width))
+        touches_cut_edge = (
+            (open_top and top == 0)
+            or (open_bottom and bottom == height)
+            or (open_left and left == 0)
+            or (open_right and right == width)
+        )
         if touches_cut_edge:
             cut += int(in_core)
         elif in_core:
@@ -331,9 +346,12 @@ def paste_objects(target: np.ndarray, pieces: Sequence[tuple[tuple[slice, slice]
     return conflicts
 
 
-def pieces_for_core(grid: BlockGrid, block: Block,
-                     read_objects: Callable[[Block, tuple[slice, slice]], np.ndarray],
-                     renumbering: dict[tuple[int, int], np.ndarray]) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+def pieces_for_core(
+    grid: BlockGrid,
+    block: Block,
+    read_objects: Callable[[Block, tuple[slice, slice]], np.ndarray],
+    renumbering: dict[tuple[int, int], np.ndarray],
+) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """The kept objects of the blocks around ``block`` that fall in its core, with global labels.
 
     ``read_objects(other, region)`` gives the stored objects of ``other`` in
@@ -344,8 +362,10 @@ def pieces_for_core(grid: BlockGrid, block: Block,
     for other in grid.neighbours(block):
         region = intersection(block.core, other.read)
         if region is not None:
-            local = (slice(region[0].start - top, region[0].stop - top),
-                     slice(region[1].start - left, region[1].stop - left))
+            local = (
+                slice(region[0].start - top, region[0].stop - top),
+                slice(region[1].start - left, region[1].stop - left),
+            )
             pieces.append((local, renumbering[other.index][read_objects(other, region)]))
     return pieces
 

@@ -75,13 +75,16 @@ def connect(address: str, *, dashboard_address: str | None = ":8787", quiet: boo
             raise NucsegError(f"--dask {address}: the number of local workers must be at least 1")
         with warnings.catch_warnings(), dask.config.set({_MALLOC_TRIM_SETTING: None}):
             warnings.simplefilter("ignore")  # "install bokeh for the dashboard", "port in use, using another"
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=dashboard_address)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=dashboard_address
+            )
         try:
             with Client(cluster) as client:
                 if not quiet:
-                    print(f"nucseg: local Dask cluster of {workers} worker process(es); "
-                          f"dashboard {_dashboard(client)}", file=sys.stderr)
+                    print(
+                        f"nucseg: local Dask cluster of {workers} worker process(es); dashboard {_dashboard(client)}",
+                        file=sys.stderr,
+                    )
                 yield client
         finally:
             cluster.close()

@@ -127,8 +127,13 @@ class InProcessExecutor(Executor):
 
     def run(self, function, arguments, *, description, progress=False, collect_failures=False, memory=None):
         if self.workers == 1 or len(arguments) < 2:
-            return _collect(((i, _outcome(function, args)) for i, args in enumerate(arguments)), len(arguments),
-                            description=description, progress=progress, collect_failures=collect_failures)
+            return _collect(
+                ((i, _outcome(function, args)) for i, args in enumerate(arguments)),
+                len(arguments),
+                description=description,
+                progress=progress,
+                collect_failures=collect_failures,
+            )
         budget = MemoryBudget(self.max_memory)
         needs = [0.0] * len(arguments) if memory is None else list(memory)
 
@@ -139,8 +144,13 @@ class InProcessExecutor(Executor):
         with ThreadPoolExecutor(min(self.workers, len(arguments)), thread_name_prefix="nucseg") as pool:
             futures = [pool.submit(call, i) for i in range(len(arguments))]
             try:
-                return _collect((future.result() for future in as_completed(futures)), len(arguments),
-                                description=description, progress=progress, collect_failures=collect_failures)
+                return _collect(
+                    (future.result() for future in as_completed(futures)),
+                    len(arguments),
+                    description=description,
+                    progress=progress,
+                    collect_failures=collect_failures,
+                )
             finally:
                 for future in futures:
                     future.cancel()
@@ -189,8 +199,9 @@ def _outcome(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         return TaskFailed(exc)
 
 
-def _collect(outcomes: Iterable[tuple[int, Any]], total: int, *, description: str, progress: bool,
-             collect_failures: bool) -> list[Any]:
+def _collect(
+    outcomes: Iterable[tuple[int, Any]], total: int, *, description: str, progress: bool, collect_failures: bool
+) -> list[Any]:
     """The results of ``(position, outcome)`` pairs, in position order, as :meth:`Executor.run` returns them."""
     results: dict[int, Any] = {}
     for position, outcome in progress_of(outcomes, description, total, progress):
@@ -234,8 +245,10 @@ class DaskExecutor(Executor):
 
         token = secrets.token_hex(4)
         prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", description)[:40]
-        futures = [self.client.submit(_warned_call, function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
-                   for i, args in enumerate(arguments)]
+        futures = [
+            self.client.submit(_warned_call, function, *args, key=f"nucseg-{prefix}-{i}-{token}", pure=False)
+            for i, args in enumerate(arguments)
+        ]
         index = {future.key: i for i, future in enumerate(futures)}
 
         def outcomes() -> Iterator[tuple[int, Any]]:
@@ -250,8 +263,9 @@ class DaskExecutor(Executor):
                 yield index[future.key], result
 
         try:
-            return _collect(outcomes(), len(futures), description=description, progress=progress,
-                            collect_failures=collect_failures)
+            return _collect(
+                outcomes(), len(futures), description=description, progress=progress, collect_failures=collect_failures
+            )
         finally:
             self.client.cancel([future for future in futures if not future.done()])
 
@@ -322,8 +336,9 @@ class TileProgress:
             return
         now = time.monotonic()
         if done == total or now - self._last_line >= LOG_INTERVAL:
-            print(f"nucseg: {label}: {done} of {total} tiles ({now - self._started:.0f} s)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"nucseg: {label}: {done} of {total} tiles ({now - self._started:.0f} s)", file=sys.stderr, flush=True
+            )
             self._last_line = now
 
     def _close_bar(self) -> None:

@@ -75,14 +75,25 @@ class AugmentConfig:
         for name in ("scale", "gamma"):
             low, high = getattr(self, f"{name}_min"), getattr(self, f"{name}_max")
             if not (_is_number(low) and _is_number(high) and 0 < low <= high):
-                raise ValueError(f"augment {name}_min and {name}_max must satisfy 0 < min <= max, "
-                                 f"got {low!r}, {high!r}")
-        for name in ("brightness", "contrast", "noise_max", "blur_sigma_max", "blur_probability",
-                     "color_probability", "invert_probability", "stain_jitter"):
+                raise ValueError(
+                    f"augment {name}_min and {name}_max must satisfy 0 < min <= max, got {low!r}, {high!r}"
+                )
+        for name in (
+            "brightness",
+            "contrast",
+            "noise_max",
+            "blur_sigma_max",
+            "blur_probability",
+            "color_probability",
+            "invert_probability",
+            "stain_jitter",
+        ):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or (name.endswith("probability") and value > 1):
-                raise ValueError(f"augment {name} must be a non-negative number"
-                                 f"{' at most 1' if name.endswith('probability') else ''}, got {value!r}")
+                raise ValueError(
+                    f"augment {name} must be a non-negative number"
+                    f"{' at most 1' if name.endswith('probability') else ''}, got {value!r}"
+                )
         if self.stain_jitter >= 1:
             raise ValueError(f"augment stain_jitter must be below 1 (a relative change), got {self.stain_jitter!r}")
         if self.contrast >= 1:
@@ -96,8 +107,17 @@ def _is_number(value) -> bool:
 
 
 NO_AUGMENTATION = AugmentConfig(
-    flips=False, rotations=False, scale_min=1.0, scale_max=1.0, brightness=0.0, contrast=0.0,
-    gamma_min=1.0, gamma_max=1.0, noise_max=0.0, blur_probability=0.0, color_probability=0.0,
+    flips=False,
+    rotations=False,
+    scale_min=1.0,
+    scale_max=1.0,
+    brightness=0.0,
+    contrast=0.0,
+    gamma_min=1.0,
+    gamma_max=1.0,
+    noise_max=0.0,
+    blur_probability=0.0,
+    color_probability=0.0,
     invert_probability=0.0,
 )
 

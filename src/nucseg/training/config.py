@@ -223,13 +223,17 @@ class TrainConfig:
         allowed = sorted(architecture.options)
         unknown = sorted(set(self.model_options) - set(allowed))
         if unknown:
-            raise ValueError(f"unknown model_options for {self.model!r}: {', '.join(unknown)} "
-                             f"(allowed: {', '.join(allowed) or 'none'})")
+            raise ValueError(
+                f"unknown model_options for {self.model!r}: {', '.join(unknown)} "
+                f"(allowed: {', '.join(allowed) or 'none'})"
+            )
         if self.encoder_weights not in (None, "imagenet"):
             raise ValueError(f"encoder_weights must be 'imagenet' or none, got {self.encoder_weights!r}")
         if self.encoder_weights is not None and not architecture.encoder_weights:
-            raise ValueError(f"encoder_weights {self.encoder_weights!r} does not apply to model {self.model!r} "
-                             "(set encoder_weights to none: --encoder-weights none)")
+            raise ValueError(
+                f"encoder_weights {self.encoder_weights!r} does not apply to model {self.model!r} "
+                "(set encoder_weights to none: --encoder-weights none)"
+            )
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
         classes = TARGETS[self.target].classes
@@ -238,25 +242,31 @@ class TrainConfig:
             or len(self.class_weights) != classes
             or not all(_is_number(w) and w >= 0 for w in self.class_weights)
         ):
-            raise ValueError(f"class_weights needs {classes} non-negative numbers for target "
-                             f"{self.target!r}, got {self.class_weights!r}")
+            raise ValueError(
+                f"class_weights needs {classes} non-negative numbers for target "
+                f"{self.target!r}, got {self.class_weights!r}"
+            )
         if not isinstance(self.kind_weights, dict) or not all(
             kind in IMAGE_KINDS and _is_number(weight) and weight > 0 for kind, weight in self.kind_weights.items()
         ):
-            raise ValueError(f"kind_weights must map image kinds ({', '.join(IMAGE_KINDS)}) to positive numbers, "
-                             f"got {self.kind_weights!r}")
+            raise ValueError(
+                f"kind_weights must map image kinds ({', '.join(IMAGE_KINDS)}) to positive numbers, "
+                f"got {self.kind_weights!r}"
+            )
         size = self.resize_to or self.crop_size
         if size % 32:
             raise ValueError(f"crop_size/resize_to must be a multiple of 32, got {size}")
         if not self.low_percentile < self.high_percentile <= 100:
-            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.low_percentile}, "
-                             f"{self.high_percentile}")
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.low_percentile}, {self.high_percentile}"
+            )
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         for name in ("init_from", "split_from"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a model folder or a shipped model's name, "
-                                 f"got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be a model folder or a shipped model's name, got {getattr(self, name)!r}"
+                )
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
         if not isinstance(self.device, str) or not (
@@ -278,8 +288,10 @@ class TrainConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1) and leave images for training beside val_fraction, "
-                             f"got {self.test_fraction}")
+            raise ValueError(
+                f"test_fraction must be in [0, 1) and leave images for training beside val_fraction, "
+                f"got {self.test_fraction}"
+            )
         _check_datasets(self.datasets)
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,20 +316,38 @@ class TrainConfig:
 
 #: Numeric settings: (``int``, ``float`` or an optional one, smallest allowed value).
 _NUMBER_SETTINGS: dict[str, tuple[str, float]] = {
-    "epochs": ("int", 1), "samples_per_epoch": ("int?", 1), "batch_size": ("int", 1), "crop_size": ("int", 32),
-    "resize_to": ("int?", 32), "lr": ("float", 0.0), "weight_decay": ("float", 0.0), "lr_patience": ("int", 0),
-    "lr_factor": ("float", 0.0), "min_lr": ("float", 0.0), "warmup_epochs": ("int", 0),
+    "epochs": ("int", 1),
+    "samples_per_epoch": ("int?", 1),
+    "batch_size": ("int", 1),
+    "crop_size": ("int", 32),
+    "resize_to": ("int?", 32),
+    "lr": ("float", 0.0),
+    "weight_decay": ("float", 0.0),
+    "lr_patience": ("int", 0),
+    "lr_factor": ("float", 0.0),
+    "min_lr": ("float", 0.0),
+    "warmup_epochs": ("int", 0),
     "early_stopping_patience": ("int", 1),
-    "time_limit_minutes": ("float?", 0.0), "grad_clip": ("float", 0.0), "val_fraction": ("float", 0.0),
-    "touching_weight": ("float", 0.0), "touching_gap": ("int", 1), "distance_weight": ("float", 0.0),
+    "time_limit_minutes": ("float?", 0.0),
+    "grad_clip": ("float", 0.0),
+    "val_fraction": ("float", 0.0),
+    "touching_weight": ("float", 0.0),
+    "touching_gap": ("int", 1),
+    "distance_weight": ("float", 0.0),
     "test_fraction": ("float", 0.0),
-    "seed": ("int", 0), "num_workers": ("int", 0), "snapshot_images": ("int", 0),
-    "low_percentile": ("float", 0.0), "high_percentile": ("float", 0.0),
+    "seed": ("int", 0),
+    "num_workers": ("int", 0),
+    "snapshot_images": ("int", 0),
+    "low_percentile": ("float", 0.0),
+    "high_percentile": ("float", 0.0),
 }
 
 #: Class weights that go with each target when no layer of :func:`resolve_config` sets them.
-DEFAULT_CLASS_WEIGHTS: dict[str, list[float] | None] = {"three_class": [1.0, 1.0, 2.0], "binary": None,
-                                                         "three_class_distance": [1.0, 1.0, 2.0]}
+DEFAULT_CLASS_WEIGHTS: dict[str, list[float] | None] = {
+    "three_class": [1.0, 1.0, 2.0],
+    "binary": None,
+    "three_class_distance": [1.0, 1.0, 2.0],
+}
 
 #: Smallest test split of a dataset when ``test_fraction`` is above 0.
 MIN_TEST_IMAGES = 3
@@ -332,8 +362,9 @@ def _check_datasets(datasets: Any) -> None:
             raise ValueError(f"every entry of datasets needs a path, got {entry!r}")
         unknown = sorted(set(entry) - {"path", "weight", "name"})
         if unknown:
-            raise ValueError(f"unknown dataset setting(s) {', '.join(unknown)} in {entry!r} "
-                             "(known: path, weight, name)")
+            raise ValueError(
+                f"unknown dataset setting(s) {', '.join(unknown)} in {entry!r} (known: path, weight, name)"
+            )
         weight = entry.get("weight", 1.0)
         if not _is_number(weight) or weight <= 0:
             raise ValueError(f"dataset weight must be a positive number, got {weight!r} for {entry['path']!r}")
@@ -387,10 +418,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "class_weights": None,
         "batch_size": 16,
         "monitor": "pixel_accuracy",
-        "augment": dataclasses.asdict(AugmentConfig(
-            rotations=False, scale_min=1.0, scale_max=1.0, brightness=0.0, contrast=0.0, gamma_min=1.0,
-            gamma_max=1.0, noise_max=0.0, blur_probability=0.0, color_probability=0.0, invert_probability=0.0,
-        )),
+        "augment": dataclasses.asdict(
+            AugmentConfig(
+                rotations=False,
+                scale_min=1.0,
+                scale_max=1.0,
+                brightness=0.0,
+                contrast=0.0,
+                gamma_min=1.0,
+                gamma_max=1.0,
+                noise_max=0.0,
+                blur_probability=0.0,
+                color_probability=0.0,
+                invert_probability=0.0,
+            )
+        ),
     },
 }
 
@@ -420,8 +462,14 @@ MIN_STEPS_PER_EPOCH = 16
 #: about 100 steps) is what is validated and saved: on a validation split of 2 images the raw weights' score jumps
 #: from epoch to epoch, so the epoch chosen was partly luck (chosen on benchmarks/bench_finetune.py --part develop:
 #: AP@0.5 +0.196 without, +0.219 with it; the reported draw, run after the choice: +0.198 without, +0.171 with).
-FINE_TUNING = {"lr": 3e-4, "lr_schedule": "cosine", "warmup_epochs": 2, "min_lr": 1e-5, "tune_thresholds": True,
-               "ema_decay": 0.99}
+FINE_TUNING = {
+    "lr": 3e-4,
+    "lr_schedule": "cosine",
+    "warmup_epochs": 2,
+    "min_lr": 1e-5,
+    "tune_thresholds": True,
+    "ema_decay": 0.99,
+}
 
 
 def initial_model_settings(name_or_path: str) -> dict[str, Any]:
@@ -436,10 +484,14 @@ def initial_model_settings(name_or_path: str) -> dict[str, Any]:
     from nucseg.models.registry import resolve_model_path
 
     model_config, _ = read_model_config(resolve_model_path(name_or_path))
-    return {"model": model_config.architecture, "model_options": dict(model_config.architecture_options),
-            "target": model_config.target, "resize_to": model_config.resize_to,
-            "low_percentile": model_config.normalization.low_percentile,
-            "high_percentile": model_config.normalization.high_percentile}
+    return {
+        "model": model_config.architecture,
+        "model_options": dict(model_config.architecture_options),
+        "target": model_config.target,
+        "resize_to": model_config.resize_to,
+        "low_percentile": model_config.normalization.low_percentile,
+        "high_percentile": model_config.normalization.high_percentile,
+    }
 
 
 def resolve_config(

@@ -39,8 +39,15 @@ class DatasetSplit:
         return {"train": list(self.train), "validation": list(self.validation), "test": list(self.test)}
 
 
-def split_dataset(names: Sequence[str], *, val_fraction: float, seed: int, test_fraction: float = 0.0,
-                  nuclei: Mapping[str, int] | None = None, train_only: Collection[str] = ()) -> DatasetSplit:
+def split_dataset(
+    names: Sequence[str],
+    *,
+    val_fraction: float,
+    seed: int,
+    test_fraction: float = 0.0,
+    nuclei: Mapping[str, int] | None = None,
+    train_only: Collection[str] = (),
+) -> DatasetSplit:
     """Seeded split of a dataset's image names into train / validation / test.
 
     The names are shuffled by ``seed``; the test side takes the first
@@ -69,15 +76,16 @@ def split_dataset(names: Sequence[str], *, val_fraction: float, seed: int, test_
     n_val = max(1, int(round(len(names) * val_fraction)))
     if nuclei is not None:
         most = max(n_val, len(names) // 2)
-        while n_val < most and sum(nuclei.get(name, 0) for name in order[n_test:n_test + n_val]) \
-                < MIN_VALIDATION_NUCLEI:
+        while (
+            n_val < most and sum(nuclei.get(name, 0) for name in order[n_test : n_test + n_val]) < MIN_VALIDATION_NUCLEI
+        ):
             n_val += 1
     available = min(len(order), len(names) - 1)  # one image at least stays for training
     if n_test + n_val > available:  # too few held-out candidates: they are shared, validation first
         n_test = min(n_test, available // 2)
         n_val = available - n_test
     test = sorted(order[:n_test])
-    validation = sorted(order[n_test:n_test + n_val])
+    validation = sorted(order[n_test : n_test + n_val])
     held_out = set(test) | set(validation)
     return DatasetSplit([name for name in names if name not in held_out], validation, test)
 
@@ -150,14 +158,19 @@ class CropDataset(torch.utils.data.Dataset):
         if self.config.touching_weight > 0:
             pixel_weights[touching_mask(labels, gap=self.config.touching_gap)] += self.config.touching_weight
         distance = distance_target(labels) if output_layout(self.config.target).distance else np.zeros(0, np.float32)
-        return (torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
-                torch.from_numpy(target.astype(np.int64)),
-                torch.from_numpy(pixel_weights),
-                torch.from_numpy(distance))
+        return (
+            torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            torch.from_numpy(target.astype(np.int64)),
+            torch.from_numpy(pixel_weights),
+            torch.from_numpy(distance),
+        )
 
 
-def sampling_weights(samples: Sequence[PreparedSample], kind_weights: Mapping[str, float],
-                     dataset_weights: Mapping[str, float] | None = None) -> np.ndarray:
+def sampling_weights(
+    samples: Sequence[PreparedSample],
+    kind_weights: Mapping[str, float],
+    dataset_weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """Relative draw weight of each sample.
 
     ``kind_weights[image_kind(raw image)]`` (1 for kinds not listed), times,
@@ -230,9 +243,17 @@ class TrainingData:
     left_out: tuple[str, ...] = ()
 
 
-def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks_dir=None, val_data=None,
-                       saved_split: dict | None = None, initial_train: Collection[str] = (),
-                       progress: bool = False) -> TrainingData:
+def load_training_data(
+    config: TrainConfig,
+    *,
+    data=None,
+    images_dir=None,
+    masks_dir=None,
+    val_data=None,
+    saved_split: dict | None = None,
+    initial_train: Collection[str] = (),
+    progress: bool = False,
+) -> TrainingData:
     """Load and split the training data of a run (or reload a resumed run's split).
 
     Parameters
@@ -277,11 +298,15 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
             split = {"datasets": folders, **saved_split}
             # A stored split may hold datasets this run does not train on (a run on some of a model's
             # datasets keeps their part of its split): their names are left out, and said.
-            in_run = {name: NAME_SEPARATOR not in name or name.partition(NAME_SEPARATOR)[0] in by_dataset
-                      for side in ("train", "validation", "test") for name in saved_split.get(side, [])}
+            in_run = {
+                name: NAME_SEPARATOR not in name or name.partition(NAME_SEPARATOR)[0] in by_dataset
+                for side in ("train", "validation", "test")
+                for name in saved_split.get(side, [])
+            }
             left_out = sorted({name.partition(NAME_SEPARATOR)[0] for name, kept in in_run.items() if not kept})
-            split.update({side: [n for n in saved_split.get(side, []) if in_run[n]]
-                          for side in ("train", "validation", "test")})
+            split.update(
+                {side: [n for n in saved_split.get(side, []) if in_run[n]] for side in ("train", "validation", "test")}
+            )
             known = {name for side in ("train", "validation", "test") for name in split[side]}
             for dataset, samples in by_dataset.items():
                 if not any(s.name in known for s in samples):  # a dataset the stored split never saw
@@ -296,8 +321,12 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
             val_samples = load_dataset(val_data, progress=progress)
             split = {"train": [s.name for s in samples], "validation": [s.name for s in val_samples], "test": []}
             return TrainingData(samples, val_samples, _with_source(split, data, images_dir, masks_dir, val_data))
-        split = saved_split or _split_samples(samples, config, [s.name for s in samples
-                                                                if s.name in set(initial_train)], origin).to_dict()
+        split = (
+            saved_split
+            or _split_samples(
+                samples, config, [s.name for s in samples if s.name in set(initial_train)], origin
+            ).to_dict()
+        )
     by_name = {s.name: s for s in samples}
     missing = [n for n in split["train"] + split["validation"] if n not in by_name]
     if missing:
@@ -305,17 +334,20 @@ def load_training_data(config: TrainConfig, *, data=None, images_dir=None, masks
     validation = [by_name[n] for n in split["validation"]]
     groups = [split_qualified(s.name)[0] for s in validation] if config.datasets else None
     split = _with_source(split, data, images_dir, masks_dir, val_data)
-    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups, tuple(drawn),
-                        tuple(left_out))
+    return TrainingData([by_name[n] for n in split["train"]], validation, split, groups, tuple(drawn), tuple(left_out))
 
 
-def _split_samples(samples: Sequence[Sample], config: TrainConfig, train_only: Sequence[str],
-                   origin) -> DatasetSplit:
+def _split_samples(samples: Sequence[Sample], config: TrainConfig, train_only: Sequence[str], origin) -> DatasetSplit:
     nuclei = {s.name: int(np.count_nonzero(np.unique(s.labels))) for s in samples}
     try:
-        return split_dataset([s.name for s in samples], val_fraction=config.val_fraction,
-                             test_fraction=config.test_fraction, seed=config.seed, nuclei=nuclei,
-                             train_only=train_only)
+        return split_dataset(
+            [s.name for s in samples],
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=config.seed,
+            nuclei=nuclei,
+            train_only=train_only,
+        )
     except ValueError as exc:
         raise InputError(origin, f"{exc} (or give a validation dataset with --val-data)") from None
 
@@ -324,8 +356,10 @@ def _with_source(split: dict, data, images_dir, masks_dir, val_data) -> dict:
     from pathlib import Path
 
     split = dict(split)
-    split["source"] = {key: None if value is None else str(Path(value).resolve()) for key, value in
-                       (("data", data), ("images_dir", images_dir), ("masks_dir", masks_dir), ("val_data", val_data))}
+    split["source"] = {
+        key: None if value is None else str(Path(value).resolve())
+        for key, value in (("data", data), ("images_dir", images_dir), ("masks_dir", masks_dir), ("val_data", val_data))
+    }
     return split
 
 
@@ -376,5 +410,8 @@ def carried_quality_calibration(init_from: str | None) -> dict[str, Any]:
     if not initial.quality:
         return {}
     fitted_on = initial.quality.get("fitted_on") or "its validation images"
-    return {**initial.quality, "fitted_on": f"carried over from {init_from} (fitted there on {fitted_on}); not "
-                                           "refitted on this fine-tuning's validation images"}
+    return {
+        **initial.quality,
+        "fitted_on": f"carried over from {init_from} (fitted there on {fitted_on}); not "
+        "refitted on this fine-tuning's validation images",
+    }

@@ -51,9 +51,13 @@ def project_settings(images: int) -> dict[str, Any]:
     worker processes, so that it runs in a GUI's thread.
     """
     samples_per_epoch = 128 * max(1, -(-images // 2))
-    return {"epochs": max(3, round(PROJECT_CROPS / samples_per_epoch)), "samples_per_epoch": samples_per_epoch,
-            "warmup_epochs": 1, "ema_decay": 0.9, "num_workers": 0}
-
+    return {
+        "epochs": max(3, round(PROJECT_CROPS / samples_per_epoch)),
+        "samples_per_epoch": samples_per_epoch,
+        "warmup_epochs": 1,
+        "ema_decay": 0.9,
+        "num_workers": 0,
+    }
 
 
 @dataclass(frozen=True)
@@ -182,8 +186,12 @@ def fine_tune(
     for path in (run_path, model_path):
         if path.exists():
             raise OutputExistsError(path, "exists: choose another name")
-    overrides = {**project_settings(len(examples)), **(settings or {}), "init_from": init_from,
-                 "time_limit_minutes": minutes}
+    overrides = {
+        **project_settings(len(examples)),
+        **(settings or {}),
+        "init_from": init_from,
+        "time_limit_minutes": minutes,
+    }
     config = resolve_config(overrides=overrides)
     budget = None if minutes is None else 60.0 * minutes
     last_epoch_end = [0.0]
@@ -191,30 +199,67 @@ def fine_tune(
     def epoch_done(row: dict[str, float], best: bool) -> bool:
         elapsed = time.monotonic() - started
         if on_epoch is not None:
-            on_epoch(EpochReport(int(row["epoch"]), config.epochs, elapsed, budget, float(row["val_ap50"]),
-                                 float(row["val_dsb_score"]), float(row["train_loss"]), best))
+            on_epoch(
+                EpochReport(
+                    int(row["epoch"]),
+                    config.epochs,
+                    elapsed,
+                    budget,
+                    float(row["val_ap50"]),
+                    float(row["val_dsb_score"]),
+                    float(row["train_loss"]),
+                    best,
+                )
+            )
         duration, last_epoch_end[0] = elapsed - last_epoch_end[0], elapsed
         return budget is not None and elapsed + duration > budget  # the next epoch would end past the budget
 
     try:
         with atomic_directory(run_path, overwrite=False) as staging:
-            result = train(config, staging, data=project.folder, val_data=project.folder, progress=False, log=log,
-                           on_epoch=epoch_done, cancel=cancel)
+            result = train(
+                config,
+                staging,
+                data=project.folder,
+                val_data=project.folder,
+                progress=False,
+                log=log,
+                on_epoch=epoch_done,
+                cancel=cancel,
+            )
             if not (staging / MODEL_DIR).is_dir():
                 raise _NothingKept
             cancelled = cancel is not None and cancel.is_set()
             best_row = next(row for row in result.history if row["epoch"] == result.best_epoch)
-            outcome = FineTuneResult(model_path, run_path, base, [e.name for e in examples], result.epochs_run,
-                                     result.best_epoch, float(best_row["val_ap50"]), 0.0, cancelled)
+            outcome = FineTuneResult(
+                model_path,
+                run_path,
+                base,
+                [e.name for e in examples],
+                result.epochs_run,
+                result.best_epoch,
+                float(best_row["val_ap50"]),
+                0.0,
+                cancelled,
+            )
             _publish(staging / MODEL_DIR, model_path, outcome, project, minutes)
     except _NothingKept:
-        return FineTuneResult(None, None, base, [e.name for e in examples], 0, 0, float("nan"),
-                              time.monotonic() - started, cancel is not None and cancel.is_set())
+        return FineTuneResult(
+            None,
+            None,
+            base,
+            [e.name for e in examples],
+            0,
+            0,
+            float("nan"),
+            time.monotonic() - started,
+            cancel is not None and cancel.is_set(),
+        )
     return dataclasses.replace(outcome, seconds=time.monotonic() - started)
 
 
-def _publish(trained: Path, target: Path, outcome: FineTuneResult, project: TrainingProject,
-             minutes: float | None) -> None:
+def _publish(
+    trained: Path, target: Path, outcome: FineTuneResult, project: TrainingProject, minutes: float | None
+) -> None:
     """Copy the run's model folder to ``target``, named and with its card, checked before it appears."""
     with atomic_directory(target, overwrite=False) as staging:
         shutil.copytree(trained, staging, dirs_exist_ok=True)
@@ -230,16 +275,24 @@ def model_card(config, outcome: FineTuneResult, project: TrainingProject, minute
     base_path = resolve_model_path(outcome.base_model)
     base_card = base_path / CARD_FILE
     training = config.training
-    ending = ("cancelled: the best epoch so far was kept and the thresholds were not re-tuned" if outcome.cancelled
-              else "thresholds re-tuned on the same images" if training.get("tune_thresholds") else "finished")
-    command = (f"nucseg train --config {project.runs_dir / outcome.model_dir.name / 'config.yaml'} "
-               f"--data {project.folder} --val-data {project.folder} --out RUN")
+    ending = (
+        "cancelled: the best epoch so far was kept and the thresholds were not re-tuned"
+        if outcome.cancelled
+        else "thresholds re-tuned on the same images"
+        if training.get("tune_thresholds")
+        else "finished"
+    )
+    command = (
+        f"nucseg train --config {project.runs_dir / outcome.model_dir.name / 'config.yaml'} "
+        f"--data {project.folder} --val-data {project.folder} --out RUN"
+    )
     lines = [
         f"# nucseg model {config.name}",
         "",
         f"Fine-tuned by nucseg {config.nucseg_version or ''} from `{outcome.base_model}` ({base_path}) on the "
         f"{len(outcome.images)} corrected images of the training project `{project.folder}`: "
-        + ", ".join(f"`{n}`" for n in outcome.images) + ".",
+        + ", ".join(f"`{n}`" for n in outcome.images)
+        + ".",
         "",
         f"{outcome.epochs_run} epochs of at most {training['epochs']} "
         f"({'no time budget' if minutes is None else f'a budget of {minutes:g} minutes'}); the kept epoch, "

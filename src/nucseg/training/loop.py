@@ -26,15 +26,33 @@ from nucseg.datasets.sample import Sample
 from nucseg.errors import InputError
 from nucseg.postprocess.measure import median_nucleus_diameter
 from nucseg.models.networks import build_model, select_device
-from nucseg.training.data import (carried_quality_calibration, CropDataset, EpochSampler,
-                                  initial_training_images_given, initial_training_names, load_training_data,
-                                  prepare_samples, stored_split)
+from nucseg.training.data import (
+    carried_quality_calibration,
+    CropDataset,
+    EpochSampler,
+    initial_training_images_given,
+    initial_training_names,
+    load_training_data,
+    prepare_samples,
+    stored_split,
+)
 from nucseg.training.loss import segmentation_loss
 from nucseg.models.outputs import output_layout
-from nucseg.training.run_folder import (CHECKPOINT_VERSION, default_postprocess, load_initial_weights, load_run,
-                                        log_settings_not_carried_over, MODEL_DIR, plot_curves, save_checkpoint,
-                                        save_model_folder, tune_saved_model, write_config, write_metrics_csv,
-                                        write_split)
+from nucseg.training.run_folder import (
+    CHECKPOINT_VERSION,
+    default_postprocess,
+    load_initial_weights,
+    load_run,
+    log_settings_not_carried_over,
+    MODEL_DIR,
+    plot_curves,
+    save_checkpoint,
+    save_model_folder,
+    tune_saved_model,
+    write_config,
+    write_metrics_csv,
+    write_split,
+)
 from nucseg.training.validation import validate, ValidationResult
 
 
@@ -125,29 +143,47 @@ def train(
 
     stored = stored_split(config.split_from) if state is None and config.split_from else None
     initial_train = initial_training_names(config.init_from) if state is None and stored is None else ()
-    loaded = load_training_data(config, data=data, images_dir=images_dir, masks_dir=masks_dir, val_data=val_data,
-                                saved_split=split if resume else stored, initial_train=initial_train,
-                                progress=progress)
+    loaded = load_training_data(
+        config,
+        data=data,
+        images_dir=images_dir,
+        masks_dir=masks_dir,
+        val_data=val_data,
+        saved_split=split if resume else stored,
+        initial_train=initial_train,
+        progress=progress,
+    )
     split, train_samples, val_samples = loaded.split, loaded.train, loaded.validation
     kept = initial_training_images_given(split, initial_train)
     if kept:  # said only when it matters: some of the images given were the initial model's training images
-        log(f"{kept} of the images given were training images of {config.init_from}: they stay on the training "
-            "side, never validated or tested on")
+        log(
+            f"{kept} of the images given were training images of {config.init_from}: they stay on the training "
+            "side, never validated or tested on"
+        )
     if state is None and config.init_from is not None:
         log_settings_not_carried_over(config.init_from, log)
         carried = carried_quality_calibration(config.init_from)
-        log(f"quality flags: {carried['fitted_on']}" if carried else
-            f"quality flags: {config.init_from} has no quality calibration, so the fine-tuned model flags every "
-            "image 'unknown' (fit one with benchmarks/calibrate_quality.py)")
+        log(
+            f"quality flags: {carried['fitted_on']}"
+            if carried
+            else f"quality flags: {config.init_from} has no quality calibration, so the fine-tuned model flags every "
+            "image 'unknown' (fit one with benchmarks/calibrate_quality.py)"
+        )
     if stored is not None:
-        log(f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
-            f"validation and {len(stored['test'])} test images")
+        log(
+            f"the split of {config.split_from}: {len(stored['train'])} training, {len(stored['validation'])} "
+            f"validation and {len(stored['test'])} test images"
+        )
     if loaded.drawn:
-        log(f"split by the seed {config.seed}: {', '.join(loaded.drawn)}, which the split of "
-            f"{config.split_from} does not hold")
+        log(
+            f"split by the seed {config.seed}: {', '.join(loaded.drawn)}, which the split of "
+            f"{config.split_from} does not hold"
+        )
     if loaded.left_out:
-        log(f"the split of {config.split_from} also holds images of {', '.join(loaded.left_out)}, which this run "
-            "does not train on: left out")
+        log(
+            f"the split of {config.split_from} also holds images of {', '.join(loaded.left_out)}, which this run "
+            "does not train on: left out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "snapshots").mkdir(exist_ok=True)
     checkpoint_dir.mkdir(exist_ok=True)
@@ -162,13 +198,16 @@ def train(
 
     median_diameter = median_nucleus_diameter([s.labels for s in train_samples])
     train_prepared = prepare_samples(train_samples, config)
-    samples_per_epoch = config.samples_per_epoch or max(len(train_prepared),
-                                                        config.batch_size * MIN_STEPS_PER_EPOCH)
+    samples_per_epoch = config.samples_per_epoch or max(len(train_prepared), config.batch_size * MIN_STEPS_PER_EPOCH)
     sampler = EpochSampler(samples_per_epoch)
     loader = torch.utils.data.DataLoader(
-        CropDataset(train_prepared, config), batch_size=config.batch_size, sampler=sampler,
-        num_workers=config.num_workers, drop_last=samples_per_epoch >= config.batch_size,
-        persistent_workers=config.num_workers > 0, pin_memory=device.type == "cuda",
+        CropDataset(train_prepared, config),
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        drop_last=samples_per_epoch >= config.batch_size,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=device.type == "cuda",
     )
     postprocess = default_postprocess(config)
     snapshot_indices = list(range(min(config.snapshot_images, len(val_samples))))
@@ -186,22 +225,40 @@ def train(
                 break
             started = time.time()
             sampler.set_epoch(epoch)
-            losses = _train_one_epoch(parts, loader, config, device, description=f"epoch {epoch}/{config.epochs}",
-                                      progress=progress, cancel=cancel)
+            losses = _train_one_epoch(
+                parts,
+                loader,
+                config,
+                device,
+                description=f"epoch {epoch}/{config.epochs}",
+                progress=progress,
+                cancel=cancel,
+            )
             if cancel.is_set():
                 break
             result = validate(parts.evaluated, val_samples, config, postprocess, groups=loaded.groups)
-            monitored = {"dsb_score": result.dsb_score, "pixel_iou": result.pixel_iou,
-                         "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}[config.monitor]
+            monitored = {
+                "dsb_score": result.dsb_score,
+                "pixel_iou": result.pixel_iou,
+                "pixel_accuracy": result.pixel_accuracy,
+                "loss": result.loss,
+            }[config.monitor]
             lr = parts.optimizer.param_groups[0]["lr"]
             if config.lr_schedule == "plateau":
                 parts.scheduler.step(monitored)
             else:
                 parts.scheduler.step()
-            row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   "val_loss": result.loss, "val_pixel_iou": result.pixel_iou,
-                   "val_pixel_accuracy": result.pixel_accuracy, "val_dsb_score": result.dsb_score,
-                   "val_ap50": result.ap50, "lr": lr, "seconds": time.time() - started}
+            row = {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "val_loss": result.loss,
+                "val_pixel_iou": result.pixel_iou,
+                "val_pixel_accuracy": result.pixel_accuracy,
+                "val_dsb_score": result.dsb_score,
+                "val_ap50": result.ap50,
+                "lr": lr,
+                "seconds": time.time() - started,
+            }
             for dataset, scores in result.by_dataset.items():
                 row[f"val_dsb_score_{dataset}"], row[f"val_ap50_{dataset}"] = scores["dsb_score"], scores["ap50"]
             history.append(row)
@@ -212,11 +269,14 @@ def train(
             save_checkpoint(state, checkpoint_dir / "last.pt")
             if improved:
                 save_checkpoint(state, checkpoint_dir / "best.pt")
-                save_model_folder(parts.evaluated, config, split, row, postprocess, median_diameter,
-                              run_dir / MODEL_DIR)
-            log(f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                save_model_folder(
+                    parts.evaluated, config, split, row, postprocess, median_diameter, run_dir / MODEL_DIR
+                )
+            log(
+                f"epoch {epoch}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
                 f"pixel IoU {row['val_pixel_iou']:.3f}, DSB {row['val_dsb_score']:.3f}, AP50 {row['val_ap50']:.3f}, "
-                f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else ""))
+                f"lr {lr:.2g}, {row['seconds']:.0f}s" + (" *" if improved else "")
+            )
             epochs_this_call += 1
             if (on_epoch is not None and on_epoch(row, improved)) or cancel.is_set():
                 break
@@ -233,8 +293,14 @@ def train(
     if config.tune_thresholds and epochs_this_call and (run_dir / MODEL_DIR).is_dir() and not cancel.is_set():
         tune_saved_model(run_dir / MODEL_DIR, val_samples, log, groups=loaded.groups)
     best = progress_state.best_metric
-    return TrainResult(run_dir, run_dir / MODEL_DIR, len(history), progress_state.best_epoch,
-                       float("nan") if best is None else float(best), history)
+    return TrainResult(
+        run_dir,
+        run_dir / MODEL_DIR,
+        len(history),
+        progress_state.best_epoch,
+        float("nan") if best is None else float(best),
+        history,
+    )
 
 
 @dataclass
@@ -279,8 +345,9 @@ def _setup_training(config: TrainConfig, device: torch.device, *, fresh: bool) -
     if config.encoder_weights is not None and fresh:
         options["encoder_weights"] = config.encoder_weights
     try:
-        network = build_model(config.model, in_channels=3, out_channels=output_layout(config.target).channels,
-                              **options).to(device)
+        network = build_model(
+            config.model, in_channels=3, out_channels=output_layout(config.target).channels, **options
+        ).to(device)
     except (TypeError, ValueError) as exc:
         raise InputError(None, f"cannot build model {config.model!r} with options {options}: {exc}") from None
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -291,8 +358,14 @@ def _setup_training(config: TrainConfig, device: torch.device, *, fresh: bool) -
 
         ema = AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
     use_amp = config.amp and device.type == "cuda"
-    return _TrainingParts(network, optimizer, make_scheduler(optimizer, config), ema,
-                          torch.amp.GradScaler("cuda", enabled=use_amp), use_amp)
+    return _TrainingParts(
+        network,
+        optimizer,
+        make_scheduler(optimizer, config),
+        ema,
+        torch.amp.GradScaler("cuda", enabled=use_amp),
+        use_amp,
+    )
 
 
 def _restore(parts: _TrainingParts, state: dict) -> _Progress:
@@ -305,12 +378,25 @@ def _restore(parts: _TrainingParts, state: dict) -> _Progress:
     if state.get("scaler"):  # absent from checkpoints of CPU runs and of older versions
         parts.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
-    return _Progress([dict(row) for row in state["history"]], int(state["epoch"]) + 1, state["best_metric"],
-                     int(state["best_epoch"]), int(state["stale_epochs"]))
+    return _Progress(
+        [dict(row) for row in state["history"]],
+        int(state["epoch"]) + 1,
+        state["best_metric"],
+        int(state["best_epoch"]),
+        int(state["stale_epochs"]),
+    )
 
 
-def _train_one_epoch(parts: _TrainingParts, loader, config: TrainConfig, device: torch.device, *,
-                     description: str, progress: bool, cancel: threading.Event | None = None) -> list[float]:
+def _train_one_epoch(
+    parts: _TrainingParts,
+    loader,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    description: str,
+    progress: bool,
+    cancel: threading.Event | None = None,
+) -> list[float]:
     """One pass over the epoch's crops (until ``cancel`` is set); the loss of every batch."""
     from tqdm.auto import tqdm
 
@@ -341,12 +427,20 @@ def _train_one_epoch(parts: _TrainingParts, loader, config: TrainConfig, device:
 
 def _checkpoint_state(parts: _TrainingParts, progress_state: _Progress, epoch: int) -> dict:
     """Everything a resumed run needs, as tensors and plain values (loadable with ``weights_only=True``)."""
-    return {"version": CHECKPOINT_VERSION, "epoch": epoch, "model": parts.network.state_dict(),
-            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict(), "ema": None if parts.ema is None else parts.ema.state_dict(),
-            "torch_rng": torch.get_rng_state(), "history": progress_state.history,
-            "best_metric": progress_state.best_metric, "best_epoch": progress_state.best_epoch,
-            "stale_epochs": progress_state.stale_epochs}
+    return {
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "model": parts.network.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict(),
+        "ema": None if parts.ema is None else parts.ema.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "history": progress_state.history,
+        "best_metric": progress_state.best_metric,
+        "best_epoch": progress_state.best_epoch,
+        "stale_epochs": progress_state.stale_epochs,
+    }
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -357,8 +451,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     """
     if config.lr_schedule == "plateau":
         mode = "min" if config.monitor == "loss" else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=config.lr_factor,
-                                                          patience=config.lr_patience, min_lr=config.min_lr)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
+        )
     floor = min(config.min_lr / config.lr, 1.0)
 
     def factor(epochs_done: int) -> float:
@@ -369,8 +464,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _log_epoch(writer, row, result: ValidationResult, val_samples: Sequence[Sample], snapshot_indices,
-               run_dir: Path, epoch: int) -> None:
+def _log_epoch(
+    writer, row, result: ValidationResult, val_samples: Sequence[Sample], snapshot_indices, run_dir: Path, epoch: int
+) -> None:
     for key, value in row.items():
         if key != "epoch":
             group = "val" if key.startswith("val_") else "train" if key.startswith("train_") else "misc"
@@ -380,8 +476,10 @@ def _log_epoch(writer, row, result: ValidationResult, val_samples: Sequence[Samp
     from nucseg.io.images import write_png
     from nucseg.visualize import prediction_snapshot
 
-    panels = [prediction_snapshot(val_samples[i].image, val_samples[i].labels, result.predictions[i])
-              for i in snapshot_indices]
+    panels = [
+        prediction_snapshot(val_samples[i].image, val_samples[i].labels, result.predictions[i])
+        for i in snapshot_indices
+    ]
     width = max(p.shape[1] for p in panels)
     grid = np.concatenate([np.pad(p, ((0, 4), (0, width - p.shape[1]), (0, 0))) for p in panels], axis=0)
     write_png(run_dir / "snapshots" / f"epoch_{epoch:03d}.png", grid)

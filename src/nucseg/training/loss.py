@@ -9,9 +9,13 @@ from nucseg.models.outputs import output_layout
 from nucseg.training.config import TrainConfig
 
 
-def segmentation_loss(outputs: torch.Tensor, target: torch.Tensor, config: TrainConfig,
-                      pixel_weights: torch.Tensor | None = None,
-                      distance: torch.Tensor | None = None) -> torch.Tensor:
+def segmentation_loss(
+    outputs: torch.Tensor,
+    target: torch.Tensor,
+    config: TrainConfig,
+    pixel_weights: torch.Tensor | None = None,
+    distance: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The loss of a batch of raw network outputs.
 
     Cross-entropy (class- and pixel-weighted), plus soft Dice over the
@@ -26,7 +30,7 @@ def segmentation_loss(outputs: torch.Tensor, target: torch.Tensor, config: Train
     weights being the class weight times the pixel weight.
     """
     layout = output_layout(config.target)
-    logits = outputs[:, :layout.classes]
+    logits = outputs[:, : layout.classes]
     weight = None
     if config.class_weights is not None:
         weight = torch.tensor(config.class_weights, dtype=logits.dtype, device=logits.device)
@@ -46,5 +50,6 @@ def segmentation_loss(outputs: torch.Tensor, target: torch.Tensor, config: Train
         if distance is None or distance.shape != outputs[:, 0].shape:
             raise ValueError(f"target {config.target!r} needs a distance map of shape {tuple(outputs[:, 0].shape)}")
         loss = loss + config.distance_weight * F.binary_cross_entropy_with_logits(
-            outputs[:, layout.classes].float(), distance.float())
+            outputs[:, layout.classes].float(), distance.float()
+        )
     return loss

@@ -71,17 +71,24 @@ def load_initial_weights(network: nn.Module, name_or_path: str) -> None:
     own = network.state_dict()
     for key, value in state.items():
         wanted = own.get(key)
-        if wanted is not None and wanted.shape != value.shape and wanted.shape[1:] == value.shape[1:] \
-                and wanted.shape[0] > value.shape[0]:
+        if (
+            wanted is not None
+            and wanted.shape != value.shape
+            and wanted.shape[1:] == value.shape[1:]
+            and wanted.shape[0] > value.shape[0]
+        ):
             widened = wanted.clone()
-            widened[:value.shape[0]] = value
+            widened[: value.shape[0]] = value
             state[key] = widened
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError:
         described = f"{source.config.architecture} {source.config.architecture_options}, {source.config.target}"
-        raise InputError(path, f"its network ({described}) differs from the one configured for training; "
-                               "set model, model_options and target to match it") from None
+        raise InputError(
+            path,
+            f"its network ({described}) differs from the one configured for training; "
+            "set model, model_options and target to match it",
+        ) from None
 
 
 def log_settings_not_carried_over(init_from: str, log) -> None:
@@ -90,9 +97,11 @@ def log_settings_not_carried_over(init_from: str, log) -> None:
 
     initial, _ = read_model_config(resolve_model_path(init_from))
     if initial.postprocess_by_kind:
-        log(f"{init_from}'s thresholds per image kind ({', '.join(sorted(initial.postprocess_by_kind))}) are not "
+        log(
+            f"{init_from}'s thresholds per image kind ({', '.join(sorted(initial.postprocess_by_kind))}) are not "
             "carried over: the fine-tuned model has one setting, its general one re-tuned on this run's validation "
-            "images")
+            "images"
+        )
 
 
 def default_postprocess(config: TrainConfig) -> dict[str, Any]:
@@ -116,11 +125,19 @@ def default_postprocess(config: TrainConfig) -> dict[str, Any]:
         return settings
     return PostprocessConfig().to_dict()
 
+
 # ------------------------------------------------------------------ the model a run saves
 
 
-def model_config_for(config: TrainConfig, *, split: dict, validation: dict, postprocess: dict,
-                     median_diameter: float | None = None, name: str = "") -> ModelConfig:
+def model_config_for(
+    config: TrainConfig,
+    *,
+    split: dict,
+    validation: dict,
+    postprocess: dict,
+    median_diameter: float | None = None,
+    name: str = "",
+) -> ModelConfig:
     """The :class:`ModelConfig` of a network trained with ``config``."""
     return ModelConfig(
         architecture=config.model,
@@ -144,12 +161,18 @@ def save_model_folder(network, config, split, row, postprocess, median_diameter,
     """Save ``network`` as a model folder at ``path``, with the validation scores of its epoch's metrics ``row``."""
     validation = {k.removeprefix("val_"): float(v) for k, v in row.items() if k.startswith("val_")}
     validation["epoch"] = int(row["epoch"])
-    save_model(network, model_config_for(config, split=split, validation=validation, postprocess=postprocess,
-                                         median_diameter=median_diameter), path)
+    save_model(
+        network,
+        model_config_for(
+            config, split=split, validation=validation, postprocess=postprocess, median_diameter=median_diameter
+        ),
+        path,
+    )
 
 
-def tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None], *,
-                      groups: Sequence[str] | None = None) -> None:
+def tune_saved_model(
+    model_dir: Path, val_samples: Sequence[Sample], log: Callable[[str], None], *, groups: Sequence[str] | None = None
+) -> None:
     """Tune the post-processing thresholds of the run's best model on its validation images (``nucseg tune``).
 
     With ``groups`` (the dataset of each image of a mixture), every dataset weighs alike in the score.
@@ -166,12 +189,17 @@ def tune_saved_model(model_dir: Path, val_samples: Sequence[Sample], log: Callab
     for warning in caught:
         log(f"warning: {warning.message}")
     _, weights_sha256 = read_model_config(model_dir)
-    save_tuning(model_dir, result, data=f"the run's validation split ({len(val_samples)} images)",
-                expected_weights_sha256=weights_sha256)
+    save_tuning(
+        model_dir,
+        result,
+        data=f"the run's validation split ({len(val_samples)} images)",
+        expected_weights_sha256=weights_sha256,
+    )
     changes = ", ".join(f"{name} {before} -> {after}" for name, (before, after) in result.changed.items())
-    log(f"thresholds tuned on the {len(val_samples)} validation images: DSB score {result.initial_score:.4f} -> "
-        f"{result.score:.4f} ({changes or 'unchanged'})")
-
+    log(
+        f"thresholds tuned on the {len(val_samples)} validation images: DSB score {result.initial_score:.4f} -> "
+        f"{result.score:.4f} ({changes or 'unchanged'})"
+    )
 
 
 # ------------------------------------------------------------------ the run folder's files
@@ -227,7 +255,6 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:

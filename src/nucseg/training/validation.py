@@ -83,9 +83,14 @@ def validate(
     device = next(network.parameters()).device
     losses, scores, predictions = [], [], []
     for sample in samples:
-        probabilities = predict_rescaled(runner, prepare_image(sample.image, normalization), resize_to=config.resize_to,
-                                         tile_size=DEFAULT_TILE_SIZE, overlap=DEFAULT_OVERLAP,
-                                         batch_size=DEFAULT_BATCH_SIZE)
+        probabilities = predict_rescaled(
+            runner,
+            prepare_image(sample.image, normalization),
+            resize_to=config.resize_to,
+            tile_size=DEFAULT_TILE_SIZE,
+            overlap=DEFAULT_OVERLAP,
+            batch_size=DEFAULT_BATCH_SIZE,
+        )
         target = torch.from_numpy(make_target(sample.labels, config.target).astype(np.int64)).to(device)
         losses.append(_loss_of_maps(probabilities, target, sample.labels, config, layout))
         labels = instances_from_probabilities(probabilities, post_config)
@@ -100,12 +105,12 @@ def validate(
             by_dataset[group] = {"dsb_score": part.dsb_score, "ap50": part.ap50, "images": groups.count(group)}
         dsb_score = float(np.mean([part["dsb_score"] for part in by_dataset.values()]))
         ap50 = float(np.mean([part["ap50"] for part in by_dataset.values()]))
-    return ValidationResult(float(np.mean(losses)), summary.pixel_iou, pixel_accuracy, dsb_score, ap50, predictions,
-                            by_dataset)
+    return ValidationResult(
+        float(np.mean(losses)), summary.pixel_iou, pixel_accuracy, dsb_score, ap50, predictions, by_dataset
+    )
 
 
-def _loss_of_maps(maps: np.ndarray, target: torch.Tensor, labels: np.ndarray, config: TrainConfig,
-                  layout) -> float:
+def _loss_of_maps(maps: np.ndarray, target: torch.Tensor, labels: np.ndarray, config: TrainConfig, layout) -> float:
     """The training loss of blended output maps, turned back into the raw outputs they came from.
 
     Log-probabilities are logits whose softmax is the probabilities, and the
@@ -115,9 +120,10 @@ def _loss_of_maps(maps: np.ndarray, target: torch.Tensor, labels: np.ndarray, co
     outputs = np.log(np.maximum(maps, 1e-8))
     distance = None
     if layout.distance:
-        clipped = np.clip(maps[layout.classes:], 1e-6, 1 - 1e-6)
-        outputs[layout.classes:] = np.log(clipped) - np.log1p(-clipped)
+        clipped = np.clip(maps[layout.classes :], 1e-6, 1 - 1e-6)
+        outputs[layout.classes :] = np.log(clipped) - np.log1p(-clipped)
         distance = torch.from_numpy(distance_target(labels)).to(device)[None]
     with torch.inference_mode():
-        return float(segmentation_loss(torch.from_numpy(outputs).to(device)[None], target[None], config,
-                                       distance=distance))
+        return float(
+            segmentation_loss(torch.from_numpy(outputs).to(device)[None], target[None], config, distance=distance)
+        )
