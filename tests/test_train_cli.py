@@ -19,6 +19,15 @@ from nucseg.training.loop import train
 FIXTURES = Path(__file__).parent / "data" / "dsb2018"
 #: Small-run flags: 64-pixel crops, two steps per epoch, no worker processes.
 SMALL = ["--crop-size", "64", "--batch-size", "4", "--samples-per-epoch", "8", "--num-workers", "0", "--device", "cpu"]
+#: The same small run with a tiny network, for runs started from Python.
+TINY = TrainConfig(
+    crop_size=64,
+    batch_size=4,
+    samples_per_epoch=8,
+    num_workers=0,
+    device="cpu",
+    model_options={"base_channels": 4, "depth": 2},
+)
 
 
 pytestmark = pytest.mark.usefixtures("training_environment")
@@ -138,15 +147,7 @@ def test_seed_preset_with_encoder_weights_none(tmp_path, capsys):
 
 def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
     run_dir = tmp_path / "run"
-    config = TrainConfig(
-        epochs=2,
-        crop_size=64,
-        batch_size=4,
-        samples_per_epoch=8,
-        num_workers=0,
-        device="cpu",
-        model_options={"base_channels": 4, "depth": 2},
-    )
+    config = TINY.updated(epochs=2)
     train(config, run_dir, data=FIXTURES, progress=False, stop_after_epochs=1, log=lambda message: None)
     assert metrics_epochs(run_dir) == [1]
 
@@ -160,15 +161,7 @@ def test_resume_through_the_cli(tmp_path, tiny_model_file, capsys):
 
 def test_resume_can_extend_a_finished_run(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    config = TrainConfig(
-        epochs=1,
-        crop_size=64,
-        batch_size=4,
-        samples_per_epoch=8,
-        num_workers=0,
-        device="cpu",
-        model_options={"base_channels": 4, "depth": 2},
-    )
+    config = TINY.updated(epochs=1)
     train(config, run_dir, data=FIXTURES, progress=False, log=lambda message: None)
     assert metrics_epochs(run_dir) == [1]
 

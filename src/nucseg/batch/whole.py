@@ -93,15 +93,7 @@ def _segment_one(
             image.path, stack, labels, paths, pixel_size, overwrite=overwrite, outline_width=outline_width
         )
     except Exception as exc:  # one bad image must not stop the batch; the reason is reported
-        for path in written:  # a failed image leaves no partial set of outputs
-            remove_output(path)
-        return ImageReport(
-            image.name,
-            image.path,
-            "failed",
-            seconds=time.perf_counter() - started,
-            error=describe_failure(exc, image.path),
-        )
+        return _failed(image, exc, started, written)
     plane_reports = [
         with_quality(_report(image.name, image.path, plane_labels, result.scale, pixel_size), quality)
         for plane_labels, result, quality in zip(labels, results, qualities)
@@ -188,6 +180,16 @@ def skipped_report(image: ImageInput, existing: Path) -> ImageReport:
     return ImageReport(image.name, image.path, "skipped", error=f"{existing} exists (use --overwrite to replace it)")
 
 
+def _failed(image: ImageInput, exc: Exception, started: float, partial: Collection[Path]) -> ImageReport:
+    """The report of an image that failed (``started``: its ``perf_counter`` start), ``partial`` outputs removed:
+    a failed image leaves no partial set of outputs."""
+    for path in partial:
+        remove_output(path)
+    return ImageReport(
+        image.name, image.path, "failed", seconds=time.perf_counter() - started, error=describe_failure(exc, image.path)
+    )
+
+
 def _complete_from_labels(
     image: ImageInput,
     paths: Mapping[str, Path],
@@ -222,15 +224,7 @@ def _complete_from_labels(
             image.path, stack, labels, missing, pixel_size, overwrite=False, outline_width=outline_width
         )
     except Exception as exc:  # one bad image must not stop the batch
-        for path in missing.values():
-            remove_output(path)
-        return ImageReport(
-            image.name,
-            image.path,
-            "failed",
-            seconds=time.perf_counter() - started,
-            error=describe_failure(exc, image.path),
-        )
+        return _failed(image, exc, started, missing.values())
     report = _report(image.name, image.path, labels if stack.plane_axes else labels[0], None, pixel_size)
     if stack.plane_axes:
         report.planes = [

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nucseg.datasets.mixture import dataset_key
-from nucseg.training.augment import AugmentConfig
+from nucseg.training.augment import AugmentConfig, NO_AUGMENTATION
 from nucseg.errors import InputError
 
 
@@ -418,21 +418,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "class_weights": None,
         "batch_size": 16,
         "monitor": "pixel_accuracy",
-        "augment": dataclasses.asdict(
-            AugmentConfig(
-                rotations=False,
-                scale_min=1.0,
-                scale_max=1.0,
-                brightness=0.0,
-                contrast=0.0,
-                gamma_min=1.0,
-                gamma_max=1.0,
-                noise_max=0.0,
-                blur_probability=0.0,
-                color_probability=0.0,
-                invert_probability=0.0,
-            )
-        ),
+        "augment": dataclasses.asdict(dataclasses.replace(NO_AUGMENTATION, flips=True)),
     },
 }
 
