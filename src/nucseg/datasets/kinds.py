@@ -140,7 +140,8 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
     Returns
     -------
     CompositeEvidence or None
-        None when the image is not colour, holds content in one channel
+        None when the image is not colour, is grey stored as colour (three
+        equal channels), holds content in one channel
         only (a single fluorescence channel exported as colour, which
         :func:`nucseg.preprocess.normalize.to_channels` takes as gray), or
         is black in at least 99.9 % of its pixels.
@@ -148,7 +149,10 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or single_colour_channel(image[..., :3]) is not None:
         return None
-    sample = statistics_sample(image)[..., :3].astype(np.float32)
+    sample = statistics_sample(image)[..., :3]
+    if (sample[..., 0] == sample[..., 1]).all() and (sample[..., 1] == sample[..., 2]).all():
+        return None  # grey stored as colour, as many PNG and JPEG exports are: one channel's content
+    sample = sample.astype(np.float32)
     scale = full_scale(image.dtype, float(sample.max()))
     bright = np.percentile(sample.reshape(-1, 3), 99.9, axis=0)
     content = [c for c in range(3) if bright[c] > 0.05 * bright.max()]

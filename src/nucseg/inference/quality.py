@@ -264,7 +264,9 @@ def _thickness(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
 
     inside = (labels > 0) & ~find_boundaries(labels, mode="inner")  # touching objects keep their own edges
     depth = ndi.distance_transform_edt(inside)
-    return 2.0 * np.asarray(ndi.maximum(depth, labels, index), dtype=np.float64)
+    deepest = np.zeros(int(labels.max()) + 1)
+    np.maximum.at(deepest, labels.ravel(), depth.ravel())  # ndimage.maximum sorts every pixel: many times slower
+    return 2.0 * deepest[index]
 
 
 def _inside_and_around(
