@@ -124,6 +124,20 @@ def test_hollow_letters_count_as_thin_strokes_and_filled_nuclei_do_not():
     assert quality_features(lines, None, **options)["thin_strokes"] == 1.0
 
 
+def test_thickness_per_object_box_equals_one_transform_of_the_whole_image(dsb_samples):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    from nucseg.inference.quality import _thickness
+
+    for sample in dsb_samples.values():  # real annotations: touching nuclei, nuclei cut by the image border
+        labels = sample.labels
+        index = np.unique(labels[labels > 0])
+        depth = ndi.distance_transform_edt((labels > 0) & ~find_boundaries(labels, mode="inner"))
+        expected = 2.0 * np.asarray(ndi.maximum(depth, labels, index))
+        assert np.array_equal(_thickness(labels, index), expected)
+
+
 def test_objects_that_do_not_stand_out_are_faint():
     labels = _discs()
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ import pytest
 
 from nucseg.preprocess.normalize import (
     NormalizationConfig,
+    equal_channels,
     normalize_percentile,
     percentile_range,
     prepare_image,
@@ -213,3 +214,13 @@ def test_single_colour_channel_agrees_on_integer_and_float_images(dsb_samples):
             (np.repeat(blue_only[:, :, 2:], 3, axis=2), None),
         ):
             assert single_colour_channel(image) == single_colour_channel(image.astype(np.float32)) == expected
+
+
+def test_equal_channels_tells_gray_stored_as_colour_from_colour(dsb_samples):
+    gray_rgba = dsb_samples["00071198"].image  # fluorescence exported as gray RGBA
+    he = dsb_samples["00ae65c1"].image[:, :, :3]
+    assert equal_channels(gray_rgba[:, :, :3]) and equal_channels(gray_rgba[:, :, :1])
+    assert not equal_channels(he)
+    one_pixel_off = gray_rgba[:, :, :3].copy()
+    one_pixel_off[5, 7, 2] ^= 1  # a single differing value is colour
+    assert not equal_channels(one_pixel_off)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg.preprocess.normalize import single_colour_channel, statistics_sample, to_channels
+from nucseg.preprocess.normalize import equal_channels, single_colour_channel, statistics_sample, to_channels
 
 
 #: Kinds of image that :func:`image_kind` tells apart.
@@ -150,7 +150,7 @@ def composite_evidence(image: np.ndarray) -> CompositeEvidence | None:
     if image.ndim != 3 or image.shape[2] not in (3, 4) or single_colour_channel(image[..., :3]) is not None:
         return None
     sample = statistics_sample(image)[..., :3]
-    if (sample[..., 0] == sample[..., 1]).all() and (sample[..., 1] == sample[..., 2]).all():
+    if equal_channels(sample):
         return None  # grey stored as colour, as many PNG and JPEG exports are: one channel's content
     sample = sample.astype(np.float32)
     scale = full_scale(image.dtype, float(sample.max()))

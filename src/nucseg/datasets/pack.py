@@ -34,6 +34,7 @@ from nucseg.datasets.layouts import load_dataset
 from nucseg.errors import InputError
 from nucseg.io.atomic import atomic_directory
 from nucseg.io.images import write_labels
+from nucseg.preprocess.normalize import equal_channels
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def compact_image(image: np.ndarray) -> np.ndarray:
         if not np.all(image[:, :, 3] == full):
             return image
         image = image[:, :, :3]
-    if np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 0], image[:, :, 2]):
+    if equal_channels(image):
         return image[:, :, 0]
     return image
 

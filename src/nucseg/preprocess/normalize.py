@@ -106,6 +106,24 @@ def statistics_sample(image: np.ndarray) -> np.ndarray:
 EMPTY_CHANNEL_FRACTION = 0.05
 
 
+def equal_channels(image: np.ndarray) -> bool:
+    """Whether every channel of an image holds the same values: gray stored as colour, as many PNG
+    and JPEG exports are.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        Pass the colour channels only (an alpha channel differs from them).
+
+    Returns
+    -------
+    bool
+        True for one channel too.
+    """
+    first = image[:, :, 0]
+    return all(np.array_equal(first, image[:, :, c]) for c in range(1, image.shape[2]))
+
+
 def single_colour_channel(image: np.ndarray) -> int | None:
     """The one channel of an RGB image that holds all its content, or None.
 

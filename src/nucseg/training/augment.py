@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nucseg.preprocess.normalize import equal_channels
 from nucseg.preprocess.resize import resize_image, resize_labels
 
 
@@ -188,7 +189,7 @@ def random_intensity(image: np.ndarray, rng: np.random.Generator, config: Augmen
     """Random colour, inversion, gamma, contrast, brightness, blur and noise on a normalized (H, W, C) image."""
     image = image.astype(np.float32, copy=True)
     channels = image.shape[2]
-    if config.stain_jitter and channels == 3 and not _is_gray(image):
+    if config.stain_jitter and channels == 3 and not equal_channels(image):
         image = random_stain(image, rng, config.stain_jitter)
     if channels > 1 and rng.random() < config.color_probability:
         if rng.random() < 0.5:
@@ -234,11 +235,6 @@ def random_stain(image: np.ndarray, rng: np.random.Generator, jitter: float) -> 
     scale = rng.uniform(1 - jitter, 1 + jitter, size=3)
     shift = rng.uniform(-jitter, jitter, size=3) * np.abs(densities.reshape(-1, 3).mean(axis=0))
     return hed2rgb(densities * scale + shift).astype(np.float32)
-
-
-def _is_gray(image: np.ndarray) -> bool:
-    """Whether all channels of an (H, W, C) image are equal (a gray image stacked to RGB)."""
-    return bool(np.all(image == image[:, :, :1]))
 
 
 def augment_crop(
