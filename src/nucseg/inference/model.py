@@ -230,9 +230,35 @@ class NetworkModel(Model):
         on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
+        return self._checked_probabilities(
+            check_image(image),
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            tta=tta,
+            scale=scale,
+            backend=backend,
+            intensity_range=intensity_range,
+            on_tile=on_tile,
+        )
+
+    def _checked_probabilities(
+        self,
+        image: np.ndarray,
+        *,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        tta: bool = False,
+        scale: float = 1.0,
+        backend: str | None = None,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """:meth:`probabilities` of an image :func:`check_image` has passed (the whole image's check holds
+        for its parts: a centre crop is not checked again, nor refused as a composite on its own)."""
         from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
 
-        image = check_image(image)
         if intensity_range is None:
             prepared = prepare_image(image, self.config.normalization)
         else:  # the percentiles of the larger image that ``image`` is a part of
@@ -431,7 +457,7 @@ class NetworkModel(Model):
         """
         run = dict(run)
         if run.get("intensity_range") is None and sizing.sized_on_crop(image):
-            run["intensity_range"] = self.intensity_range(image)
+            run["intensity_range"] = self._checked_intensity_range(image)
         estimate = sizing.estimate_factor(
             image, lambda part: self._segment_at(part, 1.0, post_config, run), self.training_diameter
         )
@@ -444,9 +470,12 @@ class NetworkModel(Model):
         conversion; pass them as ``intensity_range`` to segment a part of
         ``image`` normalized as the whole is.
         """
+        return self._checked_intensity_range(check_image(image))
+
+    def _checked_intensity_range(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         normalization = self.config.normalization
         return percentile_range(
-            to_channels(check_image(image), normalization.channels),
+            to_channels(image, normalization.channels),
             low=normalization.low_percentile,
             high=normalization.high_percentile,
         )
@@ -463,7 +492,7 @@ class NetworkModel(Model):
     def _segment_at(
         self, image: np.ndarray, factor: float, post_config: PostprocessConfig, run: Mapping[str, Any]
     ) -> SegmentationResult:
-        probabilities = self.probabilities(image, scale=factor, **run)
+        probabilities = self._checked_probabilities(image, scale=factor, **run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
         return SegmentationResult(labels, probabilities, factor)
 
