@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import struct
 import warnings
 import zlib
@@ -15,7 +13,7 @@ import tifffile
 from PIL import Image
 
 from nucseg.errors import InputError
-from nucseg.io.atomic import atomic_write, OutputExistsError
+from nucseg.io.atomic import OutputExistsError
 from nucseg.io.lazy import image_shape
 from nucseg.io.images import (
     read_image,
@@ -559,40 +557,6 @@ def test_write_png_round_trip(tmp_path, shape, dtype):
 def test_write_png_rejects_unsupported_arrays(tmp_path, array):
     with pytest.raises(ValueError):
         write_png(tmp_path / "a.png", array)
-
-
-# ------------------------------------------------------------------ atomic write
-
-
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "out.txt"
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("writer failed")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_atomic_write_keeps_old_content_on_failure(tmp_path):
-    target = tmp_path / "out.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target) as tmp:
-            tmp.write_text("new")
-            raise RuntimeError("writer failed")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
-
-
-def test_atomic_write_uses_umask_permissions(tmp_path):
-    old_umask = os.umask(0o022)
-    try:
-        with atomic_write(tmp_path / "sub" / "out.txt") as tmp:
-            assert tmp.suffix == ".txt"
-            tmp.write_text("x")
-    finally:
-        os.umask(old_umask)
-    assert stat.S_IMODE((tmp_path / "sub" / "out.txt").stat().st_mode) == 0o644
 
 
 # -------------------------------------------------------------------- mask crop
