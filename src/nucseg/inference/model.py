@@ -230,49 +230,41 @@ class NetworkModel(Model):
         on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
-        return self._checked_probabilities(
-            check_image(image),
+        run = dict(
             tile_size=tile_size,
             overlap=overlap,
             batch_size=batch_size,
             tta=tta,
-            scale=scale,
             backend=backend,
             intensity_range=intensity_range,
             on_tile=on_tile,
         )
+        return self._checked_probabilities(check_image(image), scale, run)
 
-    def _checked_probabilities(
-        self,
-        image: np.ndarray,
-        *,
-        tile_size: int | None = None,
-        overlap: int | None = None,
-        batch_size: int | None = None,
-        tta: bool = False,
-        scale: float = 1.0,
-        backend: str | None = None,
-        intensity_range: tuple[np.ndarray, np.ndarray] | None = None,
-        on_tile: Callable[[int, int], None] | None = None,
-    ) -> np.ndarray:
-        """:meth:`probabilities` of an image :func:`check_image` has passed (the whole image's check holds
-        for its parts: a centre crop is not checked again, nor refused as a composite on its own)."""
+    def _checked_probabilities(self, image: np.ndarray, scale: float, run: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`probabilities` of an image :func:`check_image` has passed, with its keyword ``run`` settings.
+
+        The whole image's check holds for its parts: a centre crop is not
+        checked again, nor refused as a composite on its own.
+        """
         from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
 
+        intensity_range = run.get("intensity_range")
         if intensity_range is None:
             prepared = prepare_image(image, self.config.normalization)
         else:  # the percentiles of the larger image that ``image`` is a part of
             prepared = normalize_with_range(to_channels(image, self.config.normalization.channels), *intensity_range)
+        overlap = run.get("overlap")
         return predict_rescaled(
-            self.runner(backend),
+            self.runner(run.get("backend")),
             prepared,
             scale=scale,
             resize_to=self.config.resize_to,
-            tile_size=tile_size or DEFAULT_TILE_SIZE,
+            tile_size=run.get("tile_size") or DEFAULT_TILE_SIZE,
             overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-            batch_size=batch_size or DEFAULT_BATCH_SIZE,
-            tta=tta,
-            on_tile=on_tile,
+            batch_size=run.get("batch_size") or DEFAULT_BATCH_SIZE,
+            tta=run.get("tta", False),
+            on_tile=run.get("on_tile"),
         )
 
     def segment(
@@ -492,7 +484,7 @@ class NetworkModel(Model):
     def _segment_at(
         self, image: np.ndarray, factor: float, post_config: PostprocessConfig, run: Mapping[str, Any]
     ) -> SegmentationResult:
-        probabilities = self._checked_probabilities(image, scale=factor, **run)
+        probabilities = self._checked_probabilities(image, factor, run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
         return SegmentationResult(labels, probabilities, factor)
 
