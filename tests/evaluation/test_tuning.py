@@ -226,12 +226,13 @@ def fake_probabilities(monkeypatch, dsb_samples):
     by_image = {zlib.crc32(s.image.tobytes()): s for s in dsb_samples.values()}
     calls = []
 
-    def probabilities(self, image, **options):
+    def probabilities(self, image, scale, run):
         sample = by_image[zlib.crc32(np.ascontiguousarray(image).tobytes())]
         calls.append(sample.name)
         return _fixture_maps(sample.labels)
 
-    monkeypatch.setattr(NetworkModel, "probabilities", probabilities)
+    # the network pass of every segment call and of the public probabilities()
+    monkeypatch.setattr(NetworkModel, "_checked_probabilities", probabilities)
     return calls
 
 
