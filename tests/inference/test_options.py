@@ -201,5 +201,5 @@ def test_a_block_wise_run_of_the_earlier_version_resumes(tmp_path, dsb_samples, 
     crashing.calls, crashing.crash_at = 0, None
     report = segment_large(image, output, model=model, block_size=256, margin=32, options=SegmentOptions(tile_size=256))
     assert report.resumed_blocks == 4 and crashing.calls == 5
-    with pytest.raises(InputError, match="channel, channel_axis and axes describe files"):  # never ignored
+    with pytest.raises(InputError, match="channel, channel_axis, axes and level describe files"):  # never ignored
         segment_large(image, tmp_path / "other.zarr", model=model, channel=2)
