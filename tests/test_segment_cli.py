@@ -495,23 +495,12 @@ def test_outline_width_draws_wider_outlines_in_the_overlay(tmp_path, capsys):
     assert "outline width must be a whole number of pixels, at least 1, got 0" in capsys.readouterr().err
 
 
-def _pyramid(path: Path, gray: np.ndarray, pixel_size: float) -> np.ndarray:
-    """A two-level pyramidal OME-TIFF as a 40x scan stores one: ``gray`` twice the size at level 0 (of
-    ``pixel_size`` microns), ``gray`` itself at level 1; returns level 0."""
-    full = np.repeat(np.repeat(gray, 2, axis=0), 2, axis=1)
-    with tifffile.TiffWriter(path, ome=True) as tif:
-        metadata = {"axes": "YX", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size}
-        tif.write(full, subifds=1, tile=(128, 128), metadata=metadata)
-        tif.write(gray, subfiletype=1, tile=(128, 128))
-    return full
-
-
 @pytest.mark.parametrize("blockwise", ["never", "always"])
-def test_a_pyramid_is_segmented_at_the_level_asked_for_with_that_levels_pixel_size(tmp_path, capsys, blockwise):
+def test_a_pyramid_is_segmented_at_the_level_asked_for_with_that_levels_pixel_size(tmp_path, pyramid_tiff, blockwise):
     from nucseg.inference.model import load_model
 
     gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
-    _pyramid(tmp_path / "slide.ome.tif", gray, 0.25)
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
     out = tmp_path / "out"
     args = ["segment", str(tmp_path / "slide.ome.tif"), "--out", str(out), "--model", "classical", "--measure"]
     assert main(args + ["--level", "1", "--blockwise", blockwise]) == 0
@@ -526,9 +515,11 @@ def test_a_pyramid_is_segmented_at_the_level_asked_for_with_that_levels_pixel_si
     assert sum(areas) == pytest.approx(np.count_nonzero(labels) * 0.5**2)  # each pixel of level 1 is 0.5 x 0.5 um
 
 
-def test_a_level_the_file_lacks_fails_the_image_and_a_negative_level_is_refused_in_one_line(tmp_path, capsys):
+def test_a_level_the_file_lacks_fails_the_image_and_a_negative_level_is_refused_in_one_line(
+    tmp_path, capsys, pyramid_tiff
+):
     gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
-    _pyramid(tmp_path / "slide.ome.tif", gray, 0.25)
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
     Image.fromarray(gray).save(tmp_path / "cells.png")
     for name, level, levels in (
         ("slide.ome.tif", 2, "2 resolution level(s), 0 to 1"),
