@@ -114,3 +114,24 @@ def png_claiming_size():
         return path
 
     return write
+
+
+@pytest.fixture
+def pyramid_tiff():
+    """A writer of two-level pyramidal OME-TIFFs, as a 40x scan stores one.
+
+    Called as ``pyramid_tiff(path, image, pixel_size)``: ``image`` (H, W)
+    twice the size at level 0, of ``pixel_size`` microns, and ``image``
+    itself at level 1 (of twice that pixel size).
+    """
+    import tifffile
+
+    def write(path: Path, image: np.ndarray, pixel_size: float) -> Path:
+        full = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+        with tifffile.TiffWriter(path, ome=True) as tif:
+            metadata = {"axes": "YX", "PhysicalSizeX": pixel_size, "PhysicalSizeY": pixel_size}
+            tif.write(full, subifds=1, tile=(128, 128), metadata=metadata)
+            tif.write(image, subfiletype=1, tile=(128, 128))
+        return path
+
+    return write

@@ -493,3 +493,44 @@ def test_outline_width_draws_wider_outlines_in_the_overlay(tmp_path, capsys):
         == 2
     )
     assert "outline width must be a whole number of pixels, at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blockwise", ["never", "always"])
+def test_a_pyramid_is_segmented_at_the_level_asked_for_with_that_levels_pixel_size(tmp_path, pyramid_tiff, blockwise):
+    from nucseg.inference.model import load_model
+
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "slide.ome.tif"), "--out", str(out), "--model", "classical", "--measure"]
+    assert main(args + ["--level", "1", "--blockwise", blockwise]) == 0
+    labels = read_labels(out / "slide_labels.tif")
+    expected = load_model("classical").segment(gray).labels  # the pixels of level 1, as they are
+    assert labels.shape == gray.shape and len(np.unique(labels)) == len(np.unique(expected)) > 10
+    assert np.array_equal(labels > 0, expected > 0)
+    summary = _summary_rows(out)["slide"]
+    assert float(summary["pixel_size_um"]) == pytest.approx(0.5) and int(summary["nuclei"]) == labels.max()
+    with open(out / "slide_nuclei.csv", newline="") as handle:
+        areas = [float(row["area_um2"]) for row in csv.DictReader(handle)]
+    assert sum(areas) == pytest.approx(np.count_nonzero(labels) * 0.5**2)  # each pixel of level 1 is 0.5 x 0.5 um
+
+
+def test_a_level_the_file_lacks_fails_the_image_and_a_negative_level_is_refused_in_one_line(
+    tmp_path, capsys, pyramid_tiff
+):
+    gray = read_image(_fixture_image("0280fa8f"))[:, :, 0]
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
+    Image.fromarray(gray).save(tmp_path / "cells.png")
+    for name, level, levels in (
+        ("slide.ome.tif", 2, "2 resolution level(s), 0 to 1"),
+        ("cells.png", 1, "1 resolution level(s), 0 to 0"),
+    ):
+        path = tmp_path / name
+        out = tmp_path / f"out_{path.stem}"
+        assert main(["segment", str(path), "--out", str(out), "--model", "classical", "--level", str(level)]) == 1
+        err = capsys.readouterr().err.splitlines()
+        assert err == [f"nucseg: failed: {path}: has {levels}; level {level} was asked for"]  # open_image's words
+        assert _summary_rows(out)[path.name.split(".")[0]]["status"] == "failed"
+    assert main(["segment", str(tmp_path / "cells.png"), "--out", str(tmp_path / "neg"), "--level", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "level must be a whole number, 0 (full resolution) or more, got -1" in err and len(err.splitlines()) == 1

@@ -45,6 +45,9 @@ from nucseg.postprocess.watershed import PostprocessConfig
         ({"channel_axis": "0"}, "channel axis must be a whole number, got '0'"),
         ({"axes": "ZQX"}, "--axes 'ZQX': name each axis once with the letters TZCSYX, Y and X among them"),
         ({"axes": "ZYX", "channel_axis": 0}, "give the axes (--axes) or the channel axis (--channel-axis), not both"),
+        ({"level": -1}, "level must be a whole number, 0 (full resolution) or more, got -1"),
+        ({"level": 1.0}, "level must be a whole number, 0 (full resolution) or more, got 1.0"),
+        ({"level": True}, "level must be a whole number, 0 (full resolution) or more, got True"),
         ({"postprocess": {"min_sise": 3}}, "unknown postprocess setting(s) 'min_sise'; known: foreground_threshold"),
         (
             {"postprocess": {"foreground_threshold": 1.5}},
@@ -68,10 +71,12 @@ def test_valid_values_are_stored_as_plain_types():
         tile_size=np.int64(256),
         channel=np.int16(2),
         axes="zyx",
+        level=np.uint8(1),
         tta=np.bool_(True),
         postprocess={"min_size": np.int64(30), "foreground_threshold": 0.4},
     )
     assert type(options.scale) is float and type(options.tile_size) is int and type(options.channel) is int
+    assert options.level == 1 and type(options.level) is int and SegmentOptions().level == 0
     assert options.axes == "ZYX" and options.tta is True and options.layout == "ZYX"
     assert options.postprocess == PostprocessOverrides(min_size=30, foreground_threshold=0.4)
     assert type(options.postprocess.min_size) is int
@@ -89,6 +94,7 @@ def test_round_trip_to_and_from_dict_and_json():
         backend="onnxruntime",
         channel="DAPI",
         axes="CYX",
+        level=2,
         postprocess={"min_size": 30},
     )
     data = options.to_dict()
@@ -100,6 +106,7 @@ def test_round_trip_to_and_from_dict_and_json():
         "backend": "onnxruntime",
         "channel": "DAPI",
         "axes": "CYX",
+        "level": 2,
         "postprocess": {"min_size": 30},
     }
     assert SegmentOptions.from_dict(json.loads(json.dumps(data))) == options
@@ -123,7 +130,10 @@ def test_keywords_build_or_replace_options():
         base.replace(tile_size=100)
     with pytest.raises(OptionsError, match="describe files"):
         SegmentOptions.for_array(axes="ZYX")
-    assert SegmentOptions(channel=2, axes="CYX", tta=True).for_planes() == SegmentOptions(tta=True)
+    with pytest.raises(OptionsError, match="^level describe files"):
+        SegmentOptions.for_array(SegmentOptions(level=1))
+    assert SegmentOptions.for_array(level=0) == SegmentOptions()
+    assert SegmentOptions(channel=2, axes="CYX", level=1, tta=True).for_planes() == SegmentOptions(tta=True)
 
 
 def test_postprocess_overrides_mirror_the_config_and_apply_on_top():
@@ -201,5 +211,7 @@ def test_a_block_wise_run_of_the_earlier_version_resumes(tmp_path, dsb_samples, 
     crashing.calls, crashing.crash_at = 0, None
     report = segment_large(image, output, model=model, block_size=256, margin=32, options=SegmentOptions(tile_size=256))
     assert report.resumed_blocks == 4 and crashing.calls == 5
-    with pytest.raises(InputError, match="channel, channel_axis and axes describe files"):  # never ignored
+    with pytest.raises(InputError, match="channel, channel_axis, axes and level describe files"):  # never ignored
         segment_large(image, tmp_path / "other.zarr", model=model, channel=2)
+    with pytest.raises(InputError, match="describe files"):
+        segment_large(image, tmp_path / "other.zarr", model=model, level=1)

@@ -272,3 +272,24 @@ def test_an_existing_rle_file_is_refused_before_anything_is_segmented(request, t
         segment_files([DSB_DIR], out, executor=executor, model="classical", rle_path=rle)
     assert rle.read_text() == "the user's file\n"
     assert not out.exists() or not any(out.iterdir())  # no labels, no summary: nothing was segmented
+
+
+@pytest.mark.slow
+def test_a_pyramid_is_segmented_at_the_level_asked_for_on_the_cluster(client, tmp_path, pyramid_tiff, dsb_samples):
+    gray = dsb_samples["0280fa8f"].image[..., 0]
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
+    for blockwise in (False, True):  # the workers read the pixels of level 1, whole or block by block
+        runs = {
+            where: segment_files(
+                [tmp_path / "slide.ome.tif"],
+                tmp_path / f"{where}_{blockwise}",
+                executor=executor,
+                model="classical",
+                blockwise=blockwise,
+                level=1,
+            )
+            for where, executor in (("cluster", DaskExecutor(client)), ("local", None))
+        }
+        labels = {where: read_labels(tmp_path / f"{where}_{blockwise}" / "slide_labels.tif") for where in runs}
+        assert labels["cluster"].shape == gray.shape and np.array_equal(labels["cluster"], labels["local"])
+        assert runs["cluster"].images[0].pixel_size == pytest.approx(0.5) and runs["cluster"].images[0].nuclei > 10

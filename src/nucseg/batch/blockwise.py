@@ -58,14 +58,13 @@ from nucseg.batch.block_outputs import (
     write_ome_zarr_blockwise,
     write_overview,
 )
-from nucseg.batch.whole import without_png_alpha
+from nucseg.batch.whole import open_input, without_png_alpha
 from nucseg.batch.writers import LABELS_WRITER, OUTPUTS
 from nucseg.errors import InputError
 from nucseg.inference.options import SegmentOptions
 from nucseg.inference.quality import Quality, QUALITY_FEATURES
-from nucseg.io.channels import Channel
 from nucseg.io.atomic import OutputExistsError
-from nucseg.io.opened import open_image, OpenedImage
+from nucseg.io.opened import OpenedImage
 from nucseg.io.pixels import usable_pixels
 from nucseg.scale.blocks import (
     Block,
@@ -233,10 +232,11 @@ def segment_large(
     Parameters
     ----------
     image
-        A TIFF file or Zarr store, read lazily (see :func:`open_image`); a
-        PNG or JPEG file, read whole; the image file opened (its own axes and
-        channel then stand: ``channel``, ``channel_axis`` and ``axes`` are not
-        applied again); or an in-memory array of shape (H, W) or (H, W, C).
+        A TIFF file or Zarr store, read lazily (see
+        :func:`~nucseg.io.opened.open_image`); a PNG or JPEG file, read whole;
+        the image file opened (its own axes, channel and level then stand:
+        ``channel``, ``channel_axis``, ``axes`` and ``level`` are not applied
+        again); or an in-memory array of shape (H, W) or (H, W, C).
     output_path
         ``.zarr``: a Zarr array (uint16, or uint32 above 65,535 nuclei; chunks
         of 512 or 256 pixels). ``.tif``/``.tiff``: a tiled, zlib-compressed
@@ -276,8 +276,8 @@ def segment_large(
         Width of the overview's outlines, pixels (:func:`nucseg.visualize.outline_overlay`).
     options, **segment_options
         The segment options (:class:`~nucseg.inference.options.SegmentOptions`;
-        keywords replace its values): ``channel``, ``channel_axis`` and
-        ``axes`` for reading the image, the others passed to
+        keywords replace its values): ``channel``, ``channel_axis``, ``axes``
+        and ``level`` for reading the image, the others passed to
         :meth:`~nucseg.inference.model.Model.segment` for every block.
         Automatic sizing (``diameter="auto"``, the default of network models)
         estimates one resize factor on the centre block
@@ -322,13 +322,13 @@ def segment_large(
         check_block_settings(block_size, margin)
     except ValueError as exc:
         raise InputError(None, str(exc)) from None
-    if isinstance(image, np.ndarray) and (options.channel is not None or options.layout is not None):
+    if isinstance(image, np.ndarray) and (options.channel is not None or options.file_options()):
         raise InputError(
             None,
-            "channel, channel_axis and axes describe files; of an array, pass the channel that "
+            "channel, channel_axis, axes and level describe files; of an array, pass the channel that "
             "shows the nuclei, (H, W), or an (H, W, C) colour image",
         )
-    source, description, measured = _open_source(image, options.layout, options.channel)
+    source, description, measured = _open_source(image, options)
     local_model = as_model(model)
     executor = InProcessExecutor() if executor is None else executor
     check_model(local_model, options)
@@ -476,7 +476,7 @@ def _file_of(image: str | Path | OpenedImage | np.ndarray) -> Path | None:
 
 
 def _open_source(
-    image: str | Path | OpenedImage | np.ndarray, channel_axis: int | str | None, channel: Channel
+    image: str | Path | OpenedImage | np.ndarray, options: SegmentOptions
 ) -> tuple[OpenedImage | np.ndarray, str, Intensities]:
     """The image to read blocks from, a description of it for the scratch group's settings, and what to
     measure intensities on."""
@@ -485,7 +485,7 @@ def _open_source(
             raise InputError(None, f"image must have shape (H, W) or (H, W, C), got {image.shape}")
         image = usable_pixels(image)
         return image, f"array {image.shape} {image.dtype} {_array_digest(image)}", Intensities(image)
-    opened = image if isinstance(image, OpenedImage) else open_image(image, channel_axis=channel_axis, channel=channel)
+    opened = image if isinstance(image, OpenedImage) else open_input(Path(image), options)
     path = opened.path
     if opened.lazy:  # blocks read their regions
         opened.check_one_plane()
@@ -497,7 +497,7 @@ def _open_source(
         pixels, names = without_png_alpha(*stack.intensities(), path)
         source, measured = stack.planes[0], Intensities(pixels[0], None if names is None else list(names))
     stat = path.stat()
-    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {channel}", measured
+    return source, f"{path.resolve()} {stat.st_size} {stat.st_mtime_ns} channel {options.channel}", measured
 
 
 def _array_digest(image: np.ndarray) -> str:

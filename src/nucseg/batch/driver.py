@@ -56,8 +56,7 @@ from nucseg.inference.model import load_model, Model
 from nucseg.inference.options import SegmentOptions
 from nucseg.io.atomic import OutputExistsError, remove_stale_temporaries
 from nucseg.io.formats import is_zarr
-from nucseg.io.channels import Channel
-from nucseg.io.opened import open_image, OpenedImage
+from nucseg.io.opened import OpenedImage
 from nucseg.inference.runners import default_threads
 from nucseg.scale.blocks import (
     check_block_settings,
@@ -104,8 +103,7 @@ def plan_images(
     *,
     blockwise: bool | None = None,
     max_memory: float | None = None,
-    channel_axis: int | str | None = None,
-    channel: Channel = None,
+    options: SegmentOptions | None = None,
 ) -> list[PlannedImage]:
     """Expand inputs into named images (as :func:`nucseg.batch.inputs.find_images`) and choose how to segment each.
 
@@ -117,14 +115,16 @@ def plan_images(
     series run in memory, plane by plane, with an estimate that counts all
     their planes; a warning says so when block-wise was asked for or the
     estimate is above the budget. Each image is opened here, once
-    (:func:`nucseg.io.opened.open_image` with ``channel_axis``, which may
-    be ``--axes`` letters, and ``channel``), for the plan and its run.
+    (:func:`nucseg.batch.whole.open_input` with the axes, channel and
+    resolution level of ``options``; None: the defaults), for the plan and
+    its run.
 
     Raises
     ------
     InputError
         As :func:`nucseg.batch.inputs.find_images`, or a Zarr store with ``blockwise=False``.
     """
+    options = SegmentOptions() if options is None else options
     zarr_inputs = [Path(item) for item in inputs if is_zarr(item)]
     if zarr_inputs and blockwise is False:
         raise InputError(zarr_inputs[0], "Zarr images are only segmented block-wise")
@@ -135,13 +135,10 @@ def plan_images(
         if path.stem in names:
             raise InputError(path, f"has the same output name {path.stem!r} as another input")
         names.add(path.stem)
-    planned = [
-        PlannedImage(ImageInput(path.stem, path), True, opened=_opened(path, channel_axis, channel))
-        for path in zarr_inputs
-    ]
+    planned = [PlannedImage(ImageInput(path.stem, path), True, opened=_opened(path, options)) for path in zarr_inputs]
     max_memory = default_max_memory() if max_memory is None else max_memory
     for image in images:
-        opened = _opened(image.path, channel_axis, channel)
+        opened = _opened(image.path, options)
         planes, (height, width) = (1, (0, 0)) if opened is None else (int(np.prod(opened.plane_shape)), opened.shape)
         if planes > 1:
             planned.append(
@@ -153,10 +150,10 @@ def plan_images(
     return planned
 
 
-def _opened(path: Path, channel_axis: int | str | None, channel: Channel) -> OpenedImage | None:
+def _opened(path: Path, options: SegmentOptions) -> OpenedImage | None:
     """The image file opened, or None when it cannot be: the path it takes then opens it again and says why."""
     try:
-        return open_image(path, channel_axis=channel_axis, channel=channel)
+        return open_input(path, options)
     except InputError:
         return None
 
@@ -279,7 +276,8 @@ def segment_files(
         ``overlay``, ``nuclei``, ``geojson``, ``rois``, ``ome_zarr``);
         block-wise images write them block by block.
     pixel_size
-        Microns per pixel for the measurements (areas in µm², lengths in µm).
+        Microns per pixel for the measurements (areas in µm², lengths in µm);
+        None: what each file states, of the level read.
     rle_path
         Write a Kaggle submission CSV of run-length encodings here.
     overwrite
@@ -315,6 +313,12 @@ def segment_files(
             do not declare them (StarDist's convention: ``ZYX``, ``CYX``,
             ``YXC``, ``TZYX``, ...; see :func:`nucseg.io.axes.given_axes`). Z and T
             axes are planes, segmented one by one.
+        ``level``
+            The resolution level of pyramids (slides, pyramidal OME-TIFFs,
+            OME-Zarr multiscale images) to segment: 0, full resolution (the
+            default), 1 the next, ... Labels, measurements and pixel sizes
+            are of that level; a file without that level fails, saying how
+            many it has.
         ``diameter``
             As for :meth:`~nucseg.inference.model.NetworkModel.segment`, or in
             microns (``"8um"``) with each image's pixel size.
@@ -368,8 +372,7 @@ def segment_files(
         out_dir,
         blockwise=blockwise,
         max_memory=max_memory,
-        channel_axis=options.layout,
-        channel=options.channel,
+        options=options,
     )
     if not isinstance(model, Model):
         model = load_model(model)

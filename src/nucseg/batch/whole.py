@@ -286,9 +286,9 @@ def warn_if_sizing_clipped(estimates: Sequence[SizeEstimate | None], path: Path)
 
 
 def open_input(path: Path, options: SegmentOptions) -> OpenedImage:
-    """The image file ``path`` opened with the axes and channel of ``options``
+    """The image file ``path`` opened with the axes, channel and resolution level of ``options``
     (:func:`nucseg.io.opened.open_image`)."""
-    return open_image(path, channel_axis=options.layout, channel=options.channel)
+    return open_image(path, channel_axis=options.layout, channel=options.channel, level=options.level)
 
 
 def physical_settings(

@@ -151,6 +151,13 @@ def add_segment_arguments(parser: argparse.ArgumentParser) -> None:
         "for a time series; it never overrides axes a file declares",
     )
     parser.add_argument(
+        "--level",
+        type=int,
+        metavar="N",
+        help="resolution level of a pyramid (slide, pyramidal OME-TIFF, OME-Zarr): 0 full resolution "
+        "(default), 1 the next, ...; labels, measurements and pixel sizes are of that level",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip images whose outputs exist)"
     )
     _add_scale_out_arguments(parser)
@@ -222,7 +229,7 @@ def segment_options(args: argparse.Namespace) -> SegmentOptions:
 
     given = {
         key: getattr(args, key)
-        for key in ("scale", "diameter", "tile_size", "overlap", "backend", "channel", "channel_axis", "axes")
+        for key in ("scale", "diameter", "tile_size", "overlap", "backend", "channel", "channel_axis", "axes", "level")
         if getattr(args, key) is not None
     }
     return SegmentOptions(tta=args.tta, **given)

@@ -286,7 +286,7 @@ class NetworkModel(Model):
         options
             Every setting below at once (:class:`~nucseg.inference.options.SegmentOptions`);
             keyword options replace its values. Options that describe files
-            (``channel_axis``, ``axes``) are refused for an array.
+            (``channel_axis``, ``axes``, ``level``) are refused for an array.
         tile_size
             Side of the square tiles in pixels, a multiple of 32 (default
             :data:`nucseg.inference.tiling.DEFAULT_TILE_SIZE`). Larger tiles are a

@@ -117,6 +117,9 @@ def microns_of(diameter: Any) -> float | None:
     return None
 
 
+_FILE_OPTIONS = ("channel_axis", "axes", "level")  # how a file is read: no option of an array
+
+
 def _is_number(value: Any) -> bool:
     return not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, float, np.integer, np.floating))
 
@@ -152,6 +155,12 @@ class SegmentOptions:
         Files: instead of ``channel_axis``, the letters of the axes of files
         that declare none (``ZYX``, ``CYX``, ``YXC``, ``TZYX``, ...;
         :func:`nucseg.io.axes.given_axes`), in capitals.
+    level
+        Files: the resolution level of a pyramid (a slide, a pyramidal
+        OME-TIFF, an OME-Zarr multiscale image) to segment: 0, full
+        resolution (the default), 1 the next, ...
+        (:func:`nucseg.io.opened.open_image`). Labels, measurements and pixel
+        sizes are of that level.
     tile_size, overlap, batch_size
         Network tiles: side in pixels (a multiple of 32), overlap of
         neighbours in pixels, tiles per network call (None: the defaults of
@@ -173,6 +182,7 @@ class SegmentOptions:
     channel: Channel = None
     channel_axis: int | None = None
     axes: str | None = None
+    level: int = 0
     tile_size: int | None = None
     overlap: int | None = None
     batch_size: int | None = None
@@ -230,6 +240,9 @@ class SegmentOptions:
                 object.__setattr__(self, "axes", check_axes_letters(self.axes))
             except InputError as exc:
                 raise OptionsError(exc.problem) from None
+        if not (_is_whole(self.level) and self.level >= 0):
+            raise OptionsError(f"level must be a whole number, 0 (full resolution) or more, got {self.level!r}")
+        object.__setattr__(self, "level", int(self.level))
 
     def _check_tiling(self) -> None:
         for name in ("tile_size", "overlap", "batch_size"):
@@ -338,13 +351,19 @@ class SegmentOptions:
             if given
         ]
 
+    def file_options(self) -> list[str]:
+        """The options given that describe files, not arrays (``channel_axis``, ``axes``, a ``level`` above 0)."""
+        default = SegmentOptions()
+        return [name for name in _FILE_OPTIONS if getattr(self, name) != getattr(default, name)]
+
     def for_planes(self) -> SegmentOptions:
-        """The options of each plane once a file's reader has applied ``channel``, ``channel_axis`` and ``axes``."""
-        return dataclasses.replace(self, channel=None, channel_axis=None, axes=None)
+        """The options of each plane once a file's reader has applied ``channel``, ``channel_axis``, ``axes``
+        and ``level``."""
+        return dataclasses.replace(self, channel=None, channel_axis=None, axes=None, level=0)
 
     @classmethod
     def for_array(cls, options: SegmentOptions | None = None, **keywords: Any) -> SegmentOptions:
-        """:meth:`from_keywords` for an array: options that describe files (``channel_axis``, ``axes``) are refused.
+        """:meth:`from_keywords` for an array: options that describe files (:meth:`file_options`) are refused.
 
         Raises
         ------
@@ -352,7 +371,7 @@ class SegmentOptions:
             As :meth:`from_keywords`, or an option that describes files.
         """
         options = cls.from_keywords(options, **keywords)
-        given = [name for name in ("channel_axis", "axes") if getattr(options, name) is not None]
+        given = options.file_options()
         if given:
             raise OptionsError(f"{' and '.join(given)} describe files; an array is (H, W) or (H, W, C), channels last")
         return options
