@@ -112,3 +112,32 @@ def test_report_renders_in_a_headless_browser_without_errors(batch):
             driver.save_screenshot(SCREENSHOT)
     finally:
         driver.quit()
+
+
+def test_a_pyramid_segmented_at_level_1_gets_its_thumbnail_from_that_level(tmp_path, pyramid_tiff):
+    from nucseg.batch.qc_report import _thumbnail, read_summary
+    from nucseg.io.images import read_image
+
+    gray = read_image(sample_image_paths()[0])
+    gray = gray[:, :, 0] if gray.ndim == 3 else gray
+    pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)
+    out = tmp_path / "out"  # no --overlay: the report draws the outlines on the source image itself
+    assert nucseg_main(["segment", str(tmp_path / "slide.ome.tif"), "--out", str(out), "--model", "classical"]) == 0
+    assert (
+        nucseg_main(
+            [
+                "segment",
+                str(tmp_path / "slide.ome.tif"),
+                "--out",
+                str(out / "1"),
+                "--model",
+                "classical",
+                "--level",
+                "1",
+            ]
+        )
+        == 0
+    )
+    for folder in (out, out / "1"):  # labels of level 0, then of level 1 (a quarter of the pixels)
+        (row,) = read_summary(folder)
+        assert _thumbnail(folder, row).startswith("data:image/jpeg;base64,")
