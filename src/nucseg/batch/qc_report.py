@@ -136,35 +136,17 @@ def _thumbnail(out_dir: Path, row: dict) -> str | None:
             picture = Image.open(paths["overlay"]).convert("RGB")
         else:
             from nucseg.io.images import read_labels
+            from nucseg.io.opened import open_level_of_shape
             from nucseg.visualize import outline_overlay
 
             labels = read_labels(paths["labels"])
             if labels.ndim != 2:
                 return None
-            picture = Image.fromarray(outline_overlay(_image_of_labels(Path(row["path"]), labels.shape), labels))
+            picture = Image.fromarray(outline_overlay(open_level_of_shape(row["path"], labels.shape).read(), labels))
     except (OSError, ValueError, InputError):
         return None
     picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     return _data_url(picture, "JPEG")
-
-
-def _image_of_labels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """The pixels of ``path`` the labels were made from: the pyramid level of their ``shape``
-    (``nucseg segment --level``), opened by its header before any pixel is read.
-
-    Raises
-    ------
-    InputError
-        The file cannot be read, or has no level of that shape.
-    """
-    from nucseg.io.opened import open_image
-
-    level = 0
-    while True:  # open_image refuses the level after the last one
-        opened = open_image(path, level=level)
-        if tuple(opened.shape) == tuple(shape):
-            return opened.read()
-        level += 1
 
 
 def _data_url(picture, kind: str) -> str:

@@ -423,6 +423,29 @@ def open_image(
     )
 
 
+def open_level_of_shape(path: str | Path, shape: tuple[int, ...]) -> OpenedImage:
+    """The pyramid level of ``path`` whose height and width are ``shape[:2]``: the image that labels of
+    that shape were made from (``nucseg segment --level``). Opens headers only, level 0 first.
+
+    Raises
+    ------
+    InputError
+        The file cannot be opened, or none of its levels has that shape.
+    """
+    path, wanted = Path(path), tuple(shape[:2])
+    level = 0
+    while True:
+        try:
+            opened = open_image(path, level=level)
+        except InputError:
+            if level == 0:
+                raise
+            raise InputError(path, f"has no resolution level of {wanted[0]} x {wanted[1]} pixels") from None
+        if opened.shape == wanted:
+            return opened
+        level += 1
+
+
 def image_pixel_size(path: str | Path) -> float | None:
     """Microns per pixel that an image file states (see :attr:`OpenedImage.pixel_size`); None where it
     states none. Reads its metadata only, whatever its axes and channels."""

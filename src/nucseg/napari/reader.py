@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from nucseg.io.formats import IMAGE_SUFFIXES
+from nucseg.batch.inputs import image_stem
+from nucseg.io.formats import IMAGE_SUFFIXES, is_zarr
 from nucseg.io.images import read_labels
-from nucseg.io.opened import open_image
+from nucseg.io.opened import open_level_of_shape
 
 LABELS_SUFFIX = "_labels.tif"
 
@@ -21,25 +22,35 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
 
 
 def read_outputs(path: str | list[str]) -> list[tuple]:
-    """Layers of nucseg outputs: for each labels file, its image (when found beside it) and a Labels layer."""
+    """Layers of nucseg outputs: for each labels file, its image (when found beside it) and a Labels layer.
+
+    A pyramid's image is read at the level the labels were made from (``nucseg segment --level``).
+    """
     layers: list[tuple] = []
     for labels_path in [path] if isinstance(path, str) else path:
         labels_path = Path(labels_path)
         name = labels_path.name[: -len(LABELS_SUFFIX)]
+        labels = read_labels(labels_path)
         image_path = source_image(labels_path)
         if image_path is not None:
-            image = open_image(image_path).read()
+            image = open_level_of_shape(image_path, labels.shape).read()
             layers.append((image, {"name": name, "rgb": image.ndim == 3 and image.shape[2] in (3, 4)}, "image"))
-        layers.append((read_labels(labels_path), {"name": f"{name} nuclei"}, "labels"))
+        layers.append((labels, {"name": f"{name} nuclei"}, "labels"))
     return layers
 
 
 def source_image(labels_path: Path) -> Path | None:
-    """The image a labels file was made from: ``NAME.<ext>`` beside it, or in the folder above it."""
+    """The image a labels file was made from: the image file or Zarr store of the same name
+    (:func:`nucseg.batch.inputs.image_stem`: ``X.png``, ``X.ome.tif``, ``X.zarr``) beside it, or in the
+    folder above it; the first by name where there are several."""
     name = labels_path.name[: -len(LABELS_SUFFIX)]
     for folder in (labels_path.parent, labels_path.parent.parent):
-        for suffix in IMAGE_SUFFIXES:
-            candidate = folder / f"{name}{suffix}"
-            if candidate.is_file():
-                return candidate
+        images = sorted(
+            entry
+            for entry in folder.iterdir()
+            if image_stem(Path(entry.name)) == name
+            and (is_zarr(entry) or (entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES))
+        )
+        if images:
+            return images[0]
     return None
