@@ -246,9 +246,9 @@ def test_auto_sizing_measures_large_images_on_their_centre_quarter(dsb_samples, 
     monkeypatch.setattr(
         model,
         "_segment_at",
-        lambda image, factor, post, options: (
-            calls.append((image.shape[:2], factor, options.get("intensity_range") is not None))
-            or segment_at(image, factor, post, options)
+        lambda image, factor, post, run: (
+            calls.append((image.shape[:2], factor, run.intensity_range is not None))
+            or segment_at(image, factor, post, run)
         ),
     )
 

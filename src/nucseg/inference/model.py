@@ -25,7 +25,8 @@ backend, a GPU, or a model folder that holds no ONNX graph.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +47,28 @@ from nucseg.postprocess.watershed import instances_from_probabilities, Postproce
 from nucseg.preprocess.normalize import normalize_with_range, percentile_range, prepare_image, to_channels
 
 
-def _run_settings(
-    options: SegmentOptions,
-    intensity_range: tuple[np.ndarray, np.ndarray] | None,
-    on_tile: Callable[[int, int], None] | None,
-) -> dict[str, Any]:
-    """The keyword arguments of :meth:`NetworkModel.probabilities` for ``options``."""
-    tile_size, overlap, batch_size = options.tiling()
-    return dict(
-        tile_size=tile_size,
-        overlap=overlap,
-        batch_size=batch_size,
-        tta=options.tta,
-        backend=options.backend,
-        intensity_range=intensity_range,
-        on_tile=on_tile,
-    )
+@dataclass(frozen=True)
+class _NetworkPass:
+    """How one network pass runs (the run options of :meth:`NetworkModel.probabilities`): tiling, flips,
+    backend, the intensity range of a larger image, a progress callback."""
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int | None = None
+    tta: bool = False
+    backend: str | None = None
+    intensity_range: tuple[np.ndarray, np.ndarray] | None = None
+    on_tile: Callable[[int, int], None] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        options: SegmentOptions,
+        intensity_range: tuple[np.ndarray, np.ndarray] | None,
+        on_tile: Callable[[int, int], None] | None,
+    ) -> _NetworkPass:
+        tile_size, overlap, batch_size = options.tiling()
+        return cls(tile_size, overlap, batch_size, options.tta, options.backend, intensity_range, on_tile)
 
 
 def _kind_if_any(image: np.ndarray) -> str | None:
@@ -230,41 +237,32 @@ class NetworkModel(Model):
         on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
-        run = dict(
-            tile_size=tile_size,
-            overlap=overlap,
-            batch_size=batch_size,
-            tta=tta,
-            backend=backend,
-            intensity_range=intensity_range,
-            on_tile=on_tile,
-        )
+        run = _NetworkPass(tile_size, overlap, batch_size, tta, backend, intensity_range, on_tile)
         return self._checked_probabilities(check_image(image), scale, run)
 
-    def _checked_probabilities(self, image: np.ndarray, scale: float, run: Mapping[str, Any]) -> np.ndarray:
-        """:meth:`probabilities` of an image :func:`check_image` has passed, with its keyword ``run`` settings.
+    def _checked_probabilities(self, image: np.ndarray, scale: float, run: _NetworkPass) -> np.ndarray:
+        """:meth:`probabilities` of an image :func:`check_image` has passed, run as ``run`` says.
 
         The whole image's check holds for its parts: a centre crop is not
         checked again, nor refused as a composite on its own.
         """
         from nucseg.inference.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, predict_rescaled
 
-        intensity_range = run.get("intensity_range")
-        if intensity_range is None:
+        if run.intensity_range is None:
             prepared = prepare_image(image, self.config.normalization)
         else:  # the percentiles of the larger image that ``image`` is a part of
-            prepared = normalize_with_range(to_channels(image, self.config.normalization.channels), *intensity_range)
-        overlap = run.get("overlap")
+            channels = to_channels(image, self.config.normalization.channels)
+            prepared = normalize_with_range(channels, *run.intensity_range)
         return predict_rescaled(
-            self.runner(run.get("backend")),
+            self.runner(run.backend),
             prepared,
             scale=scale,
             resize_to=self.config.resize_to,
-            tile_size=run.get("tile_size") or DEFAULT_TILE_SIZE,
-            overlap=DEFAULT_OVERLAP if overlap is None else overlap,
-            batch_size=run.get("batch_size") or DEFAULT_BATCH_SIZE,
-            tta=run.get("tta", False),
-            on_tile=run.get("on_tile"),
+            tile_size=run.tile_size or DEFAULT_TILE_SIZE,
+            overlap=DEFAULT_OVERLAP if run.overlap is None else run.overlap,
+            batch_size=run.batch_size or DEFAULT_BATCH_SIZE,
+            tta=run.tta,
+            on_tile=run.on_tile,
         )
 
     def segment(
@@ -356,7 +354,7 @@ class NetworkModel(Model):
         image = check_image(image, channel=options.channel)
         kind = _kind_if_any(image)
         post_config = self._postprocess_config(options.postprocess, kind)
-        run = _run_settings(options, intensity_range, on_tile)
+        run = _NetworkPass.of(options, intensity_range, on_tile)
         estimate = None
         if factor is None:
             estimate, run = self._size(image, post_config, run)
@@ -435,21 +433,20 @@ class NetworkModel(Model):
         options = SegmentOptions.for_array(options, **keywords)
         image = check_image(image, channel=options.channel)
         post_config = self._postprocess_config(options.postprocess, _kind_if_any(image))
-        estimate, _ = self._size(image, post_config, _run_settings(options, intensity_range, None))
+        estimate, _ = self._size(image, post_config, _NetworkPass.of(options, intensity_range, None))
         return dataclasses.replace(estimate, first_pass=None)
 
     def _size(
-        self, image: np.ndarray, post_config: PostprocessConfig, run: Mapping[str, Any]
-    ) -> tuple[sizing.SizeEstimate, dict[str, Any]]:
-        """Automatic sizing's first pass, and the run settings (of :meth:`probabilities`) for the pass after it.
+        self, image: np.ndarray, post_config: PostprocessConfig, run: _NetworkPass
+    ) -> tuple[sizing.SizeEstimate, _NetworkPass]:
+        """Automatic sizing's first pass, and how the pass after it runs.
 
         When sizing segments the centre only, the crop is normalized as the
-        whole image is, and the run settings gain that intensity range, so that the
+        whole image is, and the returned pass gains that intensity range, so that the
         second pass reuses it instead of computing the same percentiles again.
         """
-        run = dict(run)
-        if run.get("intensity_range") is None and sizing.sized_on_crop(image):
-            run["intensity_range"] = self._checked_intensity_range(image)
+        if run.intensity_range is None and sizing.sized_on_crop(image):
+            run = dataclasses.replace(run, intensity_range=self._checked_intensity_range(image))
         estimate = sizing.estimate_factor(
             image, lambda part: self._segment_at(part, 1.0, post_config, run), self.training_diameter
         )
@@ -482,7 +479,7 @@ class NetworkModel(Model):
         return size_factor(labels, self.training_diameter)
 
     def _segment_at(
-        self, image: np.ndarray, factor: float, post_config: PostprocessConfig, run: Mapping[str, Any]
+        self, image: np.ndarray, factor: float, post_config: PostprocessConfig, run: _NetworkPass
     ) -> SegmentationResult:
         probabilities = self._checked_probabilities(image, factor, run)
         labels = instances_from_probabilities(probabilities, post_config, scale=factor)
