@@ -115,8 +115,8 @@ def outline_overlay(
     Returns
     -------
     ndarray of uint8, shape (H, W, 3)
-        The coloured pixels are the nucleus' own edge (``find_boundaries(labels,
-        mode="inner")``, grown inwards to ``width``); the background pixels
+        The coloured pixels are the nucleus' own edge (:func:`~nucseg.postprocess.outlines.inner_edges`,
+        grown inwards to ``width``); the background pixels
         just outside (``max(1, width // 2)`` of them) are black, so that an
         outline shows on dark and light nuclei and backgrounds alike.
     """
@@ -128,7 +128,8 @@ def outline_overlay(
 
 def _draw_outlines(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray | None, *, width: int = 1) -> np.ndarray:
     from scipy import ndimage as ndi
-    from skimage.segmentation import find_boundaries
+
+    from nucseg.postprocess.outlines import inner_edges
 
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
         raise ValueError(f"outline width must be a whole number of pixels, at least 1, got {width!r}")
@@ -139,7 +140,7 @@ def _draw_outlines(rgb: np.ndarray, labels: np.ndarray, colors: np.ndarray | Non
         raise ValueError("colors must hold at least one colour")
     out = rgb.copy()
     inside = labels > 0
-    edge = find_boundaries(labels, mode="inner")
+    edge = inner_edges(labels)
     if width > 1:
         edge = ndi.binary_dilation(edge, iterations=width - 1) & inside
     rim = ndi.binary_dilation(inside, iterations=max(1, width // 2)) & ~inside

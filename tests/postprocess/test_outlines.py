@@ -8,7 +8,7 @@ import numpy as np
 from skimage.draw import disk
 
 from nucseg.io.images import read_labels
-from nucseg.postprocess.outlines import nucleus_outlines
+from nucseg.postprocess.outlines import inner_edges, nucleus_outlines
 
 SAMPLE_LABELS = Path(__file__).parents[2] / "src" / "nucseg" / "data" / "samples" / "brightfield_1a115525_labels.tif"
 
@@ -38,3 +38,18 @@ def test_a_hole_is_kept_and_a_label_in_two_pieces_is_a_multipolygon():
 
 def test_no_nuclei_no_outlines():
     assert nucleus_outlines(np.zeros((8, 8), np.int32)) == []
+
+
+def test_inner_edges_are_skimages_inner_boundaries_of_touching_cut_and_holed_nuclei():
+    from skimage.segmentation import find_boundaries
+
+    real = read_labels(SAMPLE_LABELS)
+    touching = np.zeros((40, 50), np.int32)
+    touching[5:20, 5:25], touching[5:20, 25:45], touching[20:40, 0:50] = 1, 2, 3  # cut by the border
+    touching[28:32, 20:24] = 0  # a hole
+    rng = np.random.default_rng(0)
+    speckle = rng.integers(0, 4, (30, 31)).astype(np.uint16)  # every pixel next to another label
+    for labels in (real, touching, speckle, np.zeros((5, 5), np.int32)):
+        assert np.array_equal(inner_edges(labels), find_boundaries(labels, mode="inner"))
+    assert not inner_edges(touching)[39, 10]  # the image border is no edge
+    assert inner_edges(touching)[19, 10] and inner_edges(touching)[20, 10]  # both sides of a contact

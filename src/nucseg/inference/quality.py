@@ -268,9 +268,9 @@ def _thickness(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
     its own box: the same values as one transform of the whole image, in
     about half its CPU time on DSB2018's fields.
     """
-    from skimage.segmentation import find_boundaries
+    from nucseg.postprocess.outlines import inner_edges
 
-    inside = (labels > 0) & ~find_boundaries(labels, mode="inner")  # touching objects keep their own edges
+    inside = (labels > 0) & ~inner_edges(labels)  # touching objects keep their own edges
     deepest = np.zeros(int(labels.max()) + 1)
     for label, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:

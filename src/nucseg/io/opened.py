@@ -21,6 +21,7 @@ and :func:`nucseg.io.images.read_stack` (their pixels checked by
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -424,26 +425,18 @@ def open_image(
 
 
 def open_level_of_shape(path: str | Path, shape: tuple[int, ...]) -> OpenedImage:
-    """The pyramid level of ``path`` whose height and width are ``shape[:2]``: the image that labels of
-    that shape were made from (``nucseg segment --level``). Opens headers only, level 0 first.
-
-    Raises
-    ------
-    InputError
-        The file cannot be opened, or none of its levels has that shape.
-    """
-    path, wanted = Path(path), tuple(shape[:2])
-    level = 0
-    while True:
+    """The pyramid level of ``path`` of height and width ``shape[:2]``: the image that labels of that shape
+    were made from (``nucseg segment --level``). Opens headers only; raises InputError where no level fits."""
+    wanted = tuple(shape[:2])
+    for level in itertools.count():
         try:
             opened = open_image(path, level=level)
-        except InputError:
+        except InputError:  # after the last level, or a file that cannot be opened at all
             if level == 0:
                 raise
-            raise InputError(path, f"has no resolution level of {wanted[0]} x {wanted[1]} pixels") from None
+            raise InputError(Path(path), f"has no resolution level of {wanted[0]} x {wanted[1]} pixels") from None
         if opened.shape == wanted:
             return opened
-        level += 1
 
 
 def image_pixel_size(path: str | Path) -> float | None:

@@ -41,10 +41,10 @@ def three_class_target(labels: np.ndarray) -> np.ndarray:
     ndarray of uint8, shape (H, W)
         0 background, 1 interior, 2 boundary.
     """
-    from skimage.segmentation import find_boundaries
+    from nucseg.postprocess.outlines import inner_edges
 
     target = (labels > 0).astype(np.uint8)
-    target[find_boundaries(labels, mode="inner")] = 2
+    target[inner_edges(labels)] = 2
     return target
 
 
