@@ -55,6 +55,7 @@ def test_napari_reader_opens_labels_with_the_image_beside_them(tmp_path):
     layers = reader(str(tmp_path / "out" / "cells_labels.tif"))
     assert [kind for _, _, kind in layers] == ["image", "labels"]
     assert np.array_equal(layers[1][0], labels) and layers[0][0].shape == image.shape
+    assert all("scale" not in meta for _, meta, _ in layers)  # a PNG states no pixel size
     (tmp_path / "cells.png").unlink()
     alone = read_outputs(str(tmp_path / "out" / "cells_labels.tif"))
     assert [kind for _, _, kind in alone] == ["labels"]
@@ -68,6 +69,7 @@ def test_napari_reader_opens_a_pyramid_at_the_level_its_labels_were_made_from(tm
     write_labels(tmp_path / "slide_labels.tif", labels)
     image, labels_layer = read_outputs(str(tmp_path / "slide_labels.tif"))
     assert np.array_equal(image[0], gray) and np.array_equal(labels_layer[0], labels)
+    assert image[1]["scale"] == labels_layer[1]["scale"] == pytest.approx((0.5, 0.5))  # microns of level 1
     write_labels(tmp_path / "slide_labels.tif", np.zeros((50, 50), dtype=np.int32))
     with pytest.raises(InputError, match="has no resolution level of 50 x 50 pixels"):
         read_outputs(str(tmp_path / "slide_labels.tif"))

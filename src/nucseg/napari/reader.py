@@ -25,6 +25,8 @@ def read_outputs(path: str | list[str]) -> list[tuple]:
     """Layers of nucseg outputs: for each labels file, its image (when found beside it) and a Labels layer.
 
     A pyramid's image is read at the level the labels were made from (``nucseg segment --level``).
+    Where the image states its pixel size, both layers are scaled to microns (napari's ``scale``),
+    so that labels of different levels, and the image, overlay in the same units.
     """
     layers: list[tuple] = []
     for labels_path in [path] if isinstance(path, str) else path:
@@ -32,10 +34,15 @@ def read_outputs(path: str | list[str]) -> list[tuple]:
         name = labels_path.name[: -len(LABELS_SUFFIX)]
         labels = read_labels(labels_path)
         image_path = source_image(labels_path)
+        scaled: dict = {}
         if image_path is not None:
-            image = open_level_of_shape(image_path, labels.shape).read()
-            layers.append((image, {"name": name, "rgb": image.ndim == 3 and image.shape[2] in (3, 4)}, "image"))
-        layers.append((labels, {"name": f"{name} nuclei"}, "labels"))
+            opened = open_level_of_shape(image_path, labels.shape)
+            image = opened.read()
+            if opened.pixel_size is not None:
+                scaled = {"scale": (opened.pixel_size, opened.pixel_size)}
+            rgb = image.ndim == 3 and image.shape[2] in (3, 4)
+            layers.append((image, {"name": name, "rgb": rgb, **scaled}, "image"))
+        layers.append((labels, {"name": f"{name} nuclei", **scaled}, "labels"))
     return layers
 
 
