@@ -1,4 +1,5 @@
-"""Tests of nucseg.io.lazy: OME-Zarr channel names and pixel size, and TIFF-based slide files."""
+"""Tests of nucseg.io.lazy: OME-Zarr channel names and pixel size, TIFF-based slide files, and the
+pyramid level of a labels shape."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from nucseg.batch.driver import segment_files
 from nucseg.batch.inputs import find_images
 from nucseg.errors import InputError
 from nucseg.io.images import read_image
-from nucseg.io.lazy import image_pixel_size, open_image
+from nucseg.io.lazy import image_pixel_size, open_image, open_level_of_shape
 
 
 def _two_channel_ome_zarr(path, *, unit="micrometer"):
@@ -89,3 +90,24 @@ def test_tiff_based_slide_files_are_read_at_full_resolution(tmp_path):
     assert np.array_equal(read_image(tmp_path / "slide.svs"), rgb)
     lazy = open_image(tmp_path / "slide.svs")
     assert lazy.shape == (512, 384) and np.array_equal(lazy.read(slice(100, 300), slice(0, 384)), rgb[100:300])
+
+
+def test_the_level_of_a_labels_shape_is_found_by_headers_and_a_shape_no_level_has_is_refused(tmp_path):
+    from PIL import Image
+
+    rgb = np.random.default_rng(1).integers(0, 255, (512, 384, 3), dtype=np.uint8)
+    with tifffile.TiffWriter(tmp_path / "slide.svs") as tif:
+        tif.write(rgb, photometric="rgb", tile=(256, 256), subifds=1)
+        tif.write(rgb[::2, ::2], photometric="rgb", tile=(128, 128), subfiletype=1)
+    assert np.array_equal(open_level_of_shape(tmp_path / "slide.svs", (512, 384)).read(), rgb)
+    assert np.array_equal(open_level_of_shape(tmp_path / "slide.svs", (256, 192, 3)).read(), rgb[::2, ::2])
+    with pytest.raises(InputError, match=r"slide.svs: has no resolution level of 128 x 96 pixels"):
+        open_level_of_shape(tmp_path / "slide.svs", (128, 96))
+    Image.fromarray(rgb).save(tmp_path / "plain.png")  # no pyramid: one level
+    assert open_level_of_shape(tmp_path / "plain.png", (512, 384)).shape == (512, 384)
+    with pytest.raises(InputError, match=r"plain.png: has no resolution level of 256 x 192 pixels"):
+        open_level_of_shape(tmp_path / "plain.png", (256, 192))
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 not a tiff")
+    with pytest.raises(InputError, match="broken.tif") as refused:
+        open_level_of_shape(tmp_path / "broken.tif", (512, 384))
+    assert "resolution level" not in str(refused.value)  # a file that cannot be opened says so

@@ -12,7 +12,7 @@ from PIL import Image
 from nucseg.errors import InputError
 from nucseg.io.images import read_image, read_stack
 from nucseg.io.ngff import create_ngff, NgffImage, write_region
-from nucseg.io.opened import image_pixel_size, open_image, open_level_of_shape
+from nucseg.io.opened import image_pixel_size, open_image
 
 RNG = np.random.default_rng(7)
 
@@ -124,19 +124,6 @@ def test_a_slide_opens_at_full_resolution_unless_a_level_is_asked_for(tmp_path):
     assert np.array_equal(half.read(slice(10, 50), slice(0, 192)), rgb[::2, ::2][10:50])
     with pytest.raises(InputError, match=r"slide.svs: has 2 resolution level\(s\), 0 to 1; level 2"):
         open_image(tmp_path / "slide.svs", level=2)
-
-
-def test_the_level_of_a_labels_shape_is_found_by_headers_and_a_shape_of_none_is_refused(tmp_path):
-    rgb = RNG.integers(0, 255, (512, 384, 3), dtype=np.uint8)
-    with tifffile.TiffWriter(tmp_path / "slide.svs") as tif:
-        tif.write(rgb, photometric="rgb", tile=(256, 256), subifds=1)
-        tif.write(rgb[::2, ::2], photometric="rgb", tile=(128, 128), subfiletype=1)
-    assert np.array_equal(open_level_of_shape(tmp_path / "slide.svs", (512, 384)).read(), rgb)
-    assert np.array_equal(open_level_of_shape(tmp_path / "slide.svs", (256, 192, 3)).read(), rgb[::2, ::2])
-    with pytest.raises(InputError, match=r"slide.svs: has no resolution level of 128 x 96 pixels"):
-        open_level_of_shape(tmp_path / "slide.svs", (128, 96))
-    with pytest.raises(InputError, match="missing.tif"):
-        open_level_of_shape(tmp_path / "missing.tif", (512, 384))
 
 
 def test_an_ome_zarr_knows_its_axes_channel_names_and_pixel_size_at_each_level(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from nucseg.errors import InputError
 from nucseg.inference.model import load_model
@@ -43,8 +44,6 @@ def test_napari_samples_are_the_shipped_images():
 
 
 def test_napari_reader_opens_labels_with_the_image_beside_them(tmp_path):
-    from PIL import Image
-
     image = read_image(__import__("nucseg.datasets.locations", fromlist=["x"]).sample_image_paths()[0])
     Image.fromarray(image).save(tmp_path / "cells.png")
     labels = np.zeros(image.shape[:2], dtype=np.int32)
@@ -70,6 +69,10 @@ def test_napari_reader_opens_a_pyramid_at_the_level_its_labels_were_made_from(tm
     image, labels_layer = read_outputs(str(tmp_path / "slide_labels.tif"))
     assert np.array_equal(image[0], gray) and np.array_equal(labels_layer[0], labels)
     assert image[1]["scale"] == labels_layer[1]["scale"] == pytest.approx((0.5, 0.5))  # microns of level 1
-    write_labels(tmp_path / "slide_labels.tif", np.zeros((50, 50), dtype=np.int32))
-    with pytest.raises(InputError, match="has no resolution level of 50 x 50 pixels"):
-        read_outputs(str(tmp_path / "slide_labels.tif"))
+    Image.fromarray(gray[::2, ::2]).save(tmp_path / "slide.jpg")  # a preview of the same name, first by name
+    image, _ = read_outputs(str(tmp_path / "slide_labels.tif"))  # the preview fits no level: the slide is shown
+    assert np.array_equal(image[0], gray)
+    write_labels(tmp_path / "slide_labels.tif", np.zeros((50, 50), dtype=np.int32))  # labels of no level
+    with pytest.warns(UserWarning, match="shown without an image .*has no resolution level of 50 x 50 pixels"):
+        [(shown, _, kind)] = read_outputs(str(tmp_path / "slide_labels.tif"))
+    assert kind == "labels" and shown.shape == (50, 50)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from skimage.draw import disk
 
 from nucseg.io.images import read_labels
@@ -49,7 +50,10 @@ def test_inner_edges_are_skimages_inner_boundaries_of_touching_cut_and_holed_nuc
     touching[28:32, 20:24] = 0  # a hole
     rng = np.random.default_rng(0)
     speckle = rng.integers(0, 4, (30, 31)).astype(np.uint16)  # every pixel next to another label
-    for labels in (real, touching, speckle, np.zeros((5, 5), np.int32)):
+    thin = [np.array([[1, 1, 2, 0, 2]]), np.array([[1], [0], [1]]), np.ones((1, 1), int), np.zeros((0, 5), int)]
+    for labels in (real, touching, speckle, np.zeros((5, 5), np.int32), *thin):
         assert np.array_equal(inner_edges(labels), find_boundaries(labels, mode="inner"))
+    with pytest.raises(ValueError, match="2-D"):
+        inner_edges(np.zeros((2, 5, 5), np.int32))
     assert not inner_edges(touching)[39, 10]  # the image border is no edge
     assert inner_edges(touching)[19, 10] and inner_edges(touching)[20, 10]  # both sides of a contact

@@ -136,7 +136,7 @@ def _thumbnail(out_dir: Path, row: dict) -> str | None:
             picture = Image.open(paths["overlay"]).convert("RGB")
         else:
             from nucseg.io.images import read_labels
-            from nucseg.io.opened import open_level_of_shape
+            from nucseg.io.lazy import open_level_of_shape
             from nucseg.visualize import outline_overlay
 
             labels = read_labels(paths["labels"])

@@ -47,7 +47,7 @@ from nucseg.postprocess.watershed import instances_from_probabilities, Postproce
 from nucseg.preprocess.normalize import normalize_with_range, percentile_range, prepare_image, to_channels
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: the intensity range holds arrays
 class _NetworkPass:
     """How one network pass runs (the run options of :meth:`NetworkModel.probabilities`): tiling, flips,
     backend, the intensity range of a larger image, a progress callback."""
@@ -67,8 +67,17 @@ class _NetworkPass:
         intensity_range: tuple[np.ndarray, np.ndarray] | None,
         on_tile: Callable[[int, int], None] | None,
     ) -> _NetworkPass:
+        """The pass that ``options`` ask for (tiling, flips, backend), with a range and callback of the call."""
         tile_size, overlap, batch_size = options.tiling()
-        return cls(tile_size, overlap, batch_size, options.tta, options.backend, intensity_range, on_tile)
+        return cls(
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            tta=options.tta,
+            backend=options.backend,
+            intensity_range=intensity_range,
+            on_tile=on_tile,
+        )
 
 
 def _kind_if_any(image: np.ndarray) -> str | None:
@@ -237,7 +246,15 @@ class NetworkModel(Model):
         on_tile: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Class probabilities of a raw image, ``(C, H, W)`` float32; options as in :meth:`segment`."""
-        run = _NetworkPass(tile_size, overlap, batch_size, tta, backend, intensity_range, on_tile)
+        run = _NetworkPass(
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
+            tta=tta,
+            backend=backend,
+            intensity_range=intensity_range,
+            on_tile=on_tile,
+        )
         return self._checked_probabilities(check_image(image), scale, run)
 
     def _checked_probabilities(self, image: np.ndarray, scale: float, run: _NetworkPass) -> np.ndarray:

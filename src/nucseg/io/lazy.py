@@ -1,5 +1,6 @@
 """Images larger than memory, read region by region: the block-wise view of the one reader,
-:func:`nucseg.io.opened.open_image` (TIFF through tifffile's Zarr interface, Zarr stores)."""
+:func:`nucseg.io.opened.open_image` (TIFF through tifffile's Zarr interface, Zarr stores), and the
+pyramid level that labels of a given shape were made from."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import numpy as np
 from nucseg.errors import InputError
 from nucseg.io.channels import Channel
 from nucseg.io.formats import is_zarr, TIFF_SUFFIXES
-from nucseg.io.opened import image_pixel_size, OpenedImage
+from nucseg.io.opened import image_pixel_size, MissingLevelError, OpenedImage
 from nucseg.io.opened import open_image as _open
 
-__all__ = ["image_pixel_size", "image_planes", "image_shape", "is_zarr", "open_image"]
+__all__ = ["image_pixel_size", "image_planes", "image_shape", "is_zarr", "open_image", "open_level_of_shape"]
 
 
 def open_image(path: str | Path, *, channel_axis: int | str | None = None, channel: Channel = None) -> OpenedImage:
@@ -74,3 +75,36 @@ def image_shape(path: str | Path, *, channel_axis: int | str | None = None) -> t
     image = _open(path, channel_axis=channel_axis)
     image.check_one_plane()
     return image.shape
+
+
+def open_level_of_shape(path: str | Path, shape: tuple[int, ...]) -> OpenedImage:
+    """The pyramid level of an image file whose height and width are ``shape``: the image that labels
+    of that shape were made from (``nucseg segment --level``). Opens headers only, level 0 first.
+
+    Parameters
+    ----------
+    path
+        Image file or Zarr store (any that :func:`nucseg.io.opened.open_image` opens).
+    shape
+        ``(H, W)`` of the labels (a longer shape: its first two sizes).
+
+    Returns
+    -------
+    OpenedImage
+        The level, opened, not yet read.
+
+    Raises
+    ------
+    InputError
+        The file cannot be opened, or none of its levels is ``H x W``.
+    """
+    wanted = tuple(shape[:2])
+    level = 0
+    while True:
+        try:
+            opened = _open(path, level=level)
+        except MissingLevelError:
+            raise InputError(Path(path), f"has no resolution level of {wanted[0]} x {wanted[1]} pixels") from None
+        if opened.shape == wanted:
+            return opened
+        level += 1

@@ -21,7 +21,6 @@ and :func:`nucseg.io.images.read_stack` (their pixels checked by
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -424,21 +423,6 @@ def open_image(
     )
 
 
-def open_level_of_shape(path: str | Path, shape: tuple[int, ...]) -> OpenedImage:
-    """The pyramid level of ``path`` of height and width ``shape[:2]``: the image that labels of that shape
-    were made from (``nucseg segment --level``). Opens headers only; raises InputError where no level fits."""
-    wanted = tuple(shape[:2])
-    for level in itertools.count():
-        try:
-            opened = open_image(path, level=level)
-        except InputError:  # after the last level, or a file that cannot be opened at all
-            if level == 0:
-                raise
-            raise InputError(Path(path), f"has no resolution level of {wanted[0]} x {wanted[1]} pixels") from None
-        if opened.shape == wanted:
-            return opened
-
-
 def image_pixel_size(path: str | Path) -> float | None:
     """Microns per pixel that an image file states (see :attr:`OpenedImage.pixel_size`); None where it
     states none. Reads its metadata only, whatever its axes and channels."""
@@ -464,9 +448,15 @@ def _open_stored(path: Path, *, level: int, palette_indices: bool = False) -> _S
     return _Stored("pillow", shape, "YXS"[: len(shape)], "S", dtype, palette_indices=palette_indices)
 
 
+class MissingLevelError(InputError):
+    """A resolution level the file does not have was asked for."""
+
+
 def _check_level(path: Path, level: int, levels: int) -> None:
     if not 0 <= level < levels:
-        raise InputError(path, f"has {levels} resolution level(s), 0 to {levels - 1}; level {level} was asked for")
+        raise MissingLevelError(
+            path, f"has {levels} resolution level(s), 0 to {levels - 1}; level {level} was asked for"
+        )
 
 
 def _tiff_stored(path: Path, level: int) -> _Stored:

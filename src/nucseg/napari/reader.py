@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from nucseg.batch.inputs import image_stem
+from nucseg.errors import InputError
 from nucseg.io.formats import IMAGE_SUFFIXES, is_zarr
 from nucseg.io.images import read_labels
-from nucseg.io.opened import open_level_of_shape
+from nucseg.io.lazy import open_level_of_shape
+from nucseg.io.opened import OpenedImage
 
 LABELS_SUFFIX = "_labels.tif"
 
@@ -26,38 +31,63 @@ def read_outputs(path: str | list[str]) -> list[tuple]:
 
     A pyramid's image is read at the level the labels were made from (``nucseg segment --level``).
     Where the image states its pixel size, both layers are scaled to microns (napari's ``scale``),
-    so that labels of different levels, and the image, overlay in the same units.
+    so that labels of different levels, and the image, overlay in the same units. Labels whose
+    image is missing or does not fit them open alone (with a warning when an image was there).
     """
     layers: list[tuple] = []
     for labels_path in [path] if isinstance(path, str) else path:
         labels_path = Path(labels_path)
         name = labels_path.name[: -len(LABELS_SUFFIX)]
         labels = read_labels(labels_path)
-        image_path = source_image(labels_path)
+        opened = labels_image(labels_path, labels) if labels.ndim == 2 else None
         scaled: dict = {}
-        if image_path is not None:
-            opened = open_level_of_shape(image_path, labels.shape)
+        if opened is not None:
             image = opened.read()
-            if opened.pixel_size is not None:
-                scaled = {"scale": (opened.pixel_size, opened.pixel_size)}
+            pixel_size = _pixel_size(opened)
+            if pixel_size is not None:
+                scaled = {"scale": (pixel_size, pixel_size)}
             rgb = image.ndim == 3 and image.shape[2] in (3, 4)
             layers.append((image, {"name": name, "rgb": rgb, **scaled}, "image"))
         layers.append((labels, {"name": f"{name} nuclei", **scaled}, "labels"))
     return layers
 
 
-def source_image(labels_path: Path) -> Path | None:
-    """The image a labels file was made from: the image file or Zarr store of the same name
-    (:func:`nucseg.batch.inputs.image_stem`: ``X.png``, ``X.ome.tif``, ``X.zarr``) beside it, or in the
-    folder above it; the first by name where there are several."""
-    name = labels_path.name[: -len(LABELS_SUFFIX)]
-    for folder in (labels_path.parent, labels_path.parent.parent):
-        images = sorted(
-            entry
-            for entry in folder.iterdir()
-            if image_stem(Path(entry.name)) == name
-            and (is_zarr(entry) or (entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES))
-        )
-        if images:
-            return images[0]
+def labels_image(labels_path: Path, labels: np.ndarray) -> OpenedImage | None:
+    """The image a 2-D labels file was made from, at the level of the labels' shape: the first of
+    :func:`source_images` that has such a level; None, with a warning naming why, where none has."""
+    problems = []
+    for candidate in source_images(labels_path):
+        try:
+            return open_level_of_shape(candidate, labels.shape)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        warnings.warn(f"{labels_path}: shown without an image ({'; '.join(problems)})", stacklevel=2)
     return None
+
+
+def source_images(labels_path: Path) -> list[Path]:
+    """The images that a labels file may have been made from: the image files and Zarr stores of the
+    same name (:func:`nucseg.batch.inputs.image_stem`: ``X.png``, ``X.ome.tif``, ``X.zarr``) beside it,
+    then in the folder above it, each folder's by name."""
+    name = labels_path.name[: -len(LABELS_SUFFIX)]
+    found: list[Path] = []
+    for folder in (labels_path.parent, labels_path.parent.parent):
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError:
+            continue
+        found += [
+            entry
+            for entry in entries
+            if image_stem(Path(entry.name)) == name
+            and ((entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(entry))
+        ]
+    return found
+
+
+def _pixel_size(opened: OpenedImage) -> float | None:
+    try:
+        return opened.pixel_size
+    except InputError:  # metadata that states a size it cannot be read as: the layers stay in pixels
+        return None

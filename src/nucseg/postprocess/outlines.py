@@ -45,7 +45,14 @@ def inner_edges(labels: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of bool, shape (H, W)
+
+    Raises
+    ------
+    ValueError
+        ``labels`` is not 2-D.
     """
+    if labels.ndim != 2:
+        raise ValueError(f"inner_edges takes a 2-D label image, got shape {labels.shape}")
     edge = np.zeros(labels.shape, dtype=bool)
     rows = labels[1:] != labels[:-1]
     edge[1:] |= rows
