@@ -128,14 +128,47 @@ def test_thickness_per_object_box_equals_one_transform_of_the_whole_image(dsb_sa
     from scipy import ndimage as ndi
     from skimage.segmentation import find_boundaries
 
-    from nucseg.inference.quality import _thickness
+    from nucseg.inference.quality import _thickness, nuclear_signal
+
+    def whole_image_thickness(labels: np.ndarray, index: np.ndarray) -> np.ndarray:
+        depth = ndi.distance_transform_edt((labels > 0) & ~find_boundaries(labels, mode="inner"))
+        return 2.0 * np.asarray(ndi.maximum(depth, labels, index))
 
     for sample in dsb_samples.values():  # real annotations: touching nuclei, nuclei cut by the image border
         labels = sample.labels
+        boxes = ndi.find_objects(labels)
         index = np.unique(labels[labels > 0])
-        depth = ndi.distance_transform_edt((labels > 0) & ~find_boundaries(labels, mode="inner"))
-        expected = 2.0 * np.asarray(ndi.maximum(depth, labels, index))
-        assert np.array_equal(_thickness(labels, index), expected)
+        assert np.array_equal(_thickness(labels, boxes, index), whole_image_thickness(labels, index))
+        # the bright part of each nucleus, measured in the nucleus' box, as quality_features does
+        signal = nuclear_signal(sample.image, "fluorescence")
+        bright = np.where(signal > np.median(signal[labels > 0]), labels, 0)
+        bright_index = np.unique(bright[bright > 0])
+        assert bright_index.size > 0
+        assert np.array_equal(_thickness(bright, boxes, bright_index), whole_image_thickness(bright, bright_index))
+
+
+def test_mean_around_each_object_is_that_of_the_sampled_free_pixels_of_its_widened_box(dsb_samples):
+    from scipy import ndimage as ndi
+
+    from nucseg.inference.quality import _inside_and_around, _SAMPLE_STEP
+
+    rng = np.random.default_rng(1)
+    for sample in dsb_samples.values():
+        labels = sample.labels
+        signal = rng.random(labels.shape).astype(np.float32)
+        index = np.unique(labels[labels > 0])
+        boxes = [ndi.find_objects(labels)[i - 1] for i in index]
+        inside, around = _inside_and_around(labels, boxes, index, signal, ring=3.5)
+        sampled = np.zeros(labels.shape, bool)
+        sampled[::_SAMPLE_STEP, ::_SAMPLE_STEP] = True
+        for label, box, mean_inside, mean_around in zip(index, boxes, inside, around):
+            widened = tuple(slice(max(part.start - 4, 0), part.stop + 4) for part in box)
+            free = (labels[widened] == 0) & sampled[widened]
+            assert mean_inside == pytest.approx(signal[labels == label].mean(), rel=1e-5)
+            if free.any():
+                assert mean_around == pytest.approx(signal[widened][free].mean(), rel=1e-5)
+            else:
+                assert np.isnan(mean_around)
 
 
 def test_objects_that_do_not_stand_out_are_faint():
