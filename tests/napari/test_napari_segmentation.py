@@ -60,6 +60,22 @@ def test_napari_reader_opens_labels_with_the_image_beside_them(tmp_path):
     assert [kind for _, _, kind in alone] == ["labels"]
 
 
+def test_napari_reader_finds_the_image_its_run_recorded_in_summary_csv(tmp_path):
+    from nucseg.batch.driver import segment_files
+
+    image = read_image(__import__("nucseg.datasets.locations", fromlist=["x"]).sample_image_paths()[0])
+    source = tmp_path / "data" / "plate1" / "well_A1.png"  # not beside the outputs, nor in the folder above
+    source.parent.mkdir(parents=True)
+    Image.fromarray(image).save(source)
+    segment_files([tmp_path / "data"], tmp_path / "results", model="classical")
+    labels_path = tmp_path / "results" / "plate1" / "well_A1_labels.tif"  # the output name is plate1/well_A1
+    layers = read_outputs(str(labels_path))
+    assert [kind for _, _, kind in layers] == ["image", "labels"]
+    assert np.array_equal(layers[0][0], image)
+    source.rename(source.with_name("moved.png"))  # the recorded image is gone and none has the name
+    assert [kind for _, _, kind in read_outputs(str(labels_path))] == ["labels"]
+
+
 def test_napari_reader_opens_a_pyramid_at_the_level_its_labels_were_made_from(tmp_path, pyramid_tiff):
     gray = np.random.default_rng(3).integers(0, 255, (96, 128), dtype=np.uint8)
     pyramid_tiff(tmp_path / "slide.ome.tif", gray, 0.25)

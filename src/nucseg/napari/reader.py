@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.batch.inputs import image_stem
+from nucseg.batch.qc_report import read_summary
+from nucseg.batch.report import SUMMARY_FILE
 from nucseg.errors import InputError
 from nucseg.io.formats import IMAGE_SUFFIXES, is_zarr
 from nucseg.io.images import read_labels
@@ -16,6 +19,8 @@ from nucseg.io.lazy import open_level_of_shape
 from nucseg.io.opened import OpenedImage
 
 LABELS_SUFFIX = "_labels.tif"
+#: How many folders up from a labels file its run's summary.csv is looked for.
+_SUMMARY_DEPTH = 4
 
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]] | None:
@@ -67,11 +72,13 @@ def labels_image(labels_path: Path, labels: np.ndarray) -> OpenedImage | None:
 
 
 def source_images(labels_path: Path) -> list[Path]:
-    """The images that a labels file may have been made from: the image files and Zarr stores of the
-    same name (:func:`nucseg.batch.inputs.image_stem`: ``X.png``, ``X.ome.tif``, ``X.zarr``) beside it,
-    then in the folder above it, each folder's by name."""
+    """The images that a labels file may have been made from: first the one its run's ``summary.csv``
+    records (:func:`recorded_source`), then, for images moved since, the image files and Zarr stores of
+    the same name (:func:`nucseg.batch.inputs.image_stem`: ``X.png``, ``X.ome.tif``, ``X.zarr``) beside
+    it and in the folder above it, each folder's by name."""
     name = labels_path.name[: -len(LABELS_SUFFIX)]
-    found: list[Path] = []
+    recorded = recorded_source(labels_path)
+    found: list[Path] = [] if recorded is None else [recorded]
     for folder in (labels_path.parent, labels_path.parent.parent):
         try:
             entries = sorted(folder.iterdir())
@@ -81,9 +88,33 @@ def source_images(labels_path: Path) -> list[Path]:
             entry
             for entry in entries
             if image_stem(Path(entry.name)) == name
+            and entry != recorded
             and ((entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(entry))
         ]
     return found
+
+
+def recorded_source(labels_path: Path) -> Path | None:
+    """The image that ``summary.csv`` of the ``nucseg segment`` run that wrote ``labels_path`` names as
+    its source, where it still exists; None otherwise.
+
+    The summary is looked for beside the labels and in the folders above, as deep as output names go
+    (an image ``sub/X`` of an input folder has its labels at ``OUT/sub/X_labels.tif``).
+    """
+    for folder in list(labels_path.parents)[:_SUMMARY_DEPTH]:
+        if not (folder / SUMMARY_FILE).is_file():
+            continue
+        name = labels_path.relative_to(folder).as_posix()[: -len(LABELS_SUFFIX)]
+        try:
+            rows = read_summary(folder)
+        except (InputError, OSError, csv.Error, UnicodeDecodeError):
+            return None
+        for row in rows:
+            if row.get("image") == name and row.get("path"):
+                source = Path(row["path"])
+                return source if source.exists() else None
+        return None
+    return None
 
 
 def _pixel_size(opened: OpenedImage) -> float | None:
