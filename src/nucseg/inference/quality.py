@@ -263,7 +263,7 @@ def nuclear_signal(image: np.ndarray, image_kind: str) -> np.ndarray:
     else:
         # the mean of the colour channels: a one-colour export (DAPI in blue on black) is its channel, a third as
         # bright, which changes no contrast; channel by channel, as numpy's mean over a last axis of 3 is slow
-        colours = to_channels(image[..., :1], 3) if image.shape[2] == 1 else image[..., :3]
+        colours = image[..., :3]  # alpha dropped
         grey = colours[..., 0].astype(np.float32)
         for channel in range(1, colours.shape[2]):
             grey += colours[..., channel]
@@ -298,7 +298,9 @@ def _thickness(labels: np.ndarray, boxes: Sequence[tuple[slice, slice] | None], 
     return 2.0 * deepest[index]
 
 
-def _inside_and_around(labels: np.ndarray, index: np.ndarray, signal: np.ndarray, *, ring: float) -> tuple[np.ndarray, np.ndarray]:
+def _inside_and_around(
+    labels: np.ndarray, index: np.ndarray, signal: np.ndarray, *, ring: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Per object of ``index``: mean ``signal`` inside it, and over the free pixels within ``ring`` pixels
     around it that lie nearer to it than to any other object (nan for an object with none).
 
@@ -309,10 +311,10 @@ def _inside_and_around(labels: np.ndarray, index: np.ndarray, signal: np.ndarray
     from skimage.segmentation import expand_labels
 
     length = int(index.max()) + 1
-    flat = labels.ravel()
-    inside = np.bincount(flat, weights=signal.ravel(), minlength=length)[index] / np.bincount(flat, minlength=length)[index]
+    flat = labels.ravel().astype(np.intp, copy=False)  # bincount takes no uint64 label layer
+    inside = np.bincount(flat, signal.ravel(), minlength=length)[index] / np.bincount(flat, minlength=length)[index]
     sampled = labels[::_SAMPLE_STEP, ::_SAMPLE_STEP]
-    around = np.where(sampled == 0, expand_labels(sampled, distance=ring / _SAMPLE_STEP), 0).ravel()
+    around = np.where(sampled == 0, expand_labels(sampled, distance=ring / _SAMPLE_STEP), 0).ravel().astype(np.intp)
     free_sum = np.bincount(around, weights=signal[::_SAMPLE_STEP, ::_SAMPLE_STEP].ravel(), minlength=length)[index]
     free_count = np.bincount(around, minlength=length)[index]
     with np.errstate(invalid="ignore", divide="ignore"):
