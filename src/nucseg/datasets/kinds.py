@@ -56,7 +56,7 @@ def image_kind(image: np.ndarray) -> str:
         channel_difference = max(float(np.mean(np.abs(data[..., 0] - data[..., c]))) for c in (1, 2))
         if channel_difference > 0.02 * scale:
             return "histology"
-        data = data.mean(axis=2)
+        data = (data[..., 0] + data[..., 1] + data[..., 2]) / 3  # numpy's mean over a last axis of 3 is slower
     return "brightfield" if float(np.median(data)) > 0.5 * scale else "fluorescence"
 
 

@@ -142,7 +142,10 @@ def single_colour_channel(image: np.ndarray) -> int | None:
         :data:`EMPTY_CHANNEL_FRACTION` of the brightest channel's; None when
         two or more do (a colour image, or gray stored as RGB) or none does.
     """
-    sample = statistics_sample(image).reshape(-1, image.shape[2])
+    sample = statistics_sample(image)
+    if equal_channels(sample):  # gray stored as colour, the common case: no percentiles needed to say so
+        return None
+    sample = sample.reshape(-1, image.shape[2])
     if sample.dtype in (np.uint8, np.uint16):
         bright = _integer_percentiles(sample, (99.9,))[0]
     else:
