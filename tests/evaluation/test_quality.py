@@ -147,6 +147,31 @@ def test_thickness_per_object_box_equals_one_transform_of_the_whole_image(dsb_sa
         assert np.array_equal(_thickness(bright, boxes, bright_index), whole_image_thickness(bright, bright_index))
 
 
+def test_nuclei_the_sampled_grid_misses_still_have_their_entropy_measured():
+    labels = np.zeros((40, 40), np.int32)
+    labels[1, 4:30], labels[21, 4:30] = 1, 2  # one pixel thick, on odd rows: off the every-second-row grid
+    uncertain = np.full((3, 40, 40), 1 / 3, np.float32)
+    features = quality_features(labels, uncertain, image_kind="fluorescence", training_diameter=18.0)
+    assert features["entropy"] == pytest.approx(1.0)
+
+
+def test_nuclear_signal_is_the_same_however_a_fluorescence_image_is_stored(dsb_samples):
+    from nucseg.inference.quality import nuclear_signal
+    from nucseg.preprocess.normalize import to_channels
+
+    sample = next(iter(dsb_samples.values()))
+    grey = to_channels(sample.image, 1)[..., 0]
+    signal = nuclear_signal(grey, "fluorescence")
+    assert np.array_equal(signal, grey.astype(np.float32))
+    stored = {
+        "one channel": grey[..., None],
+        "gray as RGBA": np.dstack([grey, grey, grey, np.full_like(grey, 255)]),
+        "blue on black": np.dstack([np.zeros_like(grey), np.zeros_like(grey), grey]),
+    }
+    assert all(np.allclose(nuclear_signal(image, "fluorescence"), signal) for image in stored.values())
+    assert np.array_equal(nuclear_signal(grey, "brightfield"), -signal)  # dark nuclei: darkness is the signal
+
+
 def test_the_sampled_ring_around_each_object_measures_what_the_full_ring_does(dsb_samples):
     from skimage.segmentation import expand_labels
 

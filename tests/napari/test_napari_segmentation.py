@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,6 +76,20 @@ def test_napari_reader_finds_the_image_its_run_recorded_in_summary_csv(tmp_path)
     assert np.array_equal(layers[0][0], image)
     source.rename(source.with_name("moved.png"))  # the recorded image is gone and none has the name
     assert [kind for _, _, kind in read_outputs(str(labels_path))] == ["labels"]
+
+
+def test_napari_reader_does_not_guess_where_a_relative_recorded_path_pointed(tmp_path, monkeypatch):
+    from nucseg.batch.driver import segment_files
+
+    image = read_image(__import__("nucseg.datasets.locations", fromlist=["x"]).sample_image_paths()[0])
+    for root, pixels in ((tmp_path, image), (tmp_path / "elsewhere", 255 - image)):  # a same-layout decoy
+        (root / "data").mkdir(parents=True)
+        Image.fromarray(pixels).save(root / "data" / "well_A1.png")
+    monkeypatch.chdir(tmp_path)
+    segment_files([Path("data")], Path("results"), model="classical")  # summary.csv records data/well_A1.png
+    monkeypatch.chdir(tmp_path / "elsewhere")  # napari started elsewhere: that path now names the decoy
+    layers = read_outputs(str(tmp_path / "results" / "well_A1_labels.tif"))
+    assert [kind for _, _, kind in layers] == ["labels"]
 
 
 def test_napari_reader_opens_a_pyramid_at_the_level_its_labels_were_made_from(tmp_path, pyramid_tiff):

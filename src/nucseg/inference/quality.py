@@ -196,6 +196,8 @@ def quality_features(
         Leading class channels of ``probabilities``.
     """
     features = dict.fromkeys(QUALITY_FEATURES, 0.0)
+    if labels.dtype == np.uint64:  # np.bincount takes no uint64 (a napari label layer may be)
+        labels = labels.astype(np.int64)
     count = int(labels.max())
     features["no_nuclei"] = float(count == 0)
     features["sizing_clipped"] = float(sizing_clipped)
@@ -207,6 +209,8 @@ def quality_features(
         if candidates.any():
             features["ambiguous"] = float((classes_p.max(axis=0)[candidates] < 0.75).mean())
         inside = labels[::_SAMPLE_STEP, ::_SAMPLE_STEP] > 0
+        if count and not inside.any():  # nuclei too small for the sampled grid: all their pixels
+            classes_p, inside = probabilities[:classes], labels > 0
         if inside.any():
             p = np.clip(classes_p[:, inside], 1e-7, 1.0)
             features["entropy"] = float((-(p * np.log(p)).sum(axis=0) / np.log(classes)).mean())
@@ -251,23 +255,22 @@ def nuclear_signal(image: np.ndarray, image_kind: str) -> np.ndarray:
     ndarray of float32, shape (H, W)
         In the image's own units (only differences and ranges of it are used).
     """
-    from nucseg.preprocess.normalize import to_channels
+    from nucseg.preprocess.normalize import single_colour_channel, to_channels
 
     if image_kind == "histology":
         from skimage.color import rgb2hed
 
         rgb = to_channels(image, 3).astype(np.float32)
         return rgb2hed(rgb / max(float(rgb.max()), 1e-6))[..., 0].astype(np.float32)
-    if image.ndim == 2:
-        grey = image.astype(np.float32)
-    else:
-        # the mean of the colour channels: a one-colour export (DAPI in blue on black) is its channel, a third as
-        # bright, which changes no contrast; channel by channel, as numpy's mean over a last axis of 3 is slow
-        colours = image[..., :3]  # alpha dropped
-        grey = colours[..., 0].astype(np.float32)
-        for channel in range(1, colours.shape[2]):
-            grey += colours[..., channel]
-        grey /= colours.shape[2]
+    colours = image[..., None] if image.ndim == 2 else image[..., :3]  # alpha dropped
+    single = single_colour_channel(colours) if colours.shape[2] == 3 else None
+    if single is not None:  # a one-colour export (DAPI in blue on black): that channel, as to_channels takes it
+        colours = colours[..., single : single + 1]
+    # the mean of the channels, one by one: numpy's mean over a last axis of 3 is about 10 times slower
+    grey = colours[..., 0].astype(np.float32)
+    for channel in range(1, colours.shape[2]):
+        grey += colours[..., channel]
+    grey /= colours.shape[2]
     return -grey if image_kind == "brightfield" else grey
 
 
@@ -280,8 +283,8 @@ def _thickness(labels: np.ndarray, boxes: Sequence[tuple[slice, slice] | None], 
     An object's edge is its pixels next to another label or to the
     background; the image border is not an edge (an object cut by it is
     measured as far as it reaches). Each object's distance transform runs on
-    its own box: the same values as one transform of the whole image, in
-    about a quarter of its CPU time on DSB2018's fields.
+    the box given for it: the same values as one transform of the whole
+    image, in about a quarter of its CPU time on DSB2018's fields.
     """
     from nucseg.postprocess.outlines import inner_edges
 
@@ -306,15 +309,17 @@ def _inside_and_around(
 
     The ring is measured on every :data:`_SAMPLE_STEP`-th row and column
     (:func:`skimage.segmentation.expand_labels` of the sampled labels): its
-    mean within sampling, at a fraction of the cost.
+    mean within sampling, at a fraction of the cost. An object the sampled
+    grid misses (a few pixels, or one pixel wide) has no ring there: nan,
+    as for an object with no free pixel around it.
     """
     from skimage.segmentation import expand_labels
 
     length = int(index.max()) + 1
-    flat = labels.ravel().astype(np.intp, copy=False)  # bincount takes no uint64 label layer
+    flat = labels.ravel()
     inside = np.bincount(flat, signal.ravel(), minlength=length)[index] / np.bincount(flat, minlength=length)[index]
     sampled = labels[::_SAMPLE_STEP, ::_SAMPLE_STEP]
-    around = np.where(sampled == 0, expand_labels(sampled, distance=ring / _SAMPLE_STEP), 0).ravel().astype(np.intp)
+    around = np.where(sampled == 0, expand_labels(sampled, distance=ring / _SAMPLE_STEP), 0).ravel()
     free_sum = np.bincount(around, weights=signal[::_SAMPLE_STEP, ::_SAMPLE_STEP].ravel(), minlength=length)[index]
     free_count = np.bincount(around, minlength=length)[index]
     with np.errstate(invalid="ignore", divide="ignore"):

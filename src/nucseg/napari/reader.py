@@ -1,8 +1,7 @@
-"""A napari reader of nucseg outputs: ``NAME_labels.tif`` opens as the image beside it plus its labels."""
+"""A napari reader of nucseg outputs: ``NAME_labels.tif`` opens as the image it was made from plus its labels."""
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nucseg.batch.inputs import image_stem
-from nucseg.batch.qc_report import read_summary
-from nucseg.batch.report import SUMMARY_FILE
+from nucseg.batch.report import read_summary_csv, SUMMARY_FILE
 from nucseg.errors import InputError
 from nucseg.io.formats import IMAGE_SUFFIXES, is_zarr
 from nucseg.io.images import read_labels
@@ -19,7 +17,7 @@ from nucseg.io.lazy import open_level_of_shape
 from nucseg.io.opened import OpenedImage
 
 LABELS_SUFFIX = "_labels.tif"
-#: How many folders up from a labels file its run's summary.csv is looked for.
+#: The folders a labels file's run summary.csv is looked for in: its own and the three above.
 _SUMMARY_DEPTH = 4
 
 
@@ -32,7 +30,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
 
 
 def read_outputs(path: str | list[str]) -> list[tuple]:
-    """Layers of nucseg outputs: for each labels file, its image (when found beside it) and a Labels layer.
+    """Layers of nucseg outputs: for each labels file, its image (when found: :func:`source_images`) and a
+    Labels layer.
 
     A pyramid's image is read at the level the labels were made from (``nucseg segment --level``).
     Where the image states its pixel size, both layers are scaled to microns (napari's ``scale``),
@@ -88,7 +87,7 @@ def source_images(labels_path: Path) -> list[Path]:
             entry
             for entry in entries
             if image_stem(Path(entry.name)) == name
-            and entry != recorded
+            and (recorded is None or entry.resolve() != recorded.resolve())
             and ((entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES) or is_zarr(entry))
         ]
     return found
@@ -96,24 +95,21 @@ def source_images(labels_path: Path) -> list[Path]:
 
 def recorded_source(labels_path: Path) -> Path | None:
     """The image that ``summary.csv`` of the ``nucseg segment`` run that wrote ``labels_path`` names as
-    its source, where it still exists; None otherwise.
+    its source, where that is an absolute path that still exists; None otherwise.
 
-    The summary is looked for beside the labels and in the folders above, as deep as output names go
-    (an image ``sub/X`` of an input folder has its labels at ``OUT/sub/X_labels.tif``).
+    The summary is looked for beside the labels and up to three folders above
+    (an image ``sub/X`` of an input folder has its labels at ``OUT/sub/X_labels.tif``). A relative path was
+    relative to wherever the run was started, unknown here: it is not guessed at.
     """
     for folder in list(labels_path.parents)[:_SUMMARY_DEPTH]:
-        if not (folder / SUMMARY_FILE).is_file():
+        summary = folder / SUMMARY_FILE
+        if not summary.is_file():
             continue
         name = labels_path.relative_to(folder).as_posix()[: -len(LABELS_SUFFIX)]
-        try:
-            rows = read_summary(folder)
-        except (InputError, OSError, csv.Error, UnicodeDecodeError):
+        report = read_summary_csv(summary).get(name)
+        if report is None or not report.path.is_absolute() or not report.path.exists():
             return None
-        for row in rows:
-            if row.get("image") == name and row.get("path"):
-                source = Path(row["path"])
-                return source if source.exists() else None
-        return None
+        return report.path
     return None
 
 
