@@ -7,7 +7,7 @@ without a traceback.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 
@@ -45,6 +45,7 @@ def first_line(exc: BaseException) -> str:
 EXTRAS = {
     "torch": "train",
     "torchvision": "train",
+    "timm": "train",
     "safetensors": "train",
     "tensorboard": "train",
     "yaml": "train",
@@ -55,27 +56,43 @@ EXTRAS = {
 
 
 def require(*modules: str, purpose: str) -> None:
-    """Raise a one-line :class:`NucsegError` naming the extra to install when a module is missing.
+    """Raise a one-line :class:`NucsegError` when a module is missing or installed but broken.
 
     Parameters
     ----------
     *modules
-        Top-level module names, e.g. ``"torch"``.
+        Top-level module names, e.g. ``"torch"``; each is imported (the callers use them next).
     purpose
         What needs them, e.g. ``"training"``: the message reads
-        ``"training needs torch, which is not installed: pip install 'nucseg[train]'"``.
+        ``"training needs torch, which is not installed: pip install 'nucseg[train]'"``, or for a module
+        that is installed but fails to import (torchvision built for another torch, say) names the
+        module and the first line of its error.
     """
-    missing = [name for name in modules if not _importable(name)]
+    failures = {name: _import_failure(name) for name in modules}
+    missing = [name for name, failure in failures.items() if isinstance(failure, ModuleNotFoundError)]
     if missing:
         extras = sorted({EXTRAS.get(name, "train") for name in missing})
         raise NucsegError(
             f"{purpose} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
             f'installed: pip install "nucseg[{",".join(extras)}]"'
         )
+    for name, failure in failures.items():
+        if failure is not None:
+            raise NucsegError(
+                f"{purpose} needs {name}, which is installed but fails to import ({first_line(failure)}): "
+                "torch, torchvision and timm must be builds made for each other, "
+                "e.g. pip install --force-reinstall torch torchvision"
+            )
 
 
-def _importable(module: str) -> bool:
+def _import_failure(module: str) -> Exception | None:
+    """None when ``module`` imports; a ModuleNotFoundError when it is absent; else the import's error."""
     try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a broken or blocked installation counts as missing
-        return False
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == module.split(".")[0]:
+            return exc
+        return ImportError(str(exc))  # installed, but one of its own dependencies is missing
+    except Exception as exc:  # noqa: BLE001 - any failure of an installed package is reported, not raised
+        return exc
+    return None

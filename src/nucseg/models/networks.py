@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nucseg.errors import InputError, ModelError
+from nucseg.errors import InputError, ModelError, require
 from nucseg.models import SIZE_DIVISOR
 from nucseg.models.imagenet_weights import INPUT_MEAN as LITE0_INPUT_MEAN, INPUT_STD as LITE0_INPUT_STD
 
@@ -300,12 +300,9 @@ class EfficientNetLite0UNet(nn.Module):
 def _efficientnet_lite0_features(encoder_weights: str | None) -> nn.Module:
     if encoder_weights not in (None, "none", "imagenet"):
         raise ValueError(f"encoder_weights must be 'imagenet' or None, got {encoder_weights!r}")
-    try:
-        import timm
-    except ImportError:
-        raise ModelError(
-            None, 'efficientnet_lite0_unet needs timm, which is not installed: pip install "nucseg[train]"'
-        ) from None
+    require("timm", purpose="efficientnet_lite0_unet")
+    import timm
+
     encoder = timm.create_model("efficientnet_lite0", pretrained=False, features_only=True)
     if encoder_weights == "imagenet":
         from nucseg.models.imagenet_weights import load_imagenet_weights
