@@ -66,3 +66,13 @@ def test_an_overlay_asked_for_on_a_rerun_is_drawn_from_the_earlier_labels(tmp_pa
 
     third = segment_files([image], out, model="classical", overlay=True, measure=True).images[0]
     assert third.status == "skipped" and third.nuclei == first.nuclei  # everything there: nothing to do
+
+
+def test_the_summary_records_the_absolute_source_path_of_a_relative_input(tmp_path, monkeypatch):
+    sample = _sample(SMALL_IDS[0])  # a DSB2018-layout folder: <id>/images/<id>.png
+    source = sample / "images" / f"{sample.name}.png"
+    monkeypatch.chdir(sample)
+    segment_files([Path("images") / source.name], tmp_path / "out", model="classical")
+    monkeypatch.chdir(tmp_path)  # as a later `nucseg report` or napari session started elsewhere would be
+    recorded = read_summary_csv(tmp_path / "out" / "summary.csv")[source.stem].path
+    assert recorded.is_absolute() and recorded.samefile(source)

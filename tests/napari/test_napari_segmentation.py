@@ -78,7 +78,7 @@ def test_napari_reader_finds_the_image_its_run_recorded_in_summary_csv(tmp_path)
     assert [kind for _, _, kind in read_outputs(str(labels_path))] == ["labels"]
 
 
-def test_napari_reader_does_not_guess_where_a_relative_recorded_path_pointed(tmp_path, monkeypatch):
+def test_napari_reader_opens_the_recorded_image_from_anywhere_and_never_a_relative_guess(tmp_path, monkeypatch):
     from nucseg.batch.driver import segment_files
 
     image = read_image(__import__("nucseg.datasets.locations", fromlist=["x"]).sample_image_paths()[0])
@@ -86,10 +86,14 @@ def test_napari_reader_does_not_guess_where_a_relative_recorded_path_pointed(tmp
         (root / "data").mkdir(parents=True)
         Image.fromarray(pixels).save(root / "data" / "well_A1.png")
     monkeypatch.chdir(tmp_path)
-    segment_files([Path("data")], Path("results"), model="classical")  # summary.csv records data/well_A1.png
-    monkeypatch.chdir(tmp_path / "elsewhere")  # napari started elsewhere: that path now names the decoy
-    layers = read_outputs(str(tmp_path / "results" / "well_A1_labels.tif"))
-    assert [kind for _, _, kind in layers] == ["labels"]
+    segment_files([Path("data")], Path("results"), model="classical")  # typed as a relative path
+    monkeypatch.chdir(tmp_path / "elsewhere")  # napari started elsewhere: data/well_A1.png names the decoy here
+    labels_path = str(tmp_path / "results" / "well_A1_labels.tif")
+    shown, _ = read_outputs(labels_path)
+    assert np.array_equal(shown[0], image)  # summary.csv recorded the absolute path
+    summary = tmp_path / "results" / "summary.csv"  # as summaries written before absolute paths were
+    summary.write_text(summary.read_text().replace(str(tmp_path / "data" / "well_A1.png"), "data/well_A1.png"))
+    assert [kind for _, _, kind in read_outputs(labels_path)] == ["labels"]
 
 
 def test_napari_reader_opens_a_pyramid_at_the_level_its_labels_were_made_from(tmp_path, pyramid_tiff):

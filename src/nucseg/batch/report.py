@@ -274,7 +274,7 @@ def _summary_row(image: ImageReport, row: ImageReport) -> list:
     return [
         image.name,
         "" if row is image else row.name,
-        str(image.path),
+        str(Path(image.path).absolute()),  # readable from any folder: the QC report and napari reader open it
         row.status,
         "" if row.nuclei is None else row.nuclei,
         "" if row.mean_area is None else f"{row.mean_area:.1f}",
