@@ -132,6 +132,17 @@ def test_model_card_names_data_licences_and_post_processing():
     assert "image kind" not in model_card(plain) and "network ran at" not in model_card(plain)
 
 
+def test_model_card_says_how_the_last_run_trained_and_from_which_weights():
+    config, _ = read_model_config(resolve_model_path(DEFAULT_MODEL))
+    stage_two = {**config.training, "init_from": "nuclei", "epochs": 24, "lr": 3e-4}
+    from_imagenet = {**config.training, "init_from": None, "encoder_weights": "imagenet", "epochs": 40}
+    cards = [model_card(dataclasses.replace(config, training=t)) for t in (stage_two, from_imagenet)]
+    assert all("## Training\n" in card for card in cards)
+    assert "at most 24 epochs" in cards[0] and "from the weights of the model `nuclei`" in cards[0]
+    assert "at most 40 epochs" in cards[1] and "from ImageNet weights in the encoder" in cards[1]
+    assert "## Training\n" not in model_card(dataclasses.replace(config, training={}))
+
+
 def test_a_package_nucseg_did_not_write_is_refused_in_one_line(tmp_path):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "rdf.yaml").write_text("type: model\n")

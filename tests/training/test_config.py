@@ -36,6 +36,10 @@ def test_the_shipped_recipe_resolves():
     stage3 = resolve_config(config_file="configs/dsb2018_stage3.yaml")
     assert stage3.model_options == config.model_options and stage3.touching_weight > 0
     assert stage3.kind_weights == {"histology": 2.0, "brightfield": 4.0}
+    stage1 = resolve_config(config_file="configs/nuclei.yaml")
+    stage2 = resolve_config(config_file="configs/nuclei_stage2.yaml")  # the model comes from --init-from
+    assert stage2.datasets == stage1.datasets and stage2.split_from == stage1.split_from
+    assert stage2.lr < stage1.lr and stage2.init_from is None
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".yml", ".json"])

@@ -382,6 +382,7 @@ def model_card(config: ModelConfig) -> str:
             else "."
         ),
         "",
+        *_training_lines(config),
         "## Validation",
         "",
         "Scores on the validation images of the training run, at the saved epoch (the split is in config.json; "
@@ -395,6 +396,32 @@ def model_card(config: ModelConfig) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _training_lines(config: ModelConfig) -> list[str]:
+    """The card's account of the last training run: its length, learning rate and starting weights."""
+    training = config.training
+    if not training.get("epochs"):
+        return []
+    if training.get("init_from"):
+        start = (
+            f"the weights of the model `{training['init_from']}` as it was when this run started "
+            "(the run fine-tuned it or continued its training)"
+        )
+    elif training.get("encoder_weights") == "imagenet":
+        start = "ImageNet weights in the encoder, the decoder at random"
+    else:
+        start = "random weights"
+    schedule = training.get("lr_schedule", "")
+    return [
+        "## Training",
+        "",
+        f"The last run: at most {training['epochs']} epochs of {training.get('samples_per_epoch') or 'all'} crops "
+        f"of {training.get('crop_size')} px, learning rate {training.get('lr'):g}"
+        + (f" ({schedule} schedule)" if schedule else "")
+        + f", from {start}; the saved epoch is the best on validation.",
+        "",
+    ]
 
 
 def _size_frame_note(config: ModelConfig) -> str:
