@@ -46,4 +46,18 @@ def test_an_installed_module_that_fails_to_import_is_named_with_its_error(packag
         message = str(raised.value)
         assert "\n" not in message
         assert message.startswith(f"the probe needs {module}, which is installed but fails to import ({error})")
-        assert "pip install --force-reinstall torch torchvision" in message
+        assert f"reinstall it, e.g. pip install --force-reinstall {module}" in message
+
+
+def test_a_broken_torchvision_says_torch_and_torchvision_must_match(packages, monkeypatch):
+    # A stand-in found before the installed torchvision, failing as PyPI's does beside a CPU-only torch.
+    (packages / "torchvision").mkdir()
+    (packages / "torchvision" / "__init__.py").write_text(
+        'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
+    monkeypatch.delitem(sys.modules, "torchvision", raising=False)
+    with pytest.raises(NucsegError) as raised:
+        require("torchvision", purpose="nucseg train")
+    message = str(raised.value)
+    assert message.startswith("nucseg train needs torchvision, which is installed but fails to import (operator")
+    assert message.endswith("e.g. pip install --force-reinstall torch torchvision")

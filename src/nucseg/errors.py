@@ -78,11 +78,19 @@ def require(*modules: str, purpose: str) -> None:
         )
     for name, failure in failures.items():
         if failure is not None:
-            raise NucsegError(
-                f"{purpose} needs {name}, which is installed but fails to import ({first_line(failure)}): "
+            remedy = (
                 "torch, torchvision and timm must be builds made for each other, "
                 "e.g. pip install --force-reinstall torch torchvision"
+                if name in _TORCH_FAMILY
+                else f"reinstall it, e.g. pip install --force-reinstall {name.split('.')[0]}"
             )
+            raise NucsegError(
+                f"{purpose} needs {name}, which is installed but fails to import ({first_line(failure)}): {remedy}"
+            )
+
+
+#: Packages whose compiled parts must match torch's build: PyPI's torchvision is built for PyPI's torch.
+_TORCH_FAMILY = {"torch", "torchvision", "timm"}
 
 
 def _import_failure(module: str) -> Exception | None:
