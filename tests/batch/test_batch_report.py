@@ -76,3 +76,18 @@ def test_the_summary_records_the_absolute_source_path_of_a_relative_input(tmp_pa
     monkeypatch.chdir(tmp_path)  # as a later `nucseg report` or napari session started elsewhere would be
     recorded = read_summary_csv(tmp_path / "out" / "summary.csv")[source.stem].path
     assert recorded.is_absolute() and recorded.samefile(source)
+
+
+def test_an_earlier_runs_relative_source_path_is_kept_as_it_recorded_it(tmp_path, monkeypatch):
+    first, second = (_sample(prefix) for prefix in SMALL_IDS[:2])
+    out = tmp_path / "out"
+    segment_files([first], out, model="classical")
+    summary = out / "summary.csv"
+    recorded = str(read_summary_csv(summary)[first.name].path)
+    summary.write_text(summary.read_text().replace(recorded, "images/relative.png"))  # as before absolute paths
+    monkeypatch.chdir(tmp_path)  # another folder than the earlier run's: resolving there would invent a path
+    segment_files([second], out, model="classical")
+    rows = read_summary_csv(summary)
+    assert rows[first.name].path == Path("images/relative.png")
+    assert rows[second.name].path.is_absolute()
+

@@ -182,9 +182,12 @@ def write_summary_csv(
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(SUMMARY_COLUMNS)
-            for image in [*report.images, *kept]:
+            # this run's sources absolute, readable from any folder (the QC report, the napari reader); an
+            # earlier run's as it recorded them: an old relative path was relative to that run's folder
+            sources = [Path(image.path).absolute() for image in report.images] + [image.path for image in kept]
+            for image, source in zip([*report.images, *kept], sources):
                 for row in [image, *image.planes]:  # a stack: the image, then each of its planes
-                    writer.writerow(_summary_row(image, row))
+                    writer.writerow(_summary_row(image, row, source))
     return Path(path)
 
 
@@ -269,12 +272,12 @@ def merge_earlier_summary(report: BatchReport) -> list[ImageReport]:
     return [image for name, image in earlier.items() if name not in names]
 
 
-def _summary_row(image: ImageReport, row: ImageReport) -> list:
+def _summary_row(image: ImageReport, row: ImageReport, source: Path) -> list:
     """One line of ``summary.csv``: ``row`` is ``image`` itself or one of its planes."""
     return [
         image.name,
         "" if row is image else row.name,
-        str(Path(image.path).absolute()),  # readable from any folder: the QC report and napari reader open it
+        str(source),
         row.status,
         "" if row.nuclei is None else row.nuclei,
         "" if row.mean_area is None else f"{row.mean_area:.1f}",
