@@ -90,4 +90,3 @@ def test_an_earlier_runs_relative_source_path_is_kept_as_it_recorded_it(tmp_path
     rows = read_summary_csv(summary)
     assert rows[first.name].path == Path("images/relative.png")
     assert rows[second.name].path.is_absolute()
-
