@@ -7,6 +7,7 @@ import pytest
 
 from nucseg.preprocess.normalize import (
     NormalizationConfig,
+    channel_mean,
     equal_channels,
     normalize_percentile,
     percentile_range,
@@ -224,3 +225,11 @@ def test_equal_channels_tells_gray_stored_as_colour_from_colour(dsb_samples):
     one_pixel_off = gray_rgba[:, :, :3].copy()
     one_pixel_off[5, 7, 2] ^= 1  # a single differing value is colour
     assert not equal_channels(one_pixel_off)
+
+
+def test_channel_mean_is_numpys_mean_over_the_channels_in_float32():
+    for channels, dtype in ((3, np.uint16), (4, np.uint8), (1, np.float64)):
+        image = (RNG.random((40, 50, channels)) * 1000).astype(dtype)
+        mean = channel_mean(image)
+        assert mean.dtype == np.float32 and mean.shape == (40, 50)
+        assert np.allclose(mean, image.mean(axis=2), rtol=1e-6)

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nucseg.preprocess.normalize import equal_channels, single_colour_channel, statistics_sample, to_channels
+from nucseg.preprocess.normalize import (
+    channel_mean,
+    equal_channels,
+    single_colour_channel,
+    statistics_sample,
+    to_channels,
+)
 
 
 #: Kinds of image that :func:`image_kind` tells apart.
@@ -56,7 +62,7 @@ def image_kind(image: np.ndarray) -> str:
         channel_difference = max(float(np.mean(np.abs(data[..., 0] - data[..., c]))) for c in (1, 2))
         if channel_difference > 0.02 * scale:
             return "histology"
-        data = (data[..., 0] + data[..., 1] + data[..., 2]) / 3  # numpy's mean over a last axis of 3 is slower
+        data = channel_mean(data)
     return "brightfield" if float(np.median(data)) > 0.5 * scale else "fluorescence"
 
 

@@ -255,7 +255,7 @@ def nuclear_signal(image: np.ndarray, image_kind: str) -> np.ndarray:
     ndarray of float32, shape (H, W)
         In the image's own units (only differences and ranges of it are used).
     """
-    from nucseg.preprocess.normalize import single_colour_channel, to_channels
+    from nucseg.preprocess.normalize import channel_mean, single_colour_channel, to_channels
 
     if image_kind == "histology":
         from skimage.color import rgb2hed
@@ -266,11 +266,7 @@ def nuclear_signal(image: np.ndarray, image_kind: str) -> np.ndarray:
     single = single_colour_channel(colours) if colours.shape[2] == 3 else None
     if single is not None:  # a one-colour export (DAPI in blue on black): that channel, as to_channels takes it
         colours = colours[..., single : single + 1]
-    # the mean of the channels, one by one: numpy's mean over a last axis of 3 is about 10 times slower
-    grey = colours[..., 0].astype(np.float32)
-    for channel in range(1, colours.shape[2]):
-        grey += colours[..., channel]
-    grey /= colours.shape[2]
+    grey = channel_mean(colours)
     return -grey if image_kind == "brightfield" else grey
 
 

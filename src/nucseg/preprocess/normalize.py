@@ -158,6 +158,26 @@ def single_colour_channel(image: np.ndarray) -> int | None:
     return int(full[0]) if full.size == 1 else None
 
 
+def channel_mean(image: np.ndarray) -> np.ndarray:
+    """The mean of an image's channels, in float32.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        Any number type.
+
+    Returns
+    -------
+    ndarray of float32, shape (H, W)
+        Summed one channel at a time: numpy's mean over a short last axis is about ten times slower.
+    """
+    mean = image[..., 0].astype(np.float32)
+    for channel in range(1, image.shape[2]):
+        mean += image[..., channel]
+    mean /= image.shape[2]
+    return mean
+
+
 def percentile_range(image: np.ndarray, *, low: float = 1.0, high: float = 99.8) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel intensities at the ``low`` and ``high`` percentiles.
 
