@@ -25,3 +25,23 @@ def test_a_fine_tuned_model_carries_the_initial_calibration_over_and_says_so():
     assert calibration.fitted_on.startswith("carried over from dsb2018 (fitted there on the 66 validation images")
     assert "not refitted" in calibration.fitted_on
     assert carried_quality_calibration(None) == {}
+
+
+
+def test_a_calibration_carried_over_twice_names_each_step_once(tmp_path):
+    import json
+    import shutil
+
+    from nucseg.models.registry import resolve_model_path
+
+    once = tmp_path / "fine_tuned"  # a model fine-tuned from dsb2018, whose calibration was carried over
+    once.mkdir()
+    config = json.loads((resolve_model_path("dsb2018") / "config.json").read_text())
+    config["quality"] = carried_quality_calibration("dsb2018")
+    (once / "config.json").write_text(json.dumps(config))
+    for weights in resolve_model_path("dsb2018").glob("weights.*"):
+        shutil.copy(weights, once / weights.name)
+    fitted_on = carried_quality_calibration(str(once))["fitted_on"]
+    assert fitted_on.startswith(f"carried over from {once} (carried over from dsb2018 (fitted there on the 66 ")
+    assert "fitted there on carried over" not in fitted_on
+    assert fitted_on.endswith("); not refitted on this fine-tuning's validation images")

@@ -410,8 +410,9 @@ def carried_quality_calibration(init_from: str | None) -> dict[str, Any]:
     if not initial.quality:
         return {}
     fitted_on = initial.quality.get("fitted_on") or "its validation images"
+    # A calibration carried over before says so itself: "fitted there on carried over from ..." would misread.
+    origin = fitted_on if fitted_on.startswith("carried over") else f"fitted there on {fitted_on}"
     return {
         **initial.quality,
-        "fitted_on": f"carried over from {init_from} (fitted there on {fitted_on}); not "
-        "refitted on this fine-tuning's validation images",
+        "fitted_on": f"carried over from {init_from} ({origin}); not refitted on this fine-tuning's validation images",
     }
