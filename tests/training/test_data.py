@@ -27,7 +27,6 @@ def test_a_fine_tuned_model_carries_the_initial_calibration_over_and_says_so():
     assert carried_quality_calibration(None) == {}
 
 
-
 def test_a_calibration_carried_over_twice_names_each_step_once(tmp_path):
     import json
     import shutil
