@@ -3,7 +3,7 @@
 Segments the validation (or test) images that a model folder's split holds
 out, as ``nucseg segment`` does by default, and sorts every ground-truth
 nucleus that no prediction matches at IoU > 0.5 into one cause
-(:mod:`nucseg.evaluation.errors`), per dataset. The table tells which remedy a
+(:mod:`nucseg.evaluation.error_causes`), per dataset. The table tells which remedy a
 set needs: missed small nuclei (micronuclei, dense tissue) call for another
 size range, merges for better separation of touching nuclei, spurious objects
 for cleaner backgrounds::
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from nucseg.datasets.mixture import split_qualified
 from nucseg.errors import NucsegError
-from nucseg.evaluation.errors import combine, error_breakdown
+from nucseg.evaluation.error_causes import combine, error_breakdown
 from nucseg.evaluation.report import load_validation_samples
 from nucseg.inference.model import load_model
 

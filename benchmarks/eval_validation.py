@@ -32,7 +32,10 @@ without a network).
 ``--rescale F`` resizes every image and its labels by F before segmenting
 (nuclei F times their size: 0.4 turns the validation images' nuclei of about
 20 pixels into nuclei of 8, as a 10x objective or dense tissue shows them), to
-measure automatic sizing outside the sizes the sets hold. ``--scale-limits LOW
+measure automatic sizing outside the sizes the sets hold. ``--postprocess
+NAME=VALUE`` (repeatable) replaces one post-processing setting of the networks
+for every image kind (``min_size=20``), to measure what thresholds can and
+cannot recover. ``--scale-limits LOW
 HIGH`` sets the range of factors automatic sizing may choose
 (:data:`nucseg.postprocess.measure.AUTO_SCALE_LIMITS`) in this process, to
 choose that range on validation images.
@@ -115,9 +118,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar=("LOW", "HIGH"),
         help="the factors automatic sizing may choose (default: nucseg's AUTO_SCALE_LIMITS)",
     )
+    parser.add_argument(
+        "--postprocess",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a post-processing setting that replaces the networks' own for every image kind, e.g. min_size=20 "
+        "(a PostprocessConfig field; sizes in the frame the model's settings use); repeat for several",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every report (with per-image scores) as JSON")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     return parser.parse_args(argv)
+
+
+def parse_postprocess(entries: Sequence[str]) -> dict[str, float | int | bool | str]:
+    """``["min_size=20", ...]`` -> ``{"min_size": 20}``, each value read as JSON (a bare word stays a string).
+
+    SegmentOptions checks the names and ranges; a malformed entry raises NucsegError.
+    """
+    settings: dict[str, float | int | bool | str] = {}
+    for entry in entries:
+        name, sep, text = entry.partition("=")
+        if not sep or not name or not text:
+            raise NucsegError(f"--postprocess {entry!r}: expected NAME=VALUE, e.g. min_size=20")
+        try:
+            settings[name] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[name] = text
+    return settings
 
 
 def parse_models(entries: Sequence[str]) -> dict[str, str]:
@@ -171,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         models = parse_models(args.model)
+        postprocess = parse_postprocess(args.postprocess)
         if args.split_part != "validation" and not args.split_from:
             raise NucsegError(
                 f"--split-part {args.split_part} needs --split-from (the model folder that stores the split)"
@@ -209,6 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 options["scale"] = args.scale
             if args.backend and not isinstance(model, ClassicalModel):
                 options["backend"] = args.backend
+            if postprocess and not isinstance(model, ClassicalModel):
+                options["postprocess"] = postprocess
             reports[name] = evaluate_model(model, samples, name=name, progress=progress, **options)
     except NucsegError as exc:
         print(f"eval_validation: error: {exc}", file=sys.stderr)
@@ -218,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizing += f" within factors {args.scale_limits[0]:g}-{args.scale_limits[1]:g}"
     origin = args.data or "the datasets of the model's training config"
     backend = f", backend {args.backend}" if args.backend else ""
+    backend += "".join(f", {name} {value}" for name, value in postprocess.items())
     print(
         f"Accuracy on {source}, from {origin} (device {args.device}{backend}, {sizing}{', TTA' if args.tta else ''}):\n"
     )
@@ -238,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "split_part": args.split_part,
             "device": args.device,
             "backend": args.backend,
+            "postprocess": postprocess,
             "tta": args.tta,
             "scale": args.scale,
             "rescale": args.rescale,

@@ -1,4 +1,4 @@
-"""Tests of nucseg.evaluation.errors: each unmatched nucleus given one cause, on drawn and real labels."""
+"""Tests of nucseg.evaluation.error_causes: each unmatched nucleus given one cause, on drawn and real labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from nucseg.evaluation.errors import combine, error_breakdown
+from nucseg.evaluation.error_causes import combine, error_breakdown
 
 
 def _disk(labels: np.ndarray, centre: tuple[int, int], radius: int, value: int) -> None:
