@@ -70,3 +70,10 @@ def test_images_combine_by_summing_counts_and_joining_areas():
     assert error_breakdown(truth, pred, small=0.1).missed_small == 0
     empty = combine([])
     assert empty.n_true == 0 and empty.missed_small == 0 and empty.missed_areas.size == 0
+
+
+def test_label_values_far_apart_are_counted_like_sequential_ones():
+    truth, pred = np.zeros((40, 40), np.uint32), np.zeros((40, 40), np.uint32)
+    _disk(truth, (10, 10), 5, 4_000_000_000), _disk(truth, (30, 30), 5, 7), _disk(pred, (10, 10), 5, 3_000_000_000)
+    errors = error_breakdown(truth, pred)
+    assert (errors.n_true, errors.matched, errors.missed) == (2, 1, 1)

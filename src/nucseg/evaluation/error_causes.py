@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from skimage.metrics import contingency_table
+from skimage.segmentation import relabel_sequential
 
 from nucseg.evaluation.metrics import match_instances
 
@@ -101,8 +102,11 @@ def error_breakdown(
     -------
     ErrorBreakdown
     """
+    # numbered 1..n first: the contingency table has a row per label value up to the largest
+    true_labels = relabel_sequential(np.asarray(true_labels))[0]
+    pred_labels = relabel_sequential(np.asarray(pred_labels))[0]
     matching = match_instances(true_labels, pred_labels, threshold=threshold)
-    table = contingency_table(np.asarray(true_labels).ravel(), np.asarray(pred_labels).ravel()).tocsr()
+    table = contingency_table(true_labels.ravel(), pred_labels.ravel()).tocsr()
     true_ids = np.unique(true_labels[true_labels > 0])
     pred_ids = np.unique(pred_labels[pred_labels > 0])
     shared = table[true_ids][:, pred_ids]  # sparse: pixels of GT nucleus i in prediction j
