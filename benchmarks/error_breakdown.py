@@ -21,7 +21,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from nucseg.datasets.mixture import split_qualified
+from nucseg.datasets.mixture import NAME_SEPARATOR, split_qualified
 from nucseg.errors import NucsegError
 from nucseg.evaluation.error_causes import combine, error_breakdown
 from nucseg.evaluation.report import load_validation_samples
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     by_dataset: dict[str, list] = {}
     for sample in samples:
-        dataset = split_qualified(sample.name)[0] if "/" in sample.name else "images"
+        dataset = split_qualified(sample.name)[0] if NAME_SEPARATOR in sample.name else "images"
         by_dataset.setdefault(dataset, []).append(error_breakdown(sample.labels, model.segment(sample.image).labels))
     print(
         f"Unmatched nuclei (IoU <= 0.5) by cause, {args.model} on the {len(samples)} {args.split_part} images "

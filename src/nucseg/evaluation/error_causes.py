@@ -34,7 +34,7 @@ import numpy as np
 from skimage.metrics import contingency_table
 from skimage.segmentation import relabel_sequential
 
-from nucseg.evaluation.metrics import match_instances
+from nucseg.evaluation.metrics import IoUMatrix, match_iou
 
 #: The causes of an unmatched GT nucleus, in the order they are tried.
 CAUSES = ("missed", "merged", "split", "poorly_outlined")
@@ -105,17 +105,15 @@ def error_breakdown(
     # numbered 1..n first: the contingency table has a row per label value up to the largest
     true_labels = relabel_sequential(np.asarray(true_labels))[0]
     pred_labels = relabel_sequential(np.asarray(pred_labels))[0]
-    matching = match_instances(true_labels, pred_labels, threshold=threshold)
-    table = contingency_table(true_labels.ravel(), pred_labels.ravel()).tocsr()
-    true_ids = np.unique(true_labels[true_labels > 0])
-    pred_ids = np.unique(pred_labels[pred_labels > 0])
-    shared = table[true_ids][:, pred_ids]  # sparse: pixels of GT nucleus i in prediction j
-    true_areas = np.asarray(table[true_ids].sum(axis=1)).ravel()
-    pred_areas = np.asarray(table[:, pred_ids].sum(axis=0)).ravel()
-    on_background = np.asarray(table[[0]][:, pred_ids].todense()).ravel()
+    table = contingency_table(true_labels.ravel(), pred_labels.ravel()).tocsr()  # row and column 0: background
+    shared = table[1:, 1:]  # sparse: pixels of GT nucleus i in prediction j
+    true_areas = np.asarray(table[1:].sum(axis=1)).ravel()
+    pred_areas = np.asarray(table[:, 1:].sum(axis=0)).ravel()
+    on_background = np.asarray(table[[0], 1:].todense()).ravel()
+    matching = match_iou(_iou_matrix(shared, true_areas, pred_areas), threshold=threshold)
     by_prediction = shared.tocsc()
 
-    matched_true = np.isin(true_ids, matching.pairs[:, 0])
+    matched_true = np.isin(np.arange(1, len(true_areas) + 1), matching.pairs[:, 0])
     counts = dict.fromkeys(CAUSES, 0)
     missed_areas = []
     for i in np.flatnonzero(~matched_true):
@@ -134,18 +132,28 @@ def error_breakdown(
             counts["split"] += 1
         else:
             counts["poorly_outlined"] += 1
-    matched_pred = np.isin(pred_ids, matching.pairs[:, 1])
+    matched_pred = np.isin(np.arange(1, len(pred_areas) + 1), matching.pairs[:, 1])
     spurious = ~matched_pred & (on_background >= covered * pred_areas)
     missed_areas = np.asarray(missed_areas, dtype=np.int64)
     small_area = small * np.median(true_areas) if len(true_areas) else 0.0
     return ErrorBreakdown(
-        n_true=len(true_ids),
-        n_pred=len(pred_ids),
+        n_true=len(true_areas),
+        n_pred=len(pred_areas),
         matched=int(matched_true.sum()),
         spurious=int(spurious.sum()),
         missed_small=int(np.count_nonzero(missed_areas < small_area)),
         missed_areas=missed_areas,
         **counts,
+    )
+
+
+def _iou_matrix(shared, true_areas: np.ndarray, pred_areas: np.ndarray) -> IoUMatrix:
+    """The metrics' :class:`IoUMatrix` of labels numbered 1..n, from their overlap counts (one pixel pass)."""
+    pairs = shared.tocoo()
+    rows, cols = pairs.row.astype(np.intp), pairs.col.astype(np.intp)
+    values = pairs.data / (true_areas[rows] + pred_areas[cols] - pairs.data)
+    return IoUMatrix(
+        np.arange(1, len(true_areas) + 1), np.arange(1, len(pred_areas) + 1), rows, cols, values.astype(np.float64)
     )
 
 
